@@ -1,0 +1,50 @@
+"""Logging set up once per process with loguru: readable on a terminal, JSON lines when configured."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from loguru import logger
+
+from floodwatch.settings.core import LogSettings
+
+_FORMAT = (
+    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+    "<cyan>{extra[actor]}</cyan> {message}"
+)
+
+
+def setup_logging(settings: LogSettings, actor: str) -> None:
+    logger.remove()
+    logger.configure(extra={"actor": actor})
+    level = settings.level.upper()
+    if settings.json:
+        logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
+    else:
+        logger.add(sys.stderr, level=level, format=_FORMAT, backtrace=False, diagnose=False)
+    if settings.file:
+        fd = os.open(settings.file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.close(fd)
+        logger.add(settings.file, level=level, serialize=settings.json, backtrace=False, diagnose=False)
+
+
+class RateLimited:
+    """Log at most once per `interval` seconds per key, saying how many were suppressed."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def allow(self, key: str, now: float | None = None) -> tuple[bool, int]:
+        now = time.monotonic() if now is None else now
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False, 0
+        if len(self._last) > 1000:  # keys come from code, but stay bounded regardless
+            self._last.clear()
+        self._last[key] = now
+        return True, self._suppressed.pop(key, 0)

@@ -1,0 +1,10 @@
+"""[apiserver] config section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ApiserverSettings:
+    enabled: bool = True

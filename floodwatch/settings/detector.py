@@ -1,0 +1,10 @@
+"""[detector] config section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    enabled: bool = True

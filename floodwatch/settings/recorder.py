@@ -1,0 +1,10 @@
+"""[recorder] config section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    enabled: bool = True

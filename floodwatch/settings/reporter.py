@@ -1,0 +1,10 @@
+"""[reporter] config section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ReporterSettings:
+    enabled: bool = True

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets up floodwatch on a fresh Debian/Ubuntu machine: system packages and the .venv.
+# Idempotent; run as root (it installs packages). Usage: scripts/setup.sh [--dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEV=0
+[ "${1:-}" = "--dev" ] && DEV=1
+
+APT_PKGS=(tshark tcpdump iproute2 nftables iptables ipset netsniff-ng python3-venv python3-pip)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+if [ "$DEV" = 1 ]; then
+  .venv/bin/pip install -q -e '.[dev]'
+else
+  .venv/bin/pip install -q -e .
+fi
+echo "floodwatch set up: $(pwd)/.venv/bin/floodwatch"

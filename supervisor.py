@@ -1,0 +1,352 @@
+"""The floodwatch supervisor: starts the actors, watches them, restarts them, speaks to systemd.
+
+It owns the event proxy (XSUB/XPUB) and the control ROUTER. Signals only set flags; the loop acts on
+them. Restarts follow floodwatch.restart.RestartPolicy; a critical actor that flaps makes the
+supervisor exit non-zero so that systemd restarts the whole service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+from loguru import logger
+
+from floodwatch import bus, messages
+from floodwatch.config import Config, load_config
+from floodwatch.errors import BusError, ConfigError
+from floodwatch.logs import setup_logging
+from floodwatch.messages import (
+    ActorHeartbeat,
+    ActorHello,
+    ActorHelloAck,
+    ActorReady,
+    StatusReply,
+    StatusRequest,
+)
+from floodwatch.restart import RestartPolicy
+from floodwatch.sdnotify import Notifier
+from floodwatch.settings.core import ACTOR_ORDER
+
+log = logger.bind(actor="supervisor")
+TICK = 0.05
+
+
+@dataclass
+class Child:
+    """One supervised actor and what we know of it."""
+
+    name: str
+    module: str
+    critical: bool
+    policy: RestartPolicy
+    proc: subprocess.Popen[bytes] | None = None
+    state: str = "stopped"  # starting running stopping backoff failed stopped
+    restarts: int = 0
+    started: float = 0.0  # monotonic
+    started_wall: float = 0.0
+    ready: bool = False
+    last_beat: float = 0.0  # monotonic
+    heartbeat: ActorHeartbeat | None = None
+    restart_at: float | None = None
+    kill_at: float | None = None
+    why_stopping: str = ""
+    last_exit: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def row(self, now: float) -> dict[str, Any]:
+        hb = self.heartbeat
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "state": self.state,
+            "critical": self.critical,
+            "restarts": self.restarts,
+            "uptime": round(now - self.started, 3) if self.pid else 0.0,
+            "last_heartbeat": round(now - self.last_beat, 3) if self.last_beat else None,
+            "last_exit": self.last_exit,
+            "counters": dict(hb.counters) if hb else {},
+            "cpu_seconds": hb.cpu_seconds if hb else 0.0,
+            "rss_bytes": hb.rss_bytes if hb else 0,
+            "health": hb.health if hb else "",
+        }
+
+
+def actor_names(config: Config) -> list[str]:
+    """Actors to run, in start order: built-in ones that are listed and enabled, then extra modules."""
+    wanted = config.supervisor.actors
+    names = [n for n in ACTOR_ORDER if n in wanted and getattr(config.section(n), "enabled", True)]
+    return names + [n for n in wanted if n in config.supervisor.modules and n not in names]
+
+
+class Supervisor:
+    def __init__(self, config_path: str, config: Config, env: dict[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.notifier = Notifier(env)
+        self.ctx = zmq.Context()
+        self.endpoints = bus.endpoints(config.bus, config.agent)
+        self.children: dict[str, Child] = {}
+        self.flags: set[str] = set()
+        self.exit_code = 0
+        self.announced_ready = False
+        self.next_watchdog = 0.0
+        self.started_wall = time.time()
+        self.reloads = 0
+        self.router: zmq.Socket | None = None
+        self.proxy: bus.EventProxy | None = None
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _child(self, name: str) -> Child:
+        module = self.config.supervisor.modules.get(name, f"actors.{name}")
+        return Child(name, module, name in self.config.supervisor.critical, RestartPolicy(self.config.supervisor))
+
+    def bind(self) -> None:
+        for d in (self.config.agent.runtime_dir, self.config.agent.state_dir):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        self.proxy = bus.EventProxy(self.ctx, self.endpoints, self.config.bus.hwm_events)
+        self.proxy.start()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted actor takes over its identity
+        bus.prepare_ipc(self.endpoints.control)
+        try:
+            self.router.bind(self.endpoints.control)
+        except zmq.ZMQError as e:
+            raise BusError(f"cannot bind control socket {self.endpoints.control}: {e}") from e
+
+    def spawn(self, child: Child) -> None:
+        env = dict(os.environ, FLOODWATCH_ACTOR=child.name, FLOODWATCH_SUPERVISOR_PID=str(os.getpid()))
+        argv = [sys.executable, "-m", child.module, "--config", self.config_path]
+        child.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+        now = time.monotonic()
+        child.state, child.ready, child.started, child.started_wall = "starting", False, now, time.time()
+        child.last_beat, child.heartbeat, child.restart_at, child.kill_at = 0.0, None, None, None
+        child.policy.started(now)
+        log.info("started {} (pid {})", child.name, child.proc.pid)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        for sig, flag in ((signal.SIGTERM, "term"), (signal.SIGINT, "term"), (signal.SIGHUP, "hup")):
+            signal.signal(sig, lambda *_a, f=flag: self.flags.add(f))
+        self.bind()
+        for name in actor_names(self.config):
+            self.children[name] = self._child(name)
+            self.spawn(self.children[name])
+        self.notifier.status(f"starting {len(self.children)} actors")
+        try:
+            while "term" not in self.flags and self.exit_code == 0:
+                self.tick()
+        finally:
+            self.shutdown()
+        return self.exit_code
+
+    def tick(self) -> None:
+        assert self.router is not None
+        if self.router.poll(int(TICK * 1000), zmq.POLLIN):
+            for _ in range(256):
+                try:
+                    ident, *rest = self.router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if rest:
+                    self.on_control(ident, rest[-1])
+        if "hup" in self.flags:
+            self.flags.discard("hup")
+            self.reload()
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            self.check(child, now)
+        self.systemd(now)
+
+    def on_control(self, ident: bytes, data: bytes) -> None:
+        try:
+            msg = messages.decode(data)
+        except messages.MessageDecodeError as e:
+            log.warning("bad control message from {!r}: {}", ident[:32], e)
+            return
+        child = self.children.get(ident.decode(errors="replace"))
+        if isinstance(msg, ActorHello):
+            ok = child is None or child.pid in (None, msg.pid)  # unmanaged: a standalone actor
+            reason = "" if ok else f"actor {msg.actor} already runs under this supervisor (pid {child.pid})"
+            self._reply(ident, ActorHelloAck(ok=ok, reason=reason))
+        elif isinstance(msg, ActorReady) and child is not None:
+            child.ready, child.last_beat = True, time.monotonic()
+            if child.state == "starting":
+                child.state = "running"
+        elif isinstance(msg, ActorHeartbeat) and child is not None and msg.pid == child.pid:
+            child.heartbeat, child.last_beat = msg, time.monotonic()
+        elif isinstance(msg, StatusRequest):
+            self._reply(ident, self.status_reply(msg.nonce))
+
+    def _reply(self, ident: bytes, msg: messages.Message) -> None:
+        assert self.router is not None
+        try:
+            self.router.send_multipart([ident, messages.encode(msg)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the asker went away
+
+    def status_reply(self, nonce: str) -> StatusReply:
+        now = time.monotonic()
+        sup = {
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started_wall, 3),
+            "config": self.config_path,
+            "ready": self.announced_ready,
+            "reloads": self.reloads,
+        }
+        return StatusReply(nonce=nonce, supervisor=sup, actors=[c.row(now) for c in self.children.values()])
+
+    def check(self, child: Child, now: float) -> None:
+        s = self.config.supervisor
+        proc = child.proc
+        if proc is not None and proc.poll() is not None:
+            self.exited(child, proc.returncode, now)
+            return
+        if child.state == "backoff" and child.restart_at is not None and now >= child.restart_at:
+            child.restarts += 1
+            self.spawn(child)
+        elif child.state == "stopping" and child.kill_at is not None and now >= child.kill_at and proc:
+            log.warning("{} did not stop within {:g} s: SIGKILL", child.name, s.stop_timeout)
+            proc.kill()
+            child.kill_at = None
+        elif child.state == "running" and now - child.last_beat > s.heartbeat_timeout:
+            self.terminate(child, f"no heartbeat for {now - child.last_beat:.1f} s (hung)", now)
+        elif child.state == "starting" and now - child.started > s.start_timeout:
+            self.terminate(child, f"not ready within {s.start_timeout:g} s", now)
+
+    def terminate(self, child: Child, why: str, now: float) -> None:
+        log.error("{}: {}: SIGTERM", child.name, why)
+        if child.proc is not None:
+            child.proc.terminate()
+        child.state, child.why_stopping = "stopping", why
+        child.kill_at = now + self.config.supervisor.stop_timeout
+
+    def exited(self, child: Child, code: int, now: float) -> None:
+        child.last_exit, child.proc = code, None
+        if child.extra.pop("reload", False):
+            child.restarts += 1
+            self.spawn(child)
+            return
+        decision = child.policy.exited(now)
+        why = child.why_stopping or f"exited with {code}"
+        child.why_stopping = ""
+        if decision.restart:
+            child.state, child.restart_at = "backoff", now + decision.delay
+            log.warning("{} {}; restart in {:.2f} s", child.name, why, decision.delay)
+            return
+        child.state = "failed"
+        log.critical("{} {}; giving up: {}", child.name, why, decision.reason)
+        self.notifier.status(f"{child.name} failed: {decision.reason}")
+        if child.critical:
+            self.exit_code = 1
+
+    def systemd(self, now: float) -> None:
+        if not self.announced_ready and self.children and all(
+            c.ready or c.state == "failed" for c in self.children.values()
+        ):
+            self.announced_ready = True
+            self.notifier.ready(f"{len(self.children)} actors running")
+            log.info("all actors ready")
+        interval = self.notifier.watchdog_interval
+        if interval and now >= self.next_watchdog and self.healthy():
+            self.notifier.watchdog()
+            self.next_watchdog = now + interval
+
+    def healthy(self) -> bool:
+        return all(c.state != "failed" for c in self.children.values() if c.critical)
+
+    # -- reload and stop ---------------------------------------------------------------------------
+    def reload(self) -> None:
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            log.error("SIGHUP: keeping the running config: {}", e)
+            return
+        self.reloads += 1
+        everything = any(getattr(new, s) != getattr(self.config, s) for s in ("agent", "bus", "log"))
+        old, self.config = self.config, new
+        wanted = actor_names(new)
+        for name in [n for n in self.children if n not in wanted]:
+            self.stop_child(self.children.pop(name))
+        for name in wanted:
+            child = self.children.get(name)
+            if child is None:
+                self.children[name] = child = self._child(name)
+                self.spawn(child)
+                continue
+            child.policy.s = new.supervisor
+            child.critical = name in new.supervisor.critical
+            changed = everything or _section(old, name) != _section(new, name)
+            if changed and child.proc is not None:
+                log.info("SIGHUP: {} config changed: restarting it", name)
+                child.extra["reload"] = True
+                self.terminate(child, "config changed", time.monotonic())
+        self.notifier.status(f"config reloaded ({self.reloads})")
+
+    def stop_child(self, child: Child) -> None:
+        proc = child.proc
+        if proc is None or proc.poll() is not None:
+            child.state = "stopped"
+            return
+        proc.terminate()
+        try:
+            proc.wait(self.config.supervisor.stop_timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("{} did not stop within {:g} s: SIGKILL", child.name, self.config.supervisor.stop_timeout)
+            proc.kill()
+            proc.wait(5)
+        child.state, child.proc = "stopped", None
+        log.info("stopped {}", child.name)
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        for child in reversed(list(self.children.values())):
+            self.stop_child(child)
+        if self.router is not None:
+            self.router.close(0)
+        if self.proxy is not None:
+            self.proxy.stop()
+        self.ctx.term()
+        self.notifier.close()
+        log.info("supervisor stopped (exit {})", self.exit_code)
+
+
+def _section(config: Config, name: str) -> Any:
+    try:
+        return config.section(name)
+    except ConfigError:
+        return config.supervisor.modules.get(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="floodwatch run", description="run the floodwatch supervisor")
+    p.add_argument("--config", required=True)
+    args = p.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"floodwatch: {e}", file=sys.stderr)
+        return 2
+    setup_logging(config.log, "supervisor")
+    try:
+        return Supervisor(os.path.abspath(args.config), config).run()
+    except BusError as e:
+        log.error("{}", e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
