@@ -261,7 +261,8 @@ class Supervisor:
             self.notifier.ready(f"{len(self.children)} actors running")
             log.info("all actors ready")
         interval = self.notifier.watchdog_interval
-        if interval and now >= self.next_watchdog and self.healthy():
+        # systemd arms the watchdog once start-up completes (READY=1); ping from then on while healthy
+        if interval and self.announced_ready and now >= self.next_watchdog and self.healthy():
             self.notifier.watchdog()
             self.next_watchdog = now + interval
 

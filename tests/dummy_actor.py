@@ -1,8 +1,9 @@
 """A test actor whose behaviour a test controls through a file: python -m tests.dummy_actor --config F.
 
 The actor's name comes from $FLOODWATCH_ACTOR (set by the supervisor). The file
-<state_dir>/<name>.mode holds one word: "ok" (default), "crash" (exit 1 at start-up) or "hang" (stop
-heartbeating and ignore SIGTERM, as a wedged process would).
+<state_dir>/<name>.mode holds one word: "ok" (default), "crash" (exit 1 at start-up), "hang" (stop
+heartbeating and ignore SIGTERM, as a wedged process would) or "pull" (ok, and also bind a PULL on the
+packets endpoint). It counts traffic.window events ("windows") and bulk messages ("bulk").
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from pathlib import Path
 
 from floodwatch.actor import Actor, run_actor
 from floodwatch.config import Config
+from floodwatch.messages import Message, TrafficWindow
 
 
 class DummyActor(Actor):
     name = "dummy"
+    subscribes = (TrafficWindow,)
 
     def __init__(self, config: Config) -> None:
         type(self).name = os.environ.get("FLOODWATCH_ACTOR", "dummy")
@@ -33,9 +36,20 @@ class DummyActor(Actor):
             return "ok"
 
     def on_start(self) -> None:
-        if self.mode() == "crash":
+        mode = self.mode()
+        if mode == "crash":
             raise RuntimeError("dummy asked to crash at start-up")
+        if mode == "pull":
+            self.pull(self.endpoints.packets, self._bulk, hwm=100)
+        self.counters["windows"] = 0
+        self.counters["bulk"] = 0
         self.every(0.1, self._tick)
+
+    def on_message(self, msg: Message) -> None:
+        self.counters["windows"] += 1
+
+    def _bulk(self, msg: Message) -> None:
+        self.counters["bulk"] += 1
 
     def _tick(self) -> None:
         self.counters["ticks"] += 1

@@ -338,3 +338,30 @@ def have_root_netns() -> bool:
     if ok:
         subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return ok
+
+
+# --------------------------------------------------------------------------------------------------
+# The supervisor as a real process
+
+
+def start_supervisor(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115 - handed to the child
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.Popen([PYTHON, "-m", "floodwatch.cli", "run", "--config", str(config)],
+                            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=full_env)
+
+
+def status(config: Path, timeout: float = 3.0) -> dict[str, Any]:
+    """`floodwatch status --json` through the same code path, as a dict keyed by actor name."""
+    from floodwatch.cli import query_status
+    from floodwatch.config import load_config
+
+    reply = query_status(load_config(config), timeout)
+    return {a["name"]: a for a in reply.actors}
+
+
+def try_status(config: Path) -> dict[str, Any]:
+    try:
+        return status(config, timeout=1.0)
+    except ConnectionError:
+        return {}

@@ -1,0 +1,59 @@
+"""Config files: typed, validated, and errors that name the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from floodwatch.config import load_config
+from floodwatch.errors import ConfigError
+from tests.helpers import PYTHON, REPO
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "f.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("name", ["default.toml", "dev.toml"])
+def test_shipped_configs_load(name: str) -> None:
+    config = load_config(REPO / "configs" / name)
+    assert config.supervisor.heartbeat_timeout > config.supervisor.heartbeat_interval
+
+
+def test_values_are_typed(tmp_path: Path) -> None:
+    c = load_config(_write(tmp_path, "[supervisor]\nheartbeat_interval = 2\nactors = ['capture']\n"))
+    assert c.supervisor.heartbeat_interval == 2.0 and isinstance(c.supervisor.heartbeat_interval, float)
+    assert c.supervisor.actors == ["capture"]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[supervisor]\nheartbeat_intervall = 1\n", "supervisor.heartbeat_intervall: unknown key"),
+        ("[supervisr]\n", "unknown section"),
+        ("[supervisor]\nheartbeat_interval = 'fast'\n", "supervisor.heartbeat_interval: expected a number"),
+        ("[supervisor]\nactors = ['capture', 'nope']\n", "supervisor.actors: unknown actor"),
+        ("[supervisor]\nflap_max_restarts = true\n", "supervisor.flap_max_restarts: expected an integer"),
+        ("[log]\nlevel = 'LOUD'\n", "log.level: unknown log level"),
+        ("[log\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value) and needle in str(e.value)
+
+
+def test_config_check_command(tmp_path: Path) -> None:
+    good = subprocess.run([PYTHON, "-m", "floodwatch.cli", "config", "check", str(REPO / "configs/default.toml")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert good.returncode == 0 and good.stdout.startswith("ok:")
+    bad = _write(tmp_path, "[capture]\nno_such_key = 1\n")
+    out = subprocess.run([PYTHON, "-m", "floodwatch.cli", "config", "check", str(bad)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 1 and "capture.no_such_key: unknown key" in out.stderr

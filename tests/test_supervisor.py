@@ -1,0 +1,285 @@
+"""The supervisor as users meet it: real processes, real sockets, real signals."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from floodwatch import messages
+from floodwatch.messages import StreamEnded, TrafficWindow
+from tests.helpers import (
+    base_config,
+    eventually,
+    pid_alive,
+    start_supervisor,
+    status,
+    stop_process,
+    tcp_endpoints,
+    try_status,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+
+
+class Sys:
+    """A supervisor process running dummy actors, with its config and log."""
+
+    def __init__(self, tmp: Path, actors: list[str], critical: list[str] | None = None,
+                 env: dict[str, str] | None = None, **supervisor: Any) -> None:
+        self.tmp = tmp
+        self.endpoints = tcp_endpoints()
+        self.state = tmp / "state"
+        self.state.mkdir(parents=True, exist_ok=True)
+        sup = {"actors": actors, "modules": {a: "tests.dummy_actor" for a in actors},
+               "critical": critical or []}
+        sup.update(supervisor)
+        self.cfg = base_config(tmp, self.endpoints, supervisor=sup)
+        self.config = write_config(tmp / "floodwatch.toml", self.cfg)
+        self.log = tmp / "supervisor.log"
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def mode(self, actor: str, mode: str) -> None:
+        (self.state / f"{actor}.mode").write_text(mode)
+
+    def start(self) -> Sys:
+        self.proc = start_supervisor(self.config, self.log, self.env)
+        return self
+
+    def status(self) -> dict[str, Any]:
+        return try_status(self.config)
+
+    def running(self, *names: str) -> dict[str, Any]:
+        st = self.status()
+        return st if st and all(st.get(n, {}).get("state") == "running" for n in names) else {}
+
+    def logtext(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def make_sys(tmp_path: Path) -> Iterator[Any]:
+    made: list[Sys] = []
+
+    def make(actors: list[str], **kw: Any) -> Sys:
+        s = Sys(tmp_path / f"s{len(made)}", actors, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        if s.proc is not None:
+            stop_process(s.proc, 20)
+
+
+def test_kill_9_of_an_actor_is_restarted_within_a_second(make_sys: Any) -> None:
+    s = make_sys(["d1", "d2"]).start()
+    st = eventually(lambda: s.running("d1", "d2"), 20)
+    old = st["d1"]["pid"]
+    os.kill(old, signal.SIGKILL)
+    killed_at = time.monotonic()
+    new = eventually(lambda: (p := s.status().get("d1", {}).get("pid")) and p != old and p, 1.0)
+    assert time.monotonic() - killed_at < 1.0
+    assert pid_alive(new)
+    st = eventually(lambda: s.running("d1"), 10)
+    assert st["d1"]["restarts"] == 1
+    assert st["d2"]["restarts"] == 0 and st["d2"]["pid"] != old
+
+
+def test_crash_loop_backs_off_then_non_critical_actor_stays_down(make_sys: Any) -> None:
+    s = make_sys(["d1", "d2"], backoff_initial=0.05, backoff_factor=2.0, flap_max_restarts=4, flap_window=60.0)
+    s.mode("d1", "crash")
+    s.start()
+    st = eventually(lambda: s.status().get("d1", {}).get("state") == "failed" and s.status(), 30)
+    assert st["d1"]["restarts"] == 4
+    assert st["d1"]["pid"] is None
+    assert st["d2"]["state"] == "running"  # the rest of the agent keeps going
+    assert s.proc is not None and s.proc.poll() is None
+    delays = [float(x) for x in re.findall(r"d1 exited with 1; restart in ([0-9.]+) s", s.logtext())]
+    assert delays == sorted(delays) and delays[-1] >= 4 * delays[0], delays
+    assert "d1 exited with 1; giving up" in s.logtext()
+
+
+def test_critical_actor_flapping_makes_the_supervisor_exit_nonzero(make_sys: Any) -> None:
+    s = make_sys(["d1", "d2"], critical=["d1"], backoff_initial=0.05, flap_max_restarts=2)
+    s.mode("d1", "crash")
+    s.start()
+    eventually(lambda: s.running("d2"), 20)
+    d2 = s.status()["d2"]["pid"]
+    assert s.proc is not None
+    assert s.proc.wait(30) == 1  # systemd's Restart=on-failure takes it from here
+    eventually(lambda: not pid_alive(d2), 5, message="no orphan left behind")
+
+
+def test_hung_actor_is_killed_and_restarted(make_sys: Any) -> None:
+    s = make_sys(["d1"], heartbeat_timeout=1.0, stop_timeout=1.0)
+    s.start()
+    old = eventually(lambda: s.running("d1"), 20)["d1"]["pid"]
+    s.mode("d1", "hang")  # it stops heartbeating and ignores SIGTERM
+    eventually(lambda: not pid_alive(old), 15, message="hung actor killed")
+    s.mode("d1", "ok")
+    st = eventually(lambda: s.running("d1"), 15)
+    assert st["d1"]["pid"] != old and st["d1"]["restarts"] == 1
+    assert "no heartbeat" in s.logtext() and "SIGKILL" in s.logtext()
+
+
+def test_sigterm_stops_every_actor_and_leaves_no_process(make_sys: Any) -> None:
+    s = make_sys(["d1", "d2", "d3"], stop_timeout=3.0)
+    s.start()
+    pids = [a["pid"] for a in eventually(lambda: s.running("d1", "d2", "d3"), 20).values()]
+    assert s.proc is not None
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(15) == 0
+    assert not [p for p in pids if pid_alive(p)]
+    stops = re.findall(r"supervisor stopped (d\d)", s.logtext())
+    assert stops == ["d3", "d2", "d1"]  # reverse start order
+
+
+def test_supervisor_killed_hard_takes_its_actors_with_it(make_sys: Any) -> None:
+    s = make_sys(["d1", "d2"])
+    s.start()
+    pids = [a["pid"] for a in eventually(lambda: s.running("d1", "d2"), 20).values()]
+    assert s.proc is not None
+    s.proc.kill()
+    s.proc.wait(5)
+    eventually(lambda: not [p for p in pids if pid_alive(p)], 10, message="actors gone with the supervisor")
+
+
+def test_sighup_restarts_only_the_actor_whose_section_changed(make_sys: Any) -> None:
+    from floodwatch.settings.executor import ExecutorSettings
+
+    s = make_sys(["executor", "detector"])
+    s.start()
+    before = eventually(lambda: s.running("executor", "detector"), 20)
+    # flip one setting of [executor] (whatever its first non-`enabled` scalar field is)
+    field = next(f for f in dataclasses.fields(ExecutorSettings) if f.name != "enabled"
+                 and isinstance(f.default, bool | int | float | str) and not isinstance(f.default, list))
+    default = field.default
+    new_value: Any = (not default) if isinstance(default, bool) else (
+        default + 1 if isinstance(default, int | float) else default + "-changed")
+    s.cfg.setdefault("executor", {})[field.name] = new_value
+    write_config(s.config, s.cfg)
+    assert s.proc is not None
+    s.proc.send_signal(signal.SIGHUP)
+    after = eventually(lambda: (st := s.running("executor", "detector")) and
+                       st["executor"]["pid"] != before["executor"]["pid"] and st, 20)
+    assert after["executor"]["restarts"] == 1
+    assert after["detector"]["pid"] == before["detector"]["pid"]
+    assert after["detector"]["restarts"] == 0
+
+
+def test_systemd_notify_ready_then_watchdog(make_sys: Any, tmp_path: Path) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(20)
+    try:
+        s = make_sys(["d1", "d2"], env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"})
+        s.start()
+        got: list[str] = []
+        while sum("WATCHDOG=1" in g for g in got) < 2:
+            got.append(sock.recv(4096).decode())
+        ready = next(i for i, g in enumerate(got) if "READY=1" in g.splitlines())
+        first_wd = next(i for i, g in enumerate(got) if "WATCHDOG=1" in g)
+        assert ready < first_wd
+        assert any(line.startswith("STATUS=") for g in got for line in g.splitlines())
+    finally:
+        sock.close()
+
+
+def _garbage() -> list[bytes]:
+    rnd = os.urandom
+    return [
+        rnd(1),
+        rnd(300),
+        msgpack.packb([99, "traffic.window", {}]),  # wrong version
+        msgpack.packb([messages.SCHEMA_VERSION, "no.such.type", {}]),  # unknown type
+        msgpack.packb([messages.SCHEMA_VERSION, "traffic.window", {"t_start": "x"}]),  # wrong fields
+        msgpack.packb([messages.SCHEMA_VERSION, "stream.ended", {"source": 1, "packets": "x", "ts": 0.0,
+                                                                "error": ""}]),  # wrong types
+        messages.encode(StreamEnded("x", 1, 0.0))[:-3],  # truncated
+    ]
+
+
+def _window() -> TrafficWindow:
+    return TrafficWindow(
+        t_start=0.0, t_end=0.1, exact=False, sample_rate=1.0, packets_in=1, bytes_in=60, packets_out=0,
+        bytes_out=0, sampled=1, proto_in={"udp": 1}, proto_out={}, ipver_in={"4": 1}, tcp_flags={},
+        fragments={}, size_hist={}, ttl_hist={64: 1}, src_distinct=1, src_hll=b"", top_src_ips=[],
+        top_dst_ips=[], top_src_ports=[], top_dst_ports=[], victims=[], signatures={}, bidir_packets=0,
+        malformed=0, kernel_drops=0, conn_count=0,
+    )
+
+
+def test_garbage_on_every_bus_socket_is_counted_and_dropped(make_sys: Any) -> None:
+    s = make_sys(["d1", "d2"])
+    s.mode("d1", "pull")
+    s.start()
+    eventually(lambda: s.running("d1", "d2"), 20)
+    ep = s.endpoints
+    ctx = zmq.Context()
+    pub, push, dealer = ctx.socket(zmq.PUB), ctx.socket(zmq.PUSH), ctx.socket(zmq.DEALER)
+    for sock in (pub, push, dealer):
+        sock.setsockopt(zmq.LINGER, 0)
+    pub.connect(ep.events_in)
+    push.connect(ep.packets)
+    dealer.connect(ep.control)
+    try:
+        good = messages.frames(_window())
+        # events: make sure the path is up, then garbage, then one more good message
+        eventually(lambda: pub.send_multipart(good) or s.status()["d1"]["counters"].get("windows", 0) > 0, 10)
+        before = s.status()
+        junk = _garbage()
+        for g in junk:
+            pub.send_multipart([b"traffic.window", g])
+        pub.send_multipart([b"traffic.window"])  # one frame, no body
+        pub.send_multipart(good)
+        want = before["d1"]["counters"]["bad_messages"] + len(junk) + 1
+        st = eventually(lambda: (x := s.status()) and x["d1"]["counters"]["bad_messages"] >= want and
+                        x["d2"]["counters"]["bad_messages"] >= want and x, 10)
+        assert st["d1"]["counters"]["windows"] > before["d1"]["counters"]["windows"]
+        # bulk channel: garbage, a frame over the size limit, then a valid message still gets through
+        for g in junk:
+            push.send(g)
+        push.send(b"\x00" * (messages.MAX_MESSAGE_BYTES + 1))
+        push2 = ctx.socket(zmq.PUSH)
+        push2.setsockopt(zmq.LINGER, 0)
+        push2.connect(ep.packets)
+        push2.send(messages.encode(StreamEnded("test", 0, 0.0)))
+        st = eventually(lambda: (x := s.status()) and x["d1"]["counters"].get("bulk", 0) >= 1 and x, 10)
+        assert st["d1"]["counters"]["bad_messages"] >= want + len(junk)
+        push2.close(0)
+        # control socket: junk frames; the supervisor keeps answering
+        dealer.send(os.urandom(64))
+        dealer.send_multipart([b"a", b"b", b"c"])
+        dealer.send(msgpack.packb([messages.SCHEMA_VERSION, "actor.heartbeat", {"x": 1}]))
+        st = status(s.config)
+        assert st["d1"]["restarts"] == 0 and st["d2"]["restarts"] == 0
+        assert st["d1"]["state"] == st["d2"]["state"] == "running"
+    finally:
+        for sock in (pub, push, dealer):
+            sock.close(0)
+        ctx.term()
+
+
+def test_standalone_actor_without_supervisor_exits_with_a_clear_message(tmp_path: Path) -> None:
+    cfg = base_config(tmp_path, tcp_endpoints(), supervisor={"hello_timeout": 0.5})
+    path = write_config(tmp_path / "c.toml", cfg)
+    out = subprocess.run(["python", "-m", "tests.dummy_actor", "--config", str(path)], capture_output=True,
+                         text=True, timeout=30, cwd=Path(__file__).resolve().parent.parent,
+                         env=dict(os.environ, PATH=os.path.dirname(os.sys.executable) + ":" + os.environ["PATH"]))
+    assert out.returncode == 2
+    assert "no supervisor answered" in out.stderr and "floodwatch run" in out.stderr
