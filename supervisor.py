@@ -106,6 +106,7 @@ class Supervisor:
         self.reloads = 0
         self.router: zmq.Socket | None = None
         self.proxy: bus.EventProxy | None = None
+        self.pending: list[str] = []
 
     # -- set-up ------------------------------------------------------------------------------------
     def _child(self, name: str) -> Child:
@@ -142,16 +143,27 @@ class Supervisor:
         for sig, flag in ((signal.SIGTERM, "term"), (signal.SIGINT, "term"), (signal.SIGHUP, "hup")):
             signal.signal(sig, lambda *_a, f=flag: self.flags.add(f))
         self.bind()
-        for name in actor_names(self.config):
-            self.children[name] = self._child(name)
-            self.spawn(self.children[name])
-        self.notifier.status(f"starting {len(self.children)} actors")
+        self.start_actors()
         try:
             while "term" not in self.flags and self.exit_code == 0:
                 self.tick()
         finally:
             self.shutdown()
         return self.exit_code
+
+    def start_actors(self) -> None:
+        """Start the configured actors in dependency order, each once the one before is ready."""
+        self.pending = actor_names(self.config)
+        self.notifier.status(f"starting {len(self.pending)} actors")
+        self._start_pending()
+
+    def _start_pending(self) -> None:
+        while self.pending:
+            if any(c.state == "starting" for c in self.children.values()):
+                return
+            name = self.pending.pop(0)
+            self.children[name] = child = self._child(name)
+            self.spawn(child)
 
     def tick(self) -> None:
         assert self.router is not None
@@ -169,6 +181,7 @@ class Supervisor:
         now = time.monotonic()
         for child in list(self.children.values()):
             self.check(child, now)
+        self._start_pending()
         self.systemd(now)
 
     def on_control(self, ident: bytes, data: bytes) -> None:
@@ -254,7 +267,7 @@ class Supervisor:
             self.exit_code = 1
 
     def systemd(self, now: float) -> None:
-        if not self.announced_ready and self.children and all(
+        if not self.announced_ready and self.children and not self.pending and all(
             c.ready or c.state == "failed" for c in self.children.values()
         ):
             self.announced_ready = True

@@ -140,6 +140,9 @@ class _Core:
     def _topics(self) -> list[str]:
         return [cls.TOPIC for cls in self.subscribes]
 
+    def _probe_topic(self) -> str:
+        return f"actor.probe.{self.name}.{os.getpid()}"
+
 
 class Actor(_Core):
     """A synchronous actor. Override on_start / on_message / on_stop; use every(), pull(), push()."""
@@ -241,13 +244,36 @@ class Actor(_Core):
                 parts = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.counters["in"] += 1
-            msg = self.decode_or_count(parts)
-            if msg is not None:
-                if not isinstance(msg, self.subscribes):
-                    self.counters["bad_messages"] += 1
-                    continue
-                self.on_message(msg)
+            self._dispatch(parts)
+
+    def _dispatch(self, parts: list[bytes]) -> None:
+        if parts[0].startswith(b"actor.probe."):
+            return
+        self.counters["in"] += 1
+        msg = self.decode_or_count(parts)
+        if msg is None:
+            return
+        if not isinstance(msg, self.subscribes):
+            self.counters["bad_messages"] += 1
+            return
+        self.on_message(msg)
+
+    def _await_bus(self, sub: zmq.Socket) -> list[list[bytes]]:
+        """Publish probes to ourselves until one comes back through the proxy: from then on our PUB
+        and SUB are both connected, so nothing we publish or are sent after `ready` is lost.
+        Events that arrive meanwhile are kept and handled after on_start."""
+        assert self.pub_sock is not None
+        topic = self._probe_topic().encode()
+        early: list[list[bytes]] = []
+        deadline = time.monotonic() + self.config.supervisor.hello_timeout
+        while time.monotonic() < deadline:
+            self.pub_sock.send_multipart([topic, b""])
+            while sub.poll(20, zmq.POLLIN):
+                parts = sub.recv_multipart()
+                if parts[0] == topic:
+                    return early
+                early.append(parts)
+        raise PeersAbsent(f"the event bus at {self.endpoints.events_in} does not carry our messages")
 
     def _read_control(self, sock: zmq.Socket) -> None:
         for _ in range(16):
@@ -289,9 +315,13 @@ class Actor(_Core):
             hwm = self.config.bus.hwm_events
             self.pub_sock = bus.pub(self.ctx, self.endpoints, hwm)
             self._sockets.append(self.pub_sock)
-            if self.subscribes:
-                self.add_reader(bus.sub(self.ctx, self.endpoints, self._topics(), hwm), self._read_events)
+            sub = bus.sub(self.ctx, self.endpoints, [*self._topics(), self._probe_topic()], hwm)
+            self._sockets.append(sub)
+            early = self._await_bus(sub)
             self.on_start()
+            self.add_reader(sub, self._read_events)
+            for parts in early:
+                self._dispatch(parts)
             self._send_control(ActorReady(actor=self.name, pid=os.getpid()))
             self.every(self.config.supervisor.heartbeat_interval, self._beat, first=0.0)
             self.log.info("started (pid {})", os.getpid())
@@ -391,15 +421,34 @@ class AsyncActor(_Core):
 
     async def _events(self, sock: zmq.asyncio.Socket) -> None:
         while not self.stopping:
-            parts = await sock.recv_multipart()
-            self.counters["in"] += 1
-            msg = self.decode_or_count(parts)
-            if msg is None:
-                continue
-            if not isinstance(msg, self.subscribes):
-                self.counters["bad_messages"] += 1
-                continue
-            await self.on_message(msg)
+            await self._dispatch(await sock.recv_multipart())
+
+    async def _dispatch(self, parts: list[bytes]) -> None:
+        if parts[0].startswith(b"actor.probe."):
+            return
+        self.counters["in"] += 1
+        msg = self.decode_or_count(parts)
+        if msg is None:
+            return
+        if not isinstance(msg, self.subscribes):
+            self.counters["bad_messages"] += 1
+            return
+        await self.on_message(msg)
+
+    async def _await_bus(self, sub: zmq.asyncio.Socket) -> list[list[bytes]]:
+        """As Actor._await_bus: wait until our own probe comes back through the proxy."""
+        assert self.pub_sock is not None
+        topic = self._probe_topic().encode()
+        early: list[list[bytes]] = []
+        deadline = time.monotonic() + self.config.supervisor.hello_timeout
+        while time.monotonic() < deadline:
+            await self.pub_sock.send_multipart([topic, b""])
+            while await sub.poll(20, zmq.POLLIN):
+                parts = await sub.recv_multipart()
+                if parts[0] == topic:
+                    return early
+                early.append(parts)
+        raise PeersAbsent(f"the event bus at {self.endpoints.events_in} does not carry our messages")
 
     async def _drain_control(self) -> None:
         assert self.control is not None
@@ -424,18 +473,20 @@ class AsyncActor(_Core):
             self.pub_sock.setsockopt(zmq.SNDHWM, self.config.bus.hwm_events)
             self.pub_sock.connect(self.endpoints.events_in)
             self._sockets.append(self.pub_sock)
-            if self.subscribes:
-                sub = self.actx.socket(zmq.SUB)
-                sub.setsockopt(zmq.LINGER, 0)
-                sub.setsockopt(zmq.RCVHWM, self.config.bus.hwm_events)
-                sub.setsockopt(zmq.MAXMSGSIZE, messages.MAX_MESSAGE_BYTES)
-                for topic in self._topics():
-                    sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
-                sub.connect(self.endpoints.events_out)
-                self._sockets.append(sub)
-                self.create_task(self._events(sub), name="events")
+            sub = self.actx.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.RCVHWM, self.config.bus.hwm_events)
+            sub.setsockopt(zmq.MAXMSGSIZE, messages.MAX_MESSAGE_BYTES)
+            for topic in [*self._topics(), self._probe_topic()]:
+                sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            sub.connect(self.endpoints.events_out)
+            self._sockets.append(sub)
+            early = await self._await_bus(sub)
             self.create_task(self._drain_control(), name="control")
             await self.on_start()
+            for parts in early:
+                await self._dispatch(parts)
+            self.create_task(self._events(sub), name="events")
             await self._send_control(ActorReady(actor=self.name, pid=os.getpid()))
             self.every(self.config.supervisor.heartbeat_interval, self._beat, first=0.0)
             self.log.info("started (pid {})", os.getpid())
