@@ -8,6 +8,7 @@ supervisor exit non-zero so that systemd restarts the whole service.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -193,7 +194,7 @@ class Supervisor:
         child = self.children.get(ident.decode(errors="replace"))
         if isinstance(msg, ActorHello):
             ok = child is None or child.pid in (None, msg.pid)  # unmanaged: a standalone actor
-            reason = "" if ok else f"actor {msg.actor} already runs under this supervisor (pid {child.pid})"
+            reason = "" if ok else f"actor {msg.actor} already runs under this supervisor"
             self._reply(ident, ActorHelloAck(ok=ok, reason=reason))
         elif isinstance(msg, ActorReady) and child is not None:
             child.ready, child.last_beat = True, time.monotonic()
@@ -206,10 +207,8 @@ class Supervisor:
 
     def _reply(self, ident: bytes, msg: messages.Message) -> None:
         assert self.router is not None
-        try:
+        with contextlib.suppress(zmq.ZMQError):  # the asker went away
             self.router.send_multipart([ident, messages.encode(msg)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass  # the asker went away
 
     def status_reply(self, nonce: str) -> StatusReply:
         now = time.monotonic()

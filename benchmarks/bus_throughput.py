@@ -19,11 +19,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import zmq  # noqa: E402
+import numpy as np
+import zmq
 
-from floodwatch import messages  # noqa: E402
-from floodwatch.records import RECORD_DTYPE  # noqa: E402
+from floodwatch import messages
+from floodwatch.records import RECORD_DTYPE
 
 
 def producer(endpoint: str, batch: int, seconds: float, raw: bool) -> None:

@@ -213,7 +213,7 @@ class Actor(_Core):
 
         Actors with a hot loop of their own (capture) call poll_once(0) between batches.
         """
-        for sock, _ in self.poller.poll(timeout_ms):
+        for sock, _ in self.poller.poll(int(timeout_ms)):
             self._readers[sock](sock)
         self._run_timers()
 
@@ -349,6 +349,7 @@ class AsyncActor(_Core):
         self.pub_sock: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop_event: asyncio.Event | None = None
+        self._failure: BaseException | None = None
         self._sockets: list[zmq.asyncio.Socket] = []
 
     async def on_start(self) -> None:
@@ -410,7 +411,7 @@ class AsyncActor(_Core):
         self._sockets.append(self.control)
         await self._send_control(ActorHello(actor=self.name, pid=os.getpid()))
         timeout = self.config.supervisor.hello_timeout
-        if not await self.control.poll(int(timeout * 1000), zmq.POLLIN):
+        if not await self.control.poll(int(timeout * 1000), zmq.POLLIN):  # type: ignore[call-arg]
             raise PeersAbsent(
                 f"no supervisor answered at {self.endpoints.control} within {timeout:g} s: "
                 "start `floodwatch run` first (or a test harness)"
@@ -443,7 +444,7 @@ class AsyncActor(_Core):
         deadline = time.monotonic() + self.config.supervisor.hello_timeout
         while time.monotonic() < deadline:
             await self.pub_sock.send_multipart([topic, b""])
-            while await sub.poll(20, zmq.POLLIN):
+            while await sub.poll(20, zmq.POLLIN):  # type: ignore[call-arg]
                 parts = await sub.recv_multipart()
                 if parts[0] == topic:
                     return early
@@ -461,7 +462,7 @@ class AsyncActor(_Core):
 
     async def run_async(self) -> int:
         self._stop_event = asyncio.Event()
-        self._failure: BaseException | None = None
+        self._failure = None
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
@@ -532,6 +533,6 @@ def run_actor(cls: type[Actor] | type[AsyncActor], argv: list[str] | None = None
     except FloodwatchError as e:
         logger.bind(actor=cls.name).opt(exception=e).error("fatal: {}", e)
         return 1
-    except Exception as e:  # let it crash, but say why: the supervisor restarts us
+    except Exception as e:  # noqa: BLE001 - let it crash, but say why: the supervisor restarts us
         logger.bind(actor=cls.name).opt(exception=e).error("crashed: {}: {}", type(e).__name__, e)
         return 1

@@ -131,7 +131,7 @@ class Analysis:
         sub = self.sup.ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 0)  # never drop: we are the one reading the results
-        topics = [IncidentOpened, IncidentUpdated, IncidentResolved, TrafficSummary, StreamEnded,
+        topics: list[type[Message]] = [IncidentOpened, IncidentUpdated, IncidentResolved, TrafficSummary, StreamEnded,
                   AnalysisFinished, PcapSaved] + ([TrafficWindow] if self.args.classify else [])
         for cls in topics:
             sub.setsockopt(zmq.SUBSCRIBE, cls.TOPIC.encode())
@@ -203,8 +203,8 @@ class Analysis:
         if self.args.pcap_dir:
             opened = set(self.incidents)
             recorder = self.sup.children.get("recorder")
-            failures = int(((recorder.heartbeat.counters if recorder and recorder.heartbeat else {})
-                            .get("write_errors", 0)))
+            failures = int((recorder.heartbeat.counters if recorder and recorder.heartbeat else {})
+                            .get("write_errors", 0))
             if len(opened - set(self.pcaps)) > failures:
                 return False
         if self.args.report_to:

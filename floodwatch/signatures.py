@@ -84,7 +84,9 @@ BUILTIN_CONTENT: tuple[ContentSig, ...] = (
         PROTO_UDP,
         sports=_ports(19),
     ),
-    ContentSig("http_request", tuple(m.encode() for m in HTTP_METHODS), PROTO_TCP, dports=WEB_PORTS, offset=0),
+    ContentSig(
+        "http_request", tuple(m.encode() for m in HTTP_METHODS), PROTO_TCP, dports=WEB_PORTS, offset=0
+    ),
     # known attack-tool payloads (botnet_detected)
     ContentSig("botnet:loic", (b"A cat is fine too",)),
     ContentSig("botnet:vse_flood", (b"TSource Engine Query",), PROTO_UDP),
@@ -94,10 +96,20 @@ BUILTIN_CONTENT: tuple[ContentSig, ...] = (
 
 BUILTIN_HEADER: tuple[HeaderSig, ...] = (
     # NTP mode 7 (private) request/response with MON_GETLIST (20) or MON_GETLIST_1 (42)
-    HeaderSig("ntp_monlist", PROTO_UDP, _ports(123), None, (((0, 0x07, 0x07), (3, 0xFF, 0x2A)),
-                                                           ((0, 0x07, 0x07), (3, 0xFF, 0x14)))),
-    HeaderSig("ntp_monlist_request", PROTO_UDP, None, _ports(123), (((0, 0x87, 0x07), (3, 0xFF, 0x2A)),
-                                                                    ((0, 0x87, 0x07), (3, 0xFF, 0x14)))),
+    HeaderSig(
+        "ntp_monlist",
+        PROTO_UDP,
+        _ports(123),
+        None,
+        (((0, 0x07, 0x07), (3, 0xFF, 0x2A)), ((0, 0x07, 0x07), (3, 0xFF, 0x14))),
+    ),
+    HeaderSig(
+        "ntp_monlist_request",
+        PROTO_UDP,
+        None,
+        _ports(123),
+        (((0, 0x87, 0x07), (3, 0xFF, 0x2A)), ((0, 0x87, 0x07), (3, 0xFF, 0x14))),
+    ),
     HeaderSig("dns_response", PROTO_UDP, _ports(53), None, (((2, 0x80, 0x80),),)),
     HeaderSig("dns_query", PROTO_UDP, None, _ports(53), (((2, 0x80, 0x00),),)),
     HeaderSig("mdns_response", PROTO_UDP, _ports(5353), None, (((2, 0x80, 0x80),),)),
@@ -111,7 +123,8 @@ BUILTIN_HEADER: tuple[HeaderSig, ...] = (
     HeaderSig("mssql_ssrp", PROTO_UDP, _ports(1434), None, (((0, 0xFF, 0x05),),)),
     HeaderSig("slp", PROTO_UDP, _ports(427), None, (((0, 0xFF, 0x02),),)),
     HeaderSig("rip", PROTO_UDP, _ports(520), None, (((0, 0xFF, 0x02),),)),
-    HeaderSig("openvpn", PROTO_UDP, _ports(1194), None, (((0, 0xF8, 0x40),),)),  # P_CONTROL_HARD_RESET_SERVER_V2
+    # OpenVPN P_CONTROL_HARD_RESET_SERVER_V2 (opcode 8 << 3)
+    HeaderSig("openvpn", PROTO_UDP, _ports(1194), None, (((0, 0xF8, 0x40),),)),
 )
 
 _HEX_MARKED = re.compile(r"^(hex:|0x|\\x)", re.IGNORECASE)

@@ -1,0 +1,102 @@
+"""Idle footprint of the whole system: total CPU and memory of the supervisor and every actor.
+
+The agent runs on its default actor set inside a fresh network namespace whose veth sees no traffic
+(capture on that interface, the embedded API server on the namespace's loopback). After a warm-up, CPU
+is measured from /proc/<pid>/stat over the window, memory as the sum of RSS and of PSS (PSS shares the
+pages the Python processes have in common fairly; RSS counts them once per process).
+
+    .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.helpers import (
+    PYTHON,
+    REPO,
+    base_config,
+    eventually,
+    ipc_endpoints,
+    netns_pair,
+    stop_process,
+    try_status,
+    write_config,
+)
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / TICK
+
+
+def mem_of(pid: int) -> tuple[int, int]:
+    rss = pss = 0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
+    return rss, pss
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--warmup", type=float, default=15)
+    ap.add_argument("--seconds", type=float, default=30)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d, netns_pair("fwidl") as pair:
+        tmp = Path(d)
+        port = 18787
+        cfg = base_config(
+            tmp, ipc_endpoints(tmp / "run"),
+            supervisor={"heartbeat_interval": 1.0, "heartbeat_timeout": 10.0},
+            capture={"interfaces": [pair.if_b]},
+            apiserver={"listen": f"127.0.0.1:{port}"},
+            reporter={"url": f"http://127.0.0.1:{port}/api/v1/agent"},
+        )
+        config = write_config(tmp / "idle.toml", cfg)
+        log = open(tmp / "sup.log", "wb")  # noqa: SIM115
+        sup = subprocess.Popen(["ip", "netns", "exec", pair.ns_b, PYTHON, "-m", "floodwatch.cli", "run",
+                                "--config", str(config)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            st = eventually(lambda: (s := try_status(config)) and all(x["state"] == "running" for x in s.values())
+                            and s, 60, message="all actors running")
+            time.sleep(a.warmup)  # benchmark: let start-up work settle before measuring
+            pids = [sup.pid] + [x["pid"] for x in try_status(config).values() if x["pid"]]
+            c0 = {p: cpu_of(p) for p in pids}
+            t0 = time.monotonic()
+            time.sleep(a.seconds)  # benchmark: the measurement window
+            elapsed = time.monotonic() - t0
+            cpu = {p: cpu_of(p) - c0[p] for p in pids}
+            mem = {p: mem_of(p) for p in pids}
+            names = {sup.pid: "supervisor"} | {x["pid"]: n for n, x in try_status(config).items()}
+            print(f"idle footprint over {elapsed:.0f} s after {a.warmup:g} s warm-up, {len(pids)} processes, "
+                  f"{os.cpu_count()} cores")
+            for p in pids:
+                print(f"  {names.get(p, p):<11} cpu {100 * cpu[p] / elapsed:5.2f}% of a core  "
+                      f"rss {mem[p][0] / 1e6:6.1f} MB  pss {mem[p][1] / 1e6:6.1f} MB")
+            rss, pss = sum(m[0] for m in mem.values()), sum(m[1] for m in mem.values())
+            print(f"TOTAL cpu {100 * sum(cpu.values()) / elapsed:.2f}% of one core, "
+                  f"rss {rss / 1e6:.1f} MB, pss {pss / 1e6:.1f} MB")
+            del st
+        finally:
+            stop_process(sup, 30)
+            log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
