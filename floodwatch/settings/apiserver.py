@@ -1,10 +1,54 @@
-"""[apiserver] config section."""
+"""[apiserver] config section: the embedded Agent API server (docs/server.md).
+
+The same settings drive `floodwatch server` (its flags override them) and the supervised actor.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class ApiserverSettings:
     enabled: bool = True
+    listen: str = "127.0.0.1:8787"  # HOST:PORT ([::1]:PORT for IPv6); the API is under /api/v1/agent/
+    db_path: str = ""  # SQLite file; empty: <agent.state_dir>/server.db
+    pcap_dir: str = ""  # uploaded captures (0700); empty: server-pcaps/ beside the database
+    # Embedded mode: a node for this host is created at first start and its credentials written here
+    # (0600) for the reporter; empty: <agent.state_dir>/server-local-node.json. "-" turns it off.
+    local_node_file: str = ""
+    local_node_name: str = "local"
+    synchronous: str = "FULL"  # SQLite synchronous mode: FULL survives power loss, NORMAL only crashes
+    max_body_bytes: int = 1 * MiB  # JSON request bodies (413 beyond)
+    max_upload_bytes: int = 100 * MiB  # one pcap upload (413 beyond), as the API says
+    pcap_quota_bytes: int = 10 * 1024 * MiB  # all stored captures together (507 beyond)
+    max_metrics_batch: int = 1000  # samples in one POST /metrics
+    metrics_retention_days: float = 30.0  # samples older than this (by recorded_at) are deleted
+    rate_limit: float = 0.0  # requests per second per node; 0: off (429 + Retry-After when exceeded)
+    rate_burst: int = 100  # requests a node may send at once before the rate applies
+    read_timeout: float = 30.0  # seconds a client may stay silent while sending a body (408 beyond)
+    offline_after: float = 90.0  # a node silent for longer is shown offline (3 missed heartbeats)
+    # Admin API (/api/v1/admin/): tokens made by `floodwatch server admin-token`, or this file's
+    # content / $FLOODWATCH_ADMIN_TOKEN. No token at all: the admin API answers 401 to everything.
+    admin_token_file: str = ""
+    allow_remote_admin: bool = True  # false: the admin API only answers loopback clients
+    access_log: bool = False  # one log line per request (off: counters only)
+    extra_listen: list[str] = field(default_factory=list)  # more HOST:PORT to serve on
+
+    def validate(self) -> None:
+        from floodwatch.server.netaddr import parse_listen
+
+        for item in [self.listen, *self.extra_listen]:
+            parse_listen(item)
+        if self.synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError("synchronous: must be OFF, NORMAL, FULL or EXTRA")
+        for name in ("max_body_bytes", "max_upload_bytes", "pcap_quota_bytes", "max_metrics_batch", "rate_burst"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1")
+        for name in ("metrics_retention_days", "read_timeout", "offline_after"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0")
+        if self.rate_limit < 0:
+            raise ValueError("rate_limit: must be >= 0 (0 turns it off)")

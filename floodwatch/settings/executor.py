@@ -1,10 +1,105 @@
-"""[executor] config section."""
+"""[executor] config section: which commands the agent may run, and on which of its own objects.
+
+Every command is validated against a per-program grammar (floodwatch/executor/); these keys say which
+objects are the agent's own. docs/executor.md describes each key and the choices behind the defaults.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,27}$")
+_IFACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
+_KEY = re.compile(r"^net(\.[a-z0-9_-]+)+$")
 
 
 @dataclass(frozen=True)
 class ExecutorSettings:
     enabled: bool = True
+    dry_run: bool = False  # validate, log and audit every command, run none ("applied" with output "dry-run")
+    # iptables/ip6tables: the tables and chains a command may touch. Chains other than the agent's own
+    # (FLOODWATCH) must be listed explicitly; INPUT is here because the API's own example uses it.
+    iptables_tables: list[str] = field(default_factory=lambda: ["filter"])
+    iptables_chains: list[str] = field(default_factory=lambda: ["FLOODWATCH", "INPUT"])
+    nft_family: str = "inet"  # the agent's nftables table: `<nft_family> <nft_table>`
+    nft_table: str = "floodwatch"
+    ipset_prefix: str = "floodwatch"  # ipset names the agent owns start with this
+    # tc only on these interfaces (empty: the capture interfaces, "auto" excluded), only qdiscs with
+    # this handle major number (hex, e.g. "fa00" for "fa00:").
+    tc_interfaces: list[str] = field(default_factory=list)
+    tc_handle: str = "fa00"
+    # sysctl: only these keys (one per command, integer values within each key's built-in range).
+    sysctl_keys: list[str] = field(
+        default_factory=lambda: [
+            "net.ipv4.tcp_syncookies",
+            "net.ipv4.tcp_max_syn_backlog",
+            "net.ipv4.tcp_synack_retries",
+            "net.ipv4.icmp_ratelimit",
+            "net.ipv4.icmp_echo_ignore_all",
+            "net.ipv4.icmp_echo_ignore_broadcasts",
+            "net.ipv6.icmp.ratelimit",
+        ]
+    )
+    # Never block these sources (DROP/REJECT rules, set elements): loopback and your management nets.
+    never_block: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    # A DROP/REJECT with no source must name a port; these destination ports need a source too
+    # (a command must not lock you out of SSH).
+    protected_ports: list[int] = field(default_factory=lambda: [22])
+    min_prefix_v4: int = 16  # shortest source prefix a blocking rule may use (/8 = a sixteenth of the net)
+    min_prefix_v6: int = 32
+    max_command_chars: int = 512  # longer commands are rejected before parsing
+    max_arg_chars: int = 128  # longer single arguments are rejected
+    timeout: float = 10.0  # seconds a command may run before it is killed (status "failed")
+    max_output_bytes: int = 16384  # stdout+stderr kept per command (the rest is cut, noted)
+    max_rules: int = 1000  # rules in force at most; beyond it a rule-adding command is rejected
+    default_ttl: float = 3600.0  # seconds an API rule stays without an incident (0 = until removed)
+    max_ttl: float = 86400.0  # no rule (nor ipset/nft element timeout) lives longer than this
+    expire_interval: float = 5.0  # how often rules past their TTL are removed
+    remove_on_shutdown: bool = False  # undo every rule in force when the actor stops
+    ledger_file: str = ""  # SQLite ledger; empty: <state_dir>/executor.sqlite3 (0600)
+    audit_file: str = ""  # JSONL audit log; empty: <state_dir>/executor-audit.jsonl (0600); "-" = none
+    max_audit_bytes: int = 64 * 1024 * 1024  # the JSONL file is rotated (one .1 kept) beyond this
+    # Test/container feature: prepend this to every argv, e.g. ["ip", "netns", "exec", "NS"] to run
+    # commands inside a network namespace. Empty on a real host.
+    argv_prefix: list[str] = field(default_factory=list)
+    # Local mitigation policies (off by default): "syn_block" puts the top sources of a SYN flood into
+    # the ipset <ipset_prefix>_block (matched by an iptables rule in the first allowed chain);
+    # "reflector_limit" rate-limits the reflector source port of an amplification attack with nftables.
+    policies: list[str] = field(default_factory=list)
+    policy_min_confidence: int = 70  # only incidents at least this sure trigger a policy
+    policy_top_sources: int = 20  # at most this many sources blocked per incident
+    policy_min_share: float = 0.01  # a source must carry at least this share of the incident's packets
+    policy_rate_pps: int = 1000  # reflector_limit: packets/s let through from the reflector port
+
+    def validate(self) -> None:
+        checks = (
+            (self.nft_family in ("inet", "ip", "ip6"), "nft_family: one of inet, ip, ip6"),
+            (bool(_NAME.match(self.nft_table)), f"nft_table: bad name {self.nft_table!r}"),
+            (bool(_NAME.match(self.ipset_prefix)), f"ipset_prefix: bad name {self.ipset_prefix!r}"),
+            (bool(re.fullmatch(r"[0-9a-f]{1,4}", self.tc_handle)), "tc_handle: 1-4 hex digits"),
+            (0 <= self.min_prefix_v4 <= 32 and 0 <= self.min_prefix_v6 <= 128, "min_prefix_v4/v6: out of range"),
+            (self.timeout > 0 and self.max_output_bytes > 0, "timeout/max_output_bytes: must be positive"),
+            (self.max_rules >= 0 and self.max_ttl > 0 and self.default_ttl >= 0, "max_rules/max_ttl: bad value"),
+            (self.expire_interval > 0, "expire_interval: must be positive"),
+            (set(self.policies) <= {"syn_block", "reflector_limit"}, f"policies: unknown in {self.policies}"),
+            (set(self.iptables_tables) <= {"filter", "raw", "mangle"}, "iptables_tables: filter, raw, mangle"),
+        )
+        for ok, why in checks:
+            if not ok:
+                raise ValueError(why)
+        for name in self.iptables_chains:
+            if not _NAME.match(name):
+                raise ValueError(f"iptables_chains: bad chain name {name!r}")
+        for name in self.tc_interfaces:
+            if not _IFACE.match(name):
+                raise ValueError(f"tc_interfaces: bad interface name {name!r}")
+        for key in self.sysctl_keys:
+            if not _KEY.match(key):
+                raise ValueError(f"sysctl_keys: {key!r} is not a net.* key")
+        for net in self.never_block:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as e:
+                raise ValueError(f"never_block: {e}") from e

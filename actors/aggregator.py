@@ -1,0 +1,121 @@
+"""The aggregator actor: packet batches and kernel counters in, traffic windows and summaries out.
+
+A thin adapter around floodwatch.aggregate.engine.Engine (pure logic, stream time only): binds PULL on
+bus.packets (PacketBatch, CounterSample, StreamEnded), publishes traffic.window every 100 ms of stream
+time, traffic.second per second, and on stream.ended the whole-run traffic.summary followed by the
+stream.ended itself. Rebuilds the payload-signature matcher with the API's IOC patterns on
+config.received. `python -m actors.aggregator --config FILE`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from floodwatch.actor import Actor, rss_bytes, run_actor
+from floodwatch.aggregate.engine import BadBatch, Engine
+from floodwatch.aggregate.geo import CountryLookup, make_lookup
+from floodwatch.aggregate.sigsample import SignatureSampler, load_matcher
+from floodwatch.config import Config
+from floodwatch.logs import RateLimited
+from floodwatch.messages import (
+    ConfigReceived,
+    CounterSample,
+    Message,
+    PacketBatch,
+    StreamEnded,
+    TrafficSecond,
+    TrafficSummary,
+    TrafficWindow,
+)
+from floodwatch.settings.aggregator import AggregatorSettings
+
+MEMORY_CHECK_INTERVAL = 1.0
+
+
+class AggregatorActor(Actor):
+    name = "aggregator"
+    subscribes = (ConfigReceived,)
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.settings: AggregatorSettings = config.aggregator
+        self.sampler = SignatureSampler(None)
+        self.geo: CountryLookup | None = None
+        self.engine = Engine(self.settings, self.sampler)
+        self._warn = RateLimited(10.0)
+        self.counters.update({"batches": 0, "records": 0, "bad_batches": 0, "windows": 0, "seconds": 0,
+                              "summaries": 0, "streams_ended": 0, "late_records": 0, "memory_over_cap": 0})
+
+    def on_start(self) -> None:
+        self.sampler.matcher = load_matcher()
+        self.geo = make_lookup(self.settings.geo, self.settings.geoip_db)
+        self.engine = Engine(self.settings, self.sampler, self.geo)
+        self.pull(self.endpoints.packets, self.on_bulk, hwm=self.config.bus.hwm_packets)
+        self.every(MEMORY_CHECK_INTERVAL, self.check_memory)
+
+    def on_message(self, msg: Message) -> None:
+        if isinstance(msg, ConfigReceived):
+            matcher = load_matcher(msg.ioc_patterns)
+            if matcher is not None:
+                self.sampler.matcher = matcher
+                rejected = getattr(matcher, "rejected_iocs", [])
+                self.log.info("signature matcher rebuilt with {} IOC pattern(s), {} rejected",
+                              len(msg.ioc_patterns), len(rejected))
+
+    def on_bulk(self, msg: Message) -> None:
+        if isinstance(msg, PacketBatch):
+            try:
+                out = self.engine.feed_batch(msg)
+            except BadBatch as e:
+                self.counters["bad_batches"] += 1
+                self._warn_once("bad batch dropped: {}", e)
+                return
+            self.emit(out)
+        elif isinstance(msg, CounterSample):
+            self.emit(self.engine.feed_counters(msg))
+        elif isinstance(msg, StreamEnded):
+            self.emit(self.engine.finish())
+            self.publish(msg)
+            self.counters["streams_ended"] += 1
+            self.log.info("stream {} ended after {} packets: summary published", msg.source, msg.packets)
+            self.engine = Engine(self.settings, self.sampler, self.geo)
+        else:
+            self.counters["bad_messages"] += 1
+
+    def emit(self, out: list[Message]) -> None:
+        for m in out:
+            self.publish(m)
+            if isinstance(m, TrafficWindow):
+                self.counters["windows"] += 1
+            elif isinstance(m, TrafficSecond):
+                self.counters["seconds"] += 1
+            elif isinstance(m, TrafficSummary):
+                self.counters["summaries"] += 1
+        st = self.engine.stats
+        self.counters["batches"] = st["batches"]
+        self.counters["records"] = st["records"]
+        self.counters["late_records"] = st["late_records"]
+
+    def check_memory(self) -> None:
+        rss = rss_bytes()
+        self.counters["rss_mb"] = round(rss / 2**20, 1)
+        if rss > self.settings.memory_cap_mb * 2**20:
+            self.counters["memory_over_cap"] += 1
+            self.health = f"memory {rss / 2**20:.0f} MiB over the {self.settings.memory_cap_mb} MiB cap"
+            self._warn_once("{}", self.health)
+        elif self.health.startswith("memory"):
+            self.health = "ok"
+
+    def _warn_once(self, fmt: str, *args: Any) -> None:
+        ok, suppressed = self._warn.allow(fmt)
+        if ok:
+            self.log.warning(fmt + (f" ({suppressed} more suppressed)" if suppressed else ""), *args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_actor(AggregatorActor, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

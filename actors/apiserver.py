@@ -1,0 +1,60 @@
+"""The embedded Agent API server as a supervised actor: `python -m actors.apiserver --config FILE`.
+
+A thin adapter: the server (floodwatch.server) knows nothing of the bus. At start it makes sure a node
+for this host exists and writes its credentials (0600) where the reporter finds them, then serves
+`[apiserver] listen`; its request counters go out with every heartbeat.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from floodwatch.actor import AsyncActor, run_actor
+from floodwatch.config import Config
+from floodwatch.server.app import ApiServer
+from floodwatch.server.paths import resolve_paths
+from floodwatch.settings.apiserver import ApiserverSettings
+
+
+def local_node_path(settings: ApiserverSettings, state_dir: str) -> Path | None:
+    if settings.local_node_file == "-":
+        return None
+    return Path(settings.local_node_file or Path(state_dir) / "server-local-node.json")
+
+
+class ApiServerActor(AsyncActor):
+    name = "apiserver"
+    subscribes = ()
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.server: ApiServer | None = None
+
+    async def on_start(self) -> None:
+        settings: ApiserverSettings = self.settings
+        db, pcaps = resolve_paths(settings, self.config.agent.state_dir)
+        self.server = ApiServer(settings, db, pcaps)
+        creds_path = local_node_path(settings, self.config.agent.state_dir)
+        if creds_path is not None:
+            self.server.provision_local_node(creds_path, settings.local_node_name)
+        addresses = await self.server.start()
+        self.log.info("serving the Agent API on {} (db {})", addresses, db)
+        self.every(self.config.supervisor.heartbeat_interval, self._copy_counters, first=0.0)
+
+    async def _copy_counters(self) -> None:
+        if self.server is not None:
+            self.counters.update(self.server.snapshot())
+
+    async def on_stop(self) -> None:
+        if self.server is not None:
+            await self._copy_counters()
+            await self.server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_actor(ApiServerActor, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

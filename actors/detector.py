@@ -1,0 +1,103 @@
+"""The detector actor: traffic.window -> incident.opened / updated / resolved.
+
+Thin adapter around floodwatch.detect.evaluate.Detector (pure logic, window time only). It also takes
+the API's config (thresholds, baseline), merges the recorder's findings (incident.enriched), finishes
+finite streams (stream.ended -> resolve -> analysis.finished) and keeps the learnt baseline in the
+state directory. `python -m actors.detector --config FILE`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from floodwatch.actor import Actor, run_actor
+from floodwatch.config import Config
+from floodwatch.detect.baseline import BaselineError
+from floodwatch.detect.evaluate import Detector
+from floodwatch.messages import (
+    AnalysisFinished,
+    ConfigReceived,
+    IncidentEnriched,
+    IncidentEvent,
+    Message,
+    StreamEnded,
+    TrafficWindow,
+)
+from floodwatch.settings.detector import DetectorSettings
+
+
+class DetectorActor(Actor):
+    name = "detector"
+    subscribes = (TrafficWindow, ConfigReceived, IncidentEnriched, StreamEnded)
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.settings: DetectorSettings = config.detector
+        self.detector = Detector(self.settings)
+        self.baseline_path = Path(config.agent.state_dir) / self.settings.baseline_file
+        self.counters.update({"windows": 0, "incidents": 0, "baseline_errors": 0, "enrich_unknown": 0})
+        self._dirty = False
+
+    def on_start(self) -> None:
+        try:
+            if self.detector.baseline.load(self.baseline_path):
+                self.log.info("baseline loaded from {}", self.baseline_path)
+        except BaselineError as e:
+            self.counters["baseline_errors"] += 1
+            self.log.warning("baseline not loaded, learning afresh: {}", e)
+        if self.settings.dynamic and self.settings.baseline_save_interval > 0:
+            self.every(self.settings.baseline_save_interval, self.save_baseline)
+
+    def on_message(self, msg: Message) -> None:
+        if isinstance(msg, TrafficWindow):
+            self.on_window(msg)
+        elif isinstance(msg, ConfigReceived):
+            self.detector.set_api_config(msg.pps_threshold, msg.bps_threshold, msg.baseline)
+            self.log.info("API config: pps_threshold={} bps_threshold={} baseline={}",
+                          msg.pps_threshold, msg.bps_threshold, sorted(msg.baseline))
+        elif isinstance(msg, IncidentEnriched):
+            ev = self.detector.enrich(msg.incident_key, msg.attack_subtype, msg.ioc_matches, msg.findings_path)
+            if ev is None:
+                self.counters["enrich_unknown"] += 1
+            else:
+                self.emit([ev])
+        elif isinstance(msg, StreamEnded):
+            self.emit(self.detector.finish(msg.ts))
+            self.publish(AnalysisFinished(source=msg.source, packets=msg.packets,
+                                          incidents=self.detector.counters["incidents"]))
+
+    def on_window(self, w: TrafficWindow) -> None:
+        before = self.detector.counters["learnt_windows"]
+        self.emit(self.detector.step(w))
+        self._dirty = self._dirty or self.detector.counters["learnt_windows"] != before
+        for key in ("windows", "incidents", "learnt_windows", "bursts_ignored", "exempt_packets"):
+            self.counters[key] = self.detector.counters[key]
+
+    def emit(self, events: list[IncidentEvent]) -> None:
+        for ev in events:
+            self.publish(ev)
+            self.log.info("{} {} {}/{} peak {} pps (seq {})", ev.TOPIC, ev.incident_key, ev.attack_family,
+                          ev.attack_subtype, ev.peak_pps, ev.seq)
+
+    def save_baseline(self) -> None:
+        if not self._dirty:
+            return
+        try:
+            self.detector.baseline.save(self.baseline_path)
+            self._dirty = False
+        except OSError as e:
+            self.counters["baseline_errors"] += 1
+            self.log.warning("cannot save the baseline to {}: {}", self.baseline_path, e)
+
+    def on_stop(self) -> None:
+        if self.settings.dynamic:
+            self.save_baseline()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_actor(DetectorActor, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The executor actor: validated mitigation commands in, one command.finished per command id out.
+
+Commands come from the reporter (the API's pending commands) and from the local policies; incidents
+drive the policies and the removal of their rules; a timer removes rules whose TTL has passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from floodwatch.actor import Actor, run_actor
+from floodwatch.executor import policies
+from floodwatch.executor.core import REJECTED, Executor, Outcome
+from floodwatch.executor.ledger import Ledger
+from floodwatch.executor.runner import Runner
+from floodwatch.messages import (
+    CommandFinished,
+    CommandReceived,
+    IncidentEvent,
+    IncidentOpened,
+    IncidentResolved,
+    IncidentUpdated,
+    Message,
+)
+from floodwatch.settings.executor import ExecutorSettings
+
+
+def effective_settings(settings: ExecutorSettings, capture_ifaces: list[str]) -> ExecutorSettings:
+    """tc_interfaces defaults to the monitored (capture) interfaces."""
+    if settings.tc_interfaces:
+        return settings
+    return dataclasses.replace(settings, tc_interfaces=[i for i in capture_ifaces if i != "auto"])
+
+
+class ExecutorActor(Actor):
+    name = "executor"
+    subscribes = (CommandReceived, IncidentOpened, IncidentUpdated, IncidentResolved)
+
+    def on_start(self) -> None:
+        s = effective_settings(self.settings, self.config.capture.interfaces)
+        self.s = s
+        state = Path(self.config.agent.state_dir)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        audit = None if s.audit_file == "-" else Path(s.audit_file or state / "executor-audit.jsonl")
+        self.ledger = Ledger(s.ledger_file or state / "executor.sqlite3", audit, s.max_audit_bytes)
+        self.runner = Runner(s.timeout, s.max_output_bytes, s.argv_prefix)
+        self.executor = Executor(s, self.ledger, self.runner, log=self.log)
+        for outcome in self.executor.recover():
+            self._publish(outcome)
+        if s.enabled and s.policies and not s.dry_run:
+            self._setup_policies()
+        self.every(s.expire_interval, self._expire, first=0.0)
+        self.health = "dry-run" if s.dry_run else ("disabled" if not s.enabled else "ok")
+        self._sync_counters()
+
+    def _setup_policies(self) -> None:
+        for argv in policies.setup_commands(self.s):
+            result = self.runner.run(argv)
+            self.ledger.audit(self.executor.clock(), "setup", "policy", None, argv,
+                              "applied" if result.ok else "failed", result.error)
+            if not result.ok:
+                self.log.warning("policy setup failed: {}: {}", " ".join(argv), result.error)
+        for check, insert in policies.match_rules(self.s):
+            if self.runner.run(check).ok:
+                continue
+            result = self.runner.run(insert)
+            self.ledger.audit(self.executor.clock(), "setup", "policy", None, insert,
+                              "applied" if result.ok else "failed", result.error)
+
+    def on_message(self, msg: Message) -> None:
+        if isinstance(msg, CommandReceived):
+            self._command(msg)
+        elif isinstance(msg, IncidentResolved):
+            self.executor.resolve(msg.incident_key)
+        elif isinstance(msg, IncidentEvent) and self.s.policies and self.s.enabled:
+            self._policies(msg)
+        self._sync_counters()
+
+    def _command(self, msg: CommandReceived) -> None:
+        if not self.s.enabled:
+            now = self.executor.clock()
+            if self.ledger.begin(msg.source, msg.command_id, str(msg.command)[:500], now):
+                why = "mitigation is disabled on this agent ([executor] enabled = false)"
+                self.ledger.finish(msg.source, msg.command_id, REJECTED, why, "", now)
+                self._publish(Outcome(msg.source, msg.command_id, REJECTED, why, "", now))
+                return
+        self._publish(self.executor.handle(msg.source, msg.command_id, msg.command, msg.incident_key))
+
+    def _policies(self, event: IncidentEvent) -> None:
+        done = self.ledger.commands_for_incident("policy", event.incident_key)
+        for text in policies.commands_for(event, self.s):
+            if text in done:
+                continue
+            command_id = self.ledger.next_id("policy")
+            self._publish(self.executor.handle("policy", command_id, text, event.incident_key))
+
+    def _expire(self) -> None:
+        if self.executor.expire():
+            self._sync_counters()
+
+    def _publish(self, o: Outcome) -> None:
+        self.publish(CommandFinished(command_id=o.command_id, status=o.status, error=o.error, output=o.output,
+                                     executed_at=o.executed_at, source=o.source))
+
+    def _sync_counters(self) -> None:
+        self.counters.update(self.executor.counters)
+        self.counters["rules_in_force"] = self.ledger.count_rules()
+
+    def on_stop(self) -> None:
+        if self.s.remove_on_shutdown:
+            removed = self.executor.remove_all()
+            self.log.info("removed {} rules at shutdown", removed)
+        self._sync_counters()
+        self.ledger.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_actor(ExecutorActor, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The aggregator's core: bus messages in, TrafficWindow / TrafficSecond / TrafficSummary out.
+
+Time is stream time (record and counter timestamps; the file clock for pcap sources), so results do
+not depend on machine speed. A window [i*w, (i+1)*w) is published once the stream time is `lateness`
+past its end; records older than the oldest open window go into it and are counted as late.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from floodwatch.aggregate.counters import BOUNDARY_SLACK, CounterTracker, Piece, window_index
+from floodwatch.aggregate.geo import CountryLookup, breakdown
+from floodwatch.aggregate.keys import ADDR_VIEW
+from floodwatch.aggregate.rollup import RunSummary, SecondRollup
+from floodwatch.aggregate.sigsample import SignatureSampler
+from floodwatch.aggregate.window import WindowSpec, WindowStats, hh_rows
+from floodwatch.messages import CounterSample, Message, PacketBatch, TrafficSummary
+from floodwatch.records import RECORD_DTYPE
+from floodwatch.settings.aggregator import AggregatorSettings
+
+
+GEO_WINDOW = 256  # heaviest sources of a window looked up for its country breakdown
+GEO_RUN = 1000
+
+
+class BadBatch(ValueError):
+    """A PacketBatch whose records do not match its count or the record size."""
+
+
+def spec_of(s: AggregatorSettings) -> WindowSpec:
+    return WindowSpec(hll_p=s.hll_precision, capacity=s.window_capacity, buffer=s.buffer,
+                      victim_rows=s.victim_rows, bidir_peers=s.bidir_peers,
+                      signature_sample=s.signature_sample, top_n=s.top_n, victims=s.victims)
+
+
+class Engine:
+    def __init__(self, settings: AggregatorSettings, sampler: SignatureSampler | None = None,
+                 geo: CountryLookup | None = None) -> None:
+        self.s = settings
+        self.geo = geo
+        self.width = settings.window
+        self.per_second = round(1 / settings.window)
+        self.spec = spec_of(settings)
+        self.sampler = sampler or SignatureSampler(None)
+        self.counters = CounterTracker(self.width)
+        self.open: dict[int, WindowStats] = {}
+        self.next_emit: int | None = None  # index of the oldest window not yet published
+        self.watermark = -math.inf
+        self.second: SecondRollup | None = None
+        self.run = RunSummary(settings.run_capacity, settings.buffer, settings.hll_precision, settings.top_n)
+        self.prev_peers = np.zeros(0, dtype=np.uint64)
+        self.stats = {"batches": 0, "records": 0, "bad_batches": 0, "late_records": 0, "windows": 0}
+
+    # -- input ---------------------------------------------------------------------------------------
+    def feed_batch(self, batch: PacketBatch) -> list[Message]:
+        """Account a batch; returns the windows (and seconds) it closed. BadBatch for bad records."""
+        if batch.count == 0:
+            return []
+        if len(batch.records) != batch.count * RECORD_DTYPE.itemsize or batch.sample_rate < 1:
+            self.stats["bad_batches"] += 1
+            raise BadBatch(f"batch {batch.seq} from {batch.iface}: {len(batch.records)} bytes for "
+                           f"{batch.count} records, sample rate {batch.sample_rate}")
+        recs = np.frombuffer(batch.records, dtype=RECORD_DTYPE)
+        addr = np.frombuffer(batch.records, dtype=ADDR_VIEW)
+        self.stats["batches"] += 1
+        self.stats["records"] += int(recs.size)
+        ts = recs["ts"]
+        if not np.isfinite(ts).all():
+            self.stats["bad_batches"] += 1
+            raise BadBatch(f"batch {batch.seq} from {batch.iface}: non-finite timestamps")
+        widx = np.floor((ts + BOUNDARY_SLACK) * self.per_second).astype(np.int64)
+        out: list[Message] = []
+        lo, hi = int(widx.min()), int(widx.max())
+        if lo == hi:
+            self._add(lo, recs, addr, batch.sample_rate)
+        else:
+            order = np.argsort(widx, kind="stable")
+            sw = widx[order]
+            cuts = np.flatnonzero(sw[1:] != sw[:-1]) + 1
+            for part in np.split(order, cuts):
+                self._add(int(widx[part[0]]), recs[part], addr[part], batch.sample_rate)
+                out += self._advance(float(ts[part].max()))
+        out += self._advance(float(ts.max()))
+        return out
+
+    def feed_counters(self, sample: CounterSample) -> list[Message]:
+        out: list[Message] = []
+        for piece in self.counters.feed(sample):
+            self._add_counters(piece)
+        out += self._advance(sample.ts)
+        return out
+
+    def finish(self) -> list[Message]:
+        """End of stream: publish every open window, the last second and the whole-run summary."""
+        out = self._close_until(None)
+        if self.second is not None:
+            out.append(self.second.to_message())
+            self.second = None
+        out.append(self.summary())
+        return out
+
+    def summary(self) -> TrafficSummary:
+        msg = self.run.to_message()
+        if self.geo is not None:
+            msg.extra["geo"] = breakdown(self.geo, [(ip, c) for ip, c, _ in hh_rows(self.run.src, GEO_RUN)])
+        msg.extra.update(counter_wraps=self.counters.wraps, counter_resets=self.counters.resets,
+                         late_records=self.stats["late_records"])
+        return msg
+
+    # -- windows -------------------------------------------------------------------------------------
+    def _window(self, index: int) -> WindowStats:
+        if self.next_emit is None:
+            self.next_emit = index
+        if index < self.next_emit:
+            index = self.next_emit  # late: the oldest open window takes it
+        ws = self.open.get(index)
+        if ws is None:
+            ws = WindowStats(index, self.width, self.spec, self.sampler)
+            ws.raw_sink = self.run.raw_sources()
+            self.open[index] = ws
+        return ws
+
+    def _add(self, index: int, recs: np.ndarray, addr: np.ndarray, rate: int) -> None:
+        ws = self._window(index)
+        if ws.index != index:
+            ws.add_late(int(recs.size))
+            self.stats["late_records"] += int(recs.size)
+        ws.add(recs, addr, rate, self.prev_peers)
+
+    def _add_counters(self, piece: Piece) -> None:
+        ws = self._window(piece.window)
+        c, v = ws.counters, piece.values
+        c.present = True
+        c.rx_packets += v["rx_packets"]
+        c.rx_bytes += v["rx_bytes"]
+        c.tx_packets += v["tx_packets"]
+        c.tx_bytes += v["tx_bytes"]
+        c.kernel_drops += v["kernel_drops"]
+        c.extra["send_drops"] = c.extra.get("send_drops", 0) + v["send_drops"]
+        c.conn_count = self.counters.conn_count
+
+    def _advance(self, t: float) -> list[Message]:
+        self.watermark = max(self.watermark, t)
+        limit = window_index(self.watermark - self.s.lateness, self.width)  # windows below it are done
+        return self._close_until(limit)
+
+    def _close_until(self, limit: int | None) -> list[Message]:
+        out: list[Message] = []
+        max_empty = round(self.s.max_gap / self.width)
+        while self.next_emit is not None and self.open and (limit is None or self.next_emit < limit):
+            ws = self.open.pop(self.next_emit, None)
+            if ws is None:  # a gap: publish up to max_gap of empty windows, then jump to the next data
+                nxt = min(self.open)
+                stop = nxt if limit is None else min(nxt, limit)
+                for i in range(self.next_emit, min(stop, self.next_emit + max_empty)):
+                    out += self._emit(WindowStats(i, self.width, self.spec, self.sampler))
+                self.next_emit = stop if stop - self.next_emit <= max_empty else nxt
+                continue
+            out += self._emit(ws)
+            self.next_emit += 1
+        if self.next_emit is not None and not self.open and limit is not None and limit > self.next_emit:
+            for i in range(self.next_emit, min(limit, self.next_emit + max_empty)):
+                out += self._emit(WindowStats(i, self.width, self.spec, self.sampler))
+            self.next_emit = limit
+        return out
+
+    def _emit(self, ws: WindowStats) -> list[Message]:
+        out: list[Message] = []
+        msg = ws.to_message()
+        if self.geo is not None and ws.sampled:
+            msg.extra["geo"] = breakdown(self.geo, [(ip, c) for ip, c, _ in hh_rows(ws.src, GEO_WINDOW)])
+        self.stats["windows"] += 1
+        self.run.add(ws, msg, fed_raw=ws.raw_sink is not None)
+        self.prev_peers = ws.out_peers
+        sec = ws.index // self.per_second
+        if self.second is not None and self.second.index != sec:
+            out.append(self.second.to_message())
+            self.second = None
+        if self.second is None:
+            self.second = SecondRollup(sec, self.s.hll_precision)
+        self.second.add(msg)
+        out.append(msg)
+        return out

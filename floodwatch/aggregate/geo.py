@@ -1,0 +1,86 @@
+"""Country of source addresses, offline: iptocc (RIR delegation data shipped in its wheel, the default)
+or a MaxMind GeoLite2/GeoIP2 Country database through maxminddb, for users who have one.
+
+Measured on this 2-core machine (benchmarks/aggregator_geo.py, results in benchmarks/results/aggregator.md):
+iptocc answers a list of addresses in one call several times faster than maxminddb's per-address `get`;
+both are far faster than the few hundred lookups per window the aggregator makes. iptocc needs no
+download or licence key, so it is the default; `geo = "maxmind"` with `geoip_db` uses a GeoLite2 file
+(more precise for addresses re-assigned across countries). Unknown addresses map to "ZZ".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from floodwatch.errors import ConfigError
+
+UNKNOWN = "ZZ"
+
+
+class CountryLookup(Protocol):
+    name: str
+
+    def countries(self, ips: Sequence[str]) -> list[str]: ...
+
+
+class IptoccLookup:
+    name = "iptocc"
+
+    def __init__(self) -> None:
+        import iptocc
+
+        self._cc = iptocc.country_code
+
+    def countries(self, ips: Sequence[str]) -> list[str]:
+        if not ips:
+            return []
+        return [c or UNKNOWN for c in self._cc(list(ips))]
+
+
+class MaxmindLookup:
+    name = "maxmind"
+
+    def __init__(self, path: str) -> None:
+        import maxminddb
+
+        try:
+            self._db: Any = maxminddb.open_database(path, maxminddb.MODE_MMAP)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"aggregator.geoip_db: cannot open {path}: {e}") from e
+
+    def countries(self, ips: Sequence[str]) -> list[str]:
+        out = []
+        for ip in ips:
+            try:
+                rec = self._db.get(ip)
+            except ValueError:
+                rec = None
+            cc = None
+            if isinstance(rec, dict):
+                country = rec.get("country") or rec.get("registered_country") or {}
+                cc = country.get("iso_code") if isinstance(country, dict) else None
+            out.append(cc or UNKNOWN)
+        return out
+
+
+def make_lookup(kind: str, db_path: str = "") -> CountryLookup | None:
+    """The configured lookup, or None for geo = "off"."""
+    if kind == "off":
+        return None
+    if kind == "maxmind":
+        if not Path(db_path).is_file():
+            raise ConfigError(f"aggregator.geoip_db: {db_path!r} is not a file")
+        return MaxmindLookup(db_path)
+    return IptoccLookup()
+
+
+def breakdown(lookup: CountryLookup | None, rows: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """[(ip, packets)] -> {country: packets}, heaviest first."""
+    if lookup is None or not rows:
+        return {}
+    out: dict[str, int] = {}
+    for cc, (_, n) in zip(lookup.countries([ip for ip, _ in rows]), rows, strict=True):
+        out[cc] = out.get(cc, 0) + n
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -1,0 +1,63 @@
+"""64-bit keys for addresses, and the hash every sketch uses.
+
+An address key is exact for IPv4 (the low 64 bits of the v4-mapped form, top bit clear) and a 64-bit
+hash with the top bit set for IPv6 (two IPv6 sources collide with probability about n^2 / 2^64).
+Sorting and counting uint64 keys is ten times faster in numpy than 16-byte strings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from floodwatch.records import RECORD_DTYPE, V4_MAPPED_PREFIX, addr_text
+
+_OFF = {name: RECORD_DTYPE.fields[name][1] for name in ("src", "dst")}  # type: ignore[index]
+
+# A zero-copy view of a record buffer exposing the addresses as big-endian 64-bit halves.
+ADDR_VIEW = np.dtype(
+    {
+        "names": ["src_hi", "src_lo", "dst_hi", "dst_lo"],
+        "formats": [">u8", ">u8", ">u8", ">u8"],
+        "offsets": [_OFF["src"], _OFF["src"] + 8, _OFF["dst"], _OFF["dst"] + 8],
+        "itemsize": RECORD_DTYPE.itemsize,
+    }
+)
+
+_V4_HI = 0
+_V4_LO_PREFIX = 0xFFFF
+_TOP = np.uint64(1 << 63)
+_M1 = np.uint64(0xFF51AFD7ED558CCD)
+_M2 = np.uint64(0xC4CEB9FE1A85EC53)
+_GOLD = np.uint64(0x9E3779B97F4A7C15)
+_S33 = np.uint64(33)
+
+
+def fmix64(x: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser, vectorised (a bijection with good avalanche)."""
+    x = x ^ (x >> _S33)
+    x = x * _M1
+    x = x ^ (x >> _S33)
+    x = x * _M2
+    return x ^ (x >> _S33)
+
+
+def addr_keys(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Address halves -> uint64 keys (exact for IPv4, hashed with the top bit set for IPv6)."""
+    v4 = (hi == _V4_HI) & ((lo >> np.uint64(32)) == _V4_LO_PREFIX)
+    if v4.all():
+        return lo.astype(np.uint64)
+    v6 = fmix64(hi.astype(np.uint64) * _GOLD ^ lo.astype(np.uint64)) | _TOP
+    return np.where(v4, lo.astype(np.uint64), v6)
+
+
+def key_text(key: int, addr: bytes | None = None) -> str:
+    """A key back to its address text; IPv6 keys need the 16 address bytes kept beside them."""
+    if not key >> 63:
+        return addr_text(V4_MAPPED_PREFIX + int(key & 0xFFFFFFFF).to_bytes(4, "big"))
+    if addr is None:
+        return f"ipv6-hash-{key:016x}"
+    return addr_text(addr)
+
+
+def halves_bytes(hi: int, lo: int) -> bytes:
+    return int(hi).to_bytes(8, "big") + int(lo).to_bytes(8, "big")

@@ -1,0 +1,78 @@
+"""Payload signature counts from a bounded sample of payload heads per window.
+
+The detector's `floodwatch.signatures.SignatureMatcher` (Aho-Corasick over built-in signatures and IOC
+patterns) is called on at most `budget` records with payload per window, spread evenly over each batch;
+counts are scaled to the window's records with payload and by the sample rate. Until that module exists
+(or if it fails to load) signature counts are empty.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+from loguru import logger
+
+_PER_BATCH = 64
+
+
+def load_matcher(ioc_patterns: list[dict[str, Any]] | None = None) -> Any:
+    """SignatureMatcher.default() (plus IOC patterns when given), or None when unavailable."""
+    try:
+        mod = importlib.import_module("floodwatch.signatures")
+        cls = mod.SignatureMatcher
+        if ioc_patterns:
+            for name in ("with_iocs", "from_iocs", "with_patterns"):
+                build = getattr(cls, name, None)
+                if callable(build):
+                    return build(ioc_patterns)
+            logger.warning("SignatureMatcher has no way to add IOC patterns; using the built-in set")
+        return cls.default()
+    except Exception as e:  # noqa: BLE001 - another area's module: degrade to no signatures
+        logger.warning("payload signatures unavailable: {}: {}", type(e).__name__, e)
+        return None
+
+
+class WindowSignatures:
+    def __init__(self, matcher: Any, budget: int) -> None:
+        self.matcher = matcher
+        self.budget = budget
+        self.checked = 0
+        self._est: dict[str, float] = {}
+        self._covered = 0  # scaled records with payload whose batch was sampled
+        self._uncovered = 0  # scaled records with payload after the budget ran out
+
+    def add(self, recs: np.ndarray, rate: int) -> None:
+        if self.matcher is None:
+            return
+        pay = np.flatnonzero(recs["paylen"] > 0)
+        if pay.size == 0:
+            return
+        left = min(self.budget - self.checked, _PER_BATCH, int(pay.size))
+        if left <= 0:
+            self._uncovered += int(pay.size) * rate
+            return
+        pick = pay[np.linspace(0, pay.size - 1, left).astype(np.intp)]
+        counts = self.matcher.count(recs[pick])
+        self.checked += left
+        self._covered += int(pay.size) * rate
+        scale = pay.size / left * rate
+        for name, c in counts.items():
+            self._est[name] = self._est.get(name, 0.0) + c * scale
+
+    def result(self) -> dict[str, int]:
+        if not self._est:
+            return {}
+        scale = (self._covered + self._uncovered) / self._covered if self._covered else 1.0
+        return {name: round(v * scale) for name, v in self._est.items() if round(v * scale) > 0}
+
+
+class SignatureSampler:
+    """Holds the current matcher; each window gets its own bounded counter."""
+
+    def __init__(self, matcher: Any = None) -> None:
+        self.matcher = matcher
+
+    def window(self, budget: int) -> WindowSignatures:
+        return WindowSignatures(self.matcher, budget)

@@ -1,0 +1,270 @@
+"""One 100 ms window: vectorised accumulation of record batches, and its TrafficWindow message.
+
+`WindowStats.add(recs, addr, rate)` takes a slice of a PacketBatch (numpy structured arrays) and does a
+fixed number of numpy operations on it: bincounts for protocols, flags, fragments, sizes and TTLs,
+HyperLogLog and heavy-hitter updates for addresses, dense arrays for ports. No Python loop per packet.
+Counts are scaled by the batch's sample rate; DIR_UNKNOWN counts as inbound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from floodwatch.aggregate.features import (
+    FLAG_LUT,
+    FLAG_NAMES,
+    FRAG_NAMES,
+    PROTO_LUT,
+    PROTO_NAMES,
+    SIZE_EDGES,
+    SIZE_NAMES,
+)
+from floodwatch.aggregate.hll import HyperLogLog
+from floodwatch.aggregate.keys import addr_keys, halves_bytes, key_text
+from floodwatch.aggregate.sigsample import SignatureSampler
+from floodwatch.aggregate.spacesaving import HeavyHitters
+from floodwatch.aggregate.victims import VictimTable
+from floodwatch.messages import TrafficWindow
+from floodwatch.records import DIR_OUT, PROTO_TCP
+
+PORT_SPACE = 2 * 65536  # index = (0 tcp | 1 udp) * 65536 + port
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """The sizes of one window's structures (from AggregatorSettings)."""
+
+    hll_p: int = 12
+    capacity: int = 1024
+    buffer: int = 16384
+    victim_rows: int = 32
+    bidir_peers: int = 65536
+    signature_sample: int = 512
+    top_n: int = 10
+    victims: int = 10
+
+
+@dataclass
+class CounterTotals:
+    """Exact kernel counter deltas attributed to a window."""
+
+    present: bool = False
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    tx_packets: int = 0
+    tx_bytes: int = 0
+    kernel_drops: int = 0
+    conn_count: int = -1
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def top_ports(dense: np.ndarray, n: int) -> list[list[Any]]:
+    """Dense port counts -> [[proto, port, packets], ...] by packets descending, then index."""
+    nz = np.flatnonzero(dense)
+    if nz.size == 0:
+        return []
+    order = np.lexsort((nz, -dense[nz]))[:n]
+    idx = nz[order]
+    return [[PROTO_NAMES[i // 65536], int(i % 65536), int(dense[i])] for i in idx.tolist()]
+
+
+def hh_ports(hh: HeavyHitters, n: int) -> list[list[Any]]:
+    """Port table -> [[proto, port, packets], ...] by packets descending, then index."""
+    keys, counts, _, _ = hh.top(n)
+    return [[PROTO_NAMES[k // 65536], k % 65536, c] for k, c in zip(keys.tolist(), counts.tolist(), strict=True)]
+
+
+def dense_add(dense: np.ndarray, hh: HeavyHitters) -> None:
+    """Add a port table's counts into a dense array of PORT_SPACE counters."""
+    hh.fold()
+    np.add.at(dense, hh.keys.astype(np.intp), hh.counts)
+
+
+def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
+    """Heavy-hitter table -> [(ip text, count, aux...)] for the top n."""
+    keys, counts, payload, aux = hh.top(n)
+    out = []
+    for i in range(keys.size):
+        addr = halves_bytes(int(payload[i, 0]), int(payload[i, 1])) if payload.shape[1] else None
+        out.append((key_text(int(keys[i]), addr), int(counts[i]), [int(a) for a in aux[i]]))
+    return out
+
+
+class WindowStats:
+    def __init__(self, index: int, width: float, spec: WindowSpec, sampler: SignatureSampler) -> None:
+        self.index = index
+        per_second = round(1 / width)
+        self.t_start = index / per_second
+        self.t_end = (index + 1) / per_second
+        self.spec = spec
+        self.sampled = 0
+        self.packets = np.zeros(2, dtype=np.int64)  # [in, out], scaled records
+        self.bytes = np.zeros(2, dtype=np.int64)
+        self.proto = np.zeros(8, dtype=np.int64)  # dir * 4 + protocol index
+        self.ipver = np.zeros(8, dtype=np.int64)  # inbound by IP version
+        self.ipproto = np.zeros(256, dtype=np.int64)  # both directions, by IP protocol number
+        self.t_first = 0.0  # first and last record time
+        self.t_last = 0.0
+        self.flags = np.zeros(len(FLAG_NAMES), dtype=np.int64)
+        self.frag = np.zeros(3, dtype=np.int64)
+        self.size = np.zeros(len(SIZE_NAMES), dtype=np.int64)
+        self.ttl = np.zeros(256, dtype=np.int64)
+        self.malformed = 0
+        self.late = 0
+        self.bidir = 0
+        self.src_hll = HyperLogLog(spec.hll_p)
+        self.src = HeavyHitters(spec.capacity, spec.buffer, payload_width=2)
+        self.dst = HeavyHitters(spec.capacity, spec.buffer, payload_width=2, aux=1)
+        self.sport = HeavyHitters(PORT_SPACE, spec.buffer)  # never prunes: exact port counts
+        self.dport = HeavyHitters(PORT_SPACE, spec.buffer)
+        self.victims = VictimTable(spec.victim_rows)
+        self.out_peers = np.zeros(0, dtype=np.uint64)
+        self.peers_full = False
+        self.sigs = sampler.window(spec.signature_sample)
+        self.counters = CounterTotals()
+        self.raw_sink: HeavyHitters | None = None  # the run's source table, fed raw while it is exact
+
+    def add(self, recs: np.ndarray, addr: np.ndarray, rate: int, prev_peers: np.ndarray) -> None:
+        """Account one slice of a batch (all in this window) sampled 1 in `rate`."""
+        n = int(recs.size)
+        self.sampled += n
+        out = recs["direction"] == DIR_OUT
+        d = out.astype(np.intp)
+        pidx = PROTO_LUT[recs["proto"]]
+        self.packets += np.bincount(d, minlength=2) * rate
+        self.bytes += np.bincount(d, weights=recs["wirelen"], minlength=2).astype(np.int64) * rate
+        self.proto += np.bincount(d * 4 + pidx, minlength=8) * rate
+        self.malformed += int(np.count_nonzero(recs["malformed"])) * rate
+        ts = recs["ts"]
+        self.t_first = min(self.t_first, float(ts.min())) if self.t_first else float(ts.min())
+        self.t_last = max(self.t_last, float(ts.max()))
+        ip = recs["ipver"] != 0
+        self.ipproto += np.bincount(recs["proto"][ip], minlength=256) * rate
+        if out.any():
+            self._add_out(recs[out & ip], addr[out & ip])
+            inb = ~out
+            recs, addr, pidx, ip = recs[inb], addr[inb], pidx[inb], ip[inb]
+        self._add_in(recs, addr, pidx, ip, rate, prev_peers)
+
+    def _add_in(self, recs: np.ndarray, addr: np.ndarray, pidx: np.ndarray, ip: np.ndarray, rate: int,
+                prev_peers: np.ndarray) -> None:
+        if recs.size == 0:
+            return
+        self.ipver += np.bincount(recs["ipver"], minlength=8)[:8] * rate
+        self.frag += np.bincount(recs["frag"], minlength=3)[:3] * rate
+        self.size += np.bincount(np.searchsorted(SIZE_EDGES, recs["wirelen"], side="right") - 1,
+                                 minlength=len(SIZE_NAMES)) * rate
+        if not ip.all():
+            recs, addr, pidx = recs[ip], addr[ip], pidx[ip]
+        self.ttl += np.bincount(recs["ttl"], minlength=256) * rate
+        tcp = recs["proto"] == PROTO_TCP
+        fidx = np.where(tcp, FLAG_LUT[recs["flags"]], 255).astype(np.intp)
+        self.flags += np.bincount(fidx[tcp], minlength=len(FLAG_NAMES)) * rate
+        skeys = addr_keys(addr["src_hi"], addr["src_lo"])
+        dkeys = addr_keys(addr["dst_hi"], addr["dst_lo"])
+        self.src_hll.add_keys(skeys)
+        shalves = self._halves(addr, "src", skeys)
+        dhalves = np.stack((addr["dst_hi"], addr["dst_lo"]), axis=1).astype(np.uint64)
+        self.src.update(skeys, rate, shalves)
+        if self.raw_sink is not None:
+            self.raw_sink.update(skeys, rate, shalves)
+        self.dst.update(dkeys, rate, dhalves, recs["wirelen"].astype(np.int64).reshape(-1, 1) * rate)
+        l4 = pidx <= 1
+        if l4.any():
+            base = pidx[l4].astype(np.uint64) * np.uint64(65536)
+            self.sport.update(base + recs["sport"][l4], rate)
+            self.dport.update(base + recs["dport"][l4], rate)
+        cols = {"wirelen": recs["wirelen"], "pidx": pidx, "fidx": fidx, "skeys": skeys, "sport": recs["sport"]}
+        self.victims.add(dkeys, dhalves, cols, rate)
+        self.sigs.add(recs, rate)
+        if tcp.any() and (self.out_peers.size or prev_peers.size):
+            self.bidir += (_member(skeys[tcp], self.out_peers) | _member(skeys[tcp], prev_peers)).sum() * rate
+
+    @staticmethod
+    def _halves(addr: np.ndarray, side: str, keys: np.ndarray) -> np.ndarray | None:
+        """The address halves, only when some address is IPv6 (IPv4 keys carry their address)."""
+        if not (keys >> np.uint64(63)).any():
+            return None
+        return np.stack((addr[f"{side}_hi"], addr[f"{side}_lo"]), axis=1).astype(np.uint64)
+
+    def _add_out(self, recs: np.ndarray, addr: np.ndarray) -> None:
+        if recs.size == 0 or self.peers_full:
+            return
+        keys = np.unique(addr_keys(addr["dst_hi"], addr["dst_lo"]))
+        new = keys[~_member(keys, self.out_peers)]
+        room = self.spec.bidir_peers - self.out_peers.size
+        if new.size > room:
+            new, self.peers_full = new[:room], True
+        if new.size:
+            self.out_peers = np.insert(self.out_peers, np.searchsorted(self.out_peers, new), new)
+
+    def add_late(self, count: int) -> None:
+        self.late += count
+
+    def to_message(self) -> TrafficWindow:
+        c = self.counters
+        scaled = int(self.packets.sum())
+        exact = c.present
+        src_distinct = len(self.src) if self.src.exact else self.src_hll.estimate()
+        return TrafficWindow(
+            t_start=self.t_start,
+            t_end=self.t_end,
+            exact=exact,
+            sample_rate=(scaled / self.sampled) if self.sampled else 1.0,
+            packets_in=c.rx_packets if exact else int(self.packets[0]),
+            bytes_in=c.rx_bytes if exact else int(self.bytes[0]),
+            packets_out=c.tx_packets if exact else int(self.packets[1]),
+            bytes_out=c.tx_bytes if exact else int(self.bytes[1]),
+            sampled=self.sampled,
+            proto_in=_named(self.proto[:4], PROTO_NAMES),
+            proto_out=_named(self.proto[4:], PROTO_NAMES),
+            ipver_in={"4": int(self.ipver[4]), "6": int(self.ipver[6])},
+            tcp_flags=_named(self.flags, FLAG_NAMES),
+            fragments={"first": int(self.frag[1]), "later": int(self.frag[2])},
+            size_hist=_named(self.size, SIZE_NAMES),
+            ttl_hist={int(t): int(self.ttl[t]) for t in np.flatnonzero(self.ttl).tolist()},
+            src_distinct=src_distinct,
+            src_hll=self.src_hll.to_bytes(),
+            top_src_ips=[[ip, cnt] for ip, cnt, _ in hh_rows(self.src, self.spec.top_n)],
+            top_dst_ips=[[ip, cnt, aux[0]] for ip, cnt, aux in hh_rows(self.dst, self.spec.top_n)],
+            top_src_ports=hh_ports(self.sport, self.spec.top_n),
+            top_dst_ports=hh_ports(self.dport, self.spec.top_n),
+            victims=self.victims.top(self.spec.victims),
+            signatures=self.sigs.result(),
+            bidir_packets=int(self.bidir),
+            malformed=self.malformed,
+            kernel_drops=c.kernel_drops,
+            conn_count=c.conn_count,
+            extra=self._extra(),
+        )
+
+    def _extra(self) -> dict[str, Any]:
+        return {
+            "records_packets_in": int(self.packets[0]),
+            "records_packets_out": int(self.packets[1]),
+            "records_bytes_in": int(self.bytes[0]),
+            "records_bytes_out": int(self.bytes[1]),
+            "ip_protocols": {int(p): int(self.ipproto[p]) for p in np.flatnonzero(self.ipproto).tolist()},
+            "src_exact": self.src.exact,
+            "late_records": self.late,
+            "bidir_peers_full": self.peers_full,
+            "victim_evictions": self.victims.evictions,
+            "signature_checked": self.sigs.checked,
+            **self.counters.extra,
+        }
+
+
+def _named(counts: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
+    return {name: int(c) for name, c in zip(names, counts.tolist(), strict=False)}
+
+
+def _member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """keys in a sorted uint64 array, by binary search (no sort of the set)."""
+    if sorted_set.size == 0:
+        return np.zeros(keys.size, dtype=bool)
+    pos = np.searchsorted(sorted_set, keys)
+    pos[pos == sorted_set.size] = 0
+    return sorted_set[pos] == keys

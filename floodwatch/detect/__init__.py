@@ -1,0 +1,1 @@
+"""Detection: baselines, per-window evaluation, classification and the incident lifecycle (pure logic)."""

@@ -1,0 +1,89 @@
+"""One incident: its identity, lifecycle state, peaks and evidence, and the events that describe it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from floodwatch.detect.classify import classify_profile
+from floodwatch.detect.profile import Profile
+from floodwatch.messages import IncidentEvent, IncidentOpened, IncidentResolved, IncidentUpdated
+
+MAX_IOC_MATCHES = 100
+
+
+@dataclass
+class Incident:
+    started_at: float
+    threshold_pps: float
+    threshold_bps: float
+    threshold_source: str
+    trigger: str  # "host" | "victim <ip>" | "prefix <cidr>"
+    profile: Profile = field(default_factory=Profile)
+    key: str = field(default_factory=lambda: str(uuid.uuid4()))
+    status: str = "active"
+    seq: int = -1  # the last event's seq; opened is 0
+    updated_at: float = 0.0
+    ended_at: float | None = None
+    peak_pps: int = 0
+    peak_bps: int = 0
+    enriched_subtype: str = ""
+    enriched_iocs: list[Any] = field(default_factory=list)
+    findings_path: str = ""
+
+    def note_peak(self, pps: float, bps: float) -> None:
+        self.peak_pps = max(self.peak_pps, round(pps))
+        self.peak_bps = max(self.peak_bps, round(bps))
+
+    def enrich(self, subtype: str, iocs: list[Any], findings_path: str) -> None:
+        """Merge the recorder's forensic findings (a confirmed subtype, IOC matches)."""
+        if subtype:
+            self.enriched_subtype = subtype
+        for m in iocs:
+            if m not in self.enriched_iocs and len(self.enriched_iocs) < MAX_IOC_MATCHES:
+                self.enriched_iocs.append(m)
+        if findings_path:
+            self.findings_path = findings_path
+
+    def fields(self) -> dict[str, Any]:
+        """Every IncidentEvent field (without seq), from the evidence so far."""
+        c = classify_profile(self.profile, self.threshold_pps, self.peak_pps, self.peak_bps)
+        if self.enriched_subtype:
+            c["extra"]["subtype_from_packets"] = c["attack_subtype"]
+            c["attack_subtype"] = self.enriched_subtype
+        if self.enriched_iocs:
+            c["ioc_matches"] = c["ioc_matches"] + [m for m in self.enriched_iocs if m not in c["ioc_matches"]]
+            c["botnet_detected"] = True
+        c["extra"].update({
+            "threshold_pps": round(self.threshold_pps), "threshold_bps": round(self.threshold_bps),
+            "threshold_source": self.threshold_source, "trigger": self.trigger,
+            "duration": round(max(0.0, (self.ended_at or self.updated_at) - self.started_at), 3),
+        })
+        if self.findings_path:
+            c["extra"]["findings_path"] = self.findings_path
+        return {
+            "incident_key": self.key,
+            "status": self.status,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "updated_at": self.updated_at,
+            **c,
+        }
+
+    def event(self, kind: type[IncidentEvent], t: float) -> IncidentEvent:
+        """The next event (seq + 1) of the given kind at window time t."""
+        self.seq += 1
+        self.updated_at = max(self.updated_at, t)
+        return kind(seq=self.seq, **self.fields())
+
+    def opened(self, t: float) -> IncidentEvent:
+        return self.event(IncidentOpened, t)
+
+    def updated(self, t: float) -> IncidentEvent:
+        return self.event(IncidentUpdated, t)
+
+    def resolved(self, ended_at: float) -> IncidentEvent:
+        self.status = "resolved"
+        self.ended_at = ended_at
+        return self.event(IncidentResolved, ended_at)

@@ -1,0 +1,150 @@
+"""The evidence of an incident: TrafficWindows summed into one bounded profile.
+
+Counters are summed; top lists are merged by key and pruned to a fixed size, so memory does not depend
+on how many sources an attacker uses. The source count merges the windows' HyperLogLog registers
+(register-wise maximum, as the aggregator documents them: mergeable across windows).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from floodwatch.aggregate.hll import estimate_regs
+from floodwatch.messages import TrafficWindow
+
+TOP_KEEP = 2000  # entries kept per merged top list (pruned to the biggest when it grows past 2x)
+VICTIM_KEEP = 512
+
+
+def _add(dst: Counter[Any], src: dict[Any, int]) -> None:
+    for k, v in src.items():
+        if isinstance(v, int | float):
+            dst[k] += int(v)
+
+
+def _prune(c: Counter[Any], keep: int) -> None:
+    if len(c) > 2 * keep:
+        for k, _ in c.most_common()[keep:]:
+            del c[k]
+
+
+@dataclass
+class Profile:
+    """Sums of the inbound evidence of a run of windows."""
+
+    windows: int = 0
+    t_first: float = 0.0
+    t_last: float = 0.0
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bidir_packets: int = 0
+    proto: Counter[str] = field(default_factory=Counter)
+    ipver: Counter[str] = field(default_factory=Counter)
+    tcp_flags: Counter[str] = field(default_factory=Counter)
+    fragments: Counter[str] = field(default_factory=Counter)
+    ttl: Counter[int] = field(default_factory=Counter)
+    signatures: Counter[str] = field(default_factory=Counter)
+    src_ips: Counter[str] = field(default_factory=Counter)
+    dst_ips: Counter[str] = field(default_factory=Counter)
+    dst_bytes: Counter[str] = field(default_factory=Counter)
+    src_ports: Counter[tuple[str, int]] = field(default_factory=Counter)
+    dst_ports: Counter[tuple[str, int]] = field(default_factory=Counter)
+    src_distinct: int = 0
+    sampled: int = 0
+    peak_pps: int = 0  # the busiest window's inbound rates
+    peak_bps: int = 0
+    hll: np.ndarray | None = None  # merged source registers
+
+    @property
+    def sources(self) -> int:
+        """Distinct inbound sources over all the windows (HLL merge; window maximum as a floor)."""
+        merged = estimate_regs(self.hll) if self.hll is not None else 0
+        return max(merged, self.src_distinct)
+
+    def _merge_hll(self, regs: bytes | np.ndarray) -> None:
+        r = np.frombuffer(regs, dtype=np.uint8) if isinstance(regs, bytes) else regs
+        if r.size == 0 or r.size & (r.size - 1):
+            return
+        if self.hll is None or self.hll.size != r.size:
+            self.hll = r.copy() if self.hll is None or r.size > self.hll.size else self.hll
+            return
+        np.maximum(self.hll, r, out=self.hll)
+
+    def add(self, w: TrafficWindow) -> None:
+        if self.windows == 0:
+            self.t_first = w.t_start
+        self.windows += 1
+        self.t_last = max(self.t_last, w.t_end)
+        self.packets_in += w.packets_in
+        self.bytes_in += w.bytes_in
+        self.packets_out += w.packets_out
+        self.bidir_packets += w.bidir_packets
+        self.sampled += w.sampled
+        self.src_distinct = max(self.src_distinct, w.src_distinct)
+        self._merge_hll(w.src_hll)
+        seconds = max(w.t_end - w.t_start, 1e-3)
+        self.peak_pps = max(self.peak_pps, round(w.packets_in / seconds))
+        self.peak_bps = max(self.peak_bps, round(w.bytes_in * 8 / seconds))
+        _add(self.proto, w.proto_in)
+        _add(self.ipver, w.ipver_in)
+        _add(self.tcp_flags, w.tcp_flags)
+        _add(self.fragments, w.fragments)
+        _add(self.signatures, w.signatures)
+        for k, v in w.ttl_hist.items():
+            self.ttl[int(k)] += int(v)
+        self._add_tops(w)
+
+    def _add_tops(self, w: TrafficWindow) -> None:
+        for row in w.top_src_ips:
+            self.src_ips[str(row[0])] += int(row[1])
+        for row in w.top_dst_ips:
+            self.dst_ips[str(row[0])] += int(row[1])
+            if len(row) > 2:
+                self.dst_bytes[str(row[0])] += int(row[2])
+        for row in w.top_src_ports:
+            self.src_ports[(str(row[0]), int(row[1]))] += int(row[2])
+        for row in w.top_dst_ports:
+            self.dst_ports[(str(row[0]), int(row[1]))] += int(row[2])
+        _prune(self.src_ips, TOP_KEEP)
+        _prune(self.dst_ips, VICTIM_KEEP)
+        _prune(self.dst_bytes, VICTIM_KEEP)
+        _prune(self.src_ports, TOP_KEEP)
+        _prune(self.dst_ports, TOP_KEEP)
+
+    def merge(self, other: Profile) -> None:
+        """Add another profile (e.g. the confirmation run) into this one."""
+        if other.windows == 0:
+            return
+        if self.windows == 0 or other.t_first < self.t_first:
+            self.t_first = other.t_first
+        self.windows += other.windows
+        self.t_last = max(self.t_last, other.t_last)
+        for name in ("packets_in", "bytes_in", "packets_out", "bidir_packets", "sampled"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.src_distinct = max(self.src_distinct, other.src_distinct)
+        if other.hll is not None:
+            self._merge_hll(other.hll)
+        self.peak_pps = max(self.peak_pps, other.peak_pps)
+        self.peak_bps = max(self.peak_bps, other.peak_bps)
+        for name in ("proto", "ipver", "tcp_flags", "fragments", "ttl", "signatures", "src_ips", "dst_ips",
+                     "dst_bytes", "src_ports", "dst_ports"):
+            getattr(self, name).update(getattr(other, name))
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.t_last - self.t_first)
+
+    def proto_total(self) -> int:
+        return sum(self.proto.values())
+
+
+def profile_of(windows: list[TrafficWindow]) -> Profile:
+    p = Profile()
+    for w in windows:
+        p.add(w)
+    return p

@@ -1,0 +1,177 @@
+"""The executor's logic without sockets: one command in, one outcome out; rules remembered and undone.
+
+`Executor.handle` never runs a command id twice (the ledger records it as running before it runs);
+`resolve`, `expire` and `remove_all` undo rules by running their inverse commands.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from floodwatch.errors import CommandRejected
+from floodwatch.executor.ledger import Ledger, Rule
+from floodwatch.executor.plan import ADDS, REMOVES, Plan
+from floodwatch.executor.runner import Runner, RunResult
+from floodwatch.executor.validate import validate_command
+from floodwatch.settings.executor import ExecutorSettings
+
+APPLIED, REJECTED, FAILED = "applied", "rejected", "failed"
+_HANDLE = re.compile(r"# handle ([0-9]+)")
+MAX_UNDO_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Outcome:
+    source: str
+    command_id: int
+    status: str
+    error: str
+    output: str
+    executed_at: float
+    replayed: bool = False  # this id was handled before: the recorded result, nothing ran now
+
+
+class Executor:
+    def __init__(self, settings: ExecutorSettings, ledger: Ledger, runner: Runner,
+                 clock: Callable[[], float] = time.time, log: Any = logger) -> None:
+        self.s = settings
+        self.ledger = ledger
+        self.runner = runner
+        self.clock = clock
+        self.log = log
+        self.counters: dict[str, int] = {"applied": 0, "rejected": 0, "failed": 0, "replayed": 0,
+                                         "rules_removed": 0, "undo_failed": 0}
+        self._undo_failures: dict[int, int] = {}
+
+    # -- commands --------------------------------------------------------------------------------
+    def handle(self, source: str, command_id: int, command: Any, incident_key: str = "") -> Outcome:
+        """Validate and run one command once; a repeated id returns the recorded outcome."""
+        now = self.clock()
+        text = command if isinstance(command, str) else repr(command)[:500]
+        if not self.ledger.begin(source, command_id, text, now, incident_key):
+            return self._replay(source, command_id, now)
+        try:
+            plan = validate_command(command, self.s)
+            self._check_state(plan)
+        except CommandRejected as e:
+            return self._finish(source, command_id, REJECTED, str(e), "", [], text)
+        if self.s.dry_run:
+            return self._finish(source, command_id, APPLIED, "", f"dry-run: would run {plan.argv}", plan.argv)
+        undo = self._prepare_undo(plan)
+        result = self.runner.run(plan.argv)
+        if not result.ok:
+            return self._finish(source, command_id, FAILED, result.error, result.output, plan.argv)
+        self._remember(plan, undo, result, source, command_id, incident_key, now)
+        return self._finish(source, command_id, APPLIED, "", result.output, plan.argv)
+
+    def _replay(self, source: str, command_id: int, now: float) -> Outcome:
+        rec = self.ledger.command(source, command_id)
+        assert rec is not None
+        self.counters["replayed"] += 1
+        self.ledger.audit(now, "replayed", source, command_id, "", rec.status, "seen before: not run again")
+        if rec.status == "running":  # only while another handle() of it is in progress (never, in one thread)
+            return Outcome(source, command_id, FAILED, "still running", "", now, replayed=True)
+        return Outcome(source, command_id, rec.status, rec.error, rec.output, rec.executed_at or now, replayed=True)
+
+    def _check_state(self, plan: Plan) -> None:
+        if plan.effect == ADDS and self.s.max_rules and self.ledger.count_rules() >= self.s.max_rules:
+            raise CommandRejected(f"rule cap reached: {self.ledger.count_rules()} rules in force "
+                                  f"(max_rules = {self.s.max_rules})")
+        if plan.effect == REMOVES and plan.program in ("iptables", "ip6tables") \
+                and not self.ledger.rules_by_identity(plan.identity):
+            raise CommandRejected("only rules the agent added may be deleted, and this one is not in force")
+
+    def _prepare_undo(self, plan: Plan) -> list[str] | None:
+        """The inverse command, when it must be known before the run (sysctl: the value now)."""
+        if not plan.sysctl_key:
+            return plan.undo
+        earlier = self.ledger.rules_by_identity(plan.identity)
+        if earlier:  # keep the value from before the agent's first change
+            return earlier[0].undo
+        current = self.runner.run(["sysctl", "-n", plan.sysctl_key])
+        value = current.output.strip()
+        if not current.ok or not value.isdigit():
+            return None
+        return ["sysctl", "-w", f"{plan.sysctl_key}={value}"]
+
+    def _remember(self, plan: Plan, undo: list[str] | None, result: RunResult, source: str, command_id: int,
+                  incident_key: str, now: float) -> None:
+        if plan.effect == REMOVES:
+            for rule in self.ledger.rules_by_identity(plan.identity)[:1]:
+                self.ledger.remove_rule(rule.id)
+            return
+        if plan.effect != ADDS:
+            return
+        identity = plan.identity
+        if plan.nft_rule[1]:
+            m = _HANDLE.search(result.output)
+            if not m:
+                self.log.warning("nft printed no rule handle; the rule cannot be undone: {}", plan.summary)
+                return
+            table, chain = plan.nft_rule
+            identity = f"nft {self.s.nft_family} {table} {chain} handle {m.group(1)}"
+            undo = ["nft", "delete", "rule", self.s.nft_family, table, chain, "handle", m.group(1)]
+        if undo is None:
+            self.log.warning("no way to undo {}; it stays until changed by hand", plan.summary)
+            return
+        for old in self.ledger.rules_by_identity(identity):
+            if plan.sysctl_key or plan.program == "ipset" or "element" in plan.argv:
+                self.ledger.remove_rule(old.id)  # the same object: one entry, the latest expiry
+        ttl = min(self.s.default_ttl or self.s.max_ttl, self.s.max_ttl)
+        self.ledger.add_rule(identity, plan.argv, undo, source, command_id, incident_key, now, now + ttl)
+
+    def _finish(self, source: str, command_id: int, status: str, error: str, output: str,
+                argv: list[str], text: str = "") -> Outcome:
+        now = self.clock()
+        self.ledger.finish(source, command_id, status, error, output, now)
+        self.ledger.audit(now, "command", source, command_id, argv or text, status, error)
+        self.counters[status] += 1
+        level = "INFO" if status == APPLIED else "WARNING"
+        self.log.log(level, "command {}#{} {}: {}", source, command_id, status, error or " ".join(argv))
+        return Outcome(source, command_id, status, error, output, now)
+
+    def recover(self) -> list[Outcome]:
+        """After a crash: commands left running are failed, never re-run."""
+        out = []
+        for rec in self.ledger.interrupted():
+            reason = "interrupted: the agent stopped while this command ran; it is not run again"
+            out.append(self._finish(rec.source, rec.command_id, FAILED, reason, "", []))
+        return out
+
+    # -- undoing rules -----------------------------------------------------------------------------
+    def undo(self, rule: Rule, reason: str) -> bool:
+        """Run a rule's inverse; it leaves the ledger on success or after repeated failures."""
+        now = self.clock()
+        result = self.runner.run(rule.undo)
+        self.ledger.audit(now, "undo", rule.source, rule.command_id, rule.undo,
+                          APPLIED if result.ok else FAILED, f"{reason}; {result.error}".strip("; "))
+        if result.ok:
+            self.ledger.remove_rule(rule.id)
+            self.counters["rules_removed"] += 1
+            self.log.info("removed ({}): {}", reason, " ".join(rule.undo))
+            return True
+        self.counters["undo_failed"] += 1
+        tries = self._undo_failures[rule.id] = self._undo_failures.get(rule.id, 0) + 1
+        self.log.warning("could not remove ({}, try {}): {}: {}", reason, tries, " ".join(rule.undo), result.error)
+        if tries >= MAX_UNDO_ATTEMPTS:
+            self.ledger.remove_rule(rule.id)
+        return False
+
+    def resolve(self, incident_key: str) -> int:
+        """Undo every rule tied to an incident (it has resolved)."""
+        if not incident_key:
+            return 0
+        rules = self.ledger.rules_for_incident(incident_key)
+        return sum(self.undo(r, f"incident {incident_key} resolved") for r in rules)
+
+    def expire(self) -> int:
+        return sum(self.undo(r, "ttl passed") for r in self.ledger.expired(self.clock()))
+
+    def remove_all(self) -> int:
+        return sum(self.undo(r, "shutdown") for r in reversed(self.ledger.rules()))

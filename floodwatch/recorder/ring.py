@@ -1,0 +1,98 @@
+"""A bounded ring of the most recent raw frames, so that a capture can start before the attack.
+
+Frames come from the capture actor's FrameBatch messages as `[ts, wirelen, bytes]`. `frames_of` checks
+and converts a whole batch (a bad entry is skipped and counted, never raised); the ring keeps at most
+`capacity` frames and `max_bytes` bytes of frame data, dropping the oldest first. All frames in the
+ring share one link type: a batch of another link type empties it first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+
+class Frame(NamedTuple):
+    ts: float  # capture time, epoch seconds
+    wirelen: int  # length on the wire (>= len(data))
+    data: bytes  # the captured bytes (maybe cut at the snap length)
+
+
+def frames_of(items: Iterable[Any], snaplen: int) -> tuple[list[Frame], int]:
+    """A FrameBatch's `frames` list -> (valid frames cut to snaplen, number of bad entries skipped)."""
+    out: list[Frame] = []
+    bad = 0
+    for item in items:
+        try:
+            ts, wirelen, data = item
+        except (TypeError, ValueError):
+            bad += 1
+            continue
+        if (
+            not isinstance(data, bytes)
+            or not data
+            or isinstance(ts, bool)
+            or not isinstance(ts, int | float)
+            or not math.isfinite(ts)
+            or ts < 0
+            or isinstance(wirelen, bool)
+            or not isinstance(wirelen, int)
+        ):
+            bad += 1
+            continue
+        if len(data) > snaplen:
+            data = data[:snaplen]
+        out.append(Frame(float(ts), max(wirelen, len(data)), data))
+    return out, bad
+
+
+class FrameRing:
+    """The last `capacity` frames (and at most `max_bytes` of their data) of one link type."""
+
+    def __init__(self, capacity: int, max_bytes: int) -> None:
+        if capacity < 0 or max_bytes < 0:
+            raise ValueError("ring capacity and max_bytes must be >= 0")
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.linktype: int | None = None
+        self.sample_rate = 1
+        self._frames: deque[Frame] = deque()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __iter__(self) -> Iterator[Frame]:
+        return iter(self._frames)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self._bytes = 0
+
+    def extend(self, frames: list[Frame], linktype: int, sample_rate: int = 1) -> None:
+        """Add a batch (oldest first); older frames fall out past the count or byte bound."""
+        if self.linktype != linktype:
+            self.clear()
+            self.linktype = linktype
+        self.sample_rate = max(1, sample_rate)
+        if self.capacity == 0 or self.max_bytes == 0:
+            return
+        if len(frames) > self.capacity:
+            frames = frames[-self.capacity :]
+        self._frames.extend(frames)
+        self._bytes += sum(len(f.data) for f in frames)
+        over = len(self._frames) - self.capacity
+        for _ in range(max(0, over)):
+            self._bytes -= len(self._frames.popleft().data)
+        while self._bytes > self.max_bytes and self._frames:
+            self._bytes -= len(self._frames.popleft().data)
+
+    def snapshot(self) -> list[Frame]:
+        """The frames in the ring now, oldest first (a copy: the ring goes on filling)."""
+        return list(self._frames)

@@ -1,0 +1,1 @@
+"""The reporter's logic: durable outbox, API client, message mapping, remote config (docs/reporter.md)."""

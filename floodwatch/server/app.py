@@ -1,0 +1,205 @@
+"""The server object: storage, the aiohttp application, listening sockets and housekeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
+from loguru import logger
+
+from floodwatch.errors import StorageError
+from floodwatch.server import admin, auth, handlers
+from floodwatch.server.dbthread import DbWorker
+from floodwatch.server.http import SERVER_KEY, ApiError, error
+from floodwatch.server.netaddr import parse_listen
+from floodwatch.server.paths import write_private
+from floodwatch.server.sqlite_store import SQLiteStore
+from floodwatch.server.store import Conflict, NotFound
+from floodwatch.server.upload import clean_pcap_dir
+from floodwatch.server.validate import BadField
+from floodwatch.settings.apiserver import ApiserverSettings
+
+AGENT_PREFIX = "/api/v1/agent"
+ADMIN_PREFIX = "/api/v1/admin"
+AUTH_CACHE_SECONDS = 5.0  # a node deleted or re-keyed in the database is refused within this time
+AUTH_CACHE_MAX = 100_000
+
+
+def static_admin_hashes(settings: ApiserverSettings) -> list[str]:
+    """Hashes of the admin tokens given outside the database (a 0600 file, or the environment)."""
+    tokens = []
+    if settings.admin_token_file:
+        try:
+            tokens.append(Path(settings.admin_token_file).read_text().strip())
+        except OSError as e:
+            raise StorageError(f"admin_token_file: cannot read {settings.admin_token_file}: {e.strerror}") from e
+    env = os.environ.get("FLOODWATCH_ADMIN_TOKEN", "").strip()
+    if env:
+        tokens.append(env)
+    return [auth.hash_secret(t) for t in tokens if len(t) >= 16]
+
+
+class ApiServer:
+    def __init__(self, settings: ApiserverSettings, db_path: Path, pcap_dir: Path) -> None:
+        self.settings = settings
+        self.pcap_dir = pcap_dir
+        self.log = logger.bind(actor="apiserver")
+        self.store = SQLiteStore(db_path, settings.synchronous)
+        self.db = DbWorker(self.store)
+        self.limiter = auth.RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.counters: dict[str, int] = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0}
+        self.addresses: list[tuple[str, int]] = []
+        self._auth_cache: dict[str, tuple[int, str, float]] = {}
+        self._admin_cache: tuple[float, list[str]] = (0.0, [])
+        self._static_admin = static_admin_hashes(settings)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- state used by handlers ------------------------------------------------------------------
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        return {**self.counters, **self.db.stats}
+
+    async def node_auth(self, node_uuid: str) -> tuple[int, str] | None:
+        t = time.monotonic()
+        hit = self._auth_cache.get(node_uuid)
+        if hit is not None and hit[2] > t:
+            return hit[0], hit[1]
+        found = await self.db.call(self.store.node_auth, node_uuid)
+        if found is not None:
+            if len(self._auth_cache) >= AUTH_CACHE_MAX:
+                self._auth_cache.clear()
+            self._auth_cache[node_uuid] = (found[0], found[1], t + AUTH_CACHE_SECONDS)
+        return found
+
+    async def admin_hashes(self, refresh: bool = False) -> list[str]:
+        """Admin token hashes; cached, re-read when asked (after a miss: a token the CLI just made)."""
+        t = time.monotonic()
+        expires, hashes = self._admin_cache
+        if refresh or expires <= t:
+            hashes = await self.db.call(self.store.admin_token_hashes)
+            self._admin_cache = (t + AUTH_CACHE_SECONDS, hashes)
+        return self._static_admin + hashes
+
+    async def create_node(self, name: str) -> dict[str, Any]:
+        key = auth.new_api_key()
+        node = await self.db.call(self.store.add_node, name, auth.new_node_uuid(), auth.hash_secret(key), time.time())
+        return {**node, "api_key": key}
+
+    # -- the application -------------------------------------------------------------------------
+    def make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors], client_max_size=self.settings.max_body_bytes)
+        app[SERVER_KEY] = self
+        handlers.add_routes(app, AGENT_PREFIX)
+        admin.add_routes(app, ADMIN_PREFIX)
+        app.router.add_get("/api/v1/health", self._health)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.count("requests")
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except web.HTTPException as e:  # aiohttp's own: no route (404), wrong method (405), ...
+            if e.status < 400:
+                raise
+            headers = {k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")}
+            return self._answer(ApiError(e.status, e.reason.lower(), headers))
+        except ApiError as e:
+            return self._answer(e)
+        except (ConnectionError, ClientPayloadError, asyncio.IncompleteReadError):
+            self.count("client_disconnects")  # the client went away mid-request: nobody reads an answer
+            return self._answer(error(400, "the connection was lost before the request was complete"))
+        except HttpProcessingError as e:
+            return self._answer(error(400, f"body: malformed ({e.message.strip()[:100]})"))
+        except BadField as e:
+            self.count("bad_requests")
+            return self._answer(error(400, str(e)))
+        except NotFound as e:
+            return self._answer(error(404, str(e)))
+        except Conflict as e:
+            return self._answer(error(409, str(e)))
+        except StorageError as e:
+            self.log.error("storage: {}", e)
+            return self._answer(error(503, "storage unavailable, retry later", headers={"Retry-After": "5"}))
+        except Exception as e:  # noqa: BLE001 - one bad request must not take the server down
+            self.log.opt(exception=e).error("{} {} failed: {}", request.method, request.path, e)
+            return self._answer(error(500, "internal error"))
+
+    def _answer(self, e: ApiError) -> web.Response:
+        self.count("errors_5xx" if e.status >= 500 else "errors_4xx")
+        return e.response()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> list[tuple[str, int]]:
+        """Open storage, clean leftovers, listen. Returns the bound (host, port) pairs."""
+        self.pcap_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        removed = clean_pcap_dir(self.pcap_dir, self.store.pcap_files())
+        if removed:
+            self.log.warning("removed {} leftover file(s) of interrupted uploads in {}", removed, self.pcap_dir)
+        self.db.start()
+        self._runner = web.AppRunner(self.make_app(), access_log=self.log if self.settings.access_log else None,
+                                     handle_signals=False)
+        await self._runner.setup()
+        for listen in [self.settings.listen, *self.settings.extra_listen]:
+            host, port = parse_listen(listen)
+            site = web.TCPSite(self._runner, host, port, reuse_address=True)
+            await site.start()
+            server = site._server
+            for sock in getattr(server, "sockets", None) or []:
+                self.addresses.append(sock.getsockname()[:2])
+        self._tasks.append(asyncio.ensure_future(self._housekeeping()))
+        return self.addresses
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.db.stop()
+        self.store.close()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                before = time.time() - self.settings.metrics_retention_days * 86400
+                pruned = await self.db.call(self.store.prune_metrics, before)
+                if pruned:
+                    self.count("metrics_pruned", pruned)
+            except StorageError as e:
+                self.log.error("pruning metrics failed: {}", e)
+            await asyncio.sleep(60)
+
+    # -- embedded mode ---------------------------------------------------------------------------
+    def provision_local_node(self, path: Path, name: str) -> dict[str, Any] | None:
+        """Make sure a node for this host exists and its credentials are in `path` (0600): the reporter's
+        out-of-the-box credentials. Call before start(). Returns the credentials."""
+        try:
+            creds = json.loads(path.read_text())
+            if self.store.node_auth(str(creds.get("node_uuid"))) is not None:
+                return dict(creds)
+        except (OSError, ValueError, AttributeError):
+            pass
+        key, node_uuid = auth.new_api_key(), auth.new_node_uuid()
+        unique = name
+        for i in range(2, 1000):
+            if self.store.find_node(unique) is None:
+                break
+            unique = f"{name}-{i}"
+        self.store.add_node(unique, node_uuid, auth.hash_secret(key), time.time())
+        creds = {"node_uuid": node_uuid, "api_key": key, "name": unique}
+        write_private(path, json.dumps(creds) + "\n")
+        self.log.info("created node {!r} for this host; credentials in {}", unique, path)
+        return creds

@@ -1,0 +1,46 @@
+"""Running the server on its own (`floodwatch server`): logging, signals, a ready line, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from loguru import logger
+
+from floodwatch.logs import setup_logging
+from floodwatch.server.app import AGENT_PREFIX, ApiServer
+from floodwatch.server.paths import write_private
+from floodwatch.settings.apiserver import ApiserverSettings
+from floodwatch.settings.core import LogSettings
+
+
+def url_of(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve_async(settings: ApiserverSettings, db: Path, pcaps: Path, port_file: str | None = None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = ApiServer(settings, db, pcaps)
+    try:
+        addresses = await server.start()
+    except OSError as e:
+        await server.stop()
+        logger.bind(actor="apiserver").error("cannot listen on {}: {}", settings.listen, e.strerror or e)
+        return 1
+    if port_file:
+        write_private(Path(port_file), f"{addresses[0][1]}\n")
+    for host, port in addresses:
+        print(f"floodwatch server: listening on {url_of(host, port)}{AGENT_PREFIX} (db {db})", flush=True)
+    await stop.wait()
+    await server.stop()
+    logger.bind(actor="apiserver").info("stopped; {}", server.snapshot())
+    return 0
+
+
+def serve(settings: ApiserverSettings, db: Path, pcaps: Path, port_file: str | None = None) -> int:
+    setup_logging(LogSettings(), "apiserver")
+    return asyncio.run(serve_async(settings, db, pcaps, port_file))

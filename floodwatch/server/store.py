@@ -1,0 +1,101 @@
+"""The server's storage interface. SQLite implements it (sqlite_store.py); PostgreSQL can later.
+
+Methods are synchronous and each is one transaction, unless called inside `group()`, where they share
+one transaction (the server commits many requests at once that way) and a failing call is rolled back
+alone. Rows come back as plain dicts with JSON-ready values (timestamps as ISO 8601 strings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from floodwatch.errors import StorageError
+
+
+class NotFound(StorageError):
+    """The node, incident or command does not exist (or belongs to another node)."""
+
+
+class Conflict(StorageError):
+    """The request contradicts what is stored (e.g. an incident_key that does not match the id)."""
+
+
+class Store(Protocol):
+    def close(self) -> None: ...
+
+    def group(self) -> AbstractContextManager[None]: ...
+
+    # nodes
+    def add_node(self, name: str, node_uuid: str, key_hash: str, now: float) -> dict[str, Any]: ...
+
+    def node_auth(self, node_uuid: str) -> tuple[int, str] | None:
+        """(node_id, key_hash) of a node, or None."""
+        ...
+
+    def find_node(self, ref: str) -> dict[str, Any] | None:
+        """A node by name, UUID or numeric id."""
+        ...
+
+    def list_nodes(self, now: float, offline_after: float) -> list[dict[str, Any]]: ...
+
+    def record_heartbeat(self, node_id: int, hb: dict[str, Any], now: float) -> None: ...
+
+    # metrics
+    def add_metrics(self, node_id: int, samples: list[dict[str, Any]], now: float) -> int: ...
+
+    def metrics(self, node_id: int, since: float, limit: int) -> list[dict[str, Any]]: ...
+
+    def prune_metrics(self, before: float) -> int: ...
+
+    # incidents
+    def upsert_incident(self, node_id: int, inc: dict[str, Any], now: float) -> tuple[int, bool]:
+        """Open (or find by incident_key) or update an incident: (incident_id, created)."""
+        ...
+
+    def incident(self, incident_id: int, history: bool = True) -> dict[str, Any] | None: ...
+
+    def list_incidents(self, node_id: int | None = None, status: str | None = None,
+                       limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    def incident_node(self, incident_id: int) -> int | None: ...
+
+    # pcaps
+    def set_pcap(self, incident_id: int, node_id: int, file_name: str, size: int, sha256: str,
+                 now: float) -> str | None:
+        """Record an incident's capture; returns the file name it replaces (to delete), if any."""
+        ...
+
+    def pcap(self, incident_id: int) -> dict[str, Any] | None: ...
+
+    def pcap_bytes_total(self) -> int: ...
+
+    # remote config and commands
+    def node_config(self, node_id: int) -> dict[str, Any]: ...
+
+    def update_node_config(self, node_id: int, changes: dict[str, Any]) -> None: ...
+
+    def queue_command(self, node_id: int, command: Any, now: float) -> int: ...
+
+    def pending_commands(self, node_id: int, now: float) -> list[dict[str, Any]]: ...
+
+    def ack_command(self, node_id: int, ack: dict[str, Any], now: float) -> bool:
+        """True for a first ack, False for a repeated one; NotFound for an unknown command."""
+        ...
+
+    def list_commands(self, node_id: int) -> list[dict[str, Any]]: ...
+
+    # operators
+    def add_admin_token(self, name: str, token_hash: str, now: float) -> None: ...
+
+    def admin_token_hashes(self) -> list[str]: ...
+
+    def check(self) -> list[str]:
+        """Integrity problems found (empty when consistent)."""
+        ...
+
+
+def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -1,0 +1,283 @@
+"""Agent API request bodies -> checked, normalised dicts (../shared/AGENT_API.md). Pure functions.
+
+Every check raises BadField naming the field (with its index inside an array), which the server turns
+into `400 {"error": "<field>: <reason>"}`. Unknown extra fields are ignored, as part A promises.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+FAMILIES = frozenset({"udp_flood", "syn_flood", "http_flood", "icmp_flood", "dns_flood", "multi_vector", "unknown"})
+SEVERITIES = frozenset({"low", "medium", "high", "critical"})
+STATUSES = frozenset({"active", "resolved"})
+ACK_STATUSES = frozenset({"applied", "rejected", "failed"})
+MAX_INT = 2**63 - 1  # what SQLite stores
+MAX_TEXT = 256  # short strings (versions, names, keys)
+MAX_LONG_TEXT = 16_384  # command output and errors
+MAX_ITEMS = 1000  # entries in any array or object of an incident
+
+
+class BadField(ValueError):
+    """A request field is missing or has the wrong type or value; str() is the message for the client."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+
+
+def _int(body: dict[str, Any], key: str, required: bool = False, lo: int = 0, hi: int = MAX_INT) -> int | None:
+    v = body.get(key)
+    if v is None:
+        if required:
+            raise BadField(key, "required")
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise BadField(key, f"expected an integer, got {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise BadField(key, f"must be between {lo} and {hi}")
+    return v
+
+
+def _float(body: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise BadField(key, f"expected a number, got {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise BadField(key, f"must be between {lo:g} and {hi:g}")
+    return float(v)
+
+
+def _str(body: dict[str, Any], key: str, required: bool = False, max_len: int = MAX_TEXT) -> str | None:
+    v = body.get(key)
+    if v is None:
+        if required:
+            raise BadField(key, "required")
+        return None
+    if not isinstance(v, str):
+        raise BadField(key, f"expected a string, got {type(v).__name__}")
+    if len(v) > max_len:
+        raise BadField(key, f"longer than {max_len} characters")
+    return v
+
+
+def _choice(body: dict[str, Any], key: str, choices: frozenset[str], required: bool = False) -> str | None:
+    v = _str(body, key, required)
+    if v is not None and v not in choices:
+        raise BadField(key, f"must be one of {', '.join(sorted(choices))}")
+    return v
+
+
+def _bool(body: dict[str, Any], key: str) -> bool | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, bool):
+        raise BadField(key, f"expected true or false, got {type(v).__name__}")
+    return v
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 with a Z or an offset -> an aware datetime in UTC; ValueError otherwise."""
+    if not 10 <= len(text) <= 40:
+        raise ValueError("not an ISO 8601 timestamp")
+    dt = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        raise ValueError("needs a Z or an offset (UTC)")
+    return dt.astimezone(UTC)
+
+
+def iso(dt: datetime) -> str:
+    """An aware datetime -> ISO 8601 UTC with a Z and millisecond precision."""
+    dt = dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def iso_from_epoch(ts: float) -> str:
+    return iso(datetime.fromtimestamp(ts, tz=UTC))
+
+
+def _time(body: dict[str, Any], key: str) -> float | None:
+    """An ISO 8601 field -> epoch seconds."""
+    v = _str(body, key, max_len=40)
+    if v is None:
+        return None
+    try:
+        return parse_time(v).timestamp()
+    except ValueError as e:
+        raise BadField(key, f"not an ISO 8601 UTC timestamp ({e})") from None
+
+
+def _mapping(body: dict[str, Any], key: str, ints: bool) -> dict[str, float] | None:
+    """An object of short string keys to numbers (integers when `ints`)."""
+    v = body.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise BadField(key, f"expected an object, got {type(v).__name__}")
+    if len(v) > MAX_ITEMS:
+        raise BadField(key, f"more than {MAX_ITEMS} entries")
+    out: dict[str, float] = {}
+    for k, n in v.items():
+        if len(k) > MAX_TEXT:
+            raise BadField(key, "a key is too long")
+        if isinstance(n, bool) or not isinstance(n, int | float) or not math.isfinite(n) or n < 0:
+            raise BadField(f"{key}.{k}", "expected a non-negative number")
+        if ints and not isinstance(n, int):
+            raise BadField(f"{key}.{k}", "expected an integer")
+        out[k] = n
+    return out
+
+
+def _list(body: dict[str, Any], key: str, item: type | tuple[type, ...] | None = None) -> list[Any] | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, list):
+        raise BadField(key, f"expected an array, got {type(v).__name__}")
+    if len(v) > MAX_ITEMS:
+        raise BadField(key, f"more than {MAX_ITEMS} entries")
+    if item is not None:
+        for i, x in enumerate(v):
+            if not isinstance(x, item) or isinstance(x, bool):
+                raise BadField(f"{key}[{i}]", "wrong type")
+    return v
+
+
+def _counted(body: dict[str, Any], key: str, name: str, name_type: type) -> list[dict[str, Any]] | None:
+    """`[{"ip": "1.2.3.4", "count": 5}, ...]`-shaped arrays."""
+    items = _list(body, key, dict)
+    if items is None:
+        return None
+    for i, x in enumerate(items):
+        if not isinstance(x.get(name), name_type) or isinstance(x.get(name), bool):
+            raise BadField(f"{key}[{i}].{name}", f"expected {name_type.__name__}")
+        try:
+            _int(x, "count")
+        except BadField as e:
+            raise BadField(f"{key}[{i}].count", str(e).split(": ", 1)[1]) from None
+    return items
+
+
+def heartbeat(body: Any) -> dict[str, Any]:
+    obj = _object(body)
+    return {
+        "agent_version": _str(obj, "agent_version"),
+        "uptime": _int(obj, "uptime"),
+        "os": _str(obj, "os"),
+    }
+
+
+def metric_sample(obj: Any, now: float) -> dict[str, Any]:
+    """One sample; a sample without recorded_at is stamped with the time it arrived."""
+    obj = _object(obj)
+    recorded = _time(obj, "recorded_at")
+    return {
+        "pps": _int(obj, "pps", required=True),
+        "bps": _int(obj, "bps", required=True),
+        "tcp_pct": _float(obj, "tcp_pct", 0, 100),
+        "udp_pct": _float(obj, "udp_pct", 0, 100),
+        "icmp_pct": _float(obj, "icmp_pct", 0, 100),
+        "conn_count": _int(obj, "conn_count"),
+        "recorded_at": now if recorded is None else recorded,
+    }
+
+
+def metrics(body: Any, now: float, max_batch: int) -> list[dict[str, Any]]:
+    """One sample object or an array of them (part B.3)."""
+    if isinstance(body, list):
+        if len(body) > max_batch:
+            raise BadField("body", f"at most {max_batch} samples per request")
+        out = []
+        for i, item in enumerate(body):
+            try:
+                out.append(metric_sample(item, now))
+            except BadField as e:
+                raise BadField(f"[{i}].{e.field}", str(e).split(": ", 1)[1]) from None
+        return out
+    return [metric_sample(body, now)]
+
+
+def incident(body: Any) -> dict[str, Any]:
+    """An incident open or update. Fields absent from the body are None (an update leaves them alone)."""
+    obj = _object(body)
+    out: dict[str, Any] = {
+        "incident_id": _int(obj, "incident_id", lo=1),
+        "incident_key": _str(obj, "incident_key", max_len=128),
+        "attack_family": _choice(obj, "attack_family", FAMILIES),
+        "severity": _choice(obj, "severity", SEVERITIES),
+        "status": _choice(obj, "status", STATUSES),
+        "attack_subtype": _str(obj, "attack_subtype", max_len=64),
+        "confidence": _int(obj, "confidence", hi=100),
+        "started_at": _time(obj, "started_at"),
+        "ended_at": _time(obj, "ended_at"),
+        "peak_pps": _int(obj, "peak_pps"),
+        "peak_bps": _int(obj, "peak_bps"),
+        "source_ip_count": _int(obj, "source_ip_count"),
+        "protocol_breakdown": _mapping(obj, "protocol_breakdown", ints=False),
+        "tcp_flag_breakdown": _mapping(obj, "tcp_flag_breakdown", ints=True),
+        "geo_breakdown": _mapping(obj, "geo_breakdown", ints=False),
+        "top_src_ips": _counted(obj, "top_src_ips", "ip", str),
+        "top_dst_ports": _counted(obj, "top_dst_ports", "port", int),
+        "target_ips": _list(obj, "target_ips", str),
+        "ioc_matches": _list(obj, "ioc_matches"),
+        "vectors": _list(obj, "vectors", dict),
+        "spoofing_detected": _bool(obj, "spoofing_detected"),
+        "botnet_detected": _bool(obj, "botnet_detected"),
+    }
+    if out["incident_key"] is not None and not out["incident_key"].strip():
+        raise BadField("incident_key", "must not be empty")
+    if out["incident_id"] is None:  # an open: the published API's required fields
+        for key in ("attack_family", "severity"):
+            if out[key] is None:
+                raise BadField(key, "required")
+    if out["status"] == "resolved" and out["ended_at"] is None:
+        raise BadField("ended_at", "required when status is resolved")
+    return out
+
+
+def ack(body: Any) -> dict[str, Any]:
+    obj = _object(body)
+    return {
+        "command_id": _int(obj, "command_id", required=True, lo=1),
+        "status": _choice(obj, "status", ACK_STATUSES, required=True),
+        "error": _str(obj, "error", max_len=MAX_LONG_TEXT) or "",
+        "output": _str(obj, "output", max_len=MAX_LONG_TEXT) or "",
+        "executed_at": _time(obj, "executed_at"),
+    }
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadField("body", f"expected a JSON object, got {_json_type(body)}")
+    return body
+
+
+def _json_type(v: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(v), "a number")
+
+
+def node_config(body: Any) -> dict[str, Any]:
+    """An operator's change to a node's remote config (admin API): only the fields given."""
+    obj = _object(body)
+    out: dict[str, Any] = {}
+    for key in ("pps_threshold", "bps_threshold"):
+        if key in obj:
+            out[key] = None if obj[key] is None else _int(obj, key)
+    if "baseline" in obj:
+        out["baseline"] = _mapping(obj, "baseline", ints=False) or {}
+    if "ioc_patterns" in obj:
+        patterns = _list(obj, "ioc_patterns", (dict, str)) or []
+        for i, p in enumerate(patterns):
+            if isinstance(p, dict):
+                for k in ("pattern", "name", "attack_family"):
+                    if (p.get(k) is None and k == "pattern") or not isinstance(p.get(k, ""), str):
+                        raise BadField(f"ioc_patterns[{i}].{k}", "expected a string")
+        out["ioc_patterns"] = patterns
+    if not out:
+        raise BadField("body", "nothing to change (pps_threshold, bps_threshold, baseline, ioc_patterns)")
+    return out

@@ -1,0 +1,121 @@
+"""The aggregator actor as a real process on real ZeroMQ sockets: a fake capture (plain PUSH) sends
+batches parsed from a real capture file, a SUB checks what the actor publishes."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from floodwatch import messages
+from floodwatch.messages import (
+    ConfigReceived,
+    PacketBatch,
+    StreamEnded,
+    TrafficSecond,
+    TrafficSummary,
+    TrafficWindow,
+)
+from tests.aggregate.agg_factory import batch, pcap_batches, records
+from tests.helpers import BusHarness, base_config, eventually, start_actor, stop_process, write_config
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def actor(harness: BusHarness, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    cfg = base_config(tmp_path, harness.endpoints, aggregator={"lateness": 0.2})
+    path = write_config(tmp_path / "fw.toml", cfg)
+    proc = start_actor("aggregator", path, tmp_path / "aggregator.log")
+    try:
+        harness.wait_ready("aggregator", timeout=30)
+        yield proc
+    finally:
+        code = stop_process(proc)
+        log = (tmp_path / "aggregator.log").read_text(errors="replace")
+        assert code == 0, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture
+def push(harness: BusHarness) -> Iterator[zmq.Socket]:
+    sock = harness.ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 100)
+    sock.connect(harness.endpoints.packets)
+    yield sock
+    sock.close(0)
+
+
+@pytest.fixture
+def subs(harness: BusHarness) -> Iterator[list]:
+    """Subscribers made by the test, closed afterwards (an open socket would hang the context)."""
+    made: list = []
+    yield made
+    for sub in made:
+        sub.close()
+
+
+def send(sock: zmq.Socket, msg: messages.Message) -> None:
+    assert sock.poll(10_000, zmq.POLLOUT), "aggregator does not take batches"
+    sock.send(messages.encode(msg))
+
+
+def test_aggregate_actor_publishes_windows_seconds_summary_then_stream_end(
+    harness: BusHarness, actor: subprocess.Popen[bytes], push: zmq.Socket, pcaps_dir: Path, subs: list
+) -> None:
+    sub = harness.subscriber(TrafficWindow, TrafficSecond, TrafficSummary, StreamEnded)
+    subs.append(sub)
+    path = pcaps_dir / "pkt.TCP.synflood.spoofed.pcap"
+    total = 0
+    for b in pcap_batches(path, size=2000):
+        send(push, b)
+        total += b.count
+    send(push, StreamEnded(source="pcap", packets=total, ts=0.0))
+    seen: list[messages.Message] = []
+    while not isinstance(seen[-1:] and seen[-1], StreamEnded):
+        seen.append(sub.get(timeout=30))
+    windows = [m for m in seen if isinstance(m, TrafficWindow)]
+    summary = [m for m in seen if isinstance(m, TrafficSummary)]
+    assert len(summary) == 1 and isinstance(seen[-2], TrafficSummary)  # summary, then stream.ended
+    s = summary[0]
+    assert s.packets == total == 37841 and s.protocols["tcp"] == total
+    assert s.source_ip_count_exact and s.source_ip_count > 37_000
+    assert s.top_dst_ports[0] == {"port": 25565, "proto": "tcp", "count": total}
+    assert sum(w.packets_in for w in windows) == total
+    assert all(abs(w.t_end - w.t_start - 0.1) < 1e-6 for w in windows)
+    assert any(w.tcp_flags["SYN"] > 0 and w.victims and w.victims[0]["ip"] == "10.10.10.10" for w in windows)
+    assert any(isinstance(m, TrafficSecond) for m in seen)
+    assert "geo" in s.extra and sum(s.extra["geo"].values()) > 0
+    eventually(lambda: harness.counters("aggregator").get("records") == total, 10)
+
+
+def test_aggregate_actor_counts_bad_input_and_takes_ioc_patterns(
+    harness: BusHarness, actor: subprocess.Popen[bytes], push: zmq.Socket, subs: list
+) -> None:
+    sub = harness.subscriber(TrafficWindow)
+    subs.append(sub)
+    good = batch(records(3, ts=2000.0))
+    send(push, PacketBatch(**{**good.to_dict(), "count": 4}))  # 3 records claimed as 4
+    push.send(b"\x93\x01not a message")
+    eventually(lambda: harness.counters("aggregator").get("bad_batches") == 1, 15)
+    eventually(lambda: harness.counters("aggregator").get("bad_messages", 0) >= 1, 15)
+
+    harness.wait_subscribed(ConfigReceived.TOPIC)
+    harness.publish(ConfigReceived(fetched_at=0.0, node_id=1, pps_threshold=None, bps_threshold=None,
+                                   baseline={}, ioc_patterns=[{"pattern": "EVILBOT-77", "name": "evil",
+                                                               "attack_family": "botnet"}]))
+    payload = b"xx EVILBOT-77 yy".ljust(32, b"\x00")
+
+    def ioc_counted() -> bool:  # send until the rebuilt matcher is in use (config and bulk race)
+        ioc_counted.t += 1.0
+        send(push, batch(records(10, ts=2000.0 + ioc_counted.t, proto=17, flags=0, paylen=40,
+                                 payload=np.array([payload] * 10)), rate=2))
+        return any(w.signatures.get("ioc:evil") == 20 for w in sub.drain(0.3) if isinstance(w, TrafficWindow))
+
+    ioc_counted.t = 0.0  # type: ignore[attr-defined]
+    eventually(ioc_counted, 20, interval=0.0)

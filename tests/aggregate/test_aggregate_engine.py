@@ -1,0 +1,151 @@
+"""The aggregator core on synthetic batches: windows by stream time, rollups, scaling, features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from floodwatch.aggregate.engine import BadBatch, Engine
+from floodwatch.aggregate.features import flag_combo
+from floodwatch.messages import Message, PacketBatch, TrafficSecond, TrafficSummary, TrafficWindow
+from floodwatch.records import (
+    DIR_IN,
+    DIR_OUT,
+    FRAG_FIRST,
+    FRAG_LATER,
+    TCP_ACK,
+    TCP_CWR,
+    TCP_ECE,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_RST,
+    TCP_SYN,
+    TCP_URG,
+)
+from floodwatch.settings.aggregator import AggregatorSettings
+from tests.aggregate.agg_factory import batch, records, v4_addrs
+
+
+def engine(**kw: object) -> Engine:
+    return Engine(AggregatorSettings(**kw))  # type: ignore[arg-type]
+
+
+def of(out: list[Message], cls: type) -> list:
+    return [m for m in out if isinstance(m, cls)]
+
+
+def run(e: Engine, *batches: PacketBatch) -> list[Message]:
+    out: list[Message] = []
+    for b in batches:
+        out += e.feed_batch(b)
+    return out + e.finish()
+
+
+def test_aggregate_windows_follow_stream_time_and_roll_into_seconds() -> None:
+    ts = 1000.0 + np.arange(2500) * 0.001  # 2.5 s of stream time, 1000 pps
+    out = run(engine(), *(batch(records(500, ts=ts[i:i + 500])) for i in range(0, 2500, 500)))
+    windows, seconds = of(out, TrafficWindow), of(out, TrafficSecond)
+    assert [round(w.t_start, 3) for w in windows] == [round(1000 + i / 10, 3) for i in range(25)]
+    assert all(w.packets_in == 100 and w.proto_in["tcp"] == 100 for w in windows)
+    assert [s.pps for s in seconds] == [1000, 1000, 1000]
+    assert [round(s.t_end - s.t_start, 3) for s in seconds] == [1.0, 1.0, 0.5]
+    summary = out[-1]
+    assert isinstance(summary, TrafficSummary) and summary.packets == 2500
+    order = [type(m).__name__ for m in out]
+    assert order.index("TrafficSecond") == 10  # the first second follows its ten windows
+
+
+def test_aggregate_gap_publishes_bounded_empty_windows_and_late_records_count() -> None:
+    e = engine(max_gap=1.0)
+    out = e.feed_batch(batch(records(10, ts=1000.05)))
+    out += e.feed_batch(batch(records(10, ts=1100.05)))  # 100 s later
+    out += e.feed_batch(batch(records(5, ts=1000.0)))  # far too late: goes to the oldest open window
+    out += e.finish()
+    windows = of(out, TrafficWindow)
+    assert len(windows) == 1 + 10 + 1  # data, 1 s of empty windows, data
+    assert sum(w.packets_in for w in windows) == 25
+    assert windows[-1].extra["late_records"] == 5
+    assert out[-1].packets == 25
+
+
+def test_aggregate_sample_rate_scales_every_count() -> None:
+    recs = records(1000, ts=1000.01, wirelen=100, proto=17, flags=0, sport=53)
+    out = run(engine(), batch(recs, rate=8))
+    w = of(out, TrafficWindow)[0]
+    assert (w.packets_in, w.bytes_in, w.sampled, w.sample_rate) == (8000, 800_000, 1000, 8.0)
+    assert w.proto_in["udp"] == 8000 and w.top_src_ports == [["udp", 53, 8000]]
+    assert w.size_hist["65-127"] == 8000 and w.ttl_hist == {64: 8000}
+    assert out[-1].packets == 8000 and out[-1].sample_rate == 8.0
+
+
+def test_aggregate_directions_unknown_counts_inbound_and_bidir() -> None:
+    peers = v4_addrs(np.arange(0x0A000001, 0x0A000001 + 20, dtype=np.uint32))
+    inbound = records(20, ts=1000.01, direction=DIR_IN, src=peers, flags=TCP_ACK)
+    outbound = records(20, ts=1000.02, direction=DIR_OUT, src="10.10.10.10", dst=peers, flags=TCP_ACK)
+    unknown = records(30, ts=1000.03, src="203.0.113.9", flags=TCP_SYN)  # DIR_UNKNOWN
+    later_in = records(20, ts=1000.04, direction=DIR_IN, src=peers, flags=TCP_ACK | TCP_PSH)
+    w = of(run(engine(), *(batch(r) for r in (inbound, outbound, unknown, later_in))), TrafficWindow)[0]
+    assert (w.packets_in, w.packets_out) == (70, 20)
+    assert w.proto_out == {"tcp": 20, "udp": 0, "icmp": 0, "other": 0}
+    assert w.bidir_packets == 20  # only the inbound packets after the peers got outbound traffic
+    assert w.tcp_flags["SYN"] == 30 and w.tcp_flags["ACK"] == 20 and w.tcp_flags["PSH-ACK"] == 20
+
+
+@pytest.mark.parametrize(
+    ("flags", "name"),
+    [
+        (TCP_SYN, "SYN"), (TCP_SYN | TCP_ACK, "SYN-ACK"), (TCP_ACK, "ACK"), (TCP_PSH | TCP_ACK, "PSH-ACK"),
+        (TCP_RST, "RST"), (TCP_RST | TCP_ACK, "RST-ACK"), (TCP_FIN, "FIN"), (TCP_FIN | TCP_ACK, "FIN-ACK"),
+        (TCP_FIN | TCP_PSH | TCP_URG, "XMAS"), (0, "NULL"), (TCP_SYN | TCP_ECE | TCP_CWR, "SYN-ECE"),
+        (TCP_SYN | TCP_FIN, "OTHER"), (TCP_PSH, "OTHER"), (TCP_SYN | TCP_ACK | TCP_ECE, "SYN-ACK"),
+    ],
+)
+def test_aggregate_tcp_flag_combinations(flags: int, name: str) -> None:
+    assert flag_combo(flags) == name
+    w = of(run(engine(), batch(records(3, ts=1000.0, flags=flags))), TrafficWindow)[0]
+    assert w.tcp_flags[name] == 3 and sum(w.tcp_flags.values()) == 3
+
+
+def test_aggregate_top_lists_victims_ipv6_and_fragments() -> None:
+    srcs = v4_addrs(np.repeat(np.arange(1, 6, dtype=np.uint32) + 0xC6120000, [50, 40, 30, 20, 10]))
+    v4 = records(150, ts=1000.0, src=srcs, dst="10.10.10.10", dport=443, wirelen=100,
+                 sport=np.arange(150) % 3 + 1000)
+    v6 = records(45, ts=1000.0, ipver=6, proto=17, src="2001:db8::1", dst="2001:db8::99", flags=0, dport=53)
+    frags = records(10, ts=1000.0, proto=17, flags=0, frag=np.array([FRAG_FIRST] * 4 + [FRAG_LATER] * 6),
+                    src="198.51.100.7", dst="10.10.10.10")
+    w = of(run(engine(), batch(np.concatenate([v4, v6, frags]))), TrafficWindow)[0]
+    assert w.top_src_ips[:3] == [["198.18.0.1", 50], ["2001:db8::1", 45], ["198.18.0.2", 40]]
+    assert w.top_dst_ips[0] == ["10.10.10.10", 160, 160 * 100 - 10 * 40]
+    assert w.ipver_in == {"4": 160, "6": 45} and w.fragments == {"first": 4, "later": 6}
+    assert w.src_distinct == 7
+    victim = w.victims[0]
+    assert victim["ip"] == "10.10.10.10" and victim["packets"] == 160
+    assert victim["proto"] == {"tcp": 150, "udp": 10, "icmp": 0, "other": 0}
+    assert victim["tcp_flags"] == {"SYN": 150} and victim["src_distinct"] == 6
+    assert victim["top_src_port"]["port"] in (1000, 1001, 1002)
+    assert w.victims[1]["ip"] == "2001:db8::99"
+    assert w.top_dst_ports[:2] == [["tcp", 443, 150], ["udp", 53, 45]]
+
+
+def test_aggregate_bad_batch_is_refused_and_counted() -> None:
+    e = engine()
+    good = batch(records(4, ts=1000.0))
+    bad = PacketBatch(**{**good.to_dict(), "count": 5})
+    with pytest.raises(BadBatch, match="5 records"):
+        e.feed_batch(bad)
+    nan = records(2)
+    nan["ts"] = np.nan
+    with pytest.raises(BadBatch, match="non-finite"):
+        e.feed_batch(batch(nan))
+    assert e.stats["bad_batches"] == 2
+    assert run(e, good)[-1].packets == 4
+
+
+def test_aggregate_summary_counts_sources_exactly_then_by_hll() -> None:
+    srcs = v4_addrs(np.arange(5000, dtype=np.uint32) + 0x0B000000)
+    exact = run(engine(), batch(records(5000, ts=1000.0, src=srcs)))[-1]
+    assert (exact.source_ip_count, exact.source_ip_count_exact) == (5000, True)
+    small = run(engine(run_capacity=1000), batch(records(5000, ts=1000.0, src=srcs)))[-1]
+    assert not small.source_ip_count_exact
+    assert abs(small.source_ip_count - 5000) <= 3 * 0.0163 * 5000
+    assert small.extra["source_ip_count_rel_error"] > 0

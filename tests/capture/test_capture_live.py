@@ -1,0 +1,266 @@
+"""Live capture in network namespaces: trafgen in A sends known traffic over veth to the actor in B.
+
+The actor runs inside namespace B (`ip netns exec`); TCP loopback ports of the test are not reachable
+from there, so the bus uses ipc:// sockets in a private temporary directory (reachable from any netns).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from floodwatch import messages
+from floodwatch.messages import CounterSample, PacketBatch
+from floodwatch.records import DIR_IN, FRAG_FIRST, FRAG_LATER, RECORD_DTYPE, addr_bytes
+from tests.capture.capture_support import eth_to, frag6, icmp, ipv4, ipv6, tcp, trafgen_conf, udp
+from tests.conftest import require_netns
+from tests.helpers import (
+    BusHarness,
+    NetnsPair,
+    base_config,
+    ipc_endpoints,
+    netns_pair,
+    start_actor,
+    stop_process,
+    write_config,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("trafgen") is None, reason="trafgen (netsniff-ng) is not installed")]
+
+
+class Collector:
+    """The aggregator's side of bus.packets: keeps batches and the latest CounterSample."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+        self.sock = ctx.socket(zmq.PULL)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(endpoint)
+        self.batches: list[PacketBatch] = []
+        self.counters: CounterSample | None = None
+
+    def drain(self, timeout_ms: int = 50) -> None:
+        while self.sock.poll(timeout_ms):
+            msg = messages.decode(self.sock.recv())
+            if isinstance(msg, PacketBatch):
+                self.batches.append(msg)
+            elif isinstance(msg, CounterSample):
+                self.counters = msg
+            timeout_ms = 0
+
+    def wait_counters(self, pred: Any, timeout: float = 30) -> CounterSample:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.drain(100)
+            if self.counters is not None and pred(self.counters):
+                return self.counters
+        raise AssertionError(f"counters never matched; last {self.counters}")
+
+    def rows(self, src: str) -> tuple[np.ndarray, np.ndarray]:
+        """Records from `src` (inbound) and the sample rate of each."""
+        parts, rates = [], []
+        for b in self.batches:
+            r = np.frombuffer(b.records, dtype=RECORD_DTYPE)
+            r = r[r["src"] == addr_bytes(src).rstrip(b"\0")]  # numpy drops trailing NULs of S16
+            parts.append(r)
+            rates.append(np.full(len(r), b.sample_rate))
+        if not parts:
+            return np.zeros(0, dtype=RECORD_DTYPE), np.zeros(0)
+        return np.concatenate(parts), np.concatenate(rates)
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[NetnsPair, BusHarness, Collector, Path]]:
+    require_netns()
+    with netns_pair("fwcap") as pair:
+        busdir = Path(tempfile.mkdtemp(prefix="fwcap"))  # short: ipc paths are limited to ~100 bytes
+        try:
+            with BusHarness(ipc_endpoints(busdir)) as harness:
+                coll = Collector(harness.ctx, harness.endpoints.packets)
+                try:
+                    yield pair, harness, coll, busdir
+                finally:
+                    coll.close()
+        finally:
+            shutil.rmtree(busdir, ignore_errors=True)
+
+
+def start_capture(pair: NetnsPair, harness: BusHarness, tmp_path: Path, **capture: Any) -> subprocess.Popen[bytes]:
+    cfg = base_config(tmp_path, harness.endpoints, capture={
+        "source": "afpacket", "interfaces": [pair.if_b], "counter_interval": 0.05, "controller_interval": 0.05,
+        "ring_blocks": 32, **capture})
+    proc = start_actor("capture", write_config(tmp_path / "capture.toml", cfg), tmp_path / "capture.log",
+                       netns=pair.ns_b)
+    harness.wait_ready("capture")
+    return proc
+
+
+def send(pair: NetnsPair, tmp_path: Path, frames: list[bytes], count: int, gap_us: int = 0) -> None:
+    conf = tmp_path / "trafgen.cfg"
+    conf.write_text(trafgen_conf(frames))
+    argv = ["trafgen", "--dev", pair.if_a, "--conf", str(conf), "-n", str(count), "--cpus", "1", "-q"]
+    if gap_us:
+        argv += ["-t", f"{gap_us}us"]
+    res = pair.run(pair.ns_a, argv, check=False, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def frames_mix(pair: NetnsPair) -> dict[str, list[bytes]]:
+    a, b = pair.ip4_a, pair.ip4_b
+    pay = b"Q" * 40
+    e = lambda payload, et=0x0800, tags=(): eth_to(pair.mac_b, pair.mac_a, payload, et, tags)  # noqa: E731
+    return {
+        "udp": [e(ipv4(a, b, 17, udp(5353, 53, pay)))] * 5,
+        "tcp": [e(ipv4(a, b, 6, tcp(40000, 80, 0x02)))] * 3,
+        "icmp": [e(ipv4(a, b, 1, icmp(8, 0, pay)))] * 2,
+    }
+
+
+def test_exact_counters_and_every_packet_seen_when_unsampled(live: Any, tmp_path: Path) -> None:
+    pair, harness, coll, _ = live
+    proc = start_capture(pair, harness, tmp_path, budget_pps=1_000_000)
+    try:
+        base = coll.wait_counters(lambda c: True)
+        mix = frames_mix(pair)
+        frames = [f for kind in ("udp", "tcp", "icmp") for f in mix[kind]]
+        n = 30_000
+        send(pair, tmp_path, frames, n, gap_us=20)
+        last = coll.wait_counters(lambda c: c.rx_packets - base.rx_packets >= n)
+        assert n <= last.rx_packets - base.rx_packets <= n * 1.01
+        assert last.rx_bytes - base.rx_bytes >= n * 60
+        rows, rates = coll.rows(pair.ip4_a)
+        deadline = time.monotonic() + 10
+        while len(rows) + last.kernel_drops < n and time.monotonic() < deadline:
+            coll.drain(100)
+            rows, rates = coll.rows(pair.ip4_a)
+        assert set(rates.tolist()) == {1}
+        assert len(rows) + coll.counters.kernel_drops >= n  # type: ignore[union-attr]
+        assert len(rows) <= n
+        assert np.all(rows["direction"] == DIR_IN)
+        if coll.counters.kernel_drops == 0:  # type: ignore[union-attr]
+            protos = dict(zip(*np.unique(rows["proto"], return_counts=True), strict=True))
+            assert protos == {17: n // 2, 6: n * 3 // 10, 1: n // 5}
+        # our own replies/solicitations go out: the kernel says which packets were outgoing
+        hb = harness.counters("capture")
+        assert hb.get("batches", 0) > 0
+    finally:
+        assert stop_process(proc) == 0
+
+
+def test_ipv6_vlan_and_fragments_are_counted_right(live: Any, tmp_path: Path) -> None:
+    pair, harness, coll, _ = live
+    a, b, a6, b6 = pair.ip4_a, pair.ip4_b, pair.ip6_a, pair.ip6_b
+    e = lambda payload, et=0x0800, tags=(): eth_to(pair.mac_b, pair.mac_a, payload, et, tags)  # noqa: E731
+    frames = [
+        e(ipv6(a6, b6, 17, udp(1000, 53, b"six"))),
+        e(ipv6(a6, b6, 44, frag6(17, 0, True) + udp(1000, 4500, b"f" * 64)), 0x86DD),
+        e(ipv6(a6, b6, 44, frag6(17, 72, False) + b"g" * 64), 0x86DD),
+        e(ipv4(a, b, 17, udp(1, 2, b"v" * 20)), tags=((0x8100, 42),)),
+        e(ipv4(a, b, 6, tcp(3, 443, 0x02)), tags=((0x88A8, 100), (0x8100, 7))),
+        e(ipv4(a, b, 17, udp(53, 9, b"a" * 400), mf=True)),
+        e(ipv4(a, b, 17, b"b" * 300, offset=408)),
+    ]
+    frames[0] = e(ipv6(a6, b6, 17, udp(1000, 53, b"six")), 0x86DD)
+    proc = start_capture(pair, harness, tmp_path, budget_pps=1_000_000)
+    try:
+        base = coll.wait_counters(lambda c: True)
+        n = 7 * 1000
+        send(pair, tmp_path, frames, n, gap_us=50)
+        coll.wait_counters(lambda c: c.rx_packets - base.rx_packets >= n)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            coll.drain(100)
+            r4, _ = coll.rows(a)
+            r6, _ = coll.rows(a6)
+            if len(r4) + len(r6) >= n:
+                break
+        assert coll.counters is not None and coll.counters.kernel_drops == 0
+        assert len(r6) == 3000 and set(r6["ipver"].tolist()) == {6}
+        assert np.count_nonzero(r6["frag"] == FRAG_FIRST) == 1000 and np.count_nonzero(r6["frag"] == FRAG_LATER) == 1000
+        assert np.count_nonzero((r6["dport"] == 4500) & (r6["frag"] == FRAG_FIRST)) == 1000
+        assert len(r4) == 4000
+        assert np.count_nonzero(r4["vlan"] == 42) == 1000  # the kernel took the tag off: put back
+        qinq = r4[r4["vlan"] == 100]
+        assert len(qinq) == 1000 and set(qinq["dport"].tolist()) == {443} and set(qinq["flags"].tolist()) == {2}
+        assert np.count_nonzero(r4["frag"] == FRAG_FIRST) == 1000 and np.count_nonzero(r4["frag"] == FRAG_LATER) == 1000
+        assert r4["malformed"].sum() == 0 and r6["malformed"].sum() == 0
+    finally:
+        assert stop_process(proc) == 0
+
+
+def test_overload_engages_sampling_and_scaled_estimates_stay_within_5_percent(live: Any, tmp_path: Path) -> None:
+    pair, harness, coll, _ = live
+    mix = frames_mix(pair)
+    frames = [mix["udp"][0], mix["tcp"][0], mix["udp"][0], mix["icmp"][0], mix["udp"][0],
+              mix["tcp"][0], mix["udp"][0], mix["icmp"][0], mix["udp"][0], mix["tcp"][0]]
+    proc = start_capture(pair, harness, tmp_path, budget_pps=50_000, ring_blocks=64)
+    try:
+        base = coll.wait_counters(lambda c: True)
+        n = 2_000_000  # enough samples at 1 in 32 for every protocol to be within 5 % with a wide margin
+        send(pair, tmp_path, frames, n)  # as fast as trafgen goes: far above the budget
+        last = coll.wait_counters(lambda c: c.rx_packets - base.rx_packets >= n)
+        assert n <= last.rx_packets - base.rx_packets <= n * 1.01
+        # the last blocks retire within ring_block_timeout_ms: drain until quiet
+        deadline = time.monotonic() + 5
+        seen = -1
+        while time.monotonic() < deadline:
+            coll.drain(300)
+            total = sum(b.count for b in coll.batches)
+            if total == seen:
+                break
+            seen = total
+        rows, rates = coll.rows(pair.ip4_a)
+        assert rates.max() > 1, "sampling never engaged"
+        assert len(rows) < n / 2
+        truth = {17: n // 2, 6: n * 3 // 10, 1: n // 5}
+        for proto, true in truth.items():
+            est = float(rates[rows["proto"] == proto].sum())
+            assert abs(est - true) / true < 0.05, (proto, est, true, last.kernel_drops)
+        hb = harness.counters("capture")
+        assert hb.get("rate_changes", 0) >= 1
+    finally:
+        assert stop_process(proc) == 0
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_pyshark_source_at_a_low_rate(live: Any, tmp_path: Path) -> None:
+    pair, harness, coll, _ = live
+    e = lambda payload: eth_to(pair.mac_b, pair.mac_a, payload)  # noqa: E731
+    warm = [e(ipv4(pair.ip4_a, pair.ip4_b, 17, udp(9, 9, b"warm")))]
+    counted = [e(ipv4(pair.ip4_a, pair.ip4_b, 17, udp(7, 7777, b"count"))),
+               e(ipv4(pair.ip4_a, pair.ip4_b, 6, tcp(7, 7777, 0x02)))]
+    proc = start_capture(pair, harness, tmp_path, source="pyshark")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # tshark takes a moment to start: wait until it sees packets
+            send(pair, tmp_path, warm, 5, gap_us=1000)
+            coll.drain(300)
+            if len(coll.rows(pair.ip4_a)[0]):
+                break
+        n = 1000
+        send(pair, tmp_path, counted, n, gap_us=1000)  # about 1 k packets/s
+        deadline = time.monotonic() + 30
+        mine: np.ndarray = np.zeros(0, dtype=RECORD_DTYPE)
+        while time.monotonic() < deadline and len(mine) < n:
+            coll.drain(200)
+            rows, rates = coll.rows(pair.ip4_a)
+            mine = rows[rows["dport"] == 7777]
+        assert len(mine) == n
+        assert np.count_nonzero(mine["proto"] == 6) == n // 2
+        assert np.all(mine["direction"] == DIR_IN)  # from the interface's own address
+        assert coll.counters is not None and coll.counters.rx_packets >= n
+        assert all(b.source == "pyshark" for b in coll.batches)
+    finally:
+        assert stop_process(proc) == 0

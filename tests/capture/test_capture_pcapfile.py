@@ -1,0 +1,125 @@
+"""The pcap/pcapng reader + parser against tshark on every shared capture, other link types, bad files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from floodwatch.capture.pcapfile import PcapReader
+from floodwatch.errors import CaptureError
+from tests.capture.capture_support import (
+    assert_same_top,
+    frames_of,
+    profile_of_records,
+    records_of,
+    sll,
+    sll2,
+    tshark_profile,
+    write_pcap,
+)
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "pcaps"
+FILES = sorted(p.name for p in SHARED.glob("*.pcap*")) if SHARED.is_dir() else []
+pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+
+
+def compare(path: Path) -> None:
+    ref = tshark_profile(path)
+    ours = profile_of_records(records_of(path))
+    assert ours.packets == ref.packets
+    assert ours.bytes == ref.bytes
+    assert ours.protocols == ref.protocols
+    assert len(ours.sources) == len(ref.sources)  # exact distinct sources
+    assert ours.sources == ref.sources
+    assert_same_top(ours.sources, ref.sources)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_shared_capture_matches_tshark(pcaps_dir: Path, name: str) -> None:
+    compare(pcaps_dir / name)
+
+
+def test_pcapng_and_nanosecond_pcap_match_tshark(pcaps_dir: Path, tmp_path: Path) -> None:
+    src = pcaps_dir / "amp.dns.RRSIG.fragmented.pcap"
+    for fmt, name in (("pcapng", "x.pcapng"), ("nsecpcap", "x.nsec.pcap")):
+        out = tmp_path / name
+        subprocess.run(["editcap", "-F", fmt, str(src), str(out)], check=True, capture_output=True)
+        compare(out)
+    with PcapReader(tmp_path / "x.pcapng") as r:
+        assert r.format == "pcapng"
+        first_ng = next(iter(r))[0]
+    with PcapReader(src) as r:
+        assert abs(next(iter(r))[0] - first_ng) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["sll", "sll2", "raw"])
+def test_cooked_and_raw_link_types_match_tshark(pcaps_dir: Path, tmp_path: Path, kind: str) -> None:
+    frames = frames_of(pcaps_dir / "amp.TCP.reflection.SYNACK.pcap")
+    if kind == "sll":
+        path = write_pcap(tmp_path / "sll.pcap", 113, [(t, sll(f, i % 2 * 4)) for i, (t, f) in enumerate(frames)])
+    elif kind == "sll2":
+        path = write_pcap(tmp_path / "sll2.pcap", 276, [(t, sll2(f, i % 2 * 4)) for i, (t, f) in enumerate(frames)])
+    else:  # raw IP: only the IP frames, without their Ethernet header
+        ip = [(t, f[14:]) for t, f in frames if f[12:14] in (b"\x08\x00", b"\x86\xdd")]
+        path = write_pcap(tmp_path / "raw.pcap", 101, ip)
+    compare(path)
+    if kind != "raw":  # the cooked header's packet type gives the direction: every other one outgoing
+        rows = records_of(path)
+        assert list(rows["direction"][:4]) == [0, 1, 0, 1]
+
+
+def test_truncated_file_gives_clear_error_after_the_good_packets(pcaps_dir: Path, tmp_path: Path) -> None:
+    data = (pcaps_dir / "amp.TCP.reflection.SYNACK.pcap").read_bytes()
+    for cut, what in ((len(data) - 7, "truncated packet"), (24 + 16 + 60 + 5, "truncated packet header"),
+                      (10, "truncated file header")):
+        bad = tmp_path / f"cut{cut}.pcap"
+        bad.write_bytes(data[:cut])
+        seen = 0
+        with pytest.raises(CaptureError, match=what) as info, PcapReader(bad) as r:
+            for _ in r:
+                seen += 1
+        assert str(bad) in str(info.value)
+        if cut > 1000:
+            assert seen == 7999
+
+
+def test_corrupt_files_give_clear_errors(pcaps_dir: Path, tmp_path: Path) -> None:
+    data = bytearray((pcaps_dir / "amp.TCP.reflection.SYNACK.pcap").read_bytes())
+    data[24 + 8 : 24 + 12] = (10**7).to_bytes(4, "little")  # a captured length of 10 MB
+    (tmp_path / "caplen.pcap").write_bytes(data)
+    with pytest.raises(CaptureError, match="corrupt packet header"), PcapReader(tmp_path / "caplen.pcap") as r:
+        list(r)
+    (tmp_path / "junk.pcap").write_bytes(b"this is not a capture at all" * 10)
+    with pytest.raises(CaptureError, match="not a pcap or pcapng"):
+        PcapReader(tmp_path / "junk.pcap")
+    (tmp_path / "empty.pcap").write_bytes(b"")
+    with pytest.raises(CaptureError, match="empty"):
+        PcapReader(tmp_path / "empty.pcap")
+    with pytest.raises(CaptureError, match="cannot open"):
+        PcapReader(tmp_path / "missing.pcap")
+    lt = bytearray(data[:24])
+    lt[20:24] = (147).to_bytes(4, "little")  # a link type we do not read
+    (tmp_path / "lt.pcap").write_bytes(bytes(lt))
+    with pytest.raises(CaptureError, match="link type 147 is not supported"), PcapReader(tmp_path / "lt.pcap") as r:
+        list(r)
+
+
+def test_corrupt_pcapng_blocks(pcaps_dir: Path, tmp_path: Path) -> None:
+    ng = tmp_path / "x.pcapng"
+    subprocess.run(["editcap", "-F", "pcapng", str(pcaps_dir / "amp.TCP.reflection.SYNACK.pcap"), str(ng)],
+                   check=True, capture_output=True)
+    data = ng.read_bytes()
+    (tmp_path / "cut.pcapng").write_bytes(data[: len(data) - 30])
+    seen = []
+    with pytest.raises(CaptureError, match="truncated block"), PcapReader(tmp_path / "cut.pcapng") as r:
+        for pkt in r:
+            seen.append(pkt)
+    assert len(seen) == 7999
+    bad = bytearray(data)
+    bad[4:8] = (13).to_bytes(4, "little")  # section header length not a multiple of 4
+    (tmp_path / "len.pcapng").write_bytes(bytes(bad))
+    with pytest.raises(CaptureError, match="corrupt block length"), PcapReader(tmp_path / "len.pcapng") as r:
+        list(r)

@@ -1,0 +1,118 @@
+"""The detector actor as a real process on real ZeroMQ sockets, fed TrafficWindows by a fake peer."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from floodwatch.messages import (
+    AnalysisFinished,
+    ConfigReceived,
+    IncidentEnriched,
+    IncidentOpened,
+    IncidentResolved,
+    IncidentUpdated,
+    StreamEnded,
+    TrafficWindow,
+)
+from tests.detect.detect_factory import window
+from tests.helpers import BusHarness, base_config, eventually, start_actor, stop_process, write_config
+
+pytestmark = pytest.mark.slow
+T0 = 1_700_438_400.0  # a Monday 00:00 UTC
+
+
+@contextmanager
+def detector(tmp_path: Path, harness: BusHarness, **settings: Any) -> Iterator[subprocess.Popen[bytes]]:
+    cfg = base_config(tmp_path, harness.endpoints, detector=settings)
+    path = write_config(tmp_path / "detector.toml", cfg)
+    proc = start_actor("detector", path, tmp_path / "detector.log")
+    try:
+        harness.wait_ready("detector")
+        harness.wait_subscribed(TrafficWindow.TOPIC)
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def publish_run(harness: BusHarness, start: float, seconds: float, **kw: Any) -> float:
+    for i in range(round(seconds * 10)):
+        harness.publish(window(start + i * 0.1, **kw))
+    return start + seconds
+
+
+def test_detect_actor_lifecycle_on_the_bus(tmp_path: Path, harness: BusHarness) -> None:
+    sub = harness.subscriber(IncidentOpened, IncidentUpdated, IncidentResolved, AnalysisFinished)
+    with detector(tmp_path, harness, pps_threshold=10_000, dynamic=False, hold_down=1.0) as proc:
+        t = publish_run(harness, T0, 1, pps=1_000)
+        t = publish_run(harness, t, 3, pps=80_000, proto="udp", sport=123,
+                        signatures={"ntp_monlist": 80_000})
+        opened = sub.get(IncidentOpened)
+        assert opened.attack_family == "udp_flood" and opened.attack_subtype == "ntp_amplification"
+        assert opened.started_at == pytest.approx(T0 + 1)
+        update = sub.get(IncidentUpdated)
+        assert update.incident_key == opened.incident_key and update.seq == 1
+        # the recorder's findings are merged and re-published
+        harness.publish(IncidentEnriched(incident_key=opened.incident_key, attack_subtype="",
+                                         ioc_matches=[{"name": "monlist-botnet", "count": 9}],
+                                         findings={}, findings_path=""))
+        enriched = eventually(lambda: next((m for m in sub.drain(0.2) if isinstance(m, IncidentUpdated)
+                                            and m.ioc_matches), None), 10)
+        assert enriched.botnet_detected and {"name": "monlist-botnet", "count": 9} in enriched.ioc_matches
+        harness.publish(StreamEnded(source="test", packets=123, ts=t + 0.05))
+        resolved = sub.get(IncidentResolved)
+        assert resolved.incident_key == opened.incident_key and resolved.ended_at == pytest.approx(t + 0.05)
+        done = sub.get(AnalysisFinished)
+        assert done.incidents == 1 and done.packets == 123
+        counters = eventually(lambda: harness.counters("detector").get("windows", 0) >= 40 and
+                              harness.counters("detector"), 10)
+        assert counters["incidents"] == 1
+        assert proc.poll() is None
+
+
+def test_detect_actor_takes_the_api_threshold(tmp_path: Path, harness: BusHarness) -> None:
+    sub = harness.subscriber(IncidentOpened)
+    with detector(tmp_path, harness, pps_threshold=100_000, dynamic=False):
+        harness.publish(ConfigReceived(fetched_at=T0, node_id=1, pps_threshold=5_000, bps_threshold=None,
+                                       baseline={}, ioc_patterns=[]))
+        publish_run(harness, T0, 3, pps=40_000, proto="tcp", flags="SYN")
+        opened = sub.get(IncidentOpened)
+        assert opened.extra["threshold_pps"] == 5_000 and opened.extra["threshold_source"].startswith("api")
+
+
+def test_detect_actor_baseline_persists_across_restart(tmp_path: Path, harness: BusHarness) -> None:
+    settings = {"floor_pps": 3_000, "min_learn_seconds": 5.0, "baseline_save_interval": 0.5}
+    baseline = tmp_path / "state" / "detector" / "baseline.json"
+    with detector(tmp_path, harness, **settings):
+        publish_run(harness, T0, 8, pps=2_000)
+        eventually(lambda: harness.counters("detector").get("learnt_windows", 0) >= 80, 15)
+        eventually(baseline.exists, 10)
+    assert stat.S_IMODE(baseline.stat().st_mode) == 0o600
+    saved = json.loads(baseline.read_text())
+    assert saved["buckets"]["all"]["pps"]["weight"] == pytest.approx(8.0, abs=0.2)
+    # a new process: an 18 kpps flood is 6x the floor, but only ~2x what it learnt before the restart
+    sub = harness.subscriber(IncidentOpened)
+    with detector(tmp_path, harness, **settings):
+        publish_run(harness, T0 + 10, 3, pps=18_000, proto="tcp", flags="SYN")
+        opened = sub.get(IncidentOpened)
+        assert opened.extra["threshold_source"].startswith("dynamic:")
+        assert opened.extra["threshold_pps"] >= 7_000
+        assert opened.updated_at - opened.started_at >= 1.2  # moderate: confirmed over the sustain period
+
+
+def test_detect_actor_survives_bad_messages_and_a_corrupt_baseline(tmp_path: Path, harness: BusHarness) -> None:
+    baseline = tmp_path / "state" / "detector" / "baseline.json"
+    baseline.parent.mkdir(parents=True)
+    baseline.write_text("{corrupt")
+    with detector(tmp_path, harness, pps_threshold=10_000) as proc:
+        harness.publish_raw([TrafficWindow.TOPIC.encode(), b"\x93\x01garbage"])
+        eventually(lambda: harness.counters("detector").get("bad_messages", 0) >= 1, 10)
+        assert harness.counters("detector").get("baseline_errors") == 1
+        assert proc.poll() is None

@@ -1,0 +1,212 @@
+"""Reporter test support: the actor as a real process on a bus harness, and a scriptable fake API.
+
+The fake API is only for what the real embedded server cannot do on purpose: answer garbage, answer
+200 with HTML, never answer, or lose a response after storing. Everything else uses the real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from floodwatch.messages import (
+    CommandFinished,
+    IncidentOpened,
+    IncidentResolved,
+    IncidentUpdated,
+    PcapSaved,
+    TrafficSecond,
+)
+from tests.helpers import BusHarness, base_config, eventually, free_port, start_actor, stop_process, write_config
+
+REPORTER_TOPICS = (TrafficSecond, IncidentOpened, IncidentUpdated, IncidentResolved, PcapSaved, CommandFinished)
+
+
+def reporter_settings(url: str, api_key: str, node_uuid: str, **over: Any) -> dict[str, Any]:
+    """Fast intervals for tests: retries within a second, short timeouts."""
+    s: dict[str, Any] = {
+        "url": url, "api_key": api_key, "node_uuid": node_uuid, "heartbeat_interval": 1.0,
+        "config_interval": 1.0, "backoff_initial": 0.2, "backoff_max": 1.0, "auth_backoff": 0.5,
+        "connect_timeout": 1.0, "request_timeout": 3.0,
+    }
+    s.update(over)
+    return s
+
+
+@dataclass
+class ReporterProc:
+    harness: BusHarness
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ReporterProc:
+        self.harness.ready.discard("reporter")
+        self.harness.heartbeats.pop("reporter", None)
+        self.proc = start_actor("reporter", self.config, self.log)
+        self.harness.wait_ready("reporter", timeout=30)
+        for cls in REPORTER_TOPICS:
+            self.harness.wait_subscribed(cls.TOPIC)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def counters(self) -> dict[str, Any]:
+        return self.harness.counters("reporter")
+
+    def health(self) -> str:
+        hb = self.harness.heartbeats.get("reporter")
+        return hb.health if hb else ""
+
+    def pending(self) -> int:
+        return int(self.counters().get("outbox_pending", -1))
+
+    def fresh_counters(self) -> dict[str, Any]:
+        """Counters from a heartbeat sent after this call (not a stale one)."""
+        before = self.harness.heartbeats.get("reporter")
+        eventually(lambda: self.harness.heartbeats.get("reporter") is not before, 10, message="a new heartbeat")
+        return self.counters()
+
+    def wait_drained(self, timeout: float = 30.0) -> None:
+        eventually(lambda: self.fresh_counters().get("outbox_pending") == 0, timeout, interval=0.1,
+                   message="reporter outbox empty")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def reporter(tmp_path: Path, harness: BusHarness, settings: dict[str, Any], name: str = "reporter"
+             ) -> Iterator[ReporterProc]:
+    cfg = base_config(tmp_path, harness.endpoints, reporter=settings)
+    cfg["supervisor"]["heartbeat_interval"] = 0.1
+    path = write_config(tmp_path / f"{name}.toml", cfg)
+    rp = ReporterProc(harness, path, tmp_path / f"{name}.log")
+    try:
+        yield rp.start()
+    finally:
+        rp.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+# A scriptable fake of the Agent API (aiohttp in a thread of the test process)
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    body: Any
+    at: float
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Answer = tuple[int, bytes, dict[str, str]]
+
+
+class FakeApi:
+    """Answers like a minimal correct server unless told otherwise per path."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api/v1/agent"
+        self.seen: list[Seen] = []
+        self.incidents: dict[str, int] = {}  # incident_key -> id
+        self.incident_bodies: list[dict[str, Any]] = []
+        self.metrics: list[dict[str, Any]] = []
+        self.acks: list[dict[str, Any]] = []
+        self.config: Any = {"node_id": 1, "pending_commands": []}
+        self.canned: dict[str, list[Answer]] = {}  # path -> answers used (and consumed) first
+        self.hang: set[str] = set()  # paths that never answer
+        self.store_then_hang: set[str] = set()  # store the report, then never answer (a lost response)
+        self._ids = itertools.count(1)
+        self._loop = asyncio.new_event_loop()
+        self._release: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> FakeApi:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _start(self) -> None:
+        self._release = asyncio.Event()
+        app = web.Application()
+        app.router.add_route("*", "/api/v1/agent/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _stop(self) -> None:
+        assert self._release is not None and self._runner is not None
+        self._release.set()
+        await self._runner.cleanup()
+
+    def requests(self, path: str) -> list[Seen]:
+        return [s for s in list(self.seen) if s.path == path]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["tail"]
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw and request.content_type == "application/json" else raw
+        except ValueError:
+            body = raw
+        self.seen.append(Seen(request.method, path, body, time.monotonic(), dict(request.headers)))
+        assert self._release is not None
+        if path in self.hang:
+            await self._release.wait()
+        if self.canned.get(path):
+            status, data, headers = self.canned[path].pop(0)
+            return web.Response(status=status, body=data, headers=headers)
+        answer = self._behave(path, body)
+        if path in self.store_then_hang:
+            await self._release.wait()
+        return answer
+
+    def _behave(self, path: str, body: Any) -> web.Response:
+        if path == "incident":
+            key = body["incident_key"]
+            if "incident_id" not in body:
+                self.incidents.setdefault(key, next(self._ids))
+            self.incident_bodies.append(body)
+            return web.json_response({"incident_id": self.incidents[key]})
+        if path == "metrics":
+            self.metrics.extend(body if isinstance(body, list) else [body])
+            return web.json_response({"stored": len(body) if isinstance(body, list) else 1})
+        if path == "commands/ack":
+            self.acks.append(body)
+            return web.json_response({"ok": True})
+        if path == "config":
+            if isinstance(self.config, bytes):
+                return web.Response(body=self.config, content_type="text/html")
+            return web.json_response(self.config)
+        return web.json_response({"ok": True})
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 20.0, message: str = "") -> Any:
+    return eventually(pred, timeout, interval=0.05, message=message)
