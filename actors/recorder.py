@@ -173,7 +173,8 @@ class RecorderActor(Actor):
         self.counters["dissect_pending"] = len(self.queue.waiting) + int(self.queue.running is not None)
         c = self.sessions.counters  # incidents that got no file, whatever the reason
         self.counters["unsaved"] = c["write_errors"] + c["skipped_busy"] + c["skipped_low_disk"] + c["empty_recordings"]
-        self.health = "ok" if not self.sessions.counters["write_errors"] else "capture write failed (see log)"
+        err = self.sessions.last_error
+        self.health = f"last capture failed: {err}"[:200] if err else "ok"
 
 
 def main(argv: list[str] | None = None) -> int:

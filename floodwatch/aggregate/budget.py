@@ -18,7 +18,9 @@ ROW = 16 + 16 + 8  # heavy-hitter row: key + count + payload (address) + aux
 
 
 def window_bytes(s: Any) -> int:
-    hh = 2 * 2 * (s.window_capacity + s.buffer) * ROW  # src and dst tables, x2 while folding
+    # source table (as large as the run's while the run's count is exact) and destination table,
+    # each x2 for the transient copy while folding
+    hh = 2 * (max(s.window_capacity, s.run_capacity) + s.window_capacity + 2 * s.buffer) * ROW
     victims = s.victim_rows * (256 + 200 + 64 * 100)
     peers = s.bidir_peers * 8 * 2
     return hh + victims + peers + PORT_ARRAYS + (1 << s.hll_precision) + 64 * 1024

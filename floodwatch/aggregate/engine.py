@@ -21,7 +21,6 @@ from floodwatch.messages import CounterSample, Message, PacketBatch, TrafficSumm
 from floodwatch.records import RECORD_DTYPE
 from floodwatch.settings.aggregator import AggregatorSettings
 
-
 GEO_WINDOW = 256  # heaviest sources of a window looked up for its country breakdown
 GEO_RUN = 1000
 
@@ -118,8 +117,10 @@ class Engine:
             index = self.next_emit  # late: the oldest open window takes it
         ws = self.open.get(index)
         if ws is None:
-            ws = WindowStats(index, self.width, self.spec, self.sampler)
-            ws.raw_sink = self.run.raw_sources()
+            # While the whole run's source count is still exact, a window may hold as many sources as
+            # the run may: merged at close, the run stays exact up to run_capacity distinct sources.
+            cap = self.s.run_capacity if self.run.src.exact else self.s.window_capacity
+            ws = WindowStats(index, self.width, self.spec, self.sampler, src_capacity=cap)
             self.open[index] = ws
         return ws
 
@@ -173,7 +174,7 @@ class Engine:
         if self.geo is not None and ws.sampled:
             msg.extra["geo"] = breakdown(self.geo, [(ip, c) for ip, c, _ in hh_rows(ws.src, GEO_WINDOW)])
         self.stats["windows"] += 1
-        self.run.add(ws, msg, fed_raw=ws.raw_sink is not None)
+        self.run.add(ws, msg)
         self.prev_peers = ws.out_peers
         sec = ws.index // self.per_second
         if self.second is not None and self.second.index != sec:

@@ -46,7 +46,7 @@ class MaxmindLookup:
         import maxminddb
 
         try:
-            self._db: Any = maxminddb.open_database(path, maxminddb.MODE_MMAP)
+            self._db: Any = maxminddb.open_database(path, maxminddb.MODE_AUTO)  # the C extension when present
         except (OSError, ValueError) as e:
             raise ConfigError(f"aggregator.geoip_db: cannot open {path}: {e}") from e
 

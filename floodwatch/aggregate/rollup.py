@@ -9,7 +9,7 @@ import numpy as np
 from floodwatch.aggregate.features import FLAG_NAMES, PROTO_NAMES
 from floodwatch.aggregate.hll import HyperLogLog, relative_error
 from floodwatch.aggregate.spacesaving import HeavyHitters
-from floodwatch.aggregate.window import PORT_SPACE, WindowStats, dense_add, hh_rows, top_ports
+from floodwatch.aggregate.window import PORT_SPACE, WindowStats, hh_rows, top_ports
 from floodwatch.messages import TrafficSecond, TrafficSummary, TrafficWindow
 
 
@@ -97,11 +97,7 @@ class RunSummary:
         self.t_first = 0.0
         self.t_last = 0.0
 
-    def raw_sources(self) -> HeavyHitters | None:
-        """Where windows opened now should feed their raw sources (while the count is still exact)."""
-        return self.src if self.src.exact else None
-
-    def add(self, ws: WindowStats, msg: TrafficWindow, fed_raw: bool) -> None:
+    def add(self, ws: WindowStats, msg: TrafficWindow) -> None:
         self.windows += 1
         if ws.sampled:
             self.t_first = self.t_first or ws.t_first
@@ -116,11 +112,12 @@ class RunSummary:
         self.ipver += ws.ipver
         self.flags += ws.flags
         self.frag += ws.frag
-        dense_add(self.sport, ws.sport)
-        dense_add(self.dport, ws.dport)
+        for dense, counts in ((self.sport, ws.sport), (self.dport, ws.dport)):
+            idx, n = counts.touched()
+            dense[idx] += n
+            counts.release()
         self.hll.merge(ws.src_hll)
-        if not fed_raw:
-            self.src.merge(ws.src)
+        self.src.merge(ws.src)
         self.dst.merge(ws.dst)
 
     def source_count(self) -> tuple[int, bool]:

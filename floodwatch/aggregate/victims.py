@@ -1,7 +1,8 @@
 """Per-destination detail for the top victims of one window, in a fixed number of rows.
 
 Each row holds a destination's packets, bytes, protocol and TCP-flag counts, a small HyperLogLog of its
-sources (p=8: 256 bytes, 6.5 % standard error) and its busiest source ports. Per batch the table admits
+sources (p=8: 256 bytes, 6.5 % standard error) and its busiest source ports (estimated from an even
+sample of up to 256 records per batch). Per batch the table admits
 at most `rows` candidate destinations (the batch's heaviest); a candidate heavier in the batch than the
 lightest row replaces it (that row's counts start again). While a window has no more inbound
 destinations than rows (the usual case: the host's own addresses), every row is exact.
@@ -20,6 +21,7 @@ from floodwatch.aggregate.keys import halves_bytes, key_text
 VICTIM_HLL_P = 8
 _PORTS_KEPT = 64  # source ports remembered per row (pruned to the busiest half beyond that)
 _PORTS_PER_BATCH = 4
+_PORT_SAMPLE = 256  # records per batch looked at for the busiest source ports
 
 
 class VictimTable:
@@ -37,14 +39,17 @@ class VictimTable:
         self._row_of: dict[int, int] = {}
         self.evictions = 0
 
-    def add(self, dkeys: np.ndarray, dhalves: np.ndarray, cols: dict[str, np.ndarray], rate: int) -> None:
-        """Inbound IP records of one batch: dkeys/dhalves are their destinations, cols holds
-        wirelen, pidx (protocol index), fidx (flag combo, or 255 when not TCP), skeys, sport."""
-        uniq, first, inv, cnt = np.unique(dkeys, return_index=True, return_inverse=True, return_counts=True)
+    def add(self, group: tuple[np.ndarray, ...], dhalves: np.ndarray, cols: dict[str, np.ndarray],
+            rate: int) -> None:
+        """Inbound IP records of one batch grouped by destination (np.unique's keys, first index,
+        inverse and counts); dhalves are the destination addresses, cols holds wirelen, pidx (protocol
+        index), fidx (flag combo, or 255 when not TCP), skeys and sport per record; dhalves holds the
+        address of each destination in `group` (IPv6 keys need it for their text)."""
+        uniq, first, inv, cnt = group
         cand = np.argsort(-cnt, kind="stable")[: self.n]
         rowmap = np.full(uniq.size, -1, dtype=np.intp)
         for j in cand.tolist():
-            rowmap[j] = self._row_for(int(uniq[j]), dhalves[first[j]], int(cnt[j]) * rate)
+            rowmap[j] = self._row_for(int(uniq[j]), dhalves[j], int(cnt[j]) * rate)
         rows = rowmap[inv]
         sel = rows >= 0
         if not sel.all():
@@ -85,6 +90,9 @@ class VictimTable:
         self.ports[row] = {}
 
     def _add_ports(self, rows: np.ndarray, sport: np.ndarray, pidx: np.ndarray, rate: int) -> None:
+        step = max(1, rows.size // _PORT_SAMPLE)  # the busiest ports show in an even sample
+        if step > 1:
+            rows, sport, pidx, rate = rows[::step], sport[::step], pidx[::step], rate * step
         l4 = pidx <= 1  # TCP and UDP have ports
         if not l4.any():
             return

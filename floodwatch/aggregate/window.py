@@ -9,14 +9,13 @@ Counts are scaled by the batch's sample rate; DIR_UNKNOWN counts as inbound.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from floodwatch.aggregate.features import (
     FLAG_LUT,
     FLAG_NAMES,
-    FRAG_NAMES,
     PROTO_LUT,
     PROTO_NAMES,
     SIZE_EDGES,
@@ -61,6 +60,38 @@ class CounterTotals:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+class PortCounts:
+    """Exact packets per (protocol, port) of one window in a dense array taken from a small pool (no
+    allocation per window); `release()` clears the touched entries and gives the array back."""
+
+    _pool: ClassVar[list[np.ndarray]] = []
+    POOL_MAX = 16
+
+    def __init__(self) -> None:
+        self.dense: np.ndarray | None = None
+
+    def add(self, idx: np.ndarray, rate: int) -> None:
+        if self.dense is None:
+            self.dense = self._pool.pop() if self._pool else np.zeros(PORT_SPACE, dtype=np.int64)
+        np.add.at(self.dense, idx, rate)
+
+    def touched(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.dense is None:
+            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64)
+        nz = np.flatnonzero(self.dense)
+        return nz, self.dense[nz]
+
+    def top(self, n: int) -> list[list[Any]]:
+        return top_ports(self.dense, n) if self.dense is not None else []
+
+    def release(self) -> None:
+        if self.dense is not None:
+            self.dense[np.flatnonzero(self.dense)] = 0
+            if len(self._pool) < self.POOL_MAX:
+                self._pool.append(self.dense)
+            self.dense = None
+
+
 def top_ports(dense: np.ndarray, n: int) -> list[list[Any]]:
     """Dense port counts -> [[proto, port, packets], ...] by packets descending, then index."""
     nz = np.flatnonzero(dense)
@@ -69,18 +100,6 @@ def top_ports(dense: np.ndarray, n: int) -> list[list[Any]]:
     order = np.lexsort((nz, -dense[nz]))[:n]
     idx = nz[order]
     return [[PROTO_NAMES[i // 65536], int(i % 65536), int(dense[i])] for i in idx.tolist()]
-
-
-def hh_ports(hh: HeavyHitters, n: int) -> list[list[Any]]:
-    """Port table -> [[proto, port, packets], ...] by packets descending, then index."""
-    keys, counts, _, _ = hh.top(n)
-    return [[PROTO_NAMES[k // 65536], k % 65536, c] for k, c in zip(keys.tolist(), counts.tolist(), strict=True)]
-
-
-def dense_add(dense: np.ndarray, hh: HeavyHitters) -> None:
-    """Add a port table's counts into a dense array of PORT_SPACE counters."""
-    hh.fold()
-    np.add.at(dense, hh.keys.astype(np.intp), hh.counts)
 
 
 def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
@@ -94,7 +113,8 @@ def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
 
 
 class WindowStats:
-    def __init__(self, index: int, width: float, spec: WindowSpec, sampler: SignatureSampler) -> None:
+    def __init__(self, index: int, width: float, spec: WindowSpec, sampler: SignatureSampler,
+                 src_capacity: int = 0) -> None:
         self.index = index
         per_second = round(1 / width)
         self.t_start = index / per_second
@@ -116,16 +136,15 @@ class WindowStats:
         self.late = 0
         self.bidir = 0
         self.src_hll = HyperLogLog(spec.hll_p)
-        self.src = HeavyHitters(spec.capacity, spec.buffer, payload_width=2)
+        self.src = HeavyHitters(src_capacity or spec.capacity, spec.buffer, payload_width=2)
         self.dst = HeavyHitters(spec.capacity, spec.buffer, payload_width=2, aux=1)
-        self.sport = HeavyHitters(PORT_SPACE, spec.buffer)  # never prunes: exact port counts
-        self.dport = HeavyHitters(PORT_SPACE, spec.buffer)
+        self.sport = PortCounts()  # exact: one counter per (protocol, port)
+        self.dport = PortCounts()
         self.victims = VictimTable(spec.victim_rows)
         self.out_peers = np.zeros(0, dtype=np.uint64)
         self.peers_full = False
         self.sigs = sampler.window(spec.signature_sample)
         self.counters = CounterTotals()
-        self.raw_sink: HeavyHitters | None = None  # the run's source table, fed raw while it is exact
 
     def add(self, recs: np.ndarray, addr: np.ndarray, rate: int, prev_peers: np.ndarray) -> None:
         """Account one slice of a batch (all in this window) sampled 1 in `rate`."""
@@ -167,18 +186,19 @@ class WindowStats:
         dkeys = addr_keys(addr["dst_hi"], addr["dst_lo"])
         self.src_hll.add_keys(skeys)
         shalves = self._halves(addr, "src", skeys)
-        dhalves = np.stack((addr["dst_hi"], addr["dst_lo"]), axis=1).astype(np.uint64)
         self.src.update(skeys, rate, shalves)
-        if self.raw_sink is not None:
-            self.raw_sink.update(skeys, rate, shalves)
-        self.dst.update(dkeys, rate, dhalves, recs["wirelen"].astype(np.int64).reshape(-1, 1) * rate)
+        group = np.unique(dkeys, return_index=True, return_inverse=True, return_counts=True)
+        dbytes = np.bincount(group[2], weights=recs["wirelen"], minlength=group[0].size).astype(np.int64)
+        first = addr[group[1]]
+        dhalves = np.stack((first["dst_hi"], first["dst_lo"]), axis=1).astype(np.uint64)  # per destination
+        self.dst.update(group[0], group[3] * rate, dhalves, dbytes.reshape(-1, 1) * rate)
         l4 = pidx <= 1
         if l4.any():
-            base = pidx[l4].astype(np.uint64) * np.uint64(65536)
-            self.sport.update(base + recs["sport"][l4], rate)
-            self.dport.update(base + recs["dport"][l4], rate)
+            base = pidx[l4].astype(np.intp) * 65536
+            self.sport.add(base + recs["sport"][l4], rate)
+            self.dport.add(base + recs["dport"][l4], rate)
         cols = {"wirelen": recs["wirelen"], "pidx": pidx, "fidx": fidx, "skeys": skeys, "sport": recs["sport"]}
-        self.victims.add(dkeys, dhalves, cols, rate)
+        self.victims.add(group, dhalves, cols, rate)
         self.sigs.add(recs, rate)
         if tcp.any() and (self.out_peers.size or prev_peers.size):
             self.bidir += (_member(skeys[tcp], self.out_peers) | _member(skeys[tcp], prev_peers)).sum() * rate
@@ -230,8 +250,8 @@ class WindowStats:
             src_hll=self.src_hll.to_bytes(),
             top_src_ips=[[ip, cnt] for ip, cnt, _ in hh_rows(self.src, self.spec.top_n)],
             top_dst_ips=[[ip, cnt, aux[0]] for ip, cnt, aux in hh_rows(self.dst, self.spec.top_n)],
-            top_src_ports=hh_ports(self.sport, self.spec.top_n),
-            top_dst_ports=hh_ports(self.dport, self.spec.top_n),
+            top_src_ports=self.sport.top(self.spec.top_n),
+            top_dst_ports=self.dport.top(self.spec.top_n),
             victims=self.victims.top(self.spec.victims),
             signatures=self.sigs.result(),
             bidir_packets=int(self.bidir),

@@ -17,6 +17,7 @@ from floodwatch.capture import parse as P
 from floodwatch.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, PAYLOAD_HEAD, RECORD_DTYPE, RECORD_SIZE, RECORD_STRUCT
 
 PKTTYPE_OUTGOING = 4
+SMALL = 48  # fewer frames than this are parsed one by one
 H = 96  # header bytes gathered per frame: enough for L2 + IPv4 with options + the TCP flags
 _AR_H = np.arange(H, dtype=np.int64)
 _AR_P = np.arange(PAYLOAD_HEAD, dtype=np.int64)
@@ -84,6 +85,9 @@ def parse_many(buf: P.Buf, offs: np.ndarray, caps: np.ndarray, wires: np.ndarray
     out_buf = bytearray(n * RECORD_SIZE)
     out = np.frombuffer(out_buf, dtype=RECORD_DTYPE)
     if n == 0:
+        return out
+    if n < SMALL:  # numpy's fixed cost per call is worth more than a few packets' parsing
+        _scalar(buf, offs, caps, wires, linktype, np.arange(n), out_buf)
         return out
     if flat is None:
         flat = np.frombuffer(buf, dtype=np.uint8)
@@ -218,9 +222,9 @@ def _scalar(buf: P.Buf, offs: np.ndarray, caps: np.ndarray, wires: np.ndarray,
             linktype: int, rows: np.ndarray, out_buf: bytearray) -> None:
     pack = RECORD_STRUCT.pack_into
     parse = P.parse_frame
-    for i in rows.tolist():
-        o = int(offs[i])
-        p = parse(buf, o, o + int(caps[i]), int(wires[i]), linktype)
+    for i, o, c, w in zip(rows.tolist(), offs[rows].tolist(), caps[rows].tolist(), wires[rows].tolist(),
+                          strict=True):
+        p = parse(buf, o, o + c, w, linktype)
         d = DIR_UNKNOWN if p.pkttype < 0 else DIR_OUT if p.pkttype == PKTTYPE_OUTGOING else DIR_IN
-        pack(out_buf, i * RECORD_SIZE, 0.0, int(wires[i]), p.sport, p.dport, p.paylen, p.vlan, d, p.ipver,
+        pack(out_buf, i * RECORD_SIZE, 0.0, w, p.sport, p.dport, p.paylen, p.vlan, d, p.ipver,
              p.proto, p.flags, p.ttl, p.frag, 0, p.malformed, p.src, p.dst, p.payload)

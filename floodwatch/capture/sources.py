@@ -196,7 +196,7 @@ class AfPacketSource:
                           ring.frame(int(block.frame_offs[i]), int(block.caps[i])))
 
     def idle_ms(self) -> float:
-        return 10.0
+        return 100.0  # the ring descriptors wake us when a block is handed over
 
     def wait(self, timeout_ms: float) -> None:
         if not any(r.ready() for r in self.rings):

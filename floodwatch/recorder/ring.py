@@ -13,6 +13,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
+MAX_TS = 2.0**32  # pcap's seconds field (year 2106)
+MAX_LEN = 2**32 - 1
+MAX_LINKTYPE = 0xFFFF
+
 
 class Frame(NamedTuple):
     ts: float  # capture time, epoch seconds
@@ -36,9 +40,10 @@ def frames_of(items: Iterable[Any], snaplen: int) -> tuple[list[Frame], int]:
             or isinstance(ts, bool)
             or not isinstance(ts, int | float)
             or not math.isfinite(ts)
-            or ts < 0
+            or not 0 <= ts < MAX_TS
             or isinstance(wirelen, bool)
             or not isinstance(wirelen, int)
+            or not 0 <= wirelen <= MAX_LEN
         ):
             bad += 1
             continue

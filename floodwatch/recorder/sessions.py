@@ -21,7 +21,7 @@ from loguru import logger
 from floodwatch.errors import StorageError
 from floodwatch.logs import RateLimited
 from floodwatch.recorder import retention
-from floodwatch.recorder.ring import Frame, FrameRing, frames_of
+from floodwatch.recorder.ring import MAX_LINKTYPE, Frame, FrameRing, frames_of
 from floodwatch.recorder.writer import CaptureWriter, Limits, SavedCapture, file_name
 from floodwatch.settings.recorder import RecorderSettings
 
@@ -60,10 +60,15 @@ class Sessions:
         self.counters: dict[str, int] = {k: 0 for k in (
             "frames", "bad_frames", "recordings", "saved", "truncated", "write_errors", "skipped_busy",
             "skipped_low_disk", "empty_recordings", "linktype_changes")}  # fmt: skip
+        self.last_error = ""  # why the latest capture failed; cleared by the next one saved
         self._errlog = RateLimited(10.0)
 
     # -- inputs ------------------------------------------------------------------------------------
     def on_frames(self, frames: list[Any], linktype: int, sample_rate: int) -> list[Saved]:
+        if not 0 <= linktype <= MAX_LINKTYPE:
+            self.counters["bad_frames"] += len(frames)
+            return []
+        sample_rate = min(max(1, sample_rate), 2**31)
         good, bad = frames_of(frames, self.s.snaplen)
         self.counters["frames"] += len(good)
         self.counters["bad_frames"] += bad
@@ -181,6 +186,7 @@ class Sessions:
         self.active.pop(rec.key, None)
         self._remember(rec.key)
         self.counters["write_errors"] += 1
+        self.last_error = str(e)
         self._error("write", "capture of incident {} abandoned (no file kept): {}", rec.key, e)
 
     def _close(self, key: str) -> list[Saved]:
@@ -197,8 +203,10 @@ class Sessions:
         except StorageError as e:
             rec.writer.abort()
             self.counters["write_errors"] += 1
+            self.last_error = str(e)
             self._error("write", "capture of incident {} abandoned (no file kept): {}", key, e)
             return []
+        self.last_error = ""
         self.counters["saved"] += 1
         self.counters["truncated"] += int(cap.truncated)
         return [Saved(key, rec.subtype, cap)]

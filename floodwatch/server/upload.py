@@ -49,6 +49,15 @@ async def _small_field(part: BodyPartReader, name: str, timeout: float) -> str:
     return data.decode("utf-8", "replace").strip()
 
 
+async def _discard(part: BodyPartReader, budget: int, timeout: float) -> int:
+    n = 0
+    while chunk := await _next(part.read_chunk(4096), timeout):
+        n += len(chunk)
+        if n > budget:
+            raise error(413, f"{part.name or 'a part'}: unexpected fields too large")
+    return n
+
+
 async def _stream_file(part: BodyPartReader, pcap_dir: Path, limit: int, timeout: float) -> Received:
     """Write a file part to a new 0600 temporary file, hashing it; 413 past `limit` bytes."""
     tmp = pcap_dir / f"{TMP_PREFIX}{secrets.token_hex(8)}.part"
@@ -81,6 +90,7 @@ async def _read_form(request: web.Request, pcap_dir: Path) -> tuple[str | None, 
         raise error(400, "body: expected multipart/form-data with fields incident_id and file") from None
     incident_id: str | None = None
     received: Received | None = None
+    extra = 0
     try:
         while (part := await _next(reader.next(), timeout)) is not None:
             if isinstance(part, MultipartReader):
@@ -89,8 +99,10 @@ async def _read_form(request: web.Request, pcap_dir: Path) -> tuple[str | None, 
                 incident_id = await _small_field(part, "incident_id", timeout)
             elif part.name == "file" and received is None:
                 received = await _stream_file(part, pcap_dir, limit, timeout)
-            else:
-                raise error(400, f"{part.name or 'a part'}: unexpected field (only incident_id and one file)")
+            elif part.name == "file":
+                raise error(400, "file: only one file per upload")
+            else:  # an unknown field is ignored, as the contract says of extra fields, within a budget
+                extra += await _discard(part, MULTIPART_OVERHEAD - extra, timeout)
     except BaseException:
         if received is not None:
             received.path.unlink(missing_ok=True)

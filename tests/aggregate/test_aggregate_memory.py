@@ -12,7 +12,6 @@ from floodwatch.aggregate.budget import BASE_BYTES, estimate_bytes
 from floodwatch.aggregate.engine import Engine
 from floodwatch.errors import ConfigError
 from floodwatch.messages import PacketBatch, TrafficSummary
-from floodwatch.records import RECORD_DTYPE
 from floodwatch.settings.aggregator import AggregatorSettings
 from tests.aggregate.agg_factory import records
 

@@ -17,7 +17,9 @@ def one(frame: bytes, linktype: int = 1, wirelen: int | None = None, cap: int | 
     """Parse with both parsers; they must agree byte for byte. Returns the record."""
     data = frame[:cap] if cap is not None else frame
     wl = wirelen if wirelen is not None else len(frame)
-    rows = parse_many(data, np.array([0]), np.array([len(data)]), np.array([wl]), linktype)
+    k = 64  # enough frames for the column-wise path (fewer go one by one)
+    rows = parse_many(data * k, np.arange(k) * len(data), np.full(k, len(data)), np.full(k, wl), linktype)
+    assert np.all(rows == rows[0])
     p = parse_frame(data, 0, len(data), wl, linktype)
     assert (rows["sport"][0], rows["dport"][0], rows["paylen"][0], rows["vlan"][0], rows["ipver"][0],
             rows["proto"][0], rows["flags"][0], rows["ttl"][0], rows["frag"][0], rows["malformed"][0]) == (

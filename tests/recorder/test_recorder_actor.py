@@ -211,6 +211,7 @@ def test_recorder_disk_full_leaves_no_half_file(rig_factory: Any, tmpfs: Any) ->
     rig.push.send(messages.encode(StreamEnded(source="pcap", packets=20, ts=T0 + 101)))
     saved = rig.sub.get(PcapSaved, timeout=20)
     assert saved.incident_key == "inc-small" and capinfos(saved.path)["packets"] == "30"  # ring 10 + 20
+    eventually(lambda: rig.h.heartbeats["recorder"].health == "ok", 10, message="healthy again")
 
 
 def test_recorder_unwritable_directory_is_counted(rig_factory: Any, tmpfs: Any) -> None:
@@ -224,7 +225,7 @@ def test_recorder_unwritable_directory_is_counted(rig_factory: Any, tmpfs: Any) 
     rig.h.publish(incident(IncidentResolved, "inc-ro", ended_at=T0 + 100))
     rig.wait_counter("frames", 60)
     assert rig.alive() and os.listdir(out) == []
-    assert rig.h.heartbeats["recorder"].health != "ok"
+    eventually(lambda: "Read-only file system" in rig.h.heartbeats["recorder"].health, 10, message="health")
     assert not [m for m in rig.sub.drain(1.0) if isinstance(m, PcapSaved)]
 
 
@@ -240,7 +241,8 @@ def test_recorder_hanging_dissection_is_cut_off(rig_factory: Any, tmp_path: Path
     fake = tmp_path / "fake-tshark"
     fake.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 600\n")
     fake.chmod(0o755)
-    rig = rig_factory(tshark_path=str(fake), dissect_timeout=2.0)
+    # dissect_user "": the fake runs as root so it can write its pid into our private tmp dir
+    rig = rig_factory(tshark_path=str(fake), dissect_timeout=2.0, dissect_user="")
     saved = _save_one(rig, "inc-hang")
     assert capinfos(saved.path)["packets"] == "30"  # the capture is unaffected
     rig.wait_counter("dissect_timeouts", 1, timeout=30)

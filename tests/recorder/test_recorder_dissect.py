@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -125,3 +128,24 @@ def test_recorder_corrupt_file_dissection_fails_cleanly(tmp_path: Path) -> None:
     garbage.write_bytes(b"this is not a capture file at all" * 10)
     res = run_job(garbage, timeout=20)
     assert not res.ok and "tshark" in res.error
+
+
+def test_recorder_tshark_runs_unprivileged(tmp_path: Path) -> None:
+    """As root, tshark's dissectors (parsing what attackers sent) run as `nobody`, fed on stdin."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to change user")
+    pcap = write(tmp_path, mixed_frames())
+    public = Path(tempfile.mkdtemp(prefix="fwrec-fake-"))
+    try:
+        public.chmod(0o755)
+        fake = public / "tshark"
+        fake.write_text('#!/bin/sh\necho "stdin=$(head -c 4 | od -An -tx1 | tr -d \' \') uid=$(id -u)" >&2\nexit 1\n')
+        fake.chmod(0o755)
+        spec = JobSpec("k", str(pcap), str(pcap.with_suffix(".findings.json")))
+        job = DissectJob(spec, str(fake), 30.0)
+        job.start()
+        res = eventually(job.poll, 40, interval=0.05, message="dissection finished")
+        assert res is not None and not res.ok
+        assert f"stdin=0a0d0d0a uid={pwd.getpwnam('nobody').pw_uid}" in res.error  # the pcapng, on stdin
+    finally:
+        shutil.rmtree(public)

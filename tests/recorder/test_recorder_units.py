@@ -43,8 +43,8 @@ def test_recorder_ring_is_bounded_by_count_and_bytes() -> None:
 def test_recorder_bad_frames_are_skipped_and_counted() -> None:
     good = [T0, 60, b"a" * 60]
     frames, bad = frames_of([good, [T0], "x", [float("nan"), 1, b"a"], [T0, 1, "text"], [True, 1, b"a"],
-                             [T0, 5, b"b" * 100]], snaplen=64)
-    assert bad == 5 and len(frames) == 2
+                             [1e300, 1, b"a"], [T0, 2**40, b"a"], [T0, -1, b"a"], [T0, 5, b"b" * 100]], snaplen=64)
+    assert bad == 8 and len(frames) == 2
     assert len(frames[1].data) == 64 and frames[1].wirelen == 64  # cut to the snap length
 
 
@@ -143,6 +143,16 @@ def _sessions(tmp_path: Path, **kw: object) -> tuple[Sessions, Clock]:
 
 def _batch(n: int, t: float) -> list[list[object]]:
     return [[t + i * 0.001, len(dns_amp_frame(i)), dns_amp_frame(i)] for i in range(n)]
+
+
+def test_recorder_sessions_survive_hostile_batches(tmp_path: Path) -> None:
+    sess, _ = _sessions(tmp_path)
+    sess.on_opened("k", "")
+    assert sess.on_frames(_batch(5, T0), 70000, 1) == [] and sess.counters["bad_frames"] == 5
+    sess.on_frames(_batch(5, T0), 1, -3)
+    sess.on_frames([[T0, 10**12, b"x"], [T0 + 1, 60, b"y" * 60]], 1, 2**40)
+    [saved] = sess.on_stream_ended()
+    assert saved.capture.packets == 6 and saved.capture.sample_rate == 2**31
 
 
 def test_recorder_sessions_close_after_resolution_and_delay(tmp_path: Path) -> None:

@@ -136,7 +136,8 @@ def test_a_silent_client_gets_408_and_its_partial_file_is_removed(srv: ServerPro
     ([("incident_id", None, b"-4"), ("file", "a.pcap", b"x")], 400, "incident_id"),
     ([("incident_id", None, b"999999999"), ("file", "a.pcap", b"x")], 404, "incident_id"),
     ([("incident_id", None, b"1"), ("file", "a.pcap", b"x"), ("file", "b.pcap", b"y")], 400, "file"),
-    ([("incident_id", None, b"1"), ("other", None, b"x")], 400, "other"),
+    ([("incident_id", None, b"1"), ("other", None, b"x")], 400, "file"),  # extra fields are ignored
+    ([("incident_id", None, b"1"), ("other", None, b"x" * 100_000)], 413, "other"),
 ])
 def test_bad_upload_forms(srv: ServerProc, node: Node, fields: list[tuple[str, str | None, bytes]], status: int,
                           field: str) -> None:
