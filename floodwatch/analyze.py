@@ -203,9 +203,9 @@ class Analysis:
         if self.args.pcap_dir:
             opened = set(self.incidents)
             recorder = self.sup.children.get("recorder")
-            failures = int((recorder.heartbeat.counters if recorder and recorder.heartbeat else {})
-                            .get("write_errors", 0))
-            if len(opened - set(self.pcaps)) > failures:
+            counters = recorder.heartbeat.counters if recorder and recorder.heartbeat else {}
+            unsaved = int(counters.get("unsaved", 0))  # incidents the recorder could not write
+            if len(opened - set(self.pcaps)) > unsaved or int(counters.get("dissect_pending", 0)):
                 return False
         if self.args.report_to:
             rep = self.sup.children.get("reporter")
