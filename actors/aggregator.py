@@ -73,7 +73,13 @@ class AggregatorActor(Actor):
                 return
             self.emit(out)
         elif isinstance(msg, CounterSample):
-            self.emit(self.engine.feed_counters(msg))
+            try:
+                out = self.engine.feed_counters(msg)
+            except BadBatch as e:
+                self.counters["bad_batches"] += 1
+                self._warn_once("bad counter sample dropped: {}", e)
+                return
+            self.emit(out)
         elif isinstance(msg, StreamEnded):
             self.emit(self.engine.finish())
             self.publish(msg)

@@ -34,6 +34,13 @@ def effective_settings(settings: ExecutorSettings, capture_ifaces: list[str]) ->
     return dataclasses.replace(settings, tc_interfaces=[i for i in capture_ifaces if i != "auto"])
 
 
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 class ExecutorActor(Actor):
     name = "executor"
     subscribes = (CommandReceived, IncidentOpened, IncidentUpdated, IncidentResolved)
@@ -47,6 +54,9 @@ class ExecutorActor(Actor):
         self.ledger = Ledger(s.ledger_file or state / "executor.sqlite3", audit, s.max_audit_bytes)
         self.runner = Runner(s.timeout, s.max_output_bytes, s.argv_prefix)
         self.executor = Executor(s, self.ledger, self.runner, log=self.log)
+        forgotten = self.executor.forget_after_reboot(boot_id())
+        if forgotten:
+            self.log.info("the host rebooted: {} remembered rules were gone with it", forgotten)
         for outcome in self.executor.recover():
             self._publish(outcome)
         if s.enabled and s.policies and not s.dry_run:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-BASE_BYTES = 80 * 2**20  # python, numpy, pyzmq, msgpack, loguru, iptocc loaded (measured RSS ~65 MiB)
+BASE_BYTES = 80 * 2**20  # interpreter + numpy, pyzmq, iptocc, signatures (RSS ~40 MiB) + allocator slack
 PORT_ARRAYS = 2 * 2 * 65536 * 8  # source and destination ports, TCP and UDP, int64
 ROW = 16 + 16 + 8  # heavy-hitter row: key + count + payload (address) + aux
 

@@ -26,7 +26,8 @@ GEO_RUN = 1000
 
 
 class BadBatch(ValueError):
-    """A PacketBatch whose records do not match its count or the record size."""
+    """A PacketBatch whose records do not match its count or the record size, or a nonsensical
+    CounterSample (non-finite time, negative counters): refused, counted, nothing else changes."""
 
 
 def spec_of(s: AggregatorSettings) -> WindowSpec:
@@ -71,7 +72,7 @@ class Engine:
             self.stats["bad_batches"] += 1
             raise BadBatch(f"batch {batch.seq} from {batch.iface}: non-finite timestamps")
         widx = np.floor((ts + BOUNDARY_SLACK) * self.per_second).astype(np.int64)
-        out: list[Message] = []
+        out = self._advance(float(ts.min()))  # windows this batch cannot touch any more are done
         lo, hi = int(widx.min()), int(widx.max())
         if lo == hi:
             self._add(lo, recs, addr, batch.sample_rate)
@@ -86,6 +87,12 @@ class Engine:
         return out
 
     def feed_counters(self, sample: CounterSample) -> list[Message]:
+        """Account one counter sample; BadBatch for a non-finite time or a negative counter."""
+        values = (sample.rx_packets, sample.rx_bytes, sample.tx_packets, sample.tx_bytes,
+                  sample.kernel_drops, sample.send_drops)
+        if not math.isfinite(sample.ts) or min(values) < 0:
+            self.stats["bad_batches"] += 1
+            raise BadBatch(f"counter sample from {sample.iface}: bad time {sample.ts!r} or a negative counter")
         out: list[Message] = []
         for piece in self.counters.feed(sample):
             self._add_counters(piece)

@@ -1,8 +1,9 @@
 """Payload signature counts from a bounded sample of payload heads per window.
 
 The detector's `floodwatch.signatures.SignatureMatcher` (Aho-Corasick over built-in signatures and IOC
-patterns) is called on at most `budget` records with payload per window, spread evenly over each batch;
-counts are scaled to the window's records with payload and by the sample rate. Until that module exists
+patterns) is called on at most `budget` records with payload per window, spread evenly over each batch
+and over the batches of the window (as many as the previous window had); counts are scaled to the
+window's records with payload and by the sample rate. Until that module exists
 (or if it fails to load) signature counts are empty.
 """
 
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-_PER_BATCH = 64
+_PER_BATCH = 64  # most payload heads checked in one batch
+_MIN_PER_BATCH = 4
 
 
 def load_matcher(ioc_patterns: list[dict[str, Any]] | None = None) -> Any:
@@ -35,9 +37,12 @@ def load_matcher(ioc_patterns: list[dict[str, Any]] | None = None) -> Any:
 
 
 class WindowSignatures:
-    def __init__(self, matcher: Any, budget: int) -> None:
+    def __init__(self, matcher: Any, budget: int, sampler: SignatureSampler | None = None) -> None:
         self.matcher = matcher
         self.budget = budget
+        self.sampler = sampler
+        self.per_batch = 0  # set at the first batch, from the last finished window
+        self.batches = 0
         self.checked = 0
         self._est: dict[str, float] = {}
         self._covered = 0  # scaled records with payload whose batch was sampled
@@ -49,7 +54,10 @@ class WindowSignatures:
         pay = np.flatnonzero(recs["paylen"] > 0)
         if pay.size == 0:
             return
-        left = min(self.budget - self.checked, _PER_BATCH, int(pay.size))
+        self.batches += 1
+        if not self.per_batch:
+            self.per_batch = self.sampler.per_batch(self.budget) if self.sampler else _PER_BATCH
+        left = min(self.budget - self.checked, self.per_batch, int(pay.size))
         if left <= 0:
             self._uncovered += int(pay.size) * rate
             return
@@ -62,6 +70,8 @@ class WindowSignatures:
             self._est[name] = self._est.get(name, 0.0) + c * scale
 
     def result(self) -> dict[str, int]:
+        if self.sampler is not None and self.batches:
+            self.sampler.last_batches = self.batches
         if not self._est:
             return {}
         scale = (self._covered + self._uncovered) / self._covered if self._covered else 1.0
@@ -73,6 +83,13 @@ class SignatureSampler:
 
     def __init__(self, matcher: Any = None) -> None:
         self.matcher = matcher
+        self.last_batches = 0  # batches with payload in the last finished window
 
     def window(self, budget: int) -> WindowSignatures:
-        return WindowSignatures(self.matcher, budget)
+        return WindowSignatures(self.matcher, budget, self)
+
+    def per_batch(self, budget: int) -> int:
+        """Heads to check per batch: the budget spread over as many batches as the last window had."""
+        if not self.last_batches:
+            return _PER_BATCH
+        return max(_MIN_PER_BATCH, min(_PER_BATCH, budget // self.last_batches))

@@ -43,9 +43,9 @@ class VictimTable:
             rate: int) -> None:
         """Inbound IP records of one batch grouped by destination (np.unique's keys, first index,
         inverse and counts); dhalves are the destination addresses, cols holds wirelen, pidx (protocol
-        index), fidx (flag combo, or 255 when not TCP), skeys and sport per record; dhalves holds the
+        index), fidx (flag combo, or 255 when not TCP), skeys, sport and l4 (has ports) per record; dhalves holds the
         address of each destination in `group` (IPv6 keys need it for their text)."""
-        uniq, first, inv, cnt = group
+        uniq, _first, inv, cnt = group
         cand = np.argsort(-cnt, kind="stable")[: self.n]
         rowmap = np.full(uniq.size, -1, dtype=np.intp)
         for j in cand.tolist():
@@ -55,14 +55,16 @@ class VictimTable:
         if not sel.all():
             rows = rows[sel]
             cols = {k: v[sel] for k, v in cols.items()}
-        np.add.at(self.packets, rows, rate)
-        np.add.at(self.bytes, rows, cols["wirelen"].astype(np.int64) * rate)
-        np.add.at(self.proto, (rows, cols["pidx"]), rate)
+        n, npro, nfl = self.n, len(PROTO_NAMES), len(FLAG_NAMES)
+        self.packets += np.bincount(rows, minlength=n) * rate
+        self.bytes += np.bincount(rows, weights=cols["wirelen"], minlength=n).astype(np.int64) * rate
+        self.proto += np.bincount(rows * npro + cols["pidx"], minlength=n * npro).reshape(n, npro) * rate
         tcp = cols["fidx"] != 255
-        np.add.at(self.flags, (rows[tcp], cols["fidx"][tcp]), rate)
+        fl = np.bincount(rows[tcp] * nfl + cols["fidx"][tcp], minlength=n * nfl)
+        self.flags += fl.reshape(n, nfl) * rate
         idx, rank = index_rank(cols["skeys"], VICTIM_HLL_P)
         np.maximum.at(self.hll, (rows, idx), rank)
-        self._add_ports(rows, cols["sport"], cols["pidx"], rate)
+        self._add_ports(rows, cols["sport"], cols["l4"], cols["pidx"], rate)
 
     def _row_for(self, key: int, halves: np.ndarray, weight: int) -> int:
         row = self._row_of.get(key)
@@ -89,11 +91,11 @@ class VictimTable:
             arr[row] = 0
         self.ports[row] = {}
 
-    def _add_ports(self, rows: np.ndarray, sport: np.ndarray, pidx: np.ndarray, rate: int) -> None:
+    def _add_ports(self, rows: np.ndarray, sport: np.ndarray, l4: np.ndarray, pidx: np.ndarray,
+                   rate: int) -> None:
         step = max(1, rows.size // _PORT_SAMPLE)  # the busiest ports show in an even sample
         if step > 1:
-            rows, sport, pidx, rate = rows[::step], sport[::step], pidx[::step], rate * step
-        l4 = pidx <= 1  # TCP and UDP have ports
+            rows, sport, l4, pidx, rate = rows[::step], sport[::step], l4[::step], pidx[::step], rate * step
         if not l4.any():
             return
         combo = rows[l4].astype(np.int64) * 131072 + pidx[l4].astype(np.int64) * 65536 + sport[l4]

@@ -27,7 +27,7 @@ from floodwatch.aggregate.sigsample import SignatureSampler
 from floodwatch.aggregate.spacesaving import HeavyHitters
 from floodwatch.aggregate.victims import VictimTable
 from floodwatch.messages import TrafficWindow
-from floodwatch.records import DIR_OUT, PROTO_TCP
+from floodwatch.records import DIR_OUT, FRAG_LATER, PROTO_TCP
 
 PORT_SPACE = 2 * 65536  # index = (0 tcp | 1 udp) * 65536 + port
 
@@ -192,12 +192,13 @@ class WindowStats:
         first = addr[group[1]]
         dhalves = np.stack((first["dst_hi"], first["dst_lo"]), axis=1).astype(np.uint64)  # per destination
         self.dst.update(group[0], group[3] * rate, dhalves, dbytes.reshape(-1, 1) * rate)
-        l4 = pidx <= 1
+        l4 = (pidx <= 1) & (recs["frag"] != FRAG_LATER)  # later fragments carry no ports
         if l4.any():
             base = pidx[l4].astype(np.intp) * 65536
             self.sport.add(base + recs["sport"][l4], rate)
             self.dport.add(base + recs["dport"][l4], rate)
-        cols = {"wirelen": recs["wirelen"], "pidx": pidx, "fidx": fidx, "skeys": skeys, "sport": recs["sport"]}
+        cols = {"wirelen": recs["wirelen"], "pidx": pidx, "fidx": fidx, "skeys": skeys, "sport": recs["sport"],
+                "l4": l4}
         self.victims.add(group, dhalves, cols, rate)
         self.sigs.add(recs, rate)
         if tcp.any() and (self.out_peers.size or prev_peers.size):

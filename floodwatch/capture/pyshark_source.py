@@ -28,6 +28,10 @@ from floodwatch.messages import CounterSample
 from floodwatch.settings.capture import CaptureSettings
 
 QUEUE_MAX = 20000
+# Records are made from the raw frame by our own parser: tshark need not dissect (and print) the layers,
+# which makes it about ten times cheaper per packet.
+TSHARK_LEAN = ["--disable-protocol", "eth", "--disable-protocol", "sll", "--disable-protocol", "ip",
+               "--disable-protocol", "ipv6"]
 DRAIN_MAX = 4096
 
 
@@ -79,7 +83,7 @@ class PysharkSource:
 
         try:
             cap = pyshark.LiveCapture(interface=ifname, bpf_filter=self.settings.pyshark_bpf or None,
-                                      use_json=True, include_raw=True)
+                                      use_json=True, include_raw=True, custom_parameters=TSHARK_LEAN)
             self._captures.append(cap)
             for pkt in cap.sniff_continuously():
                 if self._stop.is_set():

@@ -317,7 +317,8 @@ def classify_profile(p: Profile, threshold_pps: float = 0.0, peak_pps: int = 0, 
         "confidence": confidence_of(top, share, ratio, p.duration, family),
         "peak_pps": int(peak_pps),
         "peak_bps": int(peak_bps),
-        "protocol_breakdown": {k: round(100.0 * v / proto_total, 1) for k, v in sorted(p.proto.items()) if v}
+        "protocol_breakdown": {k: round(100.0 * v / proto_total, 1) for k, v in sorted(p.proto.items())
+                               if round(100.0 * v / proto_total, 1) > 0}
         if proto_total else {},
         "tcp_flag_breakdown": {str(k): int(v) for k, v in p.tcp_flags.most_common() if v},
         "geo_breakdown": geo_of(p.src_ips),

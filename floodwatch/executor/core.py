@@ -24,6 +24,7 @@ from floodwatch.settings.executor import ExecutorSettings
 APPLIED, REJECTED, FAILED = "applied", "rejected", "failed"
 _HANDLE = re.compile(r"# handle ([0-9]+)")
 MAX_UNDO_ATTEMPTS = 3
+EXPIRE_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,19 @@ class Executor:
             out.append(self._finish(rec.source, rec.command_id, FAILED, reason, "", []))
         return out
 
+    def forget_after_reboot(self, boot_id: str) -> int:
+        """Kernel rules do not survive a reboot: forget the ledger's rules when the boot id changed."""
+        known = self.ledger.meta("boot_id")
+        self.ledger.set_meta("boot_id", boot_id)
+        if not known or known == boot_id:
+            return 0
+        rules = self.ledger.rules()
+        for rule in rules:
+            self.ledger.remove_rule(rule.id)
+            self.ledger.audit(self.clock(), "forgotten", rule.source, rule.command_id, rule.argv, "removed",
+                              "the host rebooted since this rule was added")
+        return len(rules)
+
     # -- undoing rules -----------------------------------------------------------------------------
     def undo(self, rule: Rule, reason: str) -> bool:
         """Run a rule's inverse; it leaves the ledger on success or after repeated failures."""
@@ -170,8 +184,9 @@ class Executor:
         rules = self.ledger.rules_for_incident(incident_key)
         return sum(self.undo(r, f"incident {incident_key} resolved") for r in rules)
 
-    def expire(self) -> int:
-        return sum(self.undo(r, "ttl passed") for r in self.ledger.expired(self.clock()))
+    def expire(self, batch: int = EXPIRE_BATCH) -> int:
+        """Undo rules past their TTL, at most `batch` per call (the actor's loop must keep beating)."""
+        return sum(self.undo(r, "ttl passed") for r in self.ledger.expired(self.clock())[:batch])
 
     def remove_all(self) -> int:
         return sum(self.undo(r, "shutdown") for r in reversed(self.ledger.rules()))

@@ -22,6 +22,7 @@ _PROTOS = {4: {"tcp": "tcp", "udp": "udp", "icmp": "icmp"},
            6: {"tcp": "tcp", "udp": "udp", "icmpv6": "ipv6-icmp", "ipv6-icmp": "ipv6-icmp"}}
 _MODULES = {"tcp", "udp", "limit", "set"}
 _TARGETS = {"DROP": "drop", "REJECT": "reject", "ACCEPT": "accept", "RETURN": "return"}
+BUILTIN_CHAINS = ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING")
 _REJECT_WITH = {4: {"tcp-reset", "icmp-port-unreachable", "icmp-host-unreachable", "icmp-admin-prohibited"},
                 6: {"tcp-reset", "icmp6-port-unreachable", "icmp6-adm-prohibited"}}
 
@@ -187,6 +188,8 @@ def validate(argv: list[str], s: ExecutorSettings) -> Plan:
     spec = _spec(p, s) + _target(p)
     _check_modules(p)
     check_rule(p.rule, s)
+    if p.rule.verdict == "return" and p.chain in BUILTIN_CHAINS:
+        raise CommandRejected(f"RETURN in the built-in chain {p.chain} would apply its policy to everything")
     head = [prog, "-t", p.table]
     identity = " ".join([prog, p.table, p.chain, *spec])
     if p.command == "-D":

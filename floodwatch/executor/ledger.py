@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, event TEXT NOT NULL, source TEXT NOT NULL,
     command_id INTEGER, argv TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -113,6 +114,14 @@ class Ledger:
         self.db.execute("INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET "
                         "value = value + 1", (name,))
         return int(self.db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()[0])
+
+    def meta(self, name: str) -> str:
+        row = self.db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return str(row[0]) if row else ""
+
+    def set_meta(self, name: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
+                        "value = excluded.value", (name, value))
 
     # -- rules in force ----------------------------------------------------------------------------
     def add_rule(self, identity: str, argv: list[str], undo: list[str], source: str, command_id: int,

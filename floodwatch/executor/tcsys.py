@@ -1,6 +1,7 @@
 """tc (the agent's own root qdisc on a monitored interface) and sysctl (allowlisted keys, one at a time).
 
-tc:     tc qdisc add|replace dev IFACE root handle H: tbf rate RATE burst SIZE latency TIME
+tc:     tc qdisc add dev IFACE root handle H: tbf rate RATE burst SIZE latency TIME
+        (not `replace`: it would destroy a root qdisc the admin set up, and undo could not bring it back)
         tc qdisc del dev IFACE root handle H:
 sysctl: sysctl [-w] KEY=INTEGER     (one key from sysctl_keys; the old value is restored on undo)
 """
@@ -42,8 +43,8 @@ def _tbf(words: list[str]) -> list[str]:
 
 
 def validate_tc(argv: list[str], s: ExecutorSettings) -> Plan:
-    if len(argv) < 8 or argv[1] != "qdisc" or argv[2] not in ("add", "replace", "del") or argv[3] != "dev":
-        raise CommandRejected("tc: expected `tc qdisc add|replace|del dev IFACE root handle H: ...`")
+    if len(argv) < 8 or argv[1] != "qdisc" or argv[2] not in ("add", "del") or argv[3] != "dev":
+        raise CommandRejected("tc: expected `tc qdisc add|del dev IFACE root handle H: ...`")
     iface = addr.check_iface(argv[4])
     if iface not in s.tc_interfaces:
         raise CommandRejected(f"tc: interface {iface!r} is not a monitored interface ({s.tc_interfaces})")

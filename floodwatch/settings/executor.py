@@ -51,7 +51,9 @@ class ExecutorSettings:
     min_prefix_v6: int = 32
     max_command_chars: int = 512  # longer commands are rejected before parsing
     max_arg_chars: int = 128  # longer single arguments are rejected
-    timeout: float = 10.0  # seconds a command may run before it is killed (status "failed")
+    # seconds a command may run before it is killed (status "failed"); keep it well under
+    # supervisor.heartbeat_timeout: the actor runs one command at a time
+    timeout: float = 5.0
     max_output_bytes: int = 16384  # stdout+stderr kept per command (the rest is cut, noted)
     max_rules: int = 1000  # rules in force at most; beyond it a rule-adding command is rejected
     default_ttl: float = 3600.0  # seconds an API rule stays without an incident (0 = until removed)
@@ -89,6 +91,9 @@ class ExecutorSettings:
         for ok, why in checks:
             if not ok:
                 raise ValueError(why)
+        prefix = self.argv_prefix
+        if prefix and prefix[0] != "nsenter" and not (len(prefix) == 4 and prefix[:3] == ["ip", "netns", "exec"]):
+            raise ValueError("argv_prefix: only [\"ip\", \"netns\", \"exec\", NS] or an nsenter command")
         for name in self.iptables_chains:
             if not _NAME.match(name):
                 raise ValueError(f"iptables_chains: bad chain name {name!r}")

@@ -119,3 +119,22 @@ def test_aggregate_actor_counts_bad_input_and_takes_ioc_patterns(
 
     ioc_counted.t = 0.0  # type: ignore[attr-defined]
     eventually(ioc_counted, 20, interval=0.0)
+
+
+def test_aggregate_actor_live_counters_give_exact_windows(
+    harness: BusHarness, actor: subprocess.Popen[bytes], push: zmq.Socket, subs: list
+) -> None:
+    from tests.aggregate.agg_factory import counters
+
+    sub = harness.subscriber(TrafficWindow, TrafficSecond)
+    subs.append(sub)
+    for i in range(25):  # 2.4 s of a live interface: counters every 100 ms, sampled batches between
+        ts = 3000.0 + i * 0.1
+        send(push, counters(ts, 10_000 + i * 5000, 600_000 + i * 5000 * 60, tx=i * 50, txb=i * 50 * 1500,
+                            conn=42))
+        send(push, batch(records(100, ts=ts + 0.05, proto=17, flags=0), rate=50))
+    got: list[TrafficWindow] = []
+    eventually(lambda: got.extend(m for m in sub.drain(0.2) if isinstance(m, TrafficWindow)) or len(got) >= 20, 20)
+    assert all(w.exact and w.packets_in == 5000 and w.bytes_in == 300_000 for w in got[:20])
+    assert all(w.packets_out == 50 and w.conn_count == 42 for w in got[:20])
+    assert all(w.proto_in["udp"] == 5000 and w.sample_rate == 50.0 for w in got[:20])

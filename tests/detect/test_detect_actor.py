@@ -6,7 +6,7 @@ import json
 import stat
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ T0 = 1_700_438_400.0  # a Monday 00:00 UTC
 def detector(tmp_path: Path, harness: BusHarness, **settings: Any) -> Iterator[subprocess.Popen[bytes]]:
     cfg = base_config(tmp_path, harness.endpoints, detector=settings)
     path = write_config(tmp_path / "detector.toml", cfg)
+    harness.ready.discard("detector")  # a restarted actor must say ready again
+    harness.heartbeats.pop("detector", None)
     proc = start_actor("detector", path, tmp_path / "detector.log")
     try:
         harness.wait_ready("detector")
@@ -50,7 +52,7 @@ def publish_run(harness: BusHarness, start: float, seconds: float, **kw: Any) ->
 
 def test_detect_actor_lifecycle_on_the_bus(tmp_path: Path, harness: BusHarness) -> None:
     sub = harness.subscriber(IncidentOpened, IncidentUpdated, IncidentResolved, AnalysisFinished)
-    with detector(tmp_path, harness, pps_threshold=10_000, dynamic=False, hold_down=1.0) as proc:
+    with closing(sub), detector(tmp_path, harness, pps_threshold=10_000, dynamic=False, hold_down=1.0) as proc:
         t = publish_run(harness, T0, 1, pps=1_000)
         t = publish_run(harness, t, 3, pps=80_000, proto="udp", sport=123,
                         signatures={"ntp_monlist": 80_000})
@@ -79,7 +81,7 @@ def test_detect_actor_lifecycle_on_the_bus(tmp_path: Path, harness: BusHarness) 
 
 def test_detect_actor_takes_the_api_threshold(tmp_path: Path, harness: BusHarness) -> None:
     sub = harness.subscriber(IncidentOpened)
-    with detector(tmp_path, harness, pps_threshold=100_000, dynamic=False):
+    with closing(sub), detector(tmp_path, harness, pps_threshold=100_000, dynamic=False):
         harness.publish(ConfigReceived(fetched_at=T0, node_id=1, pps_threshold=5_000, bps_threshold=None,
                                        baseline={}, ioc_patterns=[]))
         publish_run(harness, T0, 3, pps=40_000, proto="tcp", flags="SYN")
@@ -99,7 +101,7 @@ def test_detect_actor_baseline_persists_across_restart(tmp_path: Path, harness: 
     assert saved["buckets"]["all"]["pps"]["weight"] == pytest.approx(8.0, abs=0.2)
     # a new process: an 18 kpps flood is 6x the floor, but only ~2x what it learnt before the restart
     sub = harness.subscriber(IncidentOpened)
-    with detector(tmp_path, harness, **settings):
+    with closing(sub), detector(tmp_path, harness, **settings):
         publish_run(harness, T0 + 10, 3, pps=18_000, proto="tcp", flags="SYN")
         opened = sub.get(IncidentOpened)
         assert opened.extra["threshold_source"].startswith("dynamic:")

@@ -39,6 +39,7 @@ def bare_ns() -> Iterator[Netns]:
 class Running:
     def __init__(self, harness: BusHarness, tmp_path: Path, ns: Netns, **executor: Any) -> None:
         self.harness = harness
+        tmp_path.mkdir(parents=True, exist_ok=True)
         settings = {"argv_prefix": ns.prefix, "expire_interval": 0.2, "tc_interfaces": [ns.iface], **executor}
         self.config = write_config(tmp_path / "fw.toml", base_config(tmp_path, harness.endpoints,
                                                                       executor=settings))
@@ -66,6 +67,14 @@ def running(harness: BusHarness) -> Iterator[list[Running]]:
             stop_process(r.proc)
 
 
+@pytest.fixture
+def sub(harness: BusHarness) -> Iterator[Subscriber]:
+    """Listens for command.finished; closed even when the test fails (else the harness cannot stop)."""
+    s = harness.subscriber(CommandFinished)
+    yield s
+    s.close()
+
+
 def command(cid: int, text: Any) -> CommandReceived:
     return CommandReceived(command_id=cid, command=text, received_at=time.time(), source="api")
 
@@ -89,10 +98,9 @@ def incident(cls: type, key: str, **kw: Any) -> Any:
 
 
 def test_a_command_id_runs_once_when_delivered_twice_and_after_a_restart(
-        harness: BusHarness, ns: Netns, tmp_path: Path, running: list[Running]) -> None:
+        harness: BusHarness, ns: Netns, tmp_path: Path, running: list[Running], sub: Subscriber) -> None:
     r = Running(harness, tmp_path, ns)
     running.append(r)
-    sub = harness.subscriber(CommandFinished)
     r.start()
     rule = "iptables -A FLOODWATCH -s 198.51.100.5 -j DROP"  # run twice, -A would make two copies
     harness.publish(command(7, rule))
@@ -116,11 +124,21 @@ def test_a_command_id_runs_once_when_delivered_twice_and_after_a_restart(
     assert harness.counters("executor")["rules_in_force"] == 1
 
 
+def test_a_disabled_executor_rejects_commands_and_runs_nothing(
+        harness: BusHarness, ns: Netns, tmp_path: Path, running: list[Running], sub: Subscriber) -> None:
+    r = Running(harness, tmp_path, ns, enabled=False)
+    running.append(r)
+    r.start()
+    harness.publish(command(1, "iptables -A FLOODWATCH -s 198.51.100.5 -j DROP"))
+    out = finished(sub, 1)
+    assert out.status == "rejected" and "disabled" in out.error
+    assert "198.51.100.5" not in ns.iptables()
+
+
 def test_rules_expire_by_ttl_and_are_removed_at_shutdown(
-        harness: BusHarness, ns: Netns, tmp_path: Path, running: list[Running]) -> None:
+        harness: BusHarness, ns: Netns, tmp_path: Path, running: list[Running], sub: Subscriber) -> None:
     r = Running(harness, tmp_path, ns, default_ttl=1.0, remove_on_shutdown=True)
     running.append(r)
-    sub = harness.subscriber(CommandFinished)
     r.start()
     harness.publish(command(1, "ipset add floodwatch_block 198.51.100.1"))
     assert finished(sub, 1).status == "applied"
@@ -139,11 +157,11 @@ def test_rules_expire_by_ttl_and_are_removed_at_shutdown(
 
 
 def test_policies_block_syn_sources_and_limit_reflectors_for_the_incident(
-        harness: BusHarness, bare_ns: Netns, tmp_path: Path, running: list[Running]) -> None:
+        harness: BusHarness, bare_ns: Netns, tmp_path: Path, running: list[Running],
+        sub: Subscriber) -> None:
     ns = bare_ns
     r = Running(harness, tmp_path, ns, policies=["syn_block", "reflector_limit"], policy_rate_pps=500)
     running.append(r)
-    sub = harness.subscriber(CommandFinished)
     r.start()
     assert "--match-set floodwatch_block src -j DROP" in ns.iptables(), "setup: the set's drop rule"
     assert "-A INPUT -j FLOODWATCH" in ns.iptables()

@@ -153,8 +153,8 @@ DANGEROUS = [
     # very long, non-ASCII, empty
     "iptables -I INPUT -s 1.2.3.4 -j DROP " + "-p tcp " * 100,
     "iptables -I INPUT -s " + "1" * 200 + " -j DROP",
-    "iptables -I INPUT -s 1.2.3.4 -j DRОP",  # a Cyrillic O
-    "iptables -I INPUT -s １.2.3.4 -j DROP",  # a full-width digit
+    "iptables -I INPUT -s 1.2.3.4 -j DR\u041eP",  # a Cyrillic O
+    "iptables -I INPUT -s \uff11.2.3.4 -j DROP",  # a full-width digit
     "iptables -I INPUT -s 1.2.3.4 -j DROP\x00",
     "iptables\t-F",
     "",
@@ -263,3 +263,11 @@ def test_config_decides_chains_tables_and_own_names() -> None:
 def test_sysctl_allows_only_configured_keys() -> None:
     with pytest.raises(CommandRejected, match="not allowed"):
         validate_command("sysctl -w net.ipv4.tcp_syncookies=1", dataclasses.replace(S, sysctl_keys=[]))
+
+
+def test_return_only_in_the_agents_own_chain_and_no_tc_replace() -> None:
+    assert validate_command("iptables -I FLOODWATCH -s 192.0.2.1 -j RETURN", S).argv[-1] == "RETURN"
+    with pytest.raises(CommandRejected, match="RETURN"):
+        validate_command("iptables -I INPUT -p tcp --dport 80 -j RETURN", S)
+    with pytest.raises(CommandRejected):
+        validate_command("tc qdisc replace dev eth0 root handle fa00: tbf rate 1mbit burst 10k latency 50ms", S)

@@ -1,0 +1,61 @@
+"""`floodwatch analyze` end to end (real capture, aggregator and detector processes) on real captures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from floodwatch.trafficgen.pcapw import paced, write_pcap
+from floodwatch.trafficgen.vectors import VectorSpec, frames_for
+from tests.helpers import PYTHON, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def analyze(path: Path, *args: str) -> list[dict[str, Any]]:
+    out = subprocess.run([PYTHON, "-m", "floodwatch.cli", "analyze", str(path), "--json", *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def test_detect_analyze_classifies_every_shared_capture(pcaps_dir: Path) -> None:
+    expected = {
+        "pkt.TCP.synflood.spoofed.pcap": ("syn_flood", "syn_flood", True),
+        "amp.UDP.snmp.src161.pcapng": ("udp_flood", "snmp_amplification", False),
+        "amp.dns.RRSIG.fragmented.pcap": ("dns_flood", "dns_amplification", False),
+        "amp.TCP.reflection.SYNACK.pcap": ("tcp_flood", "synack_reflection", False),
+    }
+    for name, (family, subtype, spoofed) in expected.items():
+        lines = analyze(pcaps_dir / name, "--classify")
+        c = [x for x in lines if x["type"] == "classification"]
+        assert len(c) == 1, name
+        assert (c[0]["attack_family"], c[0]["attack_subtype"], c[0]["spoofing_detected"]) == \
+            (family, subtype, spoofed), name
+        if "dns" in name:
+            assert c[0]["extra"]["fragmented"] is True
+
+
+def test_detect_analyze_reports_incident_events_with_a_threshold(pcaps_dir: Path) -> None:
+    lines = analyze(pcaps_dir / "pkt.TCP.synflood.spoofed.pcap", "--pps-threshold", "2000")
+    events = [x for x in lines if x["type"] == "incident"]
+    assert [e["event"] for e in events][0] == "opened" and events[-1]["event"] == "resolved"
+    assert len({e["incident_key"] for e in events}) == 1
+    assert all(e["attack_family"] == "syn_flood" and e["protocol_breakdown"] == {"tcp": 100.0} for e in events)
+    assert events[-1]["spoofing_detected"] is True
+    assert [e["seq"] for e in events] == list(range(len(events)))
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_detect_analyze_names_generated_vectors(tmp_path: Path, v6: bool) -> None:
+    for vector, subtype in (("ntp_amplification", "ntp_amplification"), ("xmas_flood", "xmas_flood")):
+        path = tmp_path / f"{vector}.pcap"
+        write_pcap(path, paced(frames_for(VectorSpec(vector, v6, variety=500)), 20_000, 20_000, 1_700_000_000.0))
+        events = [x for x in analyze(path, "--pps-threshold", "2000") if x["type"] == "incident"]
+        assert events and events[0]["event"] == "opened" and events[-1]["event"] == "resolved"
+        assert events[0]["attack_subtype"] == subtype
+        assert events[0]["target_ips"] == ["fd00::1" if v6 else "198.18.0.1"]

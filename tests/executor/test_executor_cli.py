@@ -1,0 +1,66 @@
+"""`floodwatch command check` (exit 0 and the argv, or exit 1 and the reason), crash and reboot recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from floodwatch.executor.core import Executor
+from floodwatch.executor.ledger import Ledger
+from floodwatch.executor.runner import Runner
+from floodwatch.settings.executor import ExecutorSettings
+from tests.helpers import PYTHON, REPO
+
+
+def check(*args: str, config: Path | None = None, module: str = "floodwatch.executor.cli") -> tuple[int, str, str]:
+    env = dict(os.environ)
+    if config is not None:
+        env["FLOODWATCH_CONFIG"] = str(config)
+    argv = [PYTHON, "-m", module, *(["command"] if module == "floodwatch.cli" else []), "check", *args]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=env, timeout=60)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_check_prints_the_argv_or_the_reason(tmp_path: Path) -> None:
+    config = tmp_path / "fw.toml"
+    config.write_text('[executor]\niptables_chains = ["FORWARD"]\n')
+    rc, out, _ = check("iptables -I FORWARD -s 198.51.100.1 -j DROP", config=config)
+    assert rc == 0
+    assert json.loads(out) == ["iptables", "-t", "filter", "-I", "FORWARD", "-s", "198.51.100.1", "-j", "DROP"]
+    rc, out, _ = check("iptables -I INPUT -s 198.51.100.1 -j DROP", config=config)
+    assert rc == 1 and "chain 'INPUT' is not allowed" in out
+    rc, out, _ = check("iptables -F; rm -rf /", config=config)
+    assert rc == 1 and "shell metacharacters" in out
+
+
+def test_check_through_the_main_cli_and_a_bad_config(tmp_path: Path) -> None:
+    rc, out, _ = check("sysctl -w net.ipv4.tcp_syncookies=1", module="floodwatch.cli")
+    assert rc == 0 and json.loads(out) == ["sysctl", "-w", "net.ipv4.tcp_syncookies=1"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[executor]\nmax_rules = -4\n")
+    rc, _, err = check("sysctl -w net.ipv4.tcp_syncookies=1", "--config", str(bad))
+    assert rc == 2 and "max_rules" in err
+
+
+def test_a_command_interrupted_by_a_crash_is_failed_not_rerun(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    ledger.begin("api", 5, "iptables -I INPUT -s 198.51.100.1 -j DROP", 1.0)  # then the process died
+    ledger.close()
+    s = ExecutorSettings()
+    ex = Executor(s, Ledger(tmp_path / "l.sqlite3"), Runner(s.timeout, s.max_output_bytes))
+    [out] = ex.recover()
+    assert out.status == "failed" and "interrupted" in out.error
+    again = ex.handle("api", 5, "iptables -I INPUT -s 198.51.100.1 -j DROP")
+    assert again.replayed and again.status == "failed"
+    assert ex.recover() == []
+
+
+def test_rules_are_forgotten_after_a_reboot(tmp_path: Path) -> None:
+    s = ExecutorSettings()
+    ex = Executor(s, Ledger(tmp_path / "l.sqlite3"), Runner(s.timeout, s.max_output_bytes))
+    ex.ledger.add_rule("x", ["a"], ["b"], "api", 1, "", 1.0, None)
+    assert ex.forget_after_reboot("boot-1") == 0
+    assert ex.forget_after_reboot("boot-1") == 0 and ex.ledger.count_rules() == 1
+    assert ex.forget_after_reboot("boot-2") == 1 and ex.ledger.count_rules() == 0
