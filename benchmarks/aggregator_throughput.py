@@ -5,6 +5,8 @@ time, so every window is full):
   real-mix   the four shared attack captures, parsed by capture's parser, timestamps respaced
   syn-random a SYN flood from random IPv4 sources (worst case for the heavy-hitter tables)
   udp-100    a UDP flood from 100 sources
+Also the fixed cost of a quiet live host: a CounterSample every 100 ms and one 20-record batch per
+window, as CPU per second of stream time (ten windows and a second published).
 Baseline in the same run: decoding the same messages and one numpy pass (np.frombuffer + bincount of
 the protocol column), the floor for any vectorised aggregator. Medians of --runs runs.
 
@@ -85,6 +87,30 @@ def run_baseline(encoded: list[bytes]) -> float:
     return time.process_time() - t
 
 
+def idle_cost(seconds: int = 100) -> float:
+    """CPU seconds per stream second for a quiet host (counters + 20 records per window)."""
+    engine = Engine(AggregatorSettings())
+    base = np.zeros(20, dtype=RECORD_DTYPE)
+    base["ipver"], base["proto"], base["wirelen"], base["dport"] = 4, 6, 60, 443
+    base["src"] = np.frombuffer(bytes(10) + b"\xff\xff" + bytes([192, 0, 2, 1]), "S16")[0]
+    items = []
+    for i in range(seconds * 10):
+        ts = 1000.0 + i * 0.1
+        items.append(messages.encode(messages.CounterSample("eth0", ts, i * 100, i * 6000, i * 90, i * 9000,
+                                                            0, 0, 1, 10)))
+        recs = base.copy()
+        recs["ts"] = ts + 0.01
+        items.append(messages.encode(PacketBatch("bench", "b", i, 1, 20, recs.tobytes(), ts, ts)))
+    t = time.process_time()
+    for data in items:
+        msg = messages.decode(data)
+        if isinstance(msg, PacketBatch):
+            engine.feed_batch(msg)
+        else:
+            engine.feed_counters(msg)  # type: ignore[arg-type]
+    return (time.process_time() - t) / seconds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -103,6 +129,8 @@ def main() -> int:
         full = statistics.median(run_engine(encoded) for _ in range(args.runs))
         print(f"{name:11s} aggregator {args.records / full / 1e6:5.2f} M pkts/CPU-s   "
               f"baseline (decode + 1 bincount) {args.records / base / 1e6:6.2f} M pkts/CPU-s")
+    idle = statistics.median(idle_cost() for _ in range(args.runs))
+    print(f"quiet host: {idle * 1000:.1f} ms CPU per second of traffic ({idle * 100:.2f} % of a core)")
     return 0
 
 

@@ -21,6 +21,7 @@ from floodwatch.messages import CounterSample, Message, PacketBatch, TrafficSumm
 from floodwatch.records import RECORD_DTYPE
 from floodwatch.settings.aggregator import AggregatorSettings
 
+MAX_TS = 1e11  # timestamps are epoch seconds: anything past the year 5000 is corrupt
 GEO_WINDOW = 256  # heaviest sources of a window looked up for its country breakdown
 GEO_RUN = 1000
 
@@ -68,9 +69,9 @@ class Engine:
         self.stats["batches"] += 1
         self.stats["records"] += int(recs.size)
         ts = recs["ts"]
-        if not np.isfinite(ts).all():
+        if not (np.isfinite(ts).all() and ts.min() >= 0 and ts.max() < MAX_TS):
             self.stats["bad_batches"] += 1
-            raise BadBatch(f"batch {batch.seq} from {batch.iface}: non-finite timestamps")
+            raise BadBatch(f"batch {batch.seq} from {batch.iface}: non-finite or out-of-range timestamps")
         widx = np.floor((ts + BOUNDARY_SLACK) * self.per_second).astype(np.int64)
         out = self._advance(float(ts.min()))  # windows this batch cannot touch any more are done
         lo, hi = int(widx.min()), int(widx.max())
@@ -90,7 +91,7 @@ class Engine:
         """Account one counter sample; BadBatch for a non-finite time or a negative counter."""
         values = (sample.rx_packets, sample.rx_bytes, sample.tx_packets, sample.tx_bytes,
                   sample.kernel_drops, sample.send_drops)
-        if not math.isfinite(sample.ts) or min(values) < 0:
+        if not 0 <= sample.ts < MAX_TS or min(values) < 0:
             self.stats["bad_batches"] += 1
             raise BadBatch(f"counter sample from {sample.iface}: bad time {sample.ts!r} or a negative counter")
         out: list[Message] = []

@@ -62,44 +62,69 @@ class CounterTotals:
 
 class PortCounts:
     """Exact packets per (protocol, port) of one window in a dense array taken from a small pool (no
-    allocation per window); `release()` clears the touched entries and gives the array back."""
+    allocation per window). The indexes touched are remembered (up to SCAN_AFTER of them, else the
+    array is scanned), so a quiet window costs no scan of the whole array; `release()` clears the
+    touched entries and gives the array back."""
 
     _pool: ClassVar[list[np.ndarray]] = []
     POOL_MAX = 16
+    SCAN_AFTER = 65536
 
     def __init__(self) -> None:
         self.dense: np.ndarray | None = None
+        self._parts: list[np.ndarray] = []
+        self._seen = 0
+        self._nz: np.ndarray | None = None
 
     def add(self, idx: np.ndarray, rate: int) -> None:
         if self.dense is None:
             self.dense = self._pool.pop() if self._pool else np.zeros(PORT_SPACE, dtype=np.int64)
         np.add.at(self.dense, idx, rate)
+        self._nz = None
+        self._seen += idx.size
+        if self._seen <= self.SCAN_AFTER:
+            self._parts.append(idx)
+        else:
+            self._parts = []
+
+    def _nonzero(self) -> np.ndarray:
+        if self.dense is None:
+            return np.zeros(0, dtype=np.intp)
+        if self._nz is None:
+            if self._seen <= self.SCAN_AFTER:
+                self._nz = np.unique(np.concatenate(self._parts)).astype(np.intp)
+            else:
+                self._nz = np.flatnonzero(self.dense)
+        return self._nz
 
     def touched(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.dense is None:
-            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64)
-        nz = np.flatnonzero(self.dense)
-        return nz, self.dense[nz]
+        nz = self._nonzero()
+        return nz, (self.dense[nz] if self.dense is not None else np.zeros(0, dtype=np.int64))
 
     def top(self, n: int) -> list[list[Any]]:
-        return top_ports(self.dense, n) if self.dense is not None else []
+        nz, counts = self.touched()
+        return _top_of(nz, counts, n)
 
     def release(self) -> None:
         if self.dense is not None:
-            self.dense[np.flatnonzero(self.dense)] = 0
+            self.dense[self._nonzero()] = 0
             if len(self._pool) < self.POOL_MAX:
                 self._pool.append(self.dense)
-            self.dense = None
+        self.__init__()  # type: ignore[misc]
 
 
 def top_ports(dense: np.ndarray, n: int) -> list[list[Any]]:
     """Dense port counts -> [[proto, port, packets], ...] by packets descending, then index."""
     nz = np.flatnonzero(dense)
-    if nz.size == 0:
+    return _top_of(nz, dense[nz], n)
+
+
+def _top_of(idx: np.ndarray, counts: np.ndarray, n: int) -> list[list[Any]]:
+    if idx.size == 0:
         return []
-    order = np.lexsort((nz, -dense[nz]))[:n]
-    idx = nz[order]
-    return [[PROTO_NAMES[i // 65536], int(i % 65536), int(dense[i])] for i in idx.tolist()]
+    order = np.lexsort((idx, -counts))[:n]
+    return [[PROTO_NAMES[i // 65536], int(i % 65536), int(c)]
+            for i, c in zip(idx[order].tolist(), counts[order].tolist(), strict=True)]
 
 
 def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:

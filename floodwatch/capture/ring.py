@@ -80,7 +80,7 @@ class Ring:
             self.sock.bind((ifname, ETH_P_ALL))
             if fanout_group:
                 arg = fanout_group | ((FANOUT_MODES[fanout_mode] | FANOUT_FLAG_DEFRAG) << 16)
-                self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, arg)
+                self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", arg))  # flags pass INT_MAX
         except OSError as e:
             self.sock.close()
             raise CaptureError(f"{ifname}: cannot set up the packet ring: {e.strerror or e}") from e

@@ -48,7 +48,7 @@ def _loopback(remote: str | None) -> bool:
 async def _node(request: web.Request) -> dict[str, Any]:
     srv = server_of(request)
     ref = request.match_info["node"]
-    node = await srv.db.call(srv.store.find_node, ref)
+    node = await srv.db.call(srv.store.find_node, ref, now(), srv.settings.offline_after)
     if node is None:
         raise error(404, f"node: no node {ref!r}")
     return dict(node)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -167,10 +168,10 @@ class SQLiteStore:
         row = self._one("SELECT id, key_hash FROM nodes WHERE uuid = ?", (node_uuid,))
         return None if row is None else (int(row["id"]), str(row["key_hash"]))
 
-    def find_node(self, ref: str) -> dict[str, Any] | None:
+    def find_node(self, ref: str, now: float = 0.0, offline_after: float = 90.0) -> dict[str, Any] | None:
         row = self._one("SELECT * FROM nodes WHERE name = ? OR uuid = ? OR CAST(id AS TEXT) = ? "
                         "ORDER BY name = ? DESC LIMIT 1", (ref, ref.lower(), ref, ref))
-        return None if row is None else self._node(row, 0.0, 0.0)
+        return None if row is None else self._node(row, now or time.time(), offline_after)
 
     def list_nodes(self, now: float, offline_after: float) -> list[dict[str, Any]]:
         rows = self._exec("SELECT * FROM nodes ORDER BY id").fetchall()
@@ -178,7 +179,7 @@ class SQLiteStore:
 
     def _node(self, r: sqlite3.Row, now: float, offline_after: float) -> dict[str, Any]:
         seen = r["last_seen_at"]
-        status = "new" if seen is None else ("online" if now - seen <= offline_after or not now else "offline")
+        status = "new" if seen is None else ("online" if now - seen <= offline_after else "offline")
         return {"node_id": r["id"], "node_uuid": r["uuid"], "name": r["name"], "status": status,
                 "last_seen_at": _ts(seen), "agent_version": r["agent_version"], "os": r["os"],
                 "uptime": r["uptime"], "created_at": _ts(r["created_at"]),

@@ -34,8 +34,8 @@ class Store(Protocol):
         """(node_id, key_hash) of a node, or None."""
         ...
 
-    def find_node(self, ref: str) -> dict[str, Any] | None:
-        """A node by name, UUID or numeric id."""
+    def find_node(self, ref: str, now: float = 0.0, offline_after: float = 90.0) -> dict[str, Any] | None:
+        """A node by name, UUID or numeric id (status as of `now`, default: the current time)."""
         ...
 
     def list_nodes(self, now: float, offline_after: float) -> list[dict[str, Any]]: ...

@@ -140,13 +140,15 @@ def test_aggregate_bad_batch_is_refused_and_counted() -> None:
     nan["ts"] = np.nan
     with pytest.raises(BadBatch, match="non-finite"):
         e.feed_batch(batch(nan))
+    with pytest.raises(BadBatch, match="out-of-range"):
+        e.feed_batch(batch(records(2, ts=1e300)))
     from tests.aggregate.agg_factory import counters
 
     with pytest.raises(BadBatch, match="bad time"):
         e.feed_counters(counters(float("inf"), 1, 1))
     with pytest.raises(BadBatch, match="negative"):
         e.feed_counters(counters(1000.0, -5, 1))
-    assert e.stats["bad_batches"] == 4
+    assert e.stats["bad_batches"] == 5
     assert run(e, good)[-1].packets == 4
 
 
@@ -158,3 +160,22 @@ def test_aggregate_summary_counts_sources_exactly_then_by_hll() -> None:
     assert not small.source_ip_count_exact
     assert abs(small.source_ip_count - 5000) <= 3 * 0.0163 * 5000
     assert small.extra["source_ip_count_rel_error"] > 0
+
+
+def test_aggregate_random_record_bytes_cause_no_crash() -> None:
+    """Records are capture's, but nothing in them may crash the aggregator: random bytes everywhere
+    except a sane timestamp."""
+    from floodwatch.records import RECORD_DTYPE
+
+    rng = np.random.default_rng(99)
+    e = Engine(AggregatorSettings())
+    out: list[Message] = []
+    for i in range(20):
+        recs = np.frombuffer(rng.bytes(10_000 * RECORD_DTYPE.itemsize), dtype=RECORD_DTYPE).copy()
+        recs["ts"] = 1000.0 + i * 0.05 + rng.random(10_000) * 0.05
+        out += e.feed_batch(batch(recs, rate=int(rng.integers(1, 100))))
+    out += e.finish()
+    summary = out[-1]
+    assert isinstance(summary, TrafficSummary)
+    assert summary.packets == sum(w.packets_in + w.packets_out for w in of(out, TrafficWindow))
+    assert summary.malformed > 0 and summary.source_ip_count > 100_000 * 0.9

@@ -6,6 +6,7 @@ from there, so the bus uses ipc:// sockets in a private temporary directory (rea
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import tempfile
@@ -264,3 +265,33 @@ def test_pyshark_source_at_a_low_rate(live: Any, tmp_path: Path) -> None:
         assert all(b.source == "pyshark" for b in coll.batches)
     finally:
         assert stop_process(proc) == 0
+
+
+def test_fanout_spreads_one_interface_over_two_capture_processes(live: Any, tmp_path: Path) -> None:
+    pair, harness, coll, busdir = live
+    with BusHarness(ipc_endpoints(busdir / "second")) as harness2:
+        procs = []
+        try:
+            for h, sub in ((harness, "one"), (harness2, "two")):
+                (tmp_path / sub).mkdir()
+                ep = dataclasses.replace(h.endpoints, packets=harness.endpoints.packets)  # one aggregator
+                cfg = base_config(tmp_path / sub, ep, capture={
+                    "source": "afpacket", "interfaces": [pair.if_b], "fanout_group": 4242, "fanout_mode": "lb",
+                    "budget_pps": 1_000_000})
+                procs.append(start_actor("capture", write_config(tmp_path / sub / "c.toml", cfg),
+                                         tmp_path / sub / "c.log", netns=pair.ns_b))
+                h.wait_ready("capture")
+            e = lambda payload: eth_to(pair.mac_b, pair.mac_a, payload)  # noqa: E731
+            n = 20_000
+            send(pair, tmp_path, [e(ipv4(pair.ip4_a, pair.ip4_b, 17, udp(1, 4242, b"fan")))], n, gap_us=20)
+            deadline = time.monotonic() + 20
+            rows = np.zeros(0, dtype=RECORD_DTYPE)
+            while time.monotonic() < deadline and len(rows) < n:
+                coll.drain(200)
+                rows, _ = coll.rows(pair.ip4_a)
+            assert len(rows) == n  # every packet once, from one process or the other
+            per = [h.counters("capture").get("records", 0) for h in (harness, harness2)]
+            assert all(c >= n // 4 for c in per), per  # round robin: both took a share
+        finally:
+            for p in procs:
+                stop_process(p)

@@ -137,3 +137,23 @@ def test_bad_listen_address_and_busy_port_fail_clearly(tmp_path: Path, srv: Serv
     assert bad.returncode == 2 and "listen" in bad.stderr
     busy = cli("--listen", f"127.0.0.1:{srv.port}", "--db", str(tmp_path / "y.db"), check=False)
     assert busy.returncode == 1 and "cannot listen" in busy.stderr + busy.stdout
+
+
+def test_metrics_older_than_the_retention_are_deleted(tmp_path: Path) -> None:
+    import time as _time
+
+    old = _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(_time.time() - 3 * 86400))
+    new = _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime())
+    with running(tmp_path) as srv:
+        node = srv.add_node("keeper")
+        assert srv.post("metrics", [{"pps": 1, "bps": 1, "recorded_at": old},
+                                    {"pps": 2, "bps": 1, "recorded_at": new}], node).json == {"accepted": 2}
+    token = cli_json("admin-token", "--db", str(tmp_path / "server.db"))["admin_token"]
+    with running(tmp_path, "--metrics-retention-days", "1") as srv:  # the sweep runs at start, then every 60 s
+        from tests.helpers import eventually
+
+        def kept() -> list[int]:
+            r = srv.request("GET", "/api/v1/admin/nodes/keeper/metrics", headers={"Authorization": f"Bearer {token}"})
+            return [m["pps"] for m in r.json]
+
+        eventually(lambda: kept() == [2], 10, message="old sample pruned")

@@ -95,13 +95,14 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path: Path) -> None:
     for w in writers:
         w.start()
     try:
+        def more_acked(base: int) -> None:
+            eventually(lambda: sum(w.acked() for w in writers) > base + 300, 60, message="writes acked")
+
         for _ in range(2):  # two crashes, each in the middle of the stream
-            base = sum(w.acked() for w in writers)
-            eventually(lambda b=base: sum(w.acked() for w in writers) > b + 300, 60, message="writes acked")
+            more_acked(sum(w.acked() for w in writers))
             srv.kill9()
             srv.start()
-        base = sum(w.acked() for w in writers)
-        eventually(lambda: sum(w.acked() for w in writers) > base + 300, 60, message="writes after restart")
+        more_acked(sum(w.acked() for w in writers))
     finally:
         stop.set()
         for w in writers:
