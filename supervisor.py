@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ from floodwatch.sdnotify import Notifier
 from floodwatch.settings.core import ACTOR_ORDER
 
 log = logger.bind(actor="supervisor")
-TICK = 0.05
+TICK = 0.25  # longest sleep of the loop; signals (SIGCHLD, SIGTERM, SIGHUP) wake it at once
 
 
 @dataclass
@@ -108,6 +109,8 @@ class Supervisor:
         self.router: zmq.Socket | None = None
         self.proxy: bus.EventProxy | None = None
         self.pending: list[str] = []
+        self.poller: zmq.Poller | None = None
+        self.wake_r: socket.socket | None = None
 
     # -- set-up ------------------------------------------------------------------------------------
     def _child(self, name: str) -> Child:
@@ -141,8 +144,14 @@ class Supervisor:
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> int:
-        for sig, flag in ((signal.SIGTERM, "term"), (signal.SIGINT, "term"), (signal.SIGHUP, "hup")):
+        for sig, flag in ((signal.SIGTERM, "term"), (signal.SIGINT, "term"), (signal.SIGHUP, "hup"),
+                          (signal.SIGCHLD, "chld")):
             signal.signal(sig, lambda *_a, f=flag: self.flags.add(f))
+        self.wake_r, wake_w = socket.socketpair()
+        for s in (self.wake_r, wake_w):
+            s.setblocking(False)
+        self._wake_w = wake_w
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         self.bind()
         self.start_actors()
         try:
@@ -168,7 +177,17 @@ class Supervisor:
 
     def tick(self) -> None:
         assert self.router is not None
-        if self.router.poll(int(TICK * 1000), zmq.POLLIN):
+        if self.poller is None:
+            self.poller = zmq.Poller()
+            self.poller.register(self.router, zmq.POLLIN)
+            if self.wake_r is not None:
+                self.poller.register(self.wake_r.fileno(), zmq.POLLIN)
+        ready = dict(self.poller.poll(int(self.next_wait() * 1000)))
+        if self.wake_r is not None and self.wake_r.fileno() in ready:
+            with contextlib.suppress(BlockingIOError):
+                while self.wake_r.recv(512):
+                    pass
+        if self.router in ready:
             for _ in range(256):
                 try:
                     ident, *rest = self.router.recv_multipart(zmq.NOBLOCK)
@@ -176,6 +195,7 @@ class Supervisor:
                     break
                 if rest:
                     self.on_control(ident, rest[-1])
+        self.flags.discard("chld")  # its only job was to wake the poll
         if "hup" in self.flags:
             self.flags.discard("hup")
             self.reload()
@@ -184,6 +204,14 @@ class Supervisor:
             self.check(child, now)
         self._start_pending()
         self.systemd(now)
+
+    def next_wait(self) -> float:
+        """Sleep until the next deadline (a restart, a SIGKILL), at most TICK; SIGCHLD wakes us."""
+        deadlines = [d for c in self.children.values() for d in (c.restart_at, c.kill_at) if d is not None]
+        if self.pending:
+            deadlines.append(time.monotonic() + 0.02)
+        wait = min([TICK, *(d - time.monotonic() for d in deadlines)])
+        return max(0.0, wait)
 
     def on_control(self, ident: bytes, data: bytes) -> None:
         try:

@@ -8,10 +8,12 @@ the log and exit 1, and the supervisor restarts the process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import heapq
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -157,6 +159,7 @@ class Actor(_Core):
         self._sockets: list[zmq.Socket] = []
         self.control: zmq.Socket | None = None
         self.pub_sock: zmq.Socket | None = None
+        self._wake_fd = -1
 
     # -- hooks -------------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -214,13 +217,31 @@ class Actor(_Core):
         Actors with a hot loop of their own (capture) call poll_once(0) between batches.
         """
         for sock, _ in self.poller.poll(int(timeout_ms)):
-            self._readers[sock](sock)
+            if sock == self._wake_fd:
+                self._drain_wakeup()
+            else:
+                self._readers[sock](sock)
         self._run_timers()
 
     def next_timeout_ms(self) -> float:
+        """Sleep until the next timer (a signal wakes the poll at once, so no need to wake early)."""
         if not self._timers:
-            return 100.0
-        return max(0.0, min(100.0, (self._timers[0][0] - time.monotonic()) * 1000))
+            return 1000.0
+        return max(0.0, min(1000.0, (self._timers[0][0] - time.monotonic()) * 1000))
+
+    def _install_wakeup(self) -> None:
+        """Signals write a byte to a socketpair the poller watches: SIGTERM ends a long poll at once."""
+        self._wake_r, self._wake_w = socket.socketpair()
+        for s in (self._wake_r, self._wake_w):
+            s.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        self._wake_fd = self._wake_r.fileno()
+        self.poller.register(self._wake_fd, zmq.POLLIN)
+
+    def _drain_wakeup(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_r.recv(512):
+                pass
 
     def run_loop(self) -> None:
         """The main loop; override only for a hot loop (and call poll_once often)."""
@@ -309,6 +330,7 @@ class Actor(_Core):
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        self._install_wakeup()
         die_with_supervisor()
         try:
             self._handshake()

@@ -21,6 +21,7 @@ from floodwatch.messages import CounterSample, Message, PacketBatch, TrafficSumm
 from floodwatch.records import RECORD_DTYPE
 from floodwatch.settings.aggregator import AggregatorSettings
 
+COALESCE = 2048  # records accounted together at most
 MAX_TS = 1e11  # timestamps are epoch seconds: anything past the year 5000 is corrupt
 GEO_WINDOW = 256  # heaviest sources of a window looked up for its country breakdown
 GEO_RUN = 1000
@@ -53,6 +54,12 @@ class Engine:
         self.second: SecondRollup | None = None
         self.run = RunSummary(settings.run_capacity, settings.buffer, settings.hll_precision, settings.top_n)
         self.prev_peers = np.zeros(0, dtype=np.uint64)
+        # small batches of one window are queued and accounted together (the per-batch numpy cost is
+        # fixed): flushed at COALESCE records, another window or rate, or before the window closes
+        self._pend: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pend_ws: WindowStats | None = None
+        self._pend_rate = 0
+        self._pend_n = 0
         self.stats = {"batches": 0, "records": 0, "bad_batches": 0, "late_records": 0, "windows": 0}
 
     # -- input ---------------------------------------------------------------------------------------
@@ -76,13 +83,13 @@ class Engine:
         out = self._advance(float(ts.min()))  # windows this batch cannot touch any more are done
         lo, hi = int(widx.min()), int(widx.max())
         if lo == hi:
-            self._add(lo, recs, addr, batch.sample_rate)
+            self._queue(lo, recs, addr, batch.sample_rate)
         else:
             order = np.argsort(widx, kind="stable")
             sw = widx[order]
             cuts = np.flatnonzero(sw[1:] != sw[:-1]) + 1
             for part in np.split(order, cuts):
-                self._add(int(widx[part[0]]), recs[part], addr[part], batch.sample_rate)
+                self._queue(int(widx[part[0]]), recs[part], addr[part], batch.sample_rate)
                 out += self._advance(float(ts[part].max()))
         out += self._advance(float(ts.max()))
         return out
@@ -132,12 +139,29 @@ class Engine:
             self.open[index] = ws
         return ws
 
-    def _add(self, index: int, recs: np.ndarray, addr: np.ndarray, rate: int) -> None:
+    def _queue(self, index: int, recs: np.ndarray, addr: np.ndarray, rate: int) -> None:
         ws = self._window(index)
         if ws.index != index:
             ws.add_late(int(recs.size))
             self.stats["late_records"] += int(recs.size)
-        ws.add(recs, addr, rate, self.prev_peers)
+        if self._pend and (self._pend_ws is not ws or self._pend_rate != rate):
+            self._flush()
+        self._pend.append((recs, addr))
+        self._pend_ws, self._pend_rate = ws, rate
+        self._pend_n += int(recs.size)
+        if self._pend_n >= COALESCE:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pend or self._pend_ws is None:
+            return
+        if len(self._pend) == 1:
+            recs, addr = self._pend[0]
+        else:
+            recs = np.concatenate([p[0] for p in self._pend])
+            addr = recs.view(ADDR_VIEW)
+        self._pend_ws.add(recs, addr, self._pend_rate, self.prev_peers)
+        self._pend, self._pend_ws, self._pend_n = [], None, 0
 
     def _add_counters(self, piece: Piece) -> None:
         ws = self._window(piece.window)
@@ -157,6 +181,8 @@ class Engine:
         return self._close_until(limit)
 
     def _close_until(self, limit: int | None) -> list[Message]:
+        if self._pend_ws is not None and (limit is None or self._pend_ws.index < limit):
+            self._flush()
         out: list[Message] = []
         max_empty = round(self.s.max_gap / self.width)
         while self.next_emit is not None and self.open and (limit is None or self.next_emit < limit):

@@ -20,7 +20,7 @@ def windows(engine: Engine, *batches) -> list[TrafficWindow]:
 
 def test_aggregate_victims_keep_the_heaviest_destinations_in_bounded_rows() -> None:
     e = Engine(AggregatorSettings(victim_rows=4, victims=3))
-    noise = records(400, ts=1000.0, dst=v4_addrs(np.arange(400, dtype=np.uint32) + 0x0A140000))
+    noise = records(2100, ts=1000.0, dst=v4_addrs(np.arange(2100, dtype=np.uint32) + 0x0A140000))
     heavy = records(300, ts=1000.01, dst="10.10.10.10", proto=17, flags=0, sport=123)
     second = records(200, ts=1000.02, dst="10.10.10.11", flags=18)  # SYN-ACK
     w = windows(e, batch(noise), batch(heavy), batch(second), batch(heavy))[0]
@@ -37,14 +37,16 @@ def test_aggregate_victims_keep_the_heaviest_destinations_in_bounded_rows() -> N
 def test_aggregate_signatures_from_a_bounded_sample_are_scaled() -> None:
     matcher = load_matcher([{"pattern": "MIRAI-XYZ", "name": "mirai"}])
     assert matcher is not None, "floodwatch.signatures must load"
-    e = Engine(AggregatorSettings(signature_sample=100), SignatureSampler(matcher))
+    e = Engine(AggregatorSettings(signature_sample=50), SignatureSampler(matcher))
     payload = np.array([b"..MIRAI-XYZ..".ljust(32, b"\x00")] * 1000)
     plain = np.array([b"hello".ljust(32, b"\x00")] * 1000)
     bs = [batch(records(1000, ts=1000.0 + w + i * 0.01, proto=17, flags=0, paylen=100,
                         payload=payload if i < 3 else plain), rate=4) for w in (0, 1) for i in range(4)]
     first, second = [w for w in windows(e, *bs) if w.sampled]
-    # 3 of 4 batches carry the pattern; at most 100 heads are checked per window. The first window
-    # spends them on its first two batches (64 + 36) and scales; the second spreads them (25 a batch).
-    assert first.extra["signature_checked"] == 100 and second.extra["signature_checked"] == 100
-    assert first.signatures["ioc:mirai"] == 16000  # 8000 seen in half the records, scaled to all
-    assert second.signatures["ioc:mirai"] == 3000 * 4  # every batch sampled: the truth
+    # 3 of 4 batches carry the pattern. Batches of a window are accounted together up to 2048 records:
+    # here batches 0-2 (all matching), then batch 3. With 50 heads per window, the first window spends
+    # them all on the first group and scales to every record with payload (an overestimate); the second
+    # spreads them over both groups as the first window had two (25 each) and gets the truth.
+    assert first.extra["signature_checked"] == 50 and second.extra["signature_checked"] == 50
+    assert first.signatures["ioc:mirai"] == 16000
+    assert second.signatures["ioc:mirai"] == 3000 * 4

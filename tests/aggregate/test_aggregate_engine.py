@@ -89,7 +89,7 @@ def test_aggregate_directions_unknown_counts_inbound_and_bidir() -> None:
     w = of(run(engine(), *(batch(r) for r in (inbound, outbound, unknown, later_in))), TrafficWindow)[0]
     assert (w.packets_in, w.packets_out) == (70, 20)
     assert w.proto_out == {"tcp": 20, "udp": 0, "icmp": 0, "other": 0}
-    assert w.bidir_packets == 20  # only the inbound packets after the peers got outbound traffic
+    assert w.bidir_packets == 40  # inbound TCP from peers that got outbound packets in the window
     assert w.tcp_flags["SYN"] == 30 and w.tcp_flags["ACK"] == 20 and w.tcp_flags["PSH-ACK"] == 20
 
 
