@@ -35,6 +35,7 @@ from floodwatch.messages import (
 )
 from floodwatch.restart import RestartPolicy
 from floodwatch.sdnotify import Notifier
+from floodwatch.zygote import ForkedProcess, Zygote, become_subreaper
 from floodwatch.settings.core import ACTOR_ORDER
 
 log = logger.bind(actor="supervisor")
@@ -49,7 +50,7 @@ class Child:
     module: str
     critical: bool
     policy: RestartPolicy
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | ForkedProcess | None = None
     state: str = "stopped"  # starting running stopping backoff failed stopped
     restarts: int = 0
     started: float = 0.0  # monotonic
@@ -110,6 +111,7 @@ class Supervisor:
         self.proxy: bus.EventProxy | None = None
         self.pending: list[str] = []
         self.poller: zmq.Poller | None = None
+        self.zygote: Zygote | None = None
         self.wake_r: socket.socket | None = None
 
     # -- set-up ------------------------------------------------------------------------------------
@@ -120,6 +122,8 @@ class Supervisor:
     def bind(self) -> None:
         for d in (self.config.agent.runtime_dir, self.config.agent.state_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
+        if self.config.supervisor.preload and become_subreaper():
+            self.zygote = Zygote()
         self.proxy = bus.EventProxy(self.ctx, self.endpoints, self.config.bus.hwm_events)
         self.proxy.start()
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -134,8 +138,17 @@ class Supervisor:
 
     def spawn(self, child: Child) -> None:
         env = dict(os.environ, FLOODWATCH_ACTOR=child.name, FLOODWATCH_SUPERVISOR_PID=str(os.getpid()))
-        argv = [sys.executable, "-m", child.module, "--config", self.config_path]
-        child.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+        child.proc = None
+        if self.zygote is not None:
+            try:
+                child.proc = self.zygote.spawn(child.module, ["--config", self.config_path], env)
+            except (OSError, ValueError) as e:
+                log.error("zygote failed ({}): starting actors as plain processes from now on", e)
+                self.zygote.close()
+                self.zygote = None
+        if child.proc is None:
+            argv = [sys.executable, "-m", child.module, "--config", self.config_path]
+            child.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
         now = time.monotonic()
         child.state, child.ready, child.started, child.started_wall = "starting", False, now, time.time()
         child.last_beat, child.heartbeat, child.restart_at, child.kill_at = 0.0, None, None, None
@@ -195,7 +208,9 @@ class Supervisor:
                     break
                 if rest:
                     self.on_control(ident, rest[-1])
-        self.flags.discard("chld")  # its only job was to wake the poll
+        if "chld" in self.flags:
+            self.flags.discard("chld")
+            self.reap_strays()
         if "hup" in self.flags:
             self.flags.discard("hup")
             self.reload()
@@ -204,6 +219,22 @@ class Supervisor:
             self.check(child, now)
         self._start_pending()
         self.systemd(now)
+
+    def reap_strays(self) -> None:
+        """As a subreaper we inherit orphans (e.g. a tool an actor started before it died): reap them,
+        leaving our own actors' exits to check()."""
+        ours = {c.proc.pid for c in self.children.values() if c.proc is not None}
+        if self.zygote is not None:
+            ours.add(self.zygote.proc.pid)
+        for _ in range(64):
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid in ours:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(info.si_pid, 0)
 
     def next_wait(self) -> float:
         """Sleep until the next deadline (a restart, a SIGKILL), at most TICK; SIGCHLD wakes us."""
@@ -246,6 +277,7 @@ class Supervisor:
             "config": self.config_path,
             "ready": self.announced_ready,
             "reloads": self.reloads,
+            "zygote_pid": self.zygote.proc.pid if self.zygote is not None else None,
         }
         return StatusReply(nonce=nonce, supervisor=sup, actors=[c.row(now) for c in self.children.values()])
 
@@ -360,6 +392,8 @@ class Supervisor:
             self.router.close(0)
         if self.proxy is not None:
             self.proxy.stop()
+        if self.zygote is not None:
+            self.zygote.close()
         self.ctx.term()
         self.notifier.close()
         log.info("supervisor stopped (exit {})", self.exit_code)

@@ -52,6 +52,24 @@ def mem_of(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def tree(root: int) -> list[int]:
+    """root and all its descendants (the supervisor, its zygote, the actors and anything they run)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(p for p, pp in parent.items() if pp == pid)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--warmup", type=float, default=15)
@@ -75,7 +93,7 @@ def main() -> int:
             st = eventually(lambda: (s := try_status(config)) and all(x["state"] == "running" for x in s.values())
                             and s, 60, message="all actors running")
             time.sleep(a.warmup)  # benchmark: let start-up work settle before measuring
-            pids = [sup.pid] + [x["pid"] for x in try_status(config).values() if x["pid"]]
+            pids = tree(sup.pid)
             c0 = {p: cpu_of(p) for p in pids}
             t0 = time.monotonic()
             time.sleep(a.seconds)  # benchmark: the measurement window
@@ -83,6 +101,7 @@ def main() -> int:
             cpu = {p: cpu_of(p) - c0[p] for p in pids}
             mem = {p: mem_of(p) for p in pids}
             names = {sup.pid: "supervisor"} | {x["pid"]: n for n, x in try_status(config).items()}
+            names |= {p: "zygote" for p in pids if p not in names}
             print(f"idle footprint over {elapsed:.0f} s after {a.warmup:g} s warm-up, {len(pids)} processes, "
                   f"{os.cpu_count()} cores")
             for p in pids:

@@ -65,7 +65,3 @@ def flag_combo(flags: int) -> str:
 PROTO_LUT = _proto_lut()
 FLAG_LUT = np.array([FLAG_NAMES.index(flag_combo(f)) for f in range(256)], dtype=np.uint8)
 
-
-def named(counts: np.ndarray, names: tuple[str, ...], scale: int = 1) -> dict[str, int]:
-    """A count vector -> {name: count * scale} (all names, zeros included: a stable shape)."""
-    return {name: int(c) * scale for name, c in zip(names, counts.tolist(), strict=False)}

@@ -48,8 +48,12 @@ class VictimTable:
         uniq, _first, inv, cnt = group
         cand = np.argsort(-cnt, kind="stable")[: self.n]
         rowmap = np.full(uniq.size, -1, dtype=np.intp)
+        claimed = np.zeros(self.n, dtype=bool)  # rows given to this batch's candidates stay theirs
         for j in cand.tolist():
-            rowmap[j] = self._row_for(int(uniq[j]), dhalves[j], int(cnt[j]) * rate)
+            row = self._row_for(int(uniq[j]), dhalves[j], int(cnt[j]) * rate, claimed)
+            rowmap[j] = row
+            if row >= 0:
+                claimed[row] = True
         rows = rowmap[inv]
         sel = rows >= 0
         if not sel.all():
@@ -66,7 +70,7 @@ class VictimTable:
         np.maximum.at(self.hll, (rows, idx), rank)
         self._add_ports(rows, cols["sport"], cols["l4"], cols["pidx"], rate)
 
-    def _row_for(self, key: int, halves: np.ndarray, weight: int) -> int:
+    def _row_for(self, key: int, halves: np.ndarray, weight: int, claimed: np.ndarray) -> int:
         row = self._row_of.get(key)
         if row is not None:
             return row
@@ -74,8 +78,8 @@ class VictimTable:
         if free.size:
             row = int(free[0])
         else:
-            row = int(np.argmin(self.packets))
-            if self.packets[row] >= weight:
+            row = int(np.argmin(np.where(claimed, np.iinfo(np.int64).max, self.packets)))
+            if claimed[row] or self.packets[row] >= weight:
                 return -1
             del self._row_of[int(self.keys[row])]
             self.evictions += 1

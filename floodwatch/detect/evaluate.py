@@ -72,7 +72,11 @@ def window_rates(w: TrafficWindow, bulk_exemption: bool = True) -> Rates:
     seconds = max(w.t_end - w.t_start, 1e-3)
     exempt = 0
     if bulk_exemption and w.bidir_packets > 0 and bulk_shaped(w):
-        exempt = min(w.bidir_packets, ack_like(w.tcp_flags), w.packets_in)
+        # bidir and flag counts come from the packet records, packets_in may come from exact kernel
+        # counters: apply the records' exempt share to the total rather than subtract mixed counts
+        seen = w.extra.get("records_packets_in") or sum(w.proto_in.values()) or w.packets_in
+        share = min(1.0, min(w.bidir_packets, ack_like(w.tcp_flags)) / seen) if seen > 0 else 0.0
+        exempt = round(share * w.packets_in)
     exempt_bytes = w.bytes_in * exempt / w.packets_in if w.packets_in else 0
     return Rates(
         w.t_start, w.t_end, seconds,

@@ -46,6 +46,9 @@ class SupervisorSettings:
     stable_after: float = 60.0  # an actor up this long has its backoff reset
     flap_max_restarts: int = 10  # more restarts than this within flap_window: give up on the actor
     flap_window: float = 120.0
+    # Fork actors from a zygote that has imported the common modules once (shared pages, fast restarts);
+    # false: every actor is a fresh `python -m actors.<name>` process.
+    preload: bool = True
 
     def validate(self) -> None:
         unknown = sorted(set(self.actors) - set(ACTOR_ORDER) - set(self.modules))

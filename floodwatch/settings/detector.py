@@ -29,7 +29,7 @@ class DetectorSettings:
     baseline_save_interval: float = 60.0  # seconds of wall time between saves (also saved on stop)
     # Opening
     fast_ratio: float = 5.0  # at this multiple of the threshold ...
-    fast_windows: int = 2  # ... this many windows (100 ms each) are enough to open
+    fast_windows: int = 1  # ... this many windows (100 ms each) are enough to open (the first at 5x)
     sustain_seconds: float = 1.3  # below fast_ratio the flood must last this long (> a 1 s micro-burst)
     gap_windows: int = 1  # windows under the threshold tolerated while confirming
     # Resolution

@@ -75,7 +75,8 @@ def live_pipeline(pair: NetnsPair, tmp: Path, detector: dict[str, Any],
     procs: list[subprocess.Popen[bytes]] = []
     with BusHarness(eps) as harness:
         cfg = base_config(tmp, eps,
-                          capture={"interfaces": [pair.if_b], "ring_block_timeout_ms": 10, "frames_per_second": 0},
+                          capture={"interfaces": [pair.if_b], "ring_block_timeout_ms": 10, "frames_per_second": 0,
+                                   "batch_interval": 0.01},
                           aggregator={"lateness": lateness, "geo": "off"},
                           detector=detector)
         cfg["supervisor"]["heartbeat_timeout"] = 10.0
