@@ -80,7 +80,7 @@ class CaptureActor(Actor):
             if n:
                 self.poll_once(0)
                 continue
-            idle = min(self.next_timeout_ms(), self.source.idle_ms())
+            idle = min(self.next_timeout_ms(), self.source.idle_ms(), self.out.due_in_ms())
             if self.source.live:
                 self.source.wait(idle)
                 self.poll_once(0)

@@ -72,7 +72,7 @@ class Reporter(AsyncActor):
         self.client = ApiClient(s, self.api_key, s.node_uuid)
         self.deliverer = Deliverer(self.outbox, self.client, s, self.counters, self.log, self._set_health)
         self.poller = ConfigPoller(self.client, self.outbox, self.publish, s.config_interval, self.counters,
-                                   self.log)
+                                   self.log, self.deliverer.throttle)
         self._workers = [self.create_task(self.deliverer.run(), name="delivery"),
                          self.create_task(self.poller.run(), name="config-poll")]
         self.log.info("reporting to {} as node {} ({} reports queued)", s.url, s.node_uuid, self.outbox.pending)

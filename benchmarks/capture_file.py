@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from floodwatch import messages  # noqa: E402
-from floodwatch.capture.output import Output  # noqa: E402
-from floodwatch.capture.sources import PcapSource  # noqa: E402
-from floodwatch.config import config_from_dict  # noqa: E402
-from floodwatch.messages import Message  # noqa: E402
+from floodwatch import messages
+from floodwatch.capture.output import Output
+from floodwatch.capture.sources import PcapSource
+from floodwatch.config import config_from_dict
+from floodwatch.messages import Message
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "pcaps"

@@ -25,8 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.capture.capture_support import eth_to, icmp, ipv4, tcp, trafgen_conf, udp  # noqa: E402
-from tests.helpers import (  # noqa: E402
+from tests.capture.capture_support import eth_to, icmp, ipv4, tcp, trafgen_conf, udp
+from tests.helpers import (
     BusHarness,
     NetnsPair,
     base_config,
@@ -169,10 +169,12 @@ def main() -> int:
     print(f"unsampled, {who}: {med(r['records'] / r['cpu'] for r in u):,.0f} packets per CPU-s "
           f"(capture alone {med(r['records'] / r['capture_cpu'] for r in u):,.0f}); "
           f"wire {med(r['wire'] / r['seconds'] for r in u):,.0f} pps; "
-          f"records/sent {med(r['records'] / r['sent'] for r in u):.3f}; kernel drops {med(r['drops'] for r in u):,.0f}")
+          f"records/sent {med(r['records'] / r['sent'] for r in u):.3f}; "
+          f"kernel drops {med(r['drops'] for r in u):,.0f}")
     print(f"sampled (default budget), {who}: {med(r['cpu'] / r['wire'] * 1e6 for r in s):.3f} CPU-s per million "
           f"wire packets at {med(r['wire'] / r['seconds'] for r in s):,.0f} pps; "
-          f"cores {med(r['cpu'] / r['seconds'] for r in s):.2f}; wire counted/sent {med(r['wire'] / r['sent'] for r in s):.4f}; "
+          f"cores {med(r['cpu'] / r['seconds'] for r in s):.2f}; "
+          f"wire counted/sent {med(r['wire'] / r['sent'] for r in s):.4f}; "
           f"final rate 1/{med(r['rate'] for r in s):.0f}; kernel drops {med(r['drops'] for r in s):,.0f}")
     return 0
 

@@ -16,14 +16,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import zmq  # noqa: E402
+import zmq
 
-from benchmarks.capture_live import cpu_of  # noqa: E402
-from floodwatch import messages  # noqa: E402
-from floodwatch.messages import PacketBatch  # noqa: E402
-from tests.capture.capture_support import eth_to, ipv4, trafgen_conf, udp  # noqa: E402
-from tests.helpers import BusHarness, base_config, ipc_endpoints, netns_pair, start_actor, stop_process  # noqa: E402
-from tests.helpers import write_config  # noqa: E402
+from benchmarks.capture_live import cpu_of
+from floodwatch import messages
+from floodwatch.messages import PacketBatch
+from tests.capture.capture_support import eth_to, ipv4, trafgen_conf, udp
+from tests.helpers import (
+    BusHarness,
+    base_config,
+    ipc_endpoints,
+    netns_pair,
+    start_actor,
+    stop_process,
+    write_config,
+)
 
 
 def count_records(sink: zmq.Socket, dport: int, settle: float = 2.0) -> tuple[int, float]:

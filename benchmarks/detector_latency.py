@@ -54,11 +54,14 @@ def main() -> int:
     ap.add_argument("--vectors", default=",".join(VECTORS))
     ap.add_argument("--levels", default=",".join(LEVELS))
     ap.add_argument("--out", default="")
+    ap.add_argument("--lateness", type=float, default=0.05, help="aggregator lateness (s)")
+    ap.add_argument("--window", type=float, default=0.1, help="aggregator window (s)")
     args = ap.parse_args()
     settings = {"pps_threshold": args.threshold, "dynamic": False, "hold_down": 0.5, "cooldown": 0.3}
-    lines = [f"threshold {args.threshold} pps, {args.runs} runs per cell, aggregator lateness 0.05 s", ""]
+    lines = [f"threshold {args.threshold} pps, {args.runs} runs per cell, aggregator lateness {args.lateness} s, "
+             f"window {args.window} s", ""]
     with tempfile.TemporaryDirectory(prefix="fwdetbench") as tmp, netns_pair("fwdbn") as pair, \
-            live_pipeline(pair, Path(tmp), settings) as live:
+            live_pipeline(pair, Path(tmp), settings, args.lateness, args.window) as live:
         time.sleep(1.0)
         for level in args.levels.split(","):
             for vector in args.vectors.split(","):

@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from floodwatch.records import RECORD_DTYPE  # noqa: E402
-from floodwatch.signatures import SignatureMatcher  # noqa: E402
+from floodwatch.records import RECORD_DTYPE
+from floodwatch.signatures import SignatureMatcher
 
 
 def sample(n: int, seed: int = 7) -> np.ndarray:

@@ -87,6 +87,16 @@ class Output:
         if self.frames and now - self.frames_born >= self.interval:
             self.flush_frames()
 
+    def due_in_ms(self) -> float:
+        """Milliseconds until the oldest pending batch is due (100 when nothing is pending)."""
+        now = self.clock()
+        born = [self.born[i] for i, b in enumerate(self.batches) if b.n]
+        if self.frames:
+            born.append(self.frames_born)
+        if not born:
+            return 100.0
+        return max(0.0, (min(born) + self.interval - now) * 1000)
+
     def flush_all(self) -> None:
         for idx in range(len(self.batches)):
             self.flush(idx)

@@ -74,6 +74,7 @@ class PcapReader:
                 if size == 0:
                     raise CaptureError(f"{self.path}: empty file, not a capture")
                 self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self._mm.madvise(mmap.MADV_SEQUENTIAL)  # read once, front to back: pages can go behind us
         except OSError as e:
             raise CaptureError(f"{self.path}: cannot open capture: {e.strerror or e}") from e
         self.buf: mmap.mmap = self._mm

@@ -23,7 +23,7 @@ import aiohttp
 from floodwatch.logs import RateLimited
 from floodwatch.reporter.client import Answer, ApiClient, ApiUnreachable
 from floodwatch.reporter.outbox import METRICS, Outbox, Row
-from floodwatch.reporter.policy import Outcome, Verdict, backoff, classify, parse_retry_after
+from floodwatch.reporter.policy import Outcome, Throttle, Verdict, backoff, classify, parse_retry_after
 from floodwatch.settings.reporter import ReporterSettings
 
 AUTH_HEALTH = "api: {status} (check api key / node uuid)"
@@ -67,7 +67,7 @@ class Deliverer:
         self.set_health = set_health
         self.clock = clock
         self.rand = rand
-        self.paused_until = 0.0
+        self.throttle = Throttle(clock)
         self.api_ok = True
         self.failure: BaseException | None = None
         self.metrics_busy_upto = 0  # rows up to this id are in flight: compaction leaves them alone
@@ -93,14 +93,15 @@ class Deliverer:
                 raise self.failure
             now = self.clock()
             free = self.settings.max_in_flight - len(self.tasks)
-            if now >= self.paused_until and free > 0:
+            paused = self.throttle.remaining()
+            if not paused and free > 0:
                 for row in self.outbox.heads(now, set(self.tasks), free):
                     self._start(row)
             self._wake.clear()
             due = self.outbox.next_due()
             wait = 1.0 if due is None else min(1.0, max(0.005, due - now))
-            if now < self.paused_until:
-                wait = min(1.0, self.paused_until - now)
+            if paused:
+                wait = min(1.0, paused)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
@@ -142,7 +143,7 @@ class Deliverer:
             else:
                 outcome = Outcome(Verdict.DEAD, f"unknown report kind {row.kind!r}")
         except ApiUnreachable as e:
-            outcome = Outcome(Verdict.RETRY, f"api unreachable: {e}")
+            outcome = Outcome(Verdict.RETRY, f"unreachable: {e}")
         except (KeyError, TypeError, ValueError) as e:  # a report we cannot build: keep it, say why
             self.log.opt(exception=e).error("cannot send {} report {}: {}", row.kind, row.id, e)
             outcome = Outcome(Verdict.RETRY, f"internal error: {type(e).__name__}: {e}")
@@ -237,18 +238,18 @@ class Deliverer:
         self._keep(head, outcome)
 
     def _keep(self, head: Row, outcome: Outcome) -> None:
-        now, v = self.clock(), outcome.verdict
+        v = outcome.verdict
         s = self.settings
         delay = backoff(head.attempts + 1, s.backoff_initial, s.backoff_max, self.rand)
         if v is Verdict.THROTTLED:
             self.counters["throttled"] += 1
             if outcome.retry_after is not None:
                 delay = outcome.retry_after
-            self.paused_until = max(self.paused_until, now + delay)
+            self.throttle.pause(delay)
         elif v is Verdict.AUTH:
             self.counters["auth_failures"] += 1
             delay = s.auth_backoff
-            self.paused_until = max(self.paused_until, now + delay)
+            self.throttle.pause(delay)
             self.set_health(AUTH_HEALTH.format(status=outcome.reason))
         elif outcome.retry_after is not None:
             delay = max(delay, outcome.retry_after)

@@ -71,3 +71,17 @@ def backoff(attempts: int, initial: float, maximum: float, rand: Callable[[], fl
     """
     nominal = min(maximum, initial * (2.0 ** min(max(attempts - 1, 0), 30)))
     return nominal / 2 + rand() * nominal / 2
+
+
+class Throttle:
+    """The node-wide pause after 429/503 (Retry-After) or 401/403, shared by every caller."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self.until = max(self.until, self.clock() + seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self.until - self.clock())

@@ -20,14 +20,15 @@ from floodwatch.messages import CommandReceived, ConfigReceived, Message
 from floodwatch.reporter.client import ApiClient, ApiUnreachable
 from floodwatch.reporter.config import BadRemoteConfig, RemoteConfig, parse_remote_config
 from floodwatch.reporter.outbox import Outbox
+from floodwatch.reporter.policy import Throttle, parse_retry_after
 
 RECENT_ACKS = 10000  # command ids acked lately, remembered in memory (bounded)
 
 
 class ConfigPoller:
     def __init__(self, client: ApiClient, outbox: Outbox, publish: Callable[[Message], Awaitable[None]],
-                 interval: float, counters: dict[str, Any], log: Any, clock: Callable[[], float] = time.time
-                 ) -> None:
+                 interval: float, counters: dict[str, Any], log: Any, throttle: Throttle,
+                 clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.outbox = outbox
         self.publish = publish
@@ -35,6 +36,7 @@ class ConfigPoller:
         self.counters = counters
         self.log = log
         self.clock = clock
+        self.throttle = throttle
         self._trigger = asyncio.Event()
         self._recent: OrderedDict[int, None] = OrderedDict()
         self._rate = RateLimited(30.0)
@@ -64,12 +66,16 @@ class ConfigPoller:
             self.log.warning(text + (f" ({suppressed} similar suppressed)" if suppressed else ""), *args)
 
     async def poll(self) -> RemoteConfig | None:
+        if self.throttle.remaining():
+            return None  # the server asked for quiet (Retry-After) or refused our key: wait
         self.counters["config_polls"] += 1
         try:
             answer = await self.client.call("GET", "config")
         except ApiUnreachable as e:
             self._warn("unreachable", "config poll failed: {}", e)
             return None
+        if answer.status in (429, 503):
+            self.throttle.pause(parse_retry_after(answer.retry_after, self.clock()) or self.interval)
         if answer.status != 200:
             hint = " (check api key / node uuid)" if answer.status in (401, 403) else ""
             self._warn(f"status{answer.status}", "config poll: server answered {}{}", answer.status, hint)
@@ -87,8 +93,8 @@ class ConfigPoller:
 
     async def _publish(self, remote: RemoteConfig) -> None:
         if remote.problems:
-            self._warn("problems", "config poll: {} problem(s) in the answer{}: {}", len(remote.problems),
-                       "" if remote.settings_ok else ", thresholds/baseline/IOCs NOT applied",
+            self._warn("problems:" + remote.problems[0][:40], "config poll: {} problem(s) in the answer{}: {}",
+                       len(remote.problems), "" if remote.settings_ok else ", thresholds/baseline/IOCs NOT applied",
                        "; ".join(remote.problems[:3]))
         if not remote.settings_ok:
             self.counters["config_rejected"] += 1

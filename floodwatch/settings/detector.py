@@ -30,7 +30,8 @@ class DetectorSettings:
     # Opening
     fast_ratio: float = 5.0  # at this multiple of the threshold ...
     fast_windows: int = 1  # ... this many windows (100 ms each) are enough to open (the first at 5x)
-    sustain_seconds: float = 1.3  # below fast_ratio the flood must last this long (> a 1 s micro-burst)
+    sustain_seconds: float = 1.2  # below fast_ratio the flood must last this long: a 1 s micro-burst
+    # covers at most 1.1 s of 100 ms windows, so it never opens
     gap_windows: int = 1  # windows under the threshold tolerated while confirming
     # Resolution
     resolve_ratio: float = 0.7  # hysteresis: under this multiple of the threshold counts as quiet

@@ -57,6 +57,7 @@ def run_file(harness: BusHarness, tmp_path: Path, file: Path, **capture: Any) ->
                       capture={"source": "pcap", "pcap_file": str(file), **capture})
     path = write_config(tmp_path / "capture.toml", cfg)
     sink = Sink(harness)
+    harness.ready.discard("capture")
     proc = start_actor("capture", path, tmp_path / "capture.log")
     try:
         harness.wait_ready("capture")
@@ -132,6 +133,9 @@ def test_corrupt_file_ends_the_stream_with_a_clear_error(harness: BusHarness, tm
         sub.close()
         assert stop_process(proc) == 0
         sink.close()
+
+
+def test_a_file_that_is_no_capture_ends_the_stream_at_once(harness: BusHarness, tmp_path: Path) -> None:
     junk = tmp_path / "junk.pcap"
     junk.write_bytes(b"not a capture" * 100)
     batches, end, sink, proc = run_file(harness, tmp_path, junk)

@@ -256,7 +256,7 @@ def test_pyshark_source_at_a_low_rate(live: Any, tmp_path: Path) -> None:
         mine: np.ndarray = np.zeros(0, dtype=RECORD_DTYPE)
         while time.monotonic() < deadline and len(mine) < n:
             coll.drain(200)
-            rows, rates = coll.rows(pair.ip4_a)
+            rows, _ = coll.rows(pair.ip4_a)
             mine = rows[rows["dport"] == 7777]
         assert len(mine) == n
         assert np.count_nonzero(mine["proto"] == 6) == n // 2

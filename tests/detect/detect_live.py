@@ -69,7 +69,7 @@ def sender_report(proc: subprocess.Popen[str], timeout: float = 60.0) -> dict[st
 
 @contextmanager
 def live_pipeline(pair: NetnsPair, tmp: Path, detector: dict[str, Any],
-                  lateness: float = 0.05) -> Iterator[Live]:
+                  lateness: float = 0.05, window: float = 0.1) -> Iterator[Live]:
     """capture + aggregator + detector in namespace B, on ipc endpoints this process proxies."""
     eps = ipc_endpoints(tmp / "bus")
     procs: list[subprocess.Popen[bytes]] = []
@@ -77,7 +77,7 @@ def live_pipeline(pair: NetnsPair, tmp: Path, detector: dict[str, Any],
         cfg = base_config(tmp, eps,
                           capture={"interfaces": [pair.if_b], "ring_block_timeout_ms": 10, "frames_per_second": 0,
                                    "batch_interval": 0.01},
-                          aggregator={"lateness": lateness, "geo": "off"},
+                          aggregator={"lateness": lateness, "geo": "off", "window": window},
                           detector=detector)
         cfg["supervisor"]["heartbeat_timeout"] = 10.0
         path = write_config(tmp / "live.toml", cfg)

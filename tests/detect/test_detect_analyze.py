@@ -43,7 +43,7 @@ def test_detect_analyze_classifies_every_shared_capture(pcaps_dir: Path) -> None
 def test_detect_analyze_reports_incident_events_with_a_threshold(pcaps_dir: Path) -> None:
     lines = analyze(pcaps_dir / "pkt.TCP.synflood.spoofed.pcap", "--pps-threshold", "2000")
     events = [x for x in lines if x["type"] == "incident"]
-    assert [e["event"] for e in events][0] == "opened" and events[-1]["event"] == "resolved"
+    assert next(e["event"] for e in events) == "opened" and events[-1]["event"] == "resolved"
     assert len({e["incident_key"] for e in events}) == 1
     assert all(e["attack_family"] == "syn_flood" and e["protocol_breakdown"] == {"tcp": 100.0} for e in events)
     assert events[-1]["spoofing_detected"] is True

@@ -51,7 +51,7 @@ def test_detect_shared_captures_classified(name: str, family: str, subtype: str)
     if "dns" in name:
         assert c["extra"]["fragmented"] is True
     if "snmp" in name:
-        assert [v for v in c["vectors"] if v["subtype"] == "snmp_amplification"][0]["confirmed"]
+        assert next(v for v in c["vectors"] if v["subtype"] == "snmp_amplification")["confirmed"]
 
 
 @needs_pcaps

@@ -28,7 +28,17 @@ from floodwatch.messages import (
     PcapSaved,
     TrafficSecond,
 )
-from tests.helpers import BusHarness, base_config, eventually, free_port, start_actor, stop_process, write_config
+from tests.helpers import (
+    PYTHON,
+    REPO,
+    BusHarness,
+    base_config,
+    eventually,
+    free_port,
+    start_actor,
+    stop_process,
+    write_config,
+)
 
 REPORTER_TOPICS = (TrafficSecond, IncidentOpened, IncidentUpdated, IncidentResolved, PcapSaved, CommandFinished)
 
@@ -210,3 +220,77 @@ class FakeApi:
 
 def wait_for(pred: Callable[[], Any], timeout: float = 20.0, message: str = "") -> Any:
     return eventually(pred, timeout, interval=0.05, message=message)
+
+
+# --------------------------------------------------------------------------------------------------
+# The real embedded server (floodwatch/server, docs/server.md) as a process
+
+
+class ServerProc:
+    """`python -m floodwatch.server` on a fixed loopback port, so it can be stopped and started again."""
+
+    def __init__(self, directory: Path, *extra: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.dir = directory
+        self.db = directory / "server.db"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api/v1/agent"
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> Any:
+        out = subprocess.run([PYTHON, "-m", "floodwatch.server", *args, "--db", str(self.db), "--json"],
+                             cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def add_node(self, name: str = "agent") -> tuple[str, str]:
+        node = self.cli("add-node", name)
+        return node["node_uuid"], node["api_key"]
+
+    def start(self) -> ServerProc:
+        port_file = self.dir / "port"
+        port_file.unlink(missing_ok=True)
+        log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "floodwatch.server", "--listen", f"127.0.0.1:{self.port}", "--db", str(self.db),
+             "--port-file", str(port_file), *self.extra], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        eventually(lambda: port_file.exists() or self.proc.poll() is not None, 30, message="server listening")
+        assert self.proc.poll() is None, (self.dir / "server.log").read_text()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def incidents(self) -> list[dict[str, Any]]:
+        return list(reversed(self.cli("incidents")))  # oldest first
+
+    def store(self) -> Any:
+        from floodwatch.server.sqlite_store import SQLiteStore
+
+        return SQLiteStore(self.db, create=False)
+
+    def history(self, incident_id: int) -> list[dict[str, Any]]:
+        st = self.store()
+        try:
+            return list(st.incident(incident_id)["history"])
+        finally:
+            st.close()
+
+    def metrics(self) -> list[dict[str, Any]]:
+        st = self.store()
+        try:
+            return list(st.metrics(1, 0.0, 1_000_000))
+        finally:
+            st.close()
+
+
+@contextlib.contextmanager
+def server(tmp_path: Path, *extra: str) -> Iterator[ServerProc]:
+    srv = ServerProc(tmp_path / "server", *extra)
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -3,6 +3,7 @@ garbage answers, 200 with HTML, never answering, losing a response after storing
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ KEY = "secret-key-do-not-log-0123456789"
 
 def test_reporter_garbage_config_is_logged_and_ignored(tmp_path: Path, harness: BusHarness) -> None:
     sub = harness.subscriber(ConfigReceived, CommandReceived)
-    with FakeApi() as api:
+    with contextlib.closing(sub), FakeApi() as api:
         html = {"Content-Type": "text/html"}
         js = {"Content-Type": "application/json"}
         api.canned["config"] = [

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
 
+from floodwatch.config import ConfigError as _CE
+from floodwatch.config import config_from_dict
 from floodwatch.errors import ConfigError
 from floodwatch.messages import CommandFinished, IncidentOpened, IncidentResolved, IncidentUpdated, TrafficSecond
 from floodwatch.reporter import mapping
@@ -17,7 +19,6 @@ from floodwatch.reporter.config import BadRemoteConfig, parse_remote_config
 from floodwatch.reporter.os_info import os_name, parse_os_release
 from floodwatch.reporter.policy import Verdict, backoff, classify, parse_retry_after
 from floodwatch.settings.reporter import ReporterSettings
-from floodwatch.config import ConfigError as _CE, config_from_dict
 
 T0 = 1_780_000_000.25  # 2026-05-28T20:26:40.250Z
 
@@ -172,9 +173,9 @@ def test_reporter_api_key_sources(tmp_path: Path) -> None:
 
 
 def test_reporter_settings_validated() -> None:
-    with pytest.raises(_CE, match="reporter.url"):
+    with pytest.raises(_CE, match=r"reporter\.url"):
         config_from_dict({"reporter": {"url": "ftp://x/api"}})
-    with pytest.raises(_CE, match="reporter.url"):
+    with pytest.raises(_CE, match=r"reporter\.url"):
         config_from_dict({"reporter": {"url": "https://user:pw@x/api"}})
     with pytest.raises(_CE, match="backoff_initial"):
         config_from_dict({"reporter": {"backoff_initial": 0}})

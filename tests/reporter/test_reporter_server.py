@@ -1,0 +1,175 @@
+"""The reporter actor against the real embedded server: real processes, real HTTP, real SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from floodwatch.messages import (
+    CommandFinished,
+    CommandReceived,
+    ConfigReceived,
+    IncidentResolved,
+    IncidentUpdated,
+    PcapSaved,
+)
+from floodwatch.reporter.mapping import iso
+from tests.helpers import (
+    PYTHON,
+    REPO,
+    BusHarness,
+    base_config,
+    eventually,
+    start_supervisor,
+    stop_process,
+    tcp_endpoints,
+    write_config,
+)
+from tests.reporter.support import ServerProc, reporter, reporter_settings, server, wait_for
+from tests.reporter.test_reporter_logic import T0, incident, second
+
+
+def _publish_seconds(harness: BusHarness, start: int, stop: int) -> None:
+    for i in range(start, stop):
+        harness.publish(second(T0 + i, pps=1000 + i))
+
+
+def _peaks(srv: ServerProc, incident_id: int) -> list[tuple[str, str, int]]:
+    return [(h["kind"], h["body"].get("status", ""), h["body"].get("peak_pps", -1))
+            for h in srv.history(incident_id)]
+
+
+@pytest.mark.slow
+def test_reporter_server_outage_loses_nothing(tmp_path: Path, harness: BusHarness) -> None:
+    """The server goes away mid-attack and comes back: every report arrives once, in order, as recorded."""
+    with server(tmp_path) as srv:
+        uuid, key = srv.add_node()
+        srv.start()
+        with reporter(tmp_path, harness, reporter_settings(srv.url, key, uuid)) as rp:
+            harness.publish(incident(key="out-1", peak_pps=100))
+            _publish_seconds(harness, 0, 20)
+            harness.publish(incident(IncidentUpdated, key="out-1", seq=1, peak_pps=101))
+            wait_for(lambda: len(srv.incidents()) == 1, message="first incident stored")
+            rp.wait_drained()
+            srv.stop()  # the outage: the attack goes on, reports pile up
+            retries0 = rp.fresh_counters()["retries"]
+            for step in range(8):
+                _publish_seconds(harness, 20 + step * 25, 45 + step * 25)
+                harness.publish(incident(IncidentUpdated, key="out-1", seq=2 + step, peak_pps=102 + step))
+                if step == 3:
+                    harness.publish(incident(key="out-2", peak_pps=500))
+                if step == 5:
+                    harness.publish(incident(IncidentUpdated, key="out-2", seq=1, peak_pps=501))
+                r = rp.fresh_counters()["retries"]
+                wait_for(lambda r=r: rp.fresh_counters()["retries"] > r, message="the reporter retries")
+            harness.publish(incident(IncidentResolved, key="out-1", seq=10, status="resolved", ended_at=T0 + 220,
+                                     peak_pps=110))
+            counters = rp.fresh_counters()
+            assert counters["retries"] >= retries0 + 8 and counters["outbox_pending"] >= 200 + 12
+            assert rp.health().startswith("api: unreachable")
+            srv.start()
+            rp.wait_drained(60)
+            assert rp.health() == "ok"
+        incidents = srv.incidents()
+        assert [i["incident_key"] for i in incidents] == ["out-1", "out-2"]  # none twice
+        one, two = incidents
+        assert one["status"] == "resolved" and one["ended_at"] == iso(T0 + 220)
+        hist = _peaks(srv, one["incident_id"])
+        assert [h[2] for h in hist] == [100, *range(101, 111)] and hist[-1][1] == "resolved"  # in order
+        assert [h[2] for h in _peaks(srv, two["incident_id"])] == [500, 501]
+        metrics = srv.metrics()
+        assert [m["recorded_at"] for m in metrics] == [iso(T0 + i) for i in range(220)]  # original times, once
+        assert [m["pps"] for m in metrics] == [1000 + i for i in range(220)]
+
+
+@pytest.mark.slow
+def test_reporter_server_sigkill_and_rate_limit(tmp_path: Path, harness: BusHarness) -> None:
+    """A backlog drained through a 429 rate limit while the reporter is SIGKILLed again and again."""
+    with server(tmp_path, "--rate-limit", "15", "--rate-burst", "3") as srv:
+        uuid, key = srv.add_node()
+        srv.start()
+        settings = reporter_settings(srv.url, key, uuid, metrics_batch=20)
+        with reporter(tmp_path, harness, settings) as rp:
+            keys = [f"kill-{n}" for n in range(12)]
+            for n, k in enumerate(keys):
+                harness.publish(incident(key=k, peak_pps=n * 10))
+                harness.publish(incident(IncidentUpdated, key=k, seq=1, peak_pps=n * 10 + 1))
+                harness.publish(incident(IncidentResolved, key=k, seq=2, status="resolved", ended_at=T0 + 9,
+                                         peak_pps=n * 10 + 2))
+            _publish_seconds(harness, 0, 300)
+            wait_for(lambda: rp.fresh_counters()["outbox_pending"] >= 30, message="a backlog queued")
+            for _ in range(3):
+                wait_for(lambda: rp.fresh_counters()["delivered"] >= 3, message="delivering")
+                rp.kill()  # whatever was in flight is lost with the process, not with the outbox
+                rp.start()
+            rp.wait_drained(60)
+            assert rp.fresh_counters()["throttled"] >= 1 or "429" in rp.log_text()
+        incidents = srv.incidents()
+        assert sorted(i["incident_key"] for i in incidents) == sorted(keys)  # each exactly once
+        for inc in incidents:
+            n = int(inc["incident_key"].split("-")[1])
+            peaks = [h["body"]["peak_pps"] for h in srv.history(inc["incident_id"])]
+            assert peaks == sorted(peaks) and set(peaks) == {n * 10, n * 10 + 1, n * 10 + 2}, peaks
+            assert inc["status"] == "resolved"
+        times = [m["recorded_at"] for m in srv.metrics()]
+        assert set(times) == {iso(T0 + i) for i in range(300)}  # nothing lost (at least once)
+        assert len(times) - 300 <= 3 * 20  # a repeat is at most one in-flight batch per kill
+
+
+def test_reporter_server_commands_acks_and_pcap(tmp_path: Path, harness: BusHarness) -> None:
+    sub = harness.subscriber(CommandReceived, ConfigReceived)
+    with contextlib.closing(sub), server(tmp_path) as srv:
+        uuid, key = srv.add_node()
+        hostile = "iptables -I INPUT -s 198.18.0.9 -j DROP; touch /tmp/pwned-by-reporter-test"
+        cid = srv.cli("queue-command", uuid, hostile)["command_id"]
+        srv.start()
+        pcap = tmp_path / "capture.pcap"
+        pcap.write_bytes(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
+        with reporter(tmp_path, harness, reporter_settings(srv.url, key, uuid, config_interval=0.5)) as rp:
+            msg = sub.get(CommandReceived, timeout=20)
+            assert (msg.command_id, msg.command, msg.source) == (cid, hostile, "api")  # data, never run
+            assert not Path("/tmp/pwned-by-reporter-test").exists()
+            harness.publish(CommandFinished(command_id=cid, status="rejected", error="not a mitigation",
+                                            output="", executed_at=T0))
+            harness.publish(incident(key="pcap-1"))
+            harness.publish(PcapSaved(incident_key="pcap-1", path=str(pcap), packets=0, bytes=24, linktype=1,
+                                      sha256="", sample_rate=1, truncated=False))
+            rp.wait_drained()
+            (cmd,) = srv.cli("commands", uuid)
+            assert cmd["status"] == "rejected" and cmd["error"] == "not a mitigation"
+            (inc,) = srv.incidents()
+            assert inc["pcap_stored"] and inc["pcap_bytes"] == 24
+            sub.drain(0.1)
+            polls = rp.fresh_counters()["config_polls"]
+            wait_for(lambda: rp.fresh_counters()["config_polls"] >= polls + 2)
+            assert not [m for m in sub.drain(0.3) if isinstance(m, CommandReceived)]  # acked: never again
+
+
+@pytest.mark.slow
+def test_reporter_server_401_shows_in_status(tmp_path: Path) -> None:
+    """A wrong key: the supervisor's `floodwatch status` says so; the log says so without the key."""
+    with server(tmp_path) as srv:
+        uuid, _ = srv.add_node()
+        srv.start()
+        wrong = "fwk_this-is-not-the-right-key-0123456789"
+        cfg = base_config(tmp_path, tcp_endpoints(), supervisor={"actors": ["reporter"], "critical": []},
+                          reporter=reporter_settings(srv.url, wrong, uuid))
+        path = write_config(tmp_path / "sup.toml", cfg)
+        sup = start_supervisor(path, tmp_path / "sup.log")
+        try:
+            def status_text() -> str:
+                out = subprocess.run([PYTHON, "-m", "floodwatch.cli", "status", "--config", str(path)], cwd=REPO,
+                                     capture_output=True, text=True, timeout=20)
+                return out.stdout if "401 unauthorized" in out.stdout else ""
+
+            text = eventually(status_text, 30, interval=0.3, message="401 in floodwatch status")
+            assert "api: 401 unauthorized (check api key / node uuid)" in text
+            log = (tmp_path / "sup.log").read_text()
+            assert "401 unauthorized" in log and wrong not in log and wrong not in text
+        finally:
+            stop_process(sup, 20)
+        assert os.path.exists(srv.db)
