@@ -27,14 +27,28 @@ from floodwatch.messages import (
     TrafficSecond,
 )
 from floodwatch.reporter import mapping
-from floodwatch.reporter.client import ApiClient, resolve_api_key
+from floodwatch.reporter.client import ApiClient, local_node_credentials, resolve_api_key
 from floodwatch.reporter.delivery import Deliverer
 from floodwatch.reporter.os_info import os_name
 from floodwatch.reporter.outbox import ACKS, Outbox, incident_stream
 from floodwatch.reporter.poller import ConfigPoller
 from floodwatch.settings.reporter import ReporterSettings
 
-NOT_CONFIGURED = "api: not configured (set reporter.api_key or api_key_file, and node_uuid); reports are queued"
+NOT_CONFIGURED = ("api: not configured (set reporter.api_key or api_key_file, and node_uuid, or run the "
+                  "embedded server); reports are queued")
+
+
+def local_node_file(config: Config) -> Path | None:
+    """Where the embedded server (apiserver actor) leaves this host's node credentials."""
+    name = config.apiserver.local_node_file
+    if name == "-":
+        return None
+    return Path(name) if name else config.state_path("server-local-node.json")
+
+
+def pcap_dir(config: Config) -> Path:
+    """Only captures the recorder wrote are uploaded: a path elsewhere on the bus is refused."""
+    return Path(config.recorder.output_dir or config.state_path("pcaps")).resolve()
 
 
 def outbox_path(config: Config) -> Path:
@@ -52,6 +66,7 @@ class Reporter(AsyncActor):
         self.api_key = resolve_api_key(self.settings)  # ConfigError (exit 1, clear text) on a bad key file
         self.outbox = Outbox(outbox_path(config), self.settings.outbox_max_metrics)
         self.os_name = os_name()
+        self.pcap_dir = pcap_dir(config)
         self.client: ApiClient | None = None
         self.deliverer: Deliverer | None = None
         self.poller: ConfigPoller | None = None
@@ -65,17 +80,39 @@ class Reporter(AsyncActor):
             self.health = "disabled (reporter.enabled = false)"
             return
         self.every(s.heartbeat_interval, self._queue_heartbeat, first=0.0)
-        if not (self.api_key and s.node_uuid):
+        if not self._connect():
             self.health = NOT_CONFIGURED
-            self.log.error("{}", NOT_CONFIGURED)
-            return
-        self.client = ApiClient(s, self.api_key, s.node_uuid)
+            self.log.warning("{}", NOT_CONFIGURED)
+            self.every(1.0, self._retry_connect)
+
+    async def _retry_connect(self) -> None:
+        if self.client is None:
+            self._connect()
+
+    def _credentials(self) -> tuple[str, str] | None:
+        """(node_uuid, api_key) from the settings, else the embedded server's file for this host."""
+        if self.api_key and self.settings.node_uuid:
+            return self.settings.node_uuid, self.api_key
+        if self.api_key or self.settings.node_uuid:
+            return None  # half configured: do not mix in other credentials
+        path = local_node_file(self.config)
+        return local_node_credentials(path) if path is not None else None
+
+    def _connect(self) -> bool:
+        creds = self._credentials()
+        if creds is None:
+            return False
+        s = self.settings
+        node_uuid, api_key = creds
+        self.client = ApiClient(s, api_key, node_uuid)
         self.deliverer = Deliverer(self.outbox, self.client, s, self.counters, self.log, self._set_health)
         self.poller = ConfigPoller(self.client, self.outbox, self.publish, s.config_interval, self.counters,
                                    self.log, self.deliverer.throttle)
         self._workers = [self.create_task(self.deliverer.run(), name="delivery"),
                          self.create_task(self.poller.run(), name="config-poll")]
-        self.log.info("reporting to {} as node {} ({} reports queued)", s.url, s.node_uuid, self.outbox.pending)
+        self.log.info("reporting to {} as node {} ({} reports queued)", s.url, node_uuid, self.outbox.pending)
+        self.health = "ok"
+        return True
 
     def _set_health(self, text: str) -> None:
         self.health = text
@@ -113,7 +150,10 @@ class Reporter(AsyncActor):
             key = msg.incident_key
             ob.add("incident", incident_stream(key), mapping.incident_body(msg), mapping.incident_op(msg), key)
         elif isinstance(msg, PcapSaved):
-            body: dict[str, Any] = {"path": msg.path, "sha256": msg.sha256, "bytes": msg.bytes,
+            path = Path(msg.path).resolve()
+            if not path.is_relative_to(self.pcap_dir):
+                raise ValueError(f"{msg.path} is outside the recorder's directory {self.pcap_dir}")
+            body: dict[str, Any] = {"path": str(path), "sha256": msg.sha256, "bytes": msg.bytes,
                                     "packets": msg.packets, "truncated": msg.truncated}
             ob.add("pcap", incident_stream(msg.incident_key), body, "upload", msg.incident_key)
         elif isinstance(msg, CommandFinished) and msg.source == "api":

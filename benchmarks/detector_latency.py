@@ -28,7 +28,7 @@ from tests.detect.detect_live import live_pipeline, sender_report  # noqa: E402
 from tests.helpers import netns_pair  # noqa: E402
 
 VECTORS = ("udp_flood", "syn_flood", "dns_amplification", "ack_flood", "icmp_flood")
-LEVELS = {"10x": 10.0, "5x": 5.5, "3x": 3.0, "1.6x": 1.6}
+LEVELS = {"100x": 100.0, "10x": 10.0, "5.5x": 5.5, "3x": 3.0, "1.6x": 1.6}
 
 
 def one_run(live: Any, vector: str, pps: float, seconds: float) -> dict[str, float]:

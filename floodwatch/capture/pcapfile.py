@@ -170,8 +170,16 @@ class PcapReader:
         try:
             while off < size:
                 offs: list[int] = []
+                add = offs.append
                 err: CaptureError | None = None
-                for _ in range(max_packets):
+                safe = min(size - 16 - limit, off + (max_packets - 1) * 16)  # no bounds checks needed up to here
+                while off <= safe:  # the hot loop: one length read per packet
+                    cap = cap_at(mm, off + 8)[0]
+                    if cap > limit:
+                        break  # the careful loop below reports it
+                    add(off)
+                    off += 16 + cap
+                for _ in range(max_packets - len(offs)):
                     if off >= size:
                         break
                     if off + 16 > size:
@@ -181,7 +189,7 @@ class PcapReader:
                     if cap > limit or off + 16 + cap > size:
                         err = self._bad_record(off, cap, limit)
                         break
-                    offs.append(off)
+                    add(off)
                     off += 16 + cap
                 if offs:
                     o = np.array(offs, dtype=np.int64)

@@ -40,6 +40,9 @@ HDR_DTYPE = np.dtype([("next", "<u4"), ("sec", "<u4"), ("nsec", "<u4"), ("snaple
 HDR_SIZE = HDR_DTYPE.itemsize  # 36
 PKTTYPE_AT = 48 + 10  # sockaddr_ll follows the 48-byte tpacket3_hdr; sll_pkttype is its byte 10
 _AR_HDR = np.arange(HDR_SIZE)
+_AR4 = np.arange(4)
+GUESS_MIN = 32  # runs shorter than this are walked
+GUESSES = 8
 _NEXT = struct.Struct("<I").unpack_from
 _BLOCK = struct.Struct("<III").unpack_from  # block_status, num_pkts, offset_to_first_pkt (at byte 8)
 
@@ -120,12 +123,38 @@ class Ring:
         status, num, first = _BLOCK(self.mm, base + 8)
         if not status & TP_STATUS_USER:
             return None
+        return self._parse(self._walk(base + first, num))
+
+    def _walk(self, p: int, num: int) -> np.ndarray:
+        """Offsets of the block's num packets, the first at p.
+
+        Floods are often of one frame size: guess a run of equal strides and check every guessed
+        packet's tp_next_offset at once (each checked hop proves the next position). Where the guess
+        fails, the rest is walked hop by hop in Python.
+        """
+        parts: list[np.ndarray] = []
+        left = num
+        for _ in range(GUESSES):
+            if left < GUESS_MIN:
+                break
+            d = _NEXT(self.mm, p)[0]
+            guess = p + np.arange(left, dtype=np.int64) * d
+            nxt = self.flat.take(guess[:-1, None] + _AR4, mode="clip").view("<u4").ravel()
+            good = int(np.argmin(nxt == d)) if not np.all(nxt == d) else left - 1
+            parts.append(guess[: good + 1])
+            left -= good + 1
+            if left == 0:
+                return np.concatenate(parts)
+            p = int(guess[good]) + int(nxt[good])
+            if good < GUESS_MIN:
+                break
         walk: list[int] = []
-        add, nxt, mm, p = walk.append, _NEXT, self.mm, base + first
-        for _ in range(num):  # the only per-packet Python step: follow tp_next_offset
+        add, nxt1, mm = walk.append, _NEXT, self.mm
+        for _ in range(left):  # the only per-packet Python step: follow tp_next_offset
             add(p)
-            p += nxt(mm, p)[0]
-        return self._parse(np.array(walk, dtype=np.int64))
+            p += nxt1(mm, p)[0]
+        parts.append(np.array(walk, dtype=np.int64))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def _parse(self, offs: np.ndarray) -> Block:
         n = len(offs)

@@ -33,6 +33,7 @@ from floodwatch.settings.detector import DetectorSettings
 
 RECENT_KEEP = 32  # resolved incidents kept for late enrichment
 GAP_SLACK = 0.05  # seconds: a hole between windows bigger than this counts as silence
+EVIDENCE_WAIT_WINDOWS = 3  # open without packet evidence after this many over-threshold windows
 BULK_MIN_SEGMENT = 400  # mean inbound bytes per packet of a download-shaped window
 BULK_OUT_FACTOR = 2.0  # bytes out / bytes in of an upload-shaped window
 
@@ -195,6 +196,16 @@ class Detector:
             self.counters["learnt_windows"] += 1
         return []
 
+    def _profile_for(self, trigger: str) -> Profile:
+        """The evidence of a victim or prefix incident is that victim's own traffic (see Profile)."""
+        kind, _, target = trigger.partition(" ")
+        lens = (self.s.carpet_prefix_v4, self.s.carpet_prefix_v6)
+        if kind == "victim":
+            return Profile(focus_ip=target, prefix_lens=lens)
+        if kind == "prefix":
+            return Profile(focus_prefix=target, prefix_lens=lens)
+        return Profile()
+
     def _drop_run(self) -> None:
         self.counters["bursts_ignored"] += 1
         self.run = None
@@ -203,7 +214,7 @@ class Detector:
                    thr: Thresholds) -> list[IncidentEvent]:
         run = self.run
         if run is None:
-            run = self.run = Run(w.t_start, thr, trigger)
+            run = self.run = Run(w.t_start, thr, trigger, profile=self._profile_for(trigger))
         run.windows += 1
         run.gaps = 0
         run.max_ratio = max(run.max_ratio, ratio)
@@ -212,7 +223,10 @@ class Detector:
         run.peak_bps = max(run.peak_bps, r.bps)
         fast = run.windows >= self.s.fast_windows and ratio >= self.s.fast_ratio
         sustained = w.t_end - run.start >= self.s.sustain_seconds
-        if (fast or sustained) and w.t_end >= self.cooldown_until:
+        # exact kernel counters can run ahead of the packet records: wait (a window at most, usually)
+        # for packets to name the attack rather than open it as "unknown" with no breakdown
+        evidence = run.profile.proto_total() > 0 or run.windows >= EVIDENCE_WAIT_WINDOWS
+        if (fast or sustained) and evidence and w.t_end >= self.cooldown_until:
             return [self._open(w.t_end)]
         return []
 

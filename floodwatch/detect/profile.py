@@ -59,6 +59,11 @@ class Profile:
     peak_pps: int = 0  # the busiest window's inbound rates
     peak_bps: int = 0
     hll: np.ndarray | None = None  # merged source registers
+    # When an incident is about one victim (or one prefix), its protocol, flag and source-port counts
+    # come from the windows' per-victim rows, so busy traffic to other addresses does not name it.
+    focus_ip: str = ""
+    focus_prefix: str = ""
+    prefix_lens: tuple[int, int] = (24, 64)
 
     @property
     def sources(self) -> int:
@@ -90,14 +95,48 @@ class Profile:
         seconds = max(w.t_end - w.t_start, 1e-3)
         self.peak_pps = max(self.peak_pps, round(w.packets_in / seconds))
         self.peak_bps = max(self.peak_bps, round(w.bytes_in * 8 / seconds))
-        _add(self.proto, w.proto_in)
         _add(self.ipver, w.ipver_in)
-        _add(self.tcp_flags, w.tcp_flags)
         _add(self.fragments, w.fragments)
         _add(self.signatures, w.signatures)
         for k, v in w.ttl_hist.items():
             self.ttl[int(k)] += int(v)
-        self._add_tops(w)
+        rows = self._focus_rows(w)
+        if rows is None:
+            _add(self.proto, w.proto_in)
+            _add(self.tcp_flags, w.tcp_flags)
+            self._add_tops(w)
+        else:
+            self._add_victims(w, rows)
+
+    def _focus_rows(self, w: TrafficWindow) -> list[dict[str, Any]] | None:
+        if not (self.focus_ip or self.focus_prefix):
+            return None
+        from floodwatch.detect.victims import prefix_of
+
+        rows = []
+        for v in w.victims:
+            if not isinstance(v, dict):
+                continue
+            ip = str(v.get("ip", ""))
+            if ip == self.focus_ip or (self.focus_prefix and prefix_of(ip, *self.prefix_lens) == self.focus_prefix):
+                rows.append(v)
+        return rows
+
+    def _add_victims(self, w: TrafficWindow, rows: list[dict[str, Any]]) -> None:
+        """Protocol, flag and source-port evidence of the focused victims only."""
+        for v in rows:
+            if isinstance(v.get("proto"), dict):
+                _add(self.proto, v["proto"])
+            if isinstance(v.get("tcp_flags"), dict):
+                _add(self.tcp_flags, v["tcp_flags"])
+            port = v.get("top_src_port")
+            if isinstance(port, dict) and port.get("packets"):
+                self.src_ports[(str(port.get("proto")), int(port.get("port", 0)))] += int(port["packets"])
+            self.dst_ips[str(v.get("ip"))] += int(v.get("packets", 0))
+            self.dst_bytes[str(v.get("ip"))] += int(v.get("bytes", 0))
+        for row in w.top_src_ips:
+            self.src_ips[str(row[0])] += int(row[1])
+        _prune(self.src_ips, TOP_KEEP)
 
     def _add_tops(self, w: TrafficWindow) -> None:
         for row in w.top_src_ips:

@@ -7,6 +7,7 @@ The key travels only in the Authorization header; every error text we produce pa
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 import stat
@@ -56,6 +57,23 @@ def resolve_api_key(settings: ReporterSettings, env: dict[str, str] | None = Non
         except OSError as e:
             raise ConfigError(f"reporter.api_key_file {path}: cannot read: {e.strerror or e}") from e
     return settings.api_key.strip()
+
+
+def local_node_credentials(path: Path) -> tuple[str, str] | None:
+    """(node_uuid, api_key) the embedded server wrote for this host, or None when absent or unusable."""
+    try:
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            logger.bind(actor="reporter").warning("{}: readable by group or others; not used", path)
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    uuid, key = data.get("node_uuid"), data.get("api_key")
+    if isinstance(uuid, str) and isinstance(key, str) and uuid and key:
+        return uuid, key
+    return None
 
 
 def ssl_context(settings: ReporterSettings) -> ssl.SSLContext | bool:

@@ -123,8 +123,19 @@ def ipv4(src: str, dst: str, proto: int, l4: bytes, ttl: int = 64, mf: bool = Fa
     ihl = 5 + len(options) // 4
     tl = totlen if totlen is not None else ihl * 4 + len(l4)
     fragw = (0x2000 if mf else 0) | (offset // 8)
-    return struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, tl, 1, fragw, ttl, proto, 0,
-                       ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed) + options + l4
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, tl, 1, fragw, ttl, proto, 0,
+                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed) + options
+    csum = inet_checksum(hdr)  # a real header checksum: the receiving kernel answers such packets
+    return hdr[:10] + struct.pack("!H", csum) + hdr[12:] + l4
+
+
+def inet_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
 
 
 def ipv6(src: str, dst: str, nh: int, rest: bytes, hlim: int = 64, plen: int | None = None) -> bytes:
@@ -154,7 +165,8 @@ def udp(sport: int, dport: int, payload: bytes = b"") -> bytes:
 
 
 def icmp(itype: int, code: int, payload: bytes = b"") -> bytes:
-    return struct.pack("!BBHI", itype, code, 0, 0) + payload
+    msg = struct.pack("!BBHI", itype, code, 0, 0) + payload
+    return msg[:2] + struct.pack("!H", inet_checksum(msg)) + msg[4:]
 
 
 def trafgen_conf(frames: list[bytes]) -> str:

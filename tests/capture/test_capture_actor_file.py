@@ -144,3 +144,44 @@ def test_a_file_that_is_no_capture_ends_the_stream_at_once(harness: BusHarness, 
     finally:
         stop_process(proc)
         sink.close()
+
+
+def test_file_source_waits_at_the_hwm_and_loses_nothing(harness: BusHarness, tmp_path: Path, pcaps_dir: Path) -> None:
+    """No aggregator at first: capture fills the tiny queue, waits (heartbeating), then delivers all."""
+    from tests.helpers import eventually
+
+    file = pcaps_dir / "amp.TCP.reflection.SYNACK.pcap"
+    cfg = base_config(tmp_path, harness.endpoints, capture={"source": "pcap", "pcap_file": str(file),
+                                                            "batch_records": 64})
+    cfg["bus"]["hwm_packets"] = 2
+    proc = start_actor("capture", write_config(tmp_path / "c.toml", cfg), tmp_path / "c.log")
+    sink = None
+    try:
+        harness.wait_ready("capture")
+        first = eventually(lambda: harness.heartbeats.get("capture"), 10)
+        eventually(lambda: harness.heartbeats["capture"].ts > first.ts + 0.5, 10,
+                   message="heartbeats go on while capture waits")
+        assert harness.counters("capture").get("batches", 0) < 8000 // 64  # it is waiting, not dropping
+        assert harness.counters("capture").get("batches_dropped", 0) == 0
+        sink = Sink(harness)  # the aggregator arrives late
+        batches, end = sink.until_end()
+        assert end.packets == 8000 == sum(b.count for b in batches)
+        assert [b.seq for b in batches] == list(range(len(batches)))
+    finally:
+        assert stop_process(proc) == 0
+        if sink is not None:
+            sink.close()
+
+
+def test_stop_while_waiting_at_the_hwm_exits_cleanly(harness: BusHarness, tmp_path: Path, pcaps_dir: Path) -> None:
+    from tests.helpers import eventually
+
+    cfg = base_config(tmp_path, harness.endpoints, capture={
+        "source": "pcap", "pcap_file": str(pcaps_dir / "pkt.TCP.synflood.spoofed.pcap"), "batch_records": 64})
+    cfg["bus"]["hwm_packets"] = 1
+    proc = start_actor("capture", write_config(tmp_path / "c.toml", cfg), tmp_path / "c.log")
+    try:
+        harness.wait_ready("capture")
+        eventually(lambda: harness.heartbeats.get("capture"), 10)
+    finally:
+        assert stop_process(proc, timeout=10) == 0

@@ -123,3 +123,22 @@ def test_corrupt_pcapng_blocks(pcaps_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "len.pcapng").write_bytes(bytes(bad))
     with pytest.raises(CaptureError, match="corrupt block length"), PcapReader(tmp_path / "len.pcapng") as r:
         list(r)
+
+
+def test_pcapng_with_two_link_types_matches_tshark(pcaps_dir: Path, tmp_path: Path) -> None:
+    frames = frames_of(pcaps_dir / "amp.UDP.snmp.src161.pcapng")
+    eth_file = write_pcap(tmp_path / "eth.pcap", 1, frames[:2000])
+    sll_file = write_pcap(tmp_path / "sll.pcap", 113, [(t + 0.0000005, sll(f)) for t, f in frames[2000:]])
+    merged = tmp_path / "merged.pcapng"
+    subprocess.run(["mergecap", "-F", "pcapng", "-w", str(merged), str(eth_file), str(sll_file)], check=True,
+                   capture_output=True)
+    compare(merged)
+    with PcapReader(merged) as r:
+        kinds = {c.linktype for c in r.chunks(512)}
+    assert kinds == {1, 113}
+
+
+def test_chunks_never_exceed_their_size(pcaps_dir: Path) -> None:
+    with PcapReader(pcaps_dir / "amp.TCP.reflection.SYNACK.pcap") as r:
+        sizes = [len(c) for c in r.chunks(100)]
+    assert max(sizes) == 100 and sum(sizes) == 8000

@@ -24,8 +24,9 @@ def window(t: float, pps: float = 0.0, *, width: float = 0.1, size: int = 100, p
     for part in parts:
         _add_part(acc, part, width)
     n_out = int(out_pps * width)
-    victims = [{"ip": ip, "packets": n, "bytes": b, "proto": {}, "tcp_flags": {}}
-               for ip, (n, b) in sorted(acc["victims"].items(), key=lambda kv: -kv[1][0])]
+    victims = [{"ip": ip, "packets": v[0], "bytes": v[1], "proto": v[2], "tcp_flags": v[3],
+                "top_src_port": max(v[4], key=lambda r: r["packets"]) if v[4] else None}
+               for ip, v in sorted(acc["victims"].items(), key=lambda kv: -kv[1][0])]
     return TrafficWindow(
         t_start=t, t_end=t + width, exact=False, sample_rate=1.0,
         packets_in=acc["packets"], bytes_in=acc["bytes"], packets_out=n_out, bytes_out=n_out * out_size,
@@ -60,9 +61,16 @@ def _add_part(acc: dict[str, Any], part: dict[str, Any], width: float) -> None:
         acc["sports"][key] = acc["sports"].get(key, 0) + n - part.get("later_frags", 0)
         dkey = (proto, part.get("dport", 80))
         acc["dports"][dkey] = acc["dports"].get(dkey, 0) + n - part.get("later_frags", 0)
-    v = acc["victims"].setdefault(part.get("victim", "198.18.0.1"), [0, 0])
+    v = acc["victims"].setdefault(part.get("victim", "198.18.0.1"), [0, 0, {}, {}, []])
     v[0] += n
     v[1] += n * int(part.get("size", 100))
+    v[2][proto] = v[2].get(proto, 0) + n
+    if proto == "tcp":
+        flag = part.get("flags") or "SYN"
+        v[3][flag] = v[3].get(flag, 0) + n
+    if proto in ("tcp", "udp"):
+        sport = part.get("sport") if part.get("sport") is not None else 40000
+        v[4].append({"proto": proto, "port": sport, "packets": n})
     acc["bidir"] += int(part.get("bidir", 0) * width)
     for k, c in (part.get("signatures") or {}).items():
         acc["sigs"][k] = acc["sigs"].get(k, 0) + int(c * width)

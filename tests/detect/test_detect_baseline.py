@@ -106,3 +106,14 @@ def test_detect_static_and_api_thresholds_win_over_the_baseline() -> None:
     d2.set_api_config(None, None, {"p99_pps": 12_000, "mean_pps": 3_400, "p99_bps": "junk"})
     thr = d2.thresholds(MONDAY)
     assert thr.source == "api" and thr.pps == 36_000
+
+
+def test_detect_config_section_refuses_bad_values() -> None:
+    from floodwatch.config import config_from_dict
+    from floodwatch.errors import ConfigError
+
+    assert config_from_dict({"detector": {"pps_threshold": 50_000}}).detector.pps_threshold == 50_000
+    for bad, key in (({"resolve_ratio": 2.0}, "resolve_ratio"), ({"baseline_file": "/etc/x"}, "baseline_file"),
+                     ({"pps_threshold": -1}, "pps_threshold"), ({"fast_windows": 0}, "fast_windows")):
+        with pytest.raises(ConfigError, match=f"detector.{key}"):
+            config_from_dict({"detector": bad}, "test.toml")

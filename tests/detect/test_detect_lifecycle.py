@@ -160,7 +160,10 @@ def test_detect_victim_threshold_sees_one_address_of_many() -> None:
     events = feed(d, T0, 2, mix=mix)
     first = opened(events)
     assert first and first[0].extra["trigger"] == "victim 198.18.0.9"
-    assert first[0].target_ips[0] == "198.18.0.9"
+    # named from that victim's own packets: the busy web traffic to the others is not part of it
+    assert first[0].target_ips == ["198.18.0.9"]
+    assert (first[0].attack_family, first[0].attack_subtype) == ("udp_flood", "ntp_amplification")
+    assert first[0].protocol_breakdown == {"udp": 100.0}
 
 
 def test_detect_carpet_bombing_over_a_prefix() -> None:
@@ -212,3 +215,14 @@ def test_detect_every_incident_field_is_filled() -> None:
     assert ev.tcp_flag_breakdown["SYN"] > 0 and ev.top_src_ips and ev.top_dst_ports
     assert ev.source_ip_count >= 5000 and ev.spoofing_detected is True
     assert isinstance(ev.geo_breakdown, dict) and ev.ioc_matches == [] and ev.botnet_detected is False
+
+
+def test_detect_waits_for_packets_when_counters_run_ahead() -> None:
+    """Kernel counters show the flood a window before any record does: open once packets can name it."""
+    d = Detector(STATIC)
+    ahead = replace(window(T0, pps=50 * THRESHOLD, proto="udp", sport=123), proto_in={}, tcp_flags={},
+                    top_src_ports=[], victims=[], exact=True)
+    assert d.step(ahead) == []
+    events = d.step(window(T0 + 0.1, pps=50 * THRESHOLD, proto="udp", sport=123))
+    assert len(events) == 1 and events[0].attack_subtype == "ntp_amplification"
+    assert events[0].started_at == T0 and events[0].protocol_breakdown == {"udp": 100.0}

@@ -135,9 +135,11 @@ Answer = tuple[int, bytes, dict[str, str]]
 class FakeApi:
     """Answers like a minimal correct server unless told otherwise per path."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: Any = None) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api/v1/agent"
+        self.ssl_context = ssl_context
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}/api/v1/agent"
         self.seen: list[Seen] = []
         self.incidents: dict[str, int] = {}  # incident_key -> id
         self.incident_bodies: list[dict[str, Any]] = []
@@ -169,7 +171,7 @@ class FakeApi:
         app.router.add_route("*", "/api/v1/agent/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_context).start()
 
     async def _stop(self) -> None:
         assert self._release is not None and self._runner is not None
@@ -216,6 +218,23 @@ class FakeApi:
                 return web.Response(body=self.config, content_type="text/html")
             return web.json_response(self.config)
         return web.json_response({"ok": True})
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, csr, ext = directory / "srv.pem", directory / "srv.key", directory / "srv.csr", directory / "ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    for argv in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "1",
+         "-subj", "/CN=floodwatch test CA"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "1", "-extfile", ext],
+    ):
+        subprocess.run([str(a) for a in argv], check=True, capture_output=True, timeout=60)
+    return ca, cert, key
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 20.0, message: str = "") -> Any:

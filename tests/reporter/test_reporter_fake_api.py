@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from pathlib import Path
 
 from floodwatch.messages import CommandReceived, ConfigReceived, IncidentUpdated
 from tests.helpers import BusHarness
-from tests.reporter.support import FakeApi, reporter, reporter_settings, wait_for
+from tests.reporter.support import FakeApi, make_tls, reporter, reporter_settings, wait_for
 from tests.reporter.test_reporter_logic import T0, incident, second
 
 KEY = "secret-key-do-not-log-0123456789"
@@ -148,3 +149,40 @@ def test_reporter_lost_response_and_sigkill_make_no_duplicate(tmp_path: Path, ha
         assert len(api.incidents) == 1
         assert [b.get("incident_id") for b in bodies] == [None, None, 1, 1]  # open twice (same key), 2 updates
         assert [b["peak_pps"] for b in bodies[2:]] == [1000, 2000]
+
+
+def test_reporter_tls_is_verified_and_a_private_ca_can_be_trusted(tmp_path: Path, harness: BusHarness) -> None:
+    ca, cert, key = make_tls(tmp_path / "tls")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    with FakeApi(ssl_context=ctx) as api:
+        with reporter(tmp_path, harness, reporter_settings(api.url, KEY, "node-1"), name="noca") as rp:
+            harness.publish(incident(key="tls-1"))
+            wait_for(lambda: rp.fresh_counters()["retries"] >= 2, message="refused: unknown CA")
+            assert "certificate verify failed" in rp.log_text().lower() and not api.incidents
+            assert rp.fresh_counters()["outbox_pending"] >= 1
+        settings = reporter_settings(api.url, KEY, "node-1", ca_bundle=str(ca))
+        with reporter(tmp_path, harness, settings, name="withca") as rp:
+            rp.wait_drained()  # the same outbox: the incident queued by the first process arrives
+            assert list(api.incidents) == ["tls-1"]
+            assert "TLS VERIFICATION IS OFF" not in rp.log_text()
+        settings = reporter_settings(api.url, KEY, "node-1", tls_verify=False)
+        with reporter(tmp_path, harness, settings, name="off") as rp:  # only ever loudly
+            harness.publish(incident(key="tls-2"))
+            rp.wait_drained()
+            assert "TLS VERIFICATION IS OFF" in rp.log_text() and "tls-2" in api.incidents
+
+
+def test_reporter_an_update_without_a_delivered_open_is_not_orphaned(tmp_path: Path, harness: BusHarness) -> None:
+    """The open was refused (dead letter): the next update first opens by key, then updates by id."""
+    with FakeApi() as api:
+        api.canned["incident"] = [(400, b'{"error": "severity: must be one of ..."}',
+                                   {"Content-Type": "application/json"})]
+        with reporter(tmp_path, harness, reporter_settings(api.url, KEY, "node-1")) as rp:
+            harness.publish(incident(key="orphan-1"))
+            harness.publish(incident(IncidentUpdated, key="orphan-1", seq=1, peak_pps=777))
+            rp.wait_drained()
+            bodies = [r.body for r in api.requests("incident")]
+            assert [b.get("incident_id") for b in bodies] == [None, None, 1]
+            assert bodies[2]["peak_pps"] == 777 and list(api.incidents) == ["orphan-1"]
+            assert rp.fresh_counters()["dead_letters"] == 1

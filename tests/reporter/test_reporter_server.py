@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -32,10 +34,13 @@ from tests.helpers import (
 from tests.reporter.support import ServerProc, reporter, reporter_settings, server, wait_for
 from tests.reporter.test_reporter_logic import T0, incident, second
 
+# metric samples an hour old: recent enough for the server's retention sweep (which drops old ones)
+M0 = float(int(time.time()) - 3600) + 0.25
+
 
 def _publish_seconds(harness: BusHarness, start: int, stop: int) -> None:
     for i in range(start, stop):
-        harness.publish(second(T0 + i, pps=1000 + i))
+        harness.publish(second(M0 + i, pps=1000 + i))
 
 
 def _peaks(srv: ServerProc, incident_id: int) -> list[tuple[str, str, int]]:
@@ -65,11 +70,11 @@ def test_reporter_server_outage_loses_nothing(tmp_path: Path, harness: BusHarnes
                 if step == 5:
                     harness.publish(incident(IncidentUpdated, key="out-2", seq=1, peak_pps=501))
                 r = rp.fresh_counters()["retries"]
-                wait_for(lambda r=r: rp.fresh_counters()["retries"] > r, message="the reporter retries")
+                wait_for(lambda r=r: rp.fresh_counters()["retries"] >= r + 3, message="the reporter retries")
             harness.publish(incident(IncidentResolved, key="out-1", seq=10, status="resolved", ended_at=T0 + 220,
                                      peak_pps=110))
             counters = rp.fresh_counters()
-            assert counters["retries"] >= retries0 + 8 and counters["outbox_pending"] >= 200 + 12
+            assert counters["retries"] >= retries0 + 24 and counters["outbox_pending"] >= 200 + 12
             assert rp.health().startswith("api: unreachable")
             srv.start()
             rp.wait_drained(60)
@@ -82,17 +87,17 @@ def test_reporter_server_outage_loses_nothing(tmp_path: Path, harness: BusHarnes
         assert [h[2] for h in hist] == [100, *range(101, 111)] and hist[-1][1] == "resolved"  # in order
         assert [h[2] for h in _peaks(srv, two["incident_id"])] == [500, 501]
         metrics = srv.metrics()
-        assert [m["recorded_at"] for m in metrics] == [iso(T0 + i) for i in range(220)]  # original times, once
+        assert [m["recorded_at"] for m in metrics] == [iso(M0 + i) for i in range(220)]  # original times, once
         assert [m["pps"] for m in metrics] == [1000 + i for i in range(220)]
 
 
 @pytest.mark.slow
 def test_reporter_server_sigkill_and_rate_limit(tmp_path: Path, harness: BusHarness) -> None:
     """A backlog drained through a 429 rate limit while the reporter is SIGKILLed again and again."""
-    with server(tmp_path, "--rate-limit", "15", "--rate-burst", "3") as srv:
+    with server(tmp_path, "--rate-limit", "20", "--rate-burst", "4") as srv:
         uuid, key = srv.add_node()
         srv.start()
-        settings = reporter_settings(srv.url, key, uuid, metrics_batch=20)
+        settings = reporter_settings(srv.url, key, uuid, metrics_batch=50)
         with reporter(tmp_path, harness, settings) as rp:
             keys = [f"kill-{n}" for n in range(12)]
             for n, k in enumerate(keys):
@@ -116,8 +121,8 @@ def test_reporter_server_sigkill_and_rate_limit(tmp_path: Path, harness: BusHarn
             assert peaks == sorted(peaks) and set(peaks) == {n * 10, n * 10 + 1, n * 10 + 2}, peaks
             assert inc["status"] == "resolved"
         times = [m["recorded_at"] for m in srv.metrics()]
-        assert set(times) == {iso(T0 + i) for i in range(300)}  # nothing lost (at least once)
-        assert len(times) - 300 <= 3 * 20  # a repeat is at most one in-flight batch per kill
+        assert set(times) == {iso(M0 + i) for i in range(300)}  # nothing lost (at least once)
+        assert len(times) - 300 <= 3 * 50  # a repeat is at most one in-flight batch per kill
 
 
 def test_reporter_server_commands_acks_and_pcap(tmp_path: Path, harness: BusHarness) -> None:
@@ -127,7 +132,8 @@ def test_reporter_server_commands_acks_and_pcap(tmp_path: Path, harness: BusHarn
         hostile = "iptables -I INPUT -s 198.18.0.9 -j DROP; touch /tmp/pwned-by-reporter-test"
         cid = srv.cli("queue-command", uuid, hostile)["command_id"]
         srv.start()
-        pcap = tmp_path / "capture.pcap"
+        (tmp_path / "state" / "pcaps").mkdir(parents=True)
+        pcap = tmp_path / "state" / "pcaps" / "capture.pcap"
         pcap.write_bytes(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
         with reporter(tmp_path, harness, reporter_settings(srv.url, key, uuid, config_interval=0.5)) as rp:
             msg = sub.get(CommandReceived, timeout=20)
@@ -136,6 +142,9 @@ def test_reporter_server_commands_acks_and_pcap(tmp_path: Path, harness: BusHarn
             harness.publish(CommandFinished(command_id=cid, status="rejected", error="not a mitigation",
                                             output="", executed_at=T0))
             harness.publish(incident(key="pcap-1"))
+            outside = PcapSaved(incident_key="pcap-1", path="/etc/passwd", packets=0, bytes=1, linktype=1,
+                                sha256="", sample_rate=1, truncated=False)
+            harness.publish(outside)  # refused: only the recorder's directory is uploaded
             harness.publish(PcapSaved(incident_key="pcap-1", path=str(pcap), packets=0, bytes=24, linktype=1,
                                       sha256="", sample_rate=1, truncated=False))
             rp.wait_drained()
@@ -143,6 +152,7 @@ def test_reporter_server_commands_acks_and_pcap(tmp_path: Path, harness: BusHarn
             assert cmd["status"] == "rejected" and cmd["error"] == "not a mitigation"
             (inc,) = srv.incidents()
             assert inc["pcap_stored"] and inc["pcap_bytes"] == 24
+            assert rp.fresh_counters()["bad_messages"] == 1 and "outside the recorder's directory" in rp.log_text()
             sub.drain(0.1)
             polls = rp.fresh_counters()["config_polls"]
             wait_for(lambda: rp.fresh_counters()["config_polls"] >= polls + 2)
@@ -173,3 +183,20 @@ def test_reporter_server_401_shows_in_status(tmp_path: Path) -> None:
         finally:
             stop_process(sup, 20)
         assert os.path.exists(srv.db)
+
+
+def test_reporter_server_uses_the_embedded_servers_local_node(tmp_path: Path, harness: BusHarness) -> None:
+    """No key configured: reports wait in the outbox until the embedded server's credentials appear."""
+    with server(tmp_path) as srv:
+        uuid, key = srv.add_node("local")
+        srv.start()
+        with reporter(tmp_path, harness, reporter_settings(srv.url, "", "")) as rp:
+            harness.publish(incident(key="local-1"))
+            wait_for(lambda: rp.fresh_counters()["outbox_pending"] >= 1 and "not configured" in rp.health())
+            creds = tmp_path / "state" / "server-local-node.json"
+            fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"node_uuid": uuid, "api_key": key, "name": "local"}, f)
+            rp.wait_drained()
+            assert [i["incident_key"] for i in srv.incidents()] == ["local-1"]
+            assert key not in rp.log_text()
