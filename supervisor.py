@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -39,7 +40,7 @@ from floodwatch.zygote import ForkedProcess, Zygote, become_subreaper
 from floodwatch.settings.core import ACTOR_ORDER
 
 log = logger.bind(actor="supervisor")
-TICK = 0.25  # longest sleep of the loop; signals (SIGCHLD, SIGTERM, SIGHUP) wake it at once
+TICK = 0.5  # longest sleep of the loop; signals (SIGCHLD, SIGTERM, SIGHUP) wake it at once
 
 
 @dataclass
@@ -195,7 +196,7 @@ class Supervisor:
             self.poller.register(self.router, zmq.POLLIN)
             if self.wake_r is not None:
                 self.poller.register(self.wake_r.fileno(), zmq.POLLIN)
-        ready = dict(self.poller.poll(int(self.next_wait() * 1000)))
+        ready = dict(self.poller.poll(math.ceil(self.next_wait() * 1000)))  # no busy loop below 1 ms
         if self.wake_r is not None and self.wake_r.fileno() in ready:
             with contextlib.suppress(BlockingIOError):
                 while self.wake_r.recv(512):

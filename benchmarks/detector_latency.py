@@ -54,7 +54,7 @@ def main() -> int:
     ap.add_argument("--vectors", default=",".join(VECTORS))
     ap.add_argument("--levels", default=",".join(LEVELS))
     ap.add_argument("--out", default="")
-    ap.add_argument("--lateness", type=float, default=0.05, help="aggregator lateness (s)")
+    ap.add_argument("--lateness", type=float, default=None, help="aggregator lateness (s; default: the config default)")
     ap.add_argument("--window", type=float, default=0.1, help="aggregator window (s)")
     args = ap.parse_args()
     settings = {"pps_threshold": args.threshold, "dynamic": False, "hold_down": 0.5, "cooldown": 0.3}

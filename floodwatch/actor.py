@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import asyncio
 import heapq
+import math
 import os
 import signal
 import socket
@@ -154,7 +155,7 @@ class Actor(_Core):
         self.ctx = zmq.Context()
         self.poller = zmq.Poller()
         self._readers: dict[zmq.Socket, Callable[[zmq.Socket], None]] = {}
-        self._timers: list[tuple[float, int, float, Callable[[], None]]] = []
+        self._timers: list[tuple[float, int, float | Callable[[], float], Callable[[], None]]] = []
         self._timer_seq = 0
         self._sockets: list[zmq.Socket] = []
         self.control: zmq.Socket | None = None
@@ -177,11 +178,19 @@ class Actor(_Core):
         self.pub_sock.send_multipart(messages.frames(msg))
         self.counters["out"] += 1
 
-    def every(self, seconds: float, fn: Callable[[], None], first: float | None = None) -> None:
-        """Call fn every `seconds` (first after `first` seconds, default one period)."""
-        due = time.monotonic() + (seconds if first is None else first)
+    def every(self, seconds: float | Callable[[], float], fn: Callable[[], None], first: float | None = None) -> None:
+        """Call fn every `seconds` (first after `first` seconds, default one period). `seconds` may be a
+        function, asked again after each call: a timer that slows down while there is nothing to do."""
+        period = seconds() if callable(seconds) else seconds
+        due = time.monotonic() + (period if first is None else first)
         self._timer_seq += 1
         heapq.heappush(self._timers, (due, self._timer_seq, seconds, fn))
+
+    def due_now(self, fn: Callable[[], None]) -> None:
+        """Make the periodic timer of fn due at once (it then goes on at its period from now)."""
+        now = time.monotonic()
+        self._timers = [(min(due, now) if f == fn else due, seq, every, f) for due, seq, every, f in self._timers]
+        heapq.heapify(self._timers)
 
     def add_reader(self, sock: zmq.Socket, handler: Callable[[zmq.Socket], None]) -> None:
         self._readers[sock] = handler
@@ -216,7 +225,8 @@ class Actor(_Core):
 
         Actors with a hot loop of their own (capture) call poll_once(0) between batches.
         """
-        for sock, _ in self.poller.poll(int(timeout_ms)):
+        # rounded up: a timer due in 0.4 ms must not turn into poll(0) and a busy loop until it is due
+        for sock, _ in self.poller.poll(math.ceil(timeout_ms)):
             if sock == self._wake_fd:
                 self._drain_wakeup()
             else:
@@ -252,12 +262,13 @@ class Actor(_Core):
     def _run_timers(self) -> None:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now and not self.stopping:
-            due, seq, period, fn = heapq.heappop(self._timers)
+            due, seq, every, fn = heapq.heappop(self._timers)
             fn()
+            period = every() if callable(every) else every
             nxt = due + period
             if nxt <= now:  # we fell behind: skip missed ticks rather than bursting
                 nxt = now + period
-            heapq.heappush(self._timers, (nxt, seq, period, fn))
+            heapq.heappush(self._timers, (nxt, seq, every, fn))
 
     def _read_events(self, sock: zmq.Socket) -> None:
         for _ in range(256):

@@ -88,13 +88,13 @@ class Output:
             self.flush_frames()
 
     def due_in_ms(self) -> float:
-        """Milliseconds until the oldest pending batch is due (100 when nothing is pending)."""
+        """Milliseconds until the oldest pending batch is due (1000 when nothing is pending)."""
         now = self.clock()
         born = [self.born[i] for i, b in enumerate(self.batches) if b.n]
         if self.frames:
             born.append(self.frames_born)
         if not born:
-            return 100.0
+            return 1000.0
         return max(0.0, (min(born) + self.interval - now) * 1000)
 
     def flush_all(self) -> None:

@@ -7,6 +7,7 @@ the actor may sleep. Live sources also produce CounterSamples and take sample-ra
 
 from __future__ import annotations
 
+import math
 import select
 import time
 from collections.abc import Callable, Iterator
@@ -196,11 +197,11 @@ class AfPacketSource:
                           ring.frame(int(block.frame_offs[i]), int(block.caps[i])))
 
     def idle_ms(self) -> float:
-        return 100.0  # the ring descriptors wake us when a block is handed over
+        return 1000.0  # the ring descriptors wake us when a block is handed over
 
     def wait(self, timeout_ms: float) -> None:
         if not any(r.ready() for r in self.rings):
-            self.poller.poll(timeout_ms)
+            self.poller.poll(math.ceil(timeout_ms))
 
     def read_counters(self) -> list[IfCounters]:
         self.last = [s.read() for s in self.stats]

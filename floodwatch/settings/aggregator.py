@@ -11,7 +11,9 @@ from floodwatch.aggregate.budget import estimate_bytes
 class AggregatorSettings:
     enabled: bool = True
     window: float = 0.1  # seconds of stream time per TrafficWindow; 1 / window must be a whole number
-    lateness: float = 0.3  # a window is published once stream time is this far past its end
+    # a window is published once stream time is this far past its end: more than the capture's
+    # ring_block_timeout_ms + batch_interval, the longest a packet waits before it reaches us
+    lateness: float = 0.03
     max_gap: float = 5.0  # at most this many seconds of empty windows are published for a gap in time
     top_n: int = 10  # entries in each top list (sources, destinations, ports)
     victims: int = 10  # per-victim detail rows in each window

@@ -35,12 +35,15 @@ class CaptureSettings:
     ring_blocks: int = 16  # blocks per interface ring: memory = size x blocks per interface
     # The kernel hands over a partly filled block after this long: the latency of capture at low rates,
     # and (each block costs a fixed ~0.2 ms of numpy work) its CPU floor under sampling.
-    ring_block_timeout_ms: int = 40
+    ring_block_timeout_ms: int = 10
     fanout_group: int = 0  # 1..65535: join this PACKET_FANOUT group (several capture processes); 0 = off
     fanout_mode: str = "hash"  # "hash" (flow), "lb" (round robin), "cpu"
     batch_records: int = 2048  # records per PacketBatch at most
-    batch_interval: float = 0.03  # seconds: a partial batch is sent after this long
+    batch_interval: float = 0.01  # seconds: a partial batch is sent after this long
     counter_interval: float = 0.1  # seconds between CounterSamples (interface counters, drops, conns)
+    # While the watched links are silent (no packet either way since the last reading), counters are read
+    # this often instead, and the first packet brings back counter_interval at once; 0 = never slow down.
+    quiet_interval: float = 1.0
     controller_interval: float = 0.2  # seconds between sampling decisions
     frames_per_second: int = 2000  # raw frames per second to the recorder at most; 0 = none
     frames_batch: int = 256  # frames per FrameBatch at most
@@ -94,6 +97,8 @@ class CaptureSettings:
         for name in ("batch_interval", "counter_interval", "controller_interval"):
             if not 0.001 <= getattr(self, name) <= 10:
                 raise ValueError(f"{name}: must be between 0.001 and 10 seconds")
+        if not 0 <= self.quiet_interval <= 10:
+            raise ValueError("quiet_interval: must be between 0 (off) and 10 seconds")
         if self.frames_per_second < 0 or not 1 <= self.frames_batch <= 10000:
             raise ValueError("frames_per_second must be >= 0 and frames_batch between 1 and 10000")
         if self.conn_source not in ("auto", "sockstat", "conntrack", "off"):

@@ -303,3 +303,46 @@ def test_fanout_spreads_one_interface_over_two_capture_processes(live: Any, tmp_
         finally:
             for p in procs:
                 stop_process(p)
+
+
+def test_silent_link_slows_the_counters_and_the_first_packet_brings_them_back(live: Any, tmp_path: Path) -> None:
+    """Idle cost: a silent link is read once per quiet_interval, not every counter_interval; the first
+    packets of a flood bring back the fast cadence at once, so no window of the flood lacks counters."""
+    pair, harness, coll, _ = live
+    proc = start_capture(pair, harness, tmp_path, quiet_interval=1.0)
+
+    def samples(seconds: float) -> list[tuple[float, CounterSample]]:
+        out, deadline = [], time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if coll.sock.poll(max(1, int(left * 1000))):
+                msg = messages.decode(coll.sock.recv())
+                if isinstance(msg, CounterSample):
+                    out.append((time.monotonic(), msg))
+        return out
+
+    try:
+        coll.wait_counters(lambda c: True)
+        for _ in range(3):  # let the namespace's own start-up chatter (IPv6 DAD, ...) die down
+            quiet = samples(3.0)
+            if len(quiet) <= 6:
+                break
+        assert len(quiet) <= 6, f"{len(quiet)} counter samples in 3 s of silence (every 0.05 s would be 60)"
+        base = quiet[-1][1] if quiet else coll.wait_counters(lambda c: True)
+        mix = frames_mix(pair)
+        conf = tmp_path / "trafgen.cfg"
+        conf.write_text(trafgen_conf(mix["udp"]))
+        t0 = time.monotonic()
+        sender = subprocess.Popen(["ip", "netns", "exec", pair.ns_a, "trafgen", "--dev", pair.if_a, "--conf",
+                                   str(conf), "-n", "1500", "-t", "1000us", "--cpus", "1", "-q"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            busy = samples(1.2)
+        finally:
+            assert sender.wait(30) == 0
+        moved = [t for t, c in busy if c.rx_packets > base.rx_packets]
+        assert moved, "no counter sample showed the traffic"
+        assert moved[0] - t0 < 0.5, f"first counters of the traffic after {moved[0] - t0:.2f} s"
+        during = [t for t in moved if t < t0 + 1.2]
+        assert len(during) >= 8, f"only {len(during)} counter samples while packets flowed"
+    finally:
+        assert stop_process(proc) == 0

@@ -208,7 +208,7 @@ def test_capture_defaults_are_valid() -> None:
 def test_output_says_when_the_oldest_batch_is_due() -> None:
     clock = Clock()
     out = Output("pcap", ["pcap"], 100, 0.03, 0, 10, 64, lambda m, c: True, clock)
-    assert out.due_in_ms() == 100.0
+    assert out.due_in_ms() == 1000.0
     out.add_rows(0, rows_for([eth(ipv4("1.2.3.4", "5.6.7.8", 17, udp(1, 2)))]), 1)
     clock.t += 0.01
     assert out.due_in_ms() == pytest.approx(20.0)

@@ -69,15 +69,16 @@ def sender_report(proc: subprocess.Popen[str], timeout: float = 60.0) -> dict[st
 
 @contextmanager
 def live_pipeline(pair: NetnsPair, tmp: Path, detector: dict[str, Any],
-                  lateness: float = 0.05, window: float = 0.1) -> Iterator[Live]:
-    """capture + aggregator + detector in namespace B, on ipc endpoints this process proxies."""
+                  lateness: float | None = None, window: float = 0.1) -> Iterator[Live]:
+    """capture + aggregator + detector in namespace B, on ipc endpoints this process proxies; the
+    capture and aggregator settings that set the latency are the defaults unless given."""
     eps = ipc_endpoints(tmp / "bus")
     procs: list[subprocess.Popen[bytes]] = []
     with BusHarness(eps) as harness:
         cfg = base_config(tmp, eps,
-                          capture={"interfaces": [pair.if_b], "ring_block_timeout_ms": 10, "frames_per_second": 0,
-                                   "batch_interval": 0.01},
-                          aggregator={"lateness": lateness, "geo": "off", "window": window},
+                          capture={"interfaces": [pair.if_b], "frames_per_second": 0},
+                          aggregator={"geo": "off", "window": window,
+                                      **({"lateness": lateness} if lateness is not None else {})},
                           detector=detector)
         cfg["supervisor"]["heartbeat_timeout"] = 10.0
         path = write_config(tmp / "live.toml", cfg)
