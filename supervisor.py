@@ -36,8 +36,8 @@ from floodwatch.messages import (
 )
 from floodwatch.restart import RestartPolicy
 from floodwatch.sdnotify import Notifier
-from floodwatch.zygote import ForkedProcess, Zygote, become_subreaper
 from floodwatch.settings.core import ACTOR_ORDER
+from floodwatch.zygote import ForkedProcess, Zygote, become_subreaper
 
 log = logger.bind(actor="supervisor")
 TICK = 0.5  # longest sleep of the loop; signals (SIGCHLD, SIGTERM, SIGHUP) wake it at once
@@ -112,6 +112,7 @@ class Supervisor:
         self.proxy: bus.EventProxy | None = None
         self.pending: list[str] = []
         self.poller: zmq.Poller | None = None
+        self.watched: list[zmq.Socket] = []  # sockets of an embedding program that also end a tick's wait
         self.zygote: Zygote | None = None
         self.wake_r: socket.socket | None = None
 
@@ -196,6 +197,8 @@ class Supervisor:
             self.poller.register(self.router, zmq.POLLIN)
             if self.wake_r is not None:
                 self.poller.register(self.wake_r.fileno(), zmq.POLLIN)
+            for sock in self.watched:
+                self.poller.register(sock, zmq.POLLIN)
         ready = dict(self.poller.poll(math.ceil(self.next_wait() * 1000)))  # no busy loop below 1 ms
         if self.wake_r is not None and self.wake_r.fileno() in ready:
             with contextlib.suppress(BlockingIOError):

@@ -80,7 +80,8 @@ def main() -> int:
         port = 18787
         cfg = base_config(
             tmp, ipc_endpoints(tmp / "run"),
-            supervisor={"heartbeat_interval": 1.0, "heartbeat_timeout": 10.0},
+            # the shipping defaults for the supervisor (base_config's are the tests' fast ones)
+            supervisor={"heartbeat_interval": 2.0, "heartbeat_timeout": 10.0},
             capture={"interfaces": [pair.if_b]},
             apiserver={"listen": f"127.0.0.1:{port}"},
             reporter={"url": f"http://127.0.0.1:{port}/api/v1/agent"},

@@ -8,8 +8,8 @@ the log and exit 1, and the supervisor restarts the process.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import heapq
 import math
 import os

@@ -145,6 +145,7 @@ class Analysis:
             while time.monotonic() < deadline:  # wait until our subscription is live at the proxy
                 pub.send_multipart([b"analyze.probe", b""])
                 if sub.poll(20, zmq.POLLIN) and sub.recv_multipart()[0] == b"analyze.probe":
+                    self.sup.watched.append(sub)  # events wake the supervisor's wait at once
                     return sub
             raise BusError("the analysis could not subscribe to its own event bus")
         finally:
