@@ -288,8 +288,9 @@ class Supervisor:
     def check(self, child: Child, now: float) -> None:
         s = self.config.supervisor
         proc = child.proc
-        if proc is not None and proc.poll() is not None:
-            self.exited(child, proc.returncode, now)
+        code = proc.poll() if proc is not None else None
+        if code is not None:
+            self.exited(child, code, now)
             return
         if child.state == "backoff" and child.restart_at is not None and now >= child.restart_at:
             child.restarts += 1

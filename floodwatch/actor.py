@@ -143,6 +143,19 @@ class _Core:
     def _topics(self) -> list[str]:
         return [cls.TOPIC for cls in self.subscribes]
 
+    def _accept(self, parts: list[bytes]) -> Message | None:
+        """An event off the bus, decoded, if it is one this actor handles (else counted and dropped)."""
+        if parts[0].startswith(b"actor.probe."):
+            return None
+        self.counters["in"] += 1
+        msg = self.decode_or_count(parts)
+        if msg is None:
+            return None
+        if not isinstance(msg, self.subscribes):
+            self.counters["bad_messages"] += 1
+            return None
+        return msg
+
     def _probe_topic(self) -> str:
         return f"actor.probe.{self.name}.{os.getpid()}"
 
@@ -279,16 +292,9 @@ class Actor(_Core):
             self._dispatch(parts)
 
     def _dispatch(self, parts: list[bytes]) -> None:
-        if parts[0].startswith(b"actor.probe."):
-            return
-        self.counters["in"] += 1
-        msg = self.decode_or_count(parts)
-        if msg is None:
-            return
-        if not isinstance(msg, self.subscribes):
-            self.counters["bad_messages"] += 1
-            return
-        self.on_message(msg)
+        msg = self._accept(parts)
+        if msg is not None:
+            self.on_message(msg)
 
     def _await_bus(self, sub: zmq.Socket) -> list[list[bytes]]:
         """Publish probes to ourselves until one comes back through the proxy: from then on our PUB
@@ -458,16 +464,9 @@ class AsyncActor(_Core):
             await self._dispatch(await sock.recv_multipart())
 
     async def _dispatch(self, parts: list[bytes]) -> None:
-        if parts[0].startswith(b"actor.probe."):
-            return
-        self.counters["in"] += 1
-        msg = self.decode_or_count(parts)
-        if msg is None:
-            return
-        if not isinstance(msg, self.subscribes):
-            self.counters["bad_messages"] += 1
-            return
-        await self.on_message(msg)
+        msg = self._accept(parts)
+        if msg is not None:
+            await self.on_message(msg)
 
     async def _await_bus(self, sub: zmq.asyncio.Socket) -> list[list[bytes]]:
         """As Actor._await_bus: wait until our own probe comes back through the proxy."""

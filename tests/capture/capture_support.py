@@ -13,6 +13,7 @@ import numpy as np
 from floodwatch.capture.fastparse import parse_many
 from floodwatch.capture.pcapfile import PcapReader
 from floodwatch.records import RECORD_DTYPE, addr_text
+from floodwatch.trafficgen.packets import checksum
 
 
 @dataclass
@@ -130,12 +131,7 @@ def ipv4(src: str, dst: str, proto: int, l4: bytes, ttl: int = 64, mf: bool = Fa
 
 
 def inet_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return checksum(data)
 
 
 def ipv6(src: str, dst: str, nh: int, rest: bytes, hlim: int = 64, plen: int | None = None) -> bytes:
