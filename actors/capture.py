@@ -8,6 +8,7 @@ block: a batch the aggregator cannot take is dropped and counted (send_drops in 
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from floodwatch.errors import CaptureError
 from floodwatch.messages import Message, StreamEnded
 from floodwatch.settings.capture import CaptureSettings
 
+READING_MARGIN = 0.005  # seconds after window end + lateness at which the counters are read
+
 
 class CaptureActor(Actor):
     name = "capture"
@@ -40,6 +43,9 @@ class CaptureActor(Actor):
         self.conns = ConnCounter(self.s.conn_source)
         self.ended = False
         self._last_wire = -1
+        self._last_time = 0.0
+        self._woken = False  # the next reading was asked for by the first packet after a silence
+        self.lazy = False  # under lazy_pps: the ring is read at each counter reading only
         self.quiet = False  # the link was silent at the last counter reading: counters every quiet_interval
         self.packets_push: Pusher | None = None
         self.frames_push: Pusher | None = None
@@ -66,7 +72,7 @@ class CaptureActor(Actor):
                           Directions(s.local_networks) if not self.source.live else None)
         self.every(self._slow(0.5), self._update_counters)
         if self.source.live:
-            self.every(self._slow(s.counter_interval), self._counters, first=0.0)
+            self.every(self._next_reading, self._counters, first=0.0)
             if s.source == "afpacket":
                 self.controller = SamplingController(s.budget_pps, s.max_sample_rate, clock, s.sample_rate)
                 self.every(self._slow(s.controller_interval), self._control)
@@ -76,13 +82,16 @@ class CaptureActor(Actor):
     def run_loop(self) -> None:
         assert self.out is not None
         while not self.stopping:
+            if self.lazy:  # a low rate: the ring is read at each counter reading, not at every block
+                self.poll_once(self.next_timeout_ms())
+                continue
             n = self.source.pump(self.out)
             self.out.flush_due()
             if self.source.finished and not self.ended:
                 self._end_stream()
             if n:
                 if self.quiet:  # the first packets after a silence: exact counters from now on
-                    self.quiet = False
+                    self.quiet, self._woken = False, True
                     self.due_now(self._counters)
                     self.due_now(self._control)
                 self.poll_once(0)
@@ -142,9 +151,30 @@ class CaptureActor(Actor):
         quiet = max(seconds, self.s.quiet_interval)
         return lambda: quiet if self.quiet else seconds
 
+    def _next_reading(self) -> float:
+        """Seconds to the next counter reading. Readings keep to the aggregator's windows: each comes just
+        after a window's end plus the aggregator's lateness, so the records and counters it sends close
+        that window at once (and a reading never straddles a window boundary by much)."""
+        s = self.s
+        if self.quiet:
+            step = max(s.counter_interval, s.quiet_interval)
+        elif self.lazy or s.source != "afpacket":
+            step = s.counter_interval
+        else:
+            step = s.busy_counter_interval
+        phase = self.config.aggregator.lateness + READING_MARGIN
+        now = time.time()
+        return (math.floor((now - phase) / step) + 1) * step + phase - now
+
     def _counters(self) -> None:
         assert self.out is not None and self.packets_push is not None
         now = time.time()
+        if self.s.source == "afpacket":
+            # what the ring holds goes out before the counters: a window the counters close has its records
+            for _ in range(self.s.ring_blocks):
+                if not self.source.pump(self.out):
+                    break
+            self.out.flush_all()
         wire = 0
         for sample in self.source.counter_samples(now, self.out.send_drops, self.conns.count()):
             self.packets_push.send(sample)
@@ -152,7 +182,15 @@ class CaptureActor(Actor):
         # silent since the last reading: downstream still gets windows (the aggregator fills the
         # gap with empty ones), but every actor on the path wakes once a second instead of ten times
         self.quiet = self.s.quiet_interval > 0 and wire == self._last_wire
-        self._last_wire = wire
+        # a trickle (background traffic): read the ring only here, ten times a second, rather than at
+        # every block the kernel hands over (each wakes capture, aggregator and recorder); a flood is
+        # seen at the next reading at the latest, and from then on every block is read at once
+        rate = (wire - self._last_wire) / max(now - self._last_time, 1e-3) if self._last_wire >= 0 else 0.0
+        # (not on the reading the first packet after a silence asked for: its rate covers the silence)
+        self.lazy = (self.s.source == "afpacket" and not self.quiet and not self._woken
+                     and 0 < rate < self.s.lazy_pps)
+        self._woken = False
+        self._last_wire, self._last_time = wire, now
         self._update_counters()
 
     def _control(self) -> None:

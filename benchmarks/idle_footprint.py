@@ -6,6 +6,10 @@ is measured from /proc/<pid>/stat over the window, memory as the sum of RSS and 
 pages the Python processes have in common fairly; RSS counts them once per process).
 
     .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30
+    .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30 --background-pps 50
+
+`--background-pps N`: a quiet but not silent host, N small UDP packets per second from the other
+namespace for the whole run (a real host always sees some traffic: ARP, DNS, monitoring, ssh).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--warmup", type=float, default=15)
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--background-pps", type=float, default=0.0)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, netns_pair("fwidl") as pair:
         tmp = Path(d)
@@ -90,6 +95,13 @@ def main() -> int:
         log = open(tmp / "sup.log", "wb")  # noqa: SIM115
         sup = subprocess.Popen(["ip", "netns", "exec", pair.ns_b, PYTHON, "-m", "floodwatch.cli", "run",
                                 "--config", str(config)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        background = None
+        if a.background_pps > 0:
+            background = subprocess.Popen(
+                ["ip", "netns", "exec", pair.ns_a, PYTHON, "-m", "floodwatch.cli", "traffic", "send", "udp_flood",
+                 "--iface", pair.if_a, "--pps", str(a.background_pps), "--duration", str(a.warmup + a.seconds + 90),
+                 "--dst", pair.ip4_b, "--dst-mac", pair.mac_b, "--sources", "20", "--variety", "64"],
+                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             st = eventually(lambda: (s := try_status(config)) and all(x["state"] == "running" for x in s.values())
                             and s, 60, message="all actors running")
@@ -104,7 +116,7 @@ def main() -> int:
             names = {sup.pid: "supervisor"} | {x["pid"]: n for n, x in try_status(config).items()}
             names |= {p: "zygote" for p in pids if p not in names}
             print(f"idle footprint over {elapsed:.0f} s after {a.warmup:g} s warm-up, {len(pids)} processes, "
-                  f"{os.cpu_count()} cores")
+                  f"{os.cpu_count()} cores, background {a.background_pps:g} pps")
             for p in pids:
                 print(f"  {names.get(p, p):<11} cpu {100 * cpu[p] / elapsed:5.2f}% of a core  "
                       f"rss {mem[p][0] / 1e6:6.1f} MB  pss {mem[p][1] / 1e6:6.1f} MB")
@@ -113,6 +125,8 @@ def main() -> int:
                   f"rss {rss / 1e6:.1f} MB, pss {pss / 1e6:.1f} MB")
             del st
         finally:
+            if background is not None:
+                stop_process(background, 5)
             stop_process(sup, 30)
             log.close()
     return 0

@@ -193,7 +193,8 @@ class Actor(_Core):
 
     def every(self, seconds: float | Callable[[], float], fn: Callable[[], None], first: float | None = None) -> None:
         """Call fn every `seconds` (first after `first` seconds, default one period). `seconds` may be a
-        function, asked again after each call: a timer that slows down while there is nothing to do."""
+        function, asked after each call for the delay from then to the next call (a timer that slows down
+        while there is nothing to do, or one that keeps to a phase)."""
         period = seconds() if callable(seconds) else seconds
         due = time.monotonic() + (period if first is None else first)
         self._timer_seq += 1
@@ -277,10 +278,12 @@ class Actor(_Core):
         while self._timers and self._timers[0][0] <= now and not self.stopping:
             due, seq, every, fn = heapq.heappop(self._timers)
             fn()
-            period = every() if callable(every) else every
-            nxt = due + period
-            if nxt <= now:  # we fell behind: skip missed ticks rather than bursting
-                nxt = now + period
+            if callable(every):
+                nxt = time.monotonic() + every()
+            else:
+                nxt = due + every
+                if nxt <= now:  # we fell behind: skip missed ticks rather than bursting
+                    nxt = now + every
             heapq.heappush(self._timers, (nxt, seq, every, fn))
 
     def _read_events(self, sock: zmq.Socket) -> None:

@@ -282,6 +282,10 @@ class TrafficWindow(Message):
     malformed: int
     kernel_drops: int  # in this window
     conn_count: int
+    # inbound packets and bytes (scaled records) in the second half of the window: the rate of a flood
+    # that began mid-window, for the detector's fast rule
+    tail_packets_in: int = 0
+    tail_bytes_in: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # aggregator-specific, documented there
 
 

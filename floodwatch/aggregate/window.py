@@ -159,6 +159,8 @@ class WindowStats:
         self.ttl = np.zeros(256, dtype=np.int64)
         self.malformed = 0
         self.late = 0
+        self.t_half = (self.t_start + self.t_end) / 2
+        self.tail = np.zeros(2, dtype=np.int64)  # inbound [packets, bytes] at or after t_half, scaled
         self.bidir = 0
         self.src_hll = HyperLogLog(spec.hll_p)
         self.src = HeavyHitters(src_capacity or spec.capacity, spec.buffer, payload_width=2)
@@ -185,6 +187,9 @@ class WindowStats:
         ts = recs["ts"]
         self.t_first = min(self.t_first, float(ts.min())) if self.t_first else float(ts.min())
         self.t_last = max(self.t_last, float(ts.max()))
+        if self.t_last >= self.t_half:
+            tail = (ts >= self.t_half) & ~out
+            self.tail += (int(np.count_nonzero(tail)) * rate, int(recs["wirelen"][tail].sum()) * rate)
         ip = recs["ipver"] != 0
         self.ipproto += np.bincount(recs["proto"][ip], minlength=256) * rate
         if out.any():
@@ -284,6 +289,8 @@ class WindowStats:
             malformed=self.malformed,
             kernel_drops=c.kernel_drops,
             conn_count=c.conn_count,
+            tail_packets_in=int(self.tail[0]),
+            tail_bytes_in=int(self.tail[1]),
             extra=self._extra(),
         )
 

@@ -9,8 +9,9 @@ causes. Time comes only from the windows (file time for captures), so results ar
 * The ratio of a window is the largest of: host pps and bps against the host thresholds, each victim
   and each victim prefix against the victim thresholds.
 * Opening: a run of windows over the threshold (with up to `gap_windows` dips) opens when it has
-  `fast_windows` windows and the last is at `fast_ratio` or more, or when it has lasted
-  `sustain_seconds` (longer than a 1 s micro-burst).
+  `fast_windows` windows and the last is at `fast_ratio` or more (over the whole window, or over its
+  second half for the host: a flood that began mid-window opens at that window's end, not the next
+  one's), or when it has lasted `sustain_seconds` (longer than a 1 s micro-burst).
 * Resolution: under `resolve_ratio` x threshold for `hold_down` seconds; then `cooldown` seconds in
   which nothing opens. Nothing is learnt while a run is being confirmed, an incident is active or
   during the cooldown.
@@ -58,6 +59,8 @@ class Rates:
     attack_pps: float  # without the exempted bulk-transfer packets
     attack_bps: float
     exempt: int  # packets exempted in this window
+    tail_pps: float = 0.0  # attack rates over the window's second half (a flood that began mid-window)
+    tail_bps: float = 0.0
 
 
 def bulk_shaped(w: TrafficWindow) -> bool:
@@ -79,10 +82,17 @@ def window_rates(w: TrafficWindow, bulk_exemption: bool = True) -> Rates:
         share = min(1.0, min(w.bidir_packets, ack_like(w.tcp_flags)) / seen) if seen > 0 else 0.0
         exempt = round(share * w.packets_in)
     exempt_bytes = w.bytes_in * exempt / w.packets_in if w.packets_in else 0
+    attack_pkts, attack_bytes = w.packets_in - exempt, w.bytes_in - exempt_bytes
+    # the second half's share of the inbound records, applied to the (maybe exact) window totals
+    seen = w.extra.get("records_packets_in") or w.packets_in
+    seen_bytes = w.extra.get("records_bytes_in") or w.bytes_in
+    half = seconds / 2
+    tail_pps = attack_pkts * min(1.0, w.tail_packets_in / seen) / half if seen > 0 else 0.0
+    tail_bps = attack_bytes * 8 * min(1.0, w.tail_bytes_in / seen_bytes) / half if seen_bytes > 0 else 0.0
     return Rates(
         w.t_start, w.t_end, seconds,
         w.packets_in / seconds, w.bytes_in * 8 / seconds,
-        (w.packets_in - exempt) / seconds, (w.bytes_in - exempt_bytes) * 8 / seconds, exempt,
+        attack_pkts / seconds, attack_bytes * 8 / seconds, exempt, tail_pps, tail_bps,
     )
 
 
@@ -221,7 +231,9 @@ class Detector:
         run.profile.add(w)
         run.peak_pps = max(run.peak_pps, r.pps)
         run.peak_bps = max(run.peak_bps, r.bps)
-        fast = run.windows >= self.s.fast_windows and ratio >= self.s.fast_ratio
+        # a flood that began mid-window: its rate over the window's second half (50 ms) counts too
+        tail = max(r.tail_pps / thr.pps, r.tail_bps / thr.bps)
+        fast = run.windows >= self.s.fast_windows and max(ratio, tail) >= self.s.fast_ratio
         sustained = w.t_end - run.start >= self.s.sustain_seconds
         # exact kernel counters can run ahead of the packet records: wait (a window at most, usually)
         # for packets to name the attack rather than open it as "unknown" with no breakdown

@@ -41,9 +41,16 @@ class CaptureSettings:
     batch_records: int = 2048  # records per PacketBatch at most
     batch_interval: float = 0.01  # seconds: a partial batch is sent after this long
     counter_interval: float = 0.1  # seconds between CounterSamples (interface counters, drops, conns)
+    # ... while every ring block is read at once (above lazy_pps: busy, or a flood): finer readings put a
+    # flood's first packets in the right 100 ms window (a reading's delta is spread over its interval)
+    busy_counter_interval: float = 0.02
     # While the watched links are silent (no packet either way since the last reading), counters are read
     # this often instead, and the first packet brings back counter_interval at once; 0 = never slow down.
     quiet_interval: float = 1.0
+    # Below this many packets/s (wire, both directions) the afpacket ring is read at each counter reading
+    # (every counter_interval) instead of at every block the kernel hands over: a host's background
+    # traffic costs ten wake-ups a second, not one per packet. 0 = always read every block at once.
+    lazy_pps: int = 2000
     controller_interval: float = 0.2  # seconds between sampling decisions
     frames_per_second: int = 2000  # raw frames per second to the recorder at most; 0 = none
     frames_batch: int = 256  # frames per FrameBatch at most
@@ -94,9 +101,11 @@ class CaptureSettings:
             raise ValueError(f"fanout_mode: {self.fanout_mode!r} is not one of {', '.join(FANOUT_MODES)}")
         if not 1 <= self.batch_records <= 16384:
             raise ValueError("batch_records: must be between 1 and 16384")
-        for name in ("batch_interval", "counter_interval", "controller_interval"):
+        for name in ("batch_interval", "counter_interval", "busy_counter_interval", "controller_interval"):
             if not 0.001 <= getattr(self, name) <= 10:
                 raise ValueError(f"{name}: must be between 0.001 and 10 seconds")
+        if self.lazy_pps < 0:
+            raise ValueError("lazy_pps: must not be negative")
         if not 0 <= self.quiet_interval <= 10:
             raise ValueError("quiet_interval: must be between 0 (off) and 10 seconds")
         if self.frames_per_second < 0 or not 1 <= self.frames_batch <= 10000:

@@ -179,3 +179,17 @@ def test_aggregate_random_record_bytes_cause_no_crash() -> None:
     assert isinstance(summary, TrafficSummary)
     assert summary.packets == sum(w.packets_in + w.packets_out for w in of(out, TrafficWindow))
     assert summary.malformed > 0 and summary.source_ip_count > 100_000 * 0.9
+
+
+def test_aggregate_window_counts_its_second_half_for_the_fast_rule() -> None:
+    """A flood that starts 70 ms into a window: all of it is in the window's second half (inbound only)."""
+    quiet = records(20, ts=1000.0 + np.arange(20) * 0.004)  # 1000.000-1000.076: 13 early, 7 late
+    flood = records(300, ts=1000.07 + np.arange(300) * 0.0001, wirelen=100)  # 1000.070-1000.100
+    outbound = records(50, ts=1000.09, direction=DIR_OUT)
+    out = run(engine(), batch(np.concatenate([quiet, flood, outbound])), batch(records(1, ts=1001.0)))
+    w = of(out, TrafficWindow)[0]
+    late_quiet = int(np.count_nonzero(quiet["ts"] >= 1000.05))
+    assert w.packets_in == 320 and w.tail_packets_in == 300 + late_quiet
+    assert w.tail_bytes_in == 300 * 100 + late_quiet * 60
+    sampled = run(engine(), batch(flood, rate=4), batch(records(1, ts=1001.0)))
+    assert of(sampled, TrafficWindow)[0].tail_packets_in == 1200  # scaled like every count

@@ -346,3 +346,58 @@ def test_silent_link_slows_the_counters_and_the_first_packet_brings_them_back(li
         assert len(during) >= 8, f"only {len(during)} counter samples while packets flowed"
     finally:
         assert stop_process(proc) == 0
+
+
+def test_background_trickle_is_read_ten_times_a_second_and_a_flood_at_once(live: Any, tmp_path: Path) -> None:
+    """Under lazy_pps the ring is read at each counter reading: few batches, every packet, each batch ahead
+    of the counters that close its windows; a flood brings back reading every block within 0.3 s."""
+    pair, harness, coll, _ = live
+    proc = start_capture(pair, harness, tmp_path, counter_interval=0.1, lazy_pps=2000)
+    arrivals: list[tuple[float, Any]] = []
+
+    def collect(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if coll.sock.poll(max(1, int(left * 1000))):
+                arrivals.append((time.monotonic(), messages.decode(coll.sock.recv())))
+
+    def sender(count: int, gap_us: int, frames: list[bytes]) -> subprocess.Popen[bytes]:
+        conf = tmp_path / f"trafgen-{count}.cfg"
+        conf.write_text(trafgen_conf(frames))
+        return subprocess.Popen(["ip", "netns", "exec", pair.ns_a, "trafgen", "--dev", pair.if_a, "--conf", str(conf),
+                                 "-n", str(count), "-t", f"{gap_us}us", "--cpus", "1", "-q"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    try:
+        coll.wait_counters(lambda c: True)
+        mix = frames_mix(pair)
+        trickle = sender(150, 20_000, mix["udp"])  # 50 packets/s for 3 s
+        try:
+            collect(1.0)  # the first readings find the trickle; then lazy
+            arrivals.clear()
+            collect(1.5)
+        finally:
+            assert trickle.wait(30) == 0
+        batches = [m for _, m in arrivals if isinstance(m, PacketBatch) and m.count]
+        samples = [m for _, m in arrivals if isinstance(m, CounterSample)]
+        assert 10 <= len(samples) <= 20
+        assert len(batches) <= len(samples) + 2, f"{len(batches)} batches for {len(samples)} counter readings"
+        got = sum(b.count for b in batches)
+        assert 60 <= got <= 85, f"{got} records in 1.5 s of 50 packets/s"
+        for (t, m), (_, nxt) in zip(arrivals, arrivals[1:], strict=False):  # a batch goes out just before
+            if isinstance(m, PacketBatch) and m.count:                       # the counters of its reading
+                assert isinstance(nxt, (CounterSample, PacketBatch)), nxt
+        # a flood: 20,000 packets/s; every block read at once again within 0.3 s of its start
+        arrivals.clear()
+        flood = sender(10_000, 50, mix["udp"])
+        t0 = time.monotonic()
+        try:
+            collect(0.6)
+        finally:
+            assert flood.wait(30) == 0
+        big = [t for t, m in arrivals if isinstance(m, PacketBatch) and m.count >= 64]
+        assert big and big[0] - t0 < 0.3, f"first flood batch after {big[0] - t0 if big else None} s"
+        fast = [t for t, m in arrivals if isinstance(m, PacketBatch) and m.count and t > t0 + 0.3]
+        assert len(fast) >= 10, f"{len(fast)} batches in 0.3 s of flood: still reading lazily"
+    finally:
+        assert stop_process(proc) == 0

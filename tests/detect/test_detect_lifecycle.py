@@ -226,3 +226,32 @@ def test_detect_waits_for_packets_when_counters_run_ahead() -> None:
     events = d.step(window(T0 + 0.1, pps=50 * THRESHOLD, proto="udp", sport=123))
     assert len(events) == 1 and events[0].attack_subtype == "ntp_amplification"
     assert events[0].started_at == T0 and events[0].protocol_breakdown == {"udp": 100.0}
+
+
+def test_detect_flood_that_began_mid_window_opens_at_that_windows_end() -> None:
+    """The fast rule reads the window's second half too: a 6x flood that began at 40 % of a window
+    (3.6x over the whole window) opens at that window's end, not one window later."""
+    def begun_mid_window(t: float, share_in_tail: float) -> object:
+        w = window(t, pps=0.6 * 6 * THRESHOLD, proto="udp", sport=40000)
+        tail = round(w.packets_in * share_in_tail)
+        return replace(w, tail_packets_in=tail, tail_bytes_in=tail * 100,
+                       extra={**w.extra, "records_packets_in": w.packets_in, "records_bytes_in": w.bytes_in})
+
+    d = Detector(STATIC)
+    feed(d, T0, 2, pps=1000)
+    first = d.step(begun_mid_window(T0 + 2, share_in_tail=5 / 6))  # 10 of 12 tenths of the flood: tail at 6x
+    assert len(opened(first)) == 1 and first[0].updated_at == T0 + 2.1
+
+    d = Detector(STATIC)  # the same packets spread evenly over the window: 3.6x, the tail too: not yet
+    feed(d, T0, 2, pps=1000)
+    assert d.step(begun_mid_window(T0 + 2, share_in_tail=0.5)) == []
+
+
+def test_detect_a_short_spike_in_the_second_half_below_5x_does_not_open() -> None:
+    d = Detector(STATIC)
+    feed(d, T0, 2, pps=1000)
+    w = window(T0 + 2, pps=2 * THRESHOLD, proto="udp", sport=40000)  # all of it in the last 50 ms: 4x there
+    events = d.step(replace(w, tail_packets_in=w.packets_in, tail_bytes_in=w.bytes_in,
+                            extra={**w.extra, "records_packets_in": w.packets_in, "records_bytes_in": w.bytes_in}))
+    events += feed(d, T0 + 2.1, 2, pps=1000)
+    assert events == []
