@@ -27,8 +27,11 @@ def window_bytes(s: Any) -> int:
 
 
 def open_windows(s: Any) -> int:
-    """Windows open at once: those within `lateness` of the stream time, plus the one being filled."""
-    return math.ceil(s.lateness / s.window) + 2
+    """Windows open at once: those within `lateness` (+ LIVE_GRACE for live sources) of the stream time,
+    plus the one being filled."""
+    from floodwatch.aggregate.engine import LIVE_GRACE
+
+    return math.ceil((s.lateness + LIVE_GRACE) / s.window) + 2
 
 
 def run_bytes(s: Any) -> int:

@@ -4,18 +4,26 @@ the windows each sampling interval covers.
 A counter that goes down is either a 32-bit counter wrapping (the previous value was at least 2**31
 and below 2**32: delta = new + 2**32 - old) or a reset (the interface was re-created or the counters
 cleared: delta = new, the traffic since the reset). Each is counted in `wraps` / `resets`.
-The delta between two samples at t0 < t1 is split over the windows overlapping (t0, t1] in proportion
-to the overlap, with cumulative rounding so the parts add up exactly to the delta.
+The delta between two samples at t0 < t1 is split over the windows overlapping (t0, t1]: in proportion
+to the packet records each window holds in that stretch of time when there are enough of them (the
+records say when the packets came; a flood that began late in the interval is not spread back over its
+start), else in proportion to the overlap; with cumulative rounding so the parts add up exactly.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from floodwatch.messages import CounterSample
 
 FIELDS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "kernel_drops", "send_drops")
+WEIGHED = {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 1, "tx_bytes": 1}  # by inbound / outbound records
+MIN_WEIGHT = 8.0  # fewer records than this in an interval (one direction): split by time instead
+# (window index, t0, t1) -> (inbound, outbound) records of that window within (t0, t1], or None if unknown
+Weigh = Callable[[int, float, float], "tuple[float, float] | None"]
 _WRAP32 = 1 << 32
 # Timestamps are float epoch seconds (about 0.24 us resolution today) made from integer us or ns: a
 # packet stamped on a window boundary must land in the later window whatever the float rounding.
@@ -53,7 +61,7 @@ class CounterTracker:
         self.resets = 0
         self.conn_count = -1
 
-    def feed(self, s: CounterSample) -> list[Piece]:
+    def feed(self, s: CounterSample, weigh: Weigh | None = None) -> list[Piece]:
         """One sample -> the pieces of its delta per window (nothing for an interface's first sample)."""
         if s.conn_count >= 0:
             self.conn_count = s.conn_count
@@ -70,21 +78,37 @@ class CounterTracker:
             self.resets += 1
         elif "wrap" in kinds:
             self.wraps += 1
-        return self.split(prev.ts, s.ts, deltas)
+        return self.split(prev.ts, s.ts, deltas, weigh)
 
-    def split(self, t0: float, t1: float, deltas: dict[str, int]) -> list[Piece]:
+    def split(self, t0: float, t1: float, deltas: dict[str, int], weigh: Weigh | None = None) -> list[Piece]:
         w1 = window_index(t1 - 2 * BOUNDARY_SLACK, self.width)  # the interval is (t0, t1]
         w0 = window_index(t0, self.width)
         if t1 <= t0 or w1 == w0 or w1 - w0 > self.max_windows:
             return [Piece(w1, dict(deltas))]
         bounds = [(w + 1) / self.per_second for w in range(w0, w1)]  # window ends inside (t0, t1)
-        pieces: list[Piece] = []
+        edges = [t0, *bounds, t1]
+        by_time = [(b - a) / (t1 - t0) for a, b in itertools.pairwise(edges)]
+        shares = [by_time, by_time]  # [inbound, outbound] fraction of the delta per window
+        if weigh is not None:
+            weights = [weigh(w0 + i, a, b) for i, (a, b) in enumerate(itertools.pairwise(edges))]
+            if all(w is not None for w in weights):
+                for d in (0, 1):
+                    total = sum(w[d] for w in weights if w is not None)
+                    if total >= MIN_WEIGHT:
+                        shares[d] = [w[d] / total for w in weights if w is not None]
+        # cumulative fractions at each window end: [time, inbound, outbound]
+        cum = [[0.0, 0.0, 0.0]]
+        for i in range(len(by_time)):
+            prev = cum[-1]
+            cum.append([prev[0] + by_time[i], prev[1] + shares[0][i], prev[2] + shares[1][i]])
         done = dict.fromkeys(deltas, 0)
-        for i, b in enumerate([*bounds, t1]):
-            frac = 1.0 if i == len(bounds) else (b - t0) / (t1 - t0)
+        pieces: list[Piece] = []
+        last = len(by_time) - 1
+        for i in range(last + 1):
             part = {}
             for name, total in deltas.items():
-                upto = total if i == len(bounds) else round(total * frac)
+                col = 1 + WEIGHED[name] if name in WEIGHED else 0
+                upto = total if i == last else round(total * cum[i + 1][col])
                 part[name] = upto - done[name]
                 done[name] = upto
             pieces.append(Piece(w0 + i, part))

@@ -2,7 +2,9 @@
 
 Time is stream time (record and counter timestamps; the file clock for pcap sources), so results do
 not depend on machine speed. A window [i*w, (i+1)*w) is published once the stream time is `lateness`
-past its end; records older than the oldest open window go into it and are counted as late.
+past its end; records older than the oldest open window go into it and are counted as late. With a
+live source the counter readings set the stream time (each reading's delta must find its windows still
+open; the capture sends the records a reading covers before it), and records only LIVE_GRACE later.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from floodwatch.records import RECORD_DTYPE
 from floodwatch.settings.aggregator import AggregatorSettings
 
 COALESCE = 2048  # records accounted together at most
+# Live sources send counter readings: those close the windows (their deltas must land in windows still
+# open); records close a window only when they are this much further on (a reading that never comes).
+LIVE_GRACE = 0.2
 MAX_TS = 1e11  # timestamps are epoch seconds: anything past the year 5000 is corrupt
 GEO_WINDOW = 256  # heaviest sources of a window looked up for its country breakdown
 GEO_RUN = 1000
@@ -51,6 +56,7 @@ class Engine:
         self.open: dict[int, WindowStats] = {}
         self.next_emit: int | None = None  # index of the oldest window not yet published
         self.watermark = -math.inf
+        self.live = False  # counter readings arrive: they, not the records, close windows
         self.second: SecondRollup | None = None
         self.run = RunSummary(settings.run_capacity, settings.buffer, settings.hll_precision, settings.top_n)
         self.prev_peers = np.zeros(0, dtype=np.uint64)
@@ -80,7 +86,8 @@ class Engine:
             self.stats["bad_batches"] += 1
             raise BadBatch(f"batch {batch.seq} from {batch.iface}: non-finite or out-of-range timestamps")
         widx = np.floor((ts + BOUNDARY_SLACK) * self.per_second).astype(np.int64)
-        out = self._advance(float(ts.min()))  # windows this batch cannot touch any more are done
+        grace = LIVE_GRACE if self.live else 0.0
+        out = self._advance(float(ts.min()) - grace)  # windows this batch cannot touch any more are done
         lo, hi = int(widx.min()), int(widx.max())
         if lo == hi:
             self._queue(lo, recs, addr, batch.sample_rate)
@@ -90,8 +97,8 @@ class Engine:
             cuts = np.flatnonzero(sw[1:] != sw[:-1]) + 1
             for part in np.split(order, cuts):
                 self._queue(int(widx[part[0]]), recs[part], addr[part], batch.sample_rate)
-                out += self._advance(float(ts[part].max()))
-        out += self._advance(float(ts.max()))
+                out += self._advance(float(ts[part].max()) - grace)
+        out += self._advance(float(ts.max()) - grace)
         return out
 
     def feed_counters(self, sample: CounterSample) -> list[Message]:
@@ -102,7 +109,9 @@ class Engine:
             self.stats["bad_batches"] += 1
             raise BadBatch(f"counter sample from {sample.iface}: bad time {sample.ts!r} or a negative counter")
         out: list[Message] = []
-        for piece in self.counters.feed(sample):
+        self.live = True
+        self._flush()  # queued records count when the delta is placed in time
+        for piece in self.counters.feed(sample, self._records_between):
             self._add_counters(piece)
         out += self._advance(sample.ts)
         return out
@@ -162,6 +171,13 @@ class Engine:
             addr = recs.view(ADDR_VIEW)
         self._pend_ws.add(recs, addr, self._pend_rate, self.prev_peers)
         self._pend, self._pend_ws, self._pend_n = [], None, 0
+
+    def _records_between(self, index: int, a: float, b: float) -> tuple[float, float] | None:
+        """Records of window `index` in (a, b]: None when the window is already published."""
+        if self.next_emit is not None and index < self.next_emit:
+            return None
+        ws = self.open.get(index)
+        return ws.records_between(a, b) if ws is not None else (0.0, 0.0)
 
     def _add_counters(self, piece: Piece) -> None:
         ws = self._window(piece.window)

@@ -137,6 +137,9 @@ def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
     return out
 
 
+SLOTS = 10  # a window's records are also counted by tenth of the window, to place counter deltas in time
+
+
 class WindowStats:
     def __init__(self, index: int, width: float, spec: WindowSpec, sampler: SignatureSampler,
                  src_capacity: int = 0) -> None:
@@ -160,6 +163,7 @@ class WindowStats:
         self.malformed = 0
         self.late = 0
         self.t_half = (self.t_start + self.t_end) / 2
+        self.slots = np.zeros(2 * SLOTS, dtype=np.int64)  # [in x SLOTS, out x SLOTS] scaled records by time
         self.tail = np.zeros(2, dtype=np.int64)  # inbound [packets, bytes] at or after t_half, scaled
         self.bidir = 0
         self.src_hll = HyperLogLog(spec.hll_p)
@@ -187,6 +191,8 @@ class WindowStats:
         ts = recs["ts"]
         self.t_first = min(self.t_first, float(ts.min())) if self.t_first else float(ts.min())
         self.t_last = max(self.t_last, float(ts.max()))
+        slot = np.clip(((ts - self.t_start) * (SLOTS / (self.t_end - self.t_start))).astype(np.intp), 0, SLOTS - 1)
+        self.slots += np.bincount(d * SLOTS + slot, minlength=2 * SLOTS) * rate
         if self.t_last >= self.t_half:
             tail = (ts >= self.t_half) & ~out
             self.tail += (int(np.count_nonzero(tail)) * rate, int(recs["wirelen"][tail].sum()) * rate)
@@ -251,6 +257,18 @@ class WindowStats:
             new, self.peers_full = new[:room], True
         if new.size:
             self.out_peers = np.insert(self.out_peers, np.searchsorted(self.out_peers, new), new)
+
+    def records_between(self, a: float, b: float) -> tuple[float, float]:
+        """(inbound, outbound) scaled records of this window with a time in (a, b], slots prorated."""
+        width = (self.t_end - self.t_start) / SLOTS
+        got = [0.0, 0.0]
+        for k in range(SLOTS):
+            lo = self.t_start + k * width
+            share = (min(b, lo + width) - max(a, lo)) / width
+            if share > 0:
+                got[0] += float(self.slots[k]) * min(share, 1.0)
+                got[1] += float(self.slots[SLOTS + k]) * min(share, 1.0)
+        return got[0], got[1]
 
     def add_late(self, count: int) -> None:
         self.late += count
