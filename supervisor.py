@@ -40,7 +40,7 @@ from floodwatch.settings.core import ACTOR_ORDER
 from floodwatch.zygote import ForkedProcess, Zygote, become_subreaper
 
 log = logger.bind(actor="supervisor")
-TICK = 0.5  # longest sleep of the loop; signals (SIGCHLD, SIGTERM, SIGHUP) wake it at once
+TICK = 1.0  # longest sleep of the loop; signals (SIGCHLD, SIGTERM, SIGHUP) wake it at once
 
 
 @dataclass
@@ -243,6 +243,8 @@ class Supervisor:
     def next_wait(self) -> float:
         """Sleep until the next deadline (a restart, a SIGKILL), at most TICK; SIGCHLD wakes us."""
         deadlines = [d for c in self.children.values() for d in (c.restart_at, c.kill_at) if d is not None]
+        if self.notifier.watchdog_interval and self.announced_ready:
+            deadlines.append(self.next_watchdog)
         if self.pending:
             deadlines.append(time.monotonic() + 0.02)
         wait = min([TICK, *(d - time.monotonic() for d in deadlines)])

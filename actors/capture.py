@@ -70,12 +70,14 @@ class CaptureActor(Actor):
         self.out = Output(self.source.name, self.source.ifaces, s.batch_records, s.batch_interval,
                           s.frames_per_second, s.frames_batch, s.snaplen, self._send, clock,
                           Directions(s.local_networks) if not self.source.live else None)
-        self.every(self._slow(0.5), self._update_counters)
-        if self.source.live:
+        if self.source.live:  # each counter reading also refreshes the actor's own counters
             self.every(self._next_reading, self._counters, first=0.0)
             if s.source == "afpacket":
                 self.controller = SamplingController(s.budget_pps, s.max_sample_rate, clock, s.sample_rate)
-                self.every(self._slow(s.controller_interval), self._control)
+                # a silent link needs no sampling decision: the first packet brings back the pace
+                self.every(self._slow(s.controller_interval, 5.0), self._control)
+        else:
+            self.every(0.5, self._update_counters)
         self.log.info("capturing from {} on {}", self.source.name,
                       s.pcap_file if s.source == "pcap" else ", ".join(self.source.ifaces))
 
@@ -146,9 +148,9 @@ class CaptureActor(Actor):
         self._update_counters()
 
     # -- live: counters and sampling -----------------------------------------------------------
-    def _slow(self, seconds: float) -> Callable[[], float]:
-        """A timer period that stretches to quiet_interval while the link is silent."""
-        quiet = max(seconds, self.s.quiet_interval)
+    def _slow(self, seconds: float, factor: float = 1.0) -> Callable[[], float]:
+        """A timer period that stretches to quiet_interval (x factor) while the link is silent."""
+        quiet = max(seconds, self.s.quiet_interval * factor)
         return lambda: quiet if self.quiet else seconds
 
     def _next_reading(self) -> float:

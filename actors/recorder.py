@@ -32,7 +32,7 @@ from floodwatch.recorder.retention import FINDINGS_SUFFIX
 from floodwatch.recorder.sessions import Saved, Sessions
 from floodwatch.settings.recorder import RecorderSettings
 
-TICK = 0.5  # seconds between checks of deadlines and dissection children
+TICK = 1.0  # seconds between checks of deadlines and dissection children
 FINDINGS_TOP = 10  # values per table carried in incident.enriched (the JSON file has more)
 
 

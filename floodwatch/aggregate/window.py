@@ -137,6 +137,7 @@ def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
     return out
 
 
+_EMPTY: dict[WindowSpec, dict[str, Any]] = {}  # the fields of an empty window's message, per spec
 SLOTS = 10  # a window's records are also counted by tenth of the window, to place counter deltas in time
 
 
@@ -274,6 +275,26 @@ class WindowStats:
         self.late += count
 
     def to_message(self) -> TrafficWindow:
+        if self.sampled == 0 and self.late == 0:
+            return self._empty_message()
+        return self._full_message()
+
+    def _empty_message(self) -> TrafficWindow:
+        """A window without records (an idle link: ten a second): the record-derived fields of an empty
+        window are the same every time, so they are built once per spec and copied."""
+        template = _EMPTY.get(self.spec)
+        if template is None:
+            empty = WindowStats(0, 1.0, self.spec, SignatureSampler(None))
+            template = _EMPTY[self.spec] = empty._full_message().to_dict()
+        c = self.counters
+        fields = {k: (v.copy() if isinstance(v, (dict, list)) else v) for k, v in template.items()}
+        fields.update(t_start=self.t_start, t_end=self.t_end, exact=c.present,
+                      packets_in=c.rx_packets if c.present else 0, bytes_in=c.rx_bytes if c.present else 0,
+                      packets_out=c.tx_packets if c.present else 0, bytes_out=c.tx_bytes if c.present else 0,
+                      kernel_drops=c.kernel_drops, conn_count=c.conn_count, extra=self._extra())
+        return TrafficWindow(**fields)
+
+    def _full_message(self) -> TrafficWindow:
         c = self.counters
         scaled = int(self.packets.sum())
         exact = c.present

@@ -41,9 +41,8 @@ class CaptureSettings:
     batch_records: int = 2048  # records per PacketBatch at most
     batch_interval: float = 0.01  # seconds: a partial batch is sent after this long
     counter_interval: float = 0.1  # seconds between CounterSamples (interface counters, drops, conns)
-    # ... while every ring block is read at once (above lazy_pps: busy, or a flood): finer readings put a
-    # flood's first packets in the right 100 ms window (a reading's delta is spread over its interval)
-    busy_counter_interval: float = 0.02
+    # ... while every ring block is read at once (above lazy_pps: busy, or a flood)
+    busy_counter_interval: float = 0.1
     # While the watched links are silent (no packet either way since the last reading), counters are read
     # this often instead, and the first packet brings back counter_interval at once; 0 = never slow down.
     quiet_interval: float = 1.0

@@ -225,3 +225,23 @@ def test_aggregate_live_windows_wait_for_the_counters_that_cover_them() -> None:
     w0 = of(out, TrafficWindow)[0]
     in_w0 = int(np.count_nonzero(1000.05 + np.arange(100) * 0.00085 < 1000.1))  # 59; by time it would be 65
     assert w0.exact and abs(w0.packets_in - in_w0) <= 3  # records are placed by tenth of a window
+
+
+def test_aggregate_empty_window_fast_path_equals_the_full_message() -> None:
+    """An idle link publishes ten empty windows a second from a template: the same message the full
+    path builds, counters and all."""
+    from floodwatch.aggregate.engine import spec_of
+    from floodwatch.aggregate.sigsample import SignatureSampler
+    from floodwatch.aggregate.window import WindowStats
+
+    spec = spec_of(AggregatorSettings())
+    for present in (False, True):
+        ws = WindowStats(17_000_000_123, 0.1, spec, SignatureSampler(None))
+        if present:
+            c = ws.counters
+            c.present, c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes = True, 3, 180, 1, 60
+            c.kernel_drops, c.conn_count, c.extra["send_drops"] = 2, 5, 1
+        fast, full = ws.to_message(), ws._full_message()
+        assert fast == full and fast.t_start == 1_700_000_012.3 and fast.exact is present
+        fast.proto_in["tcp"] = 99  # the template is not shared with the messages made from it
+        assert WindowStats(1, 0.1, spec, SignatureSampler(None)).to_message().proto_in["tcp"] == 0
