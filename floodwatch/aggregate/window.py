@@ -287,7 +287,7 @@ class WindowStats:
             empty = WindowStats(0, 1.0, self.spec, SignatureSampler(None))
             template = _EMPTY[self.spec] = empty._full_message().to_dict()
         c = self.counters
-        fields = {k: (v.copy() if isinstance(v, (dict, list)) else v) for k, v in template.items()}
+        fields: dict[str, Any] = {k: (v.copy() if isinstance(v, (dict, list)) else v) for k, v in template.items()}
         fields.update(t_start=self.t_start, t_end=self.t_end, exact=c.present,
                       packets_in=c.rx_packets if c.present else 0, bytes_in=c.rx_bytes if c.present else 0,
                       packets_out=c.tx_packets if c.present else 0, bytes_out=c.tx_bytes if c.present else 0,
