@@ -46,6 +46,9 @@ class CaptureActor(Actor):
         self._last_time = 0.0
         self._woken = False  # the next reading was asked for by the first packet after a silence
         self.lazy = False  # under lazy_pps: the ring is read at each counter reading only
+        self._peek = True  # lazy: look at the first block handed over after a reading
+        # a block with this many packets is no trickle (twice lazy_pps over one ring block timeout)
+        self._flood_block = max(8, 2 * self.s.lazy_pps * self.s.ring_block_timeout_ms // 1000)
         self.quiet = False  # the link was silent at the last counter reading: counters every quiet_interval
         self.packets_push: Pusher | None = None
         self.frames_push: Pusher | None = None
@@ -85,7 +88,7 @@ class CaptureActor(Actor):
         assert self.out is not None
         while not self.stopping:
             if self.lazy:  # a low rate: the ring is read at each counter reading, not at every block
-                self.poll_once(self.next_timeout_ms())
+                self._lazy_wait()
                 continue
             n = self.source.pump(self.out)
             self.out.flush_due()
@@ -148,6 +151,22 @@ class CaptureActor(Actor):
         self._update_counters()
 
     # -- live: counters and sampling -----------------------------------------------------------
+    def _lazy_wait(self) -> None:
+        """Sleep to the next timer; but look at the first block the kernel hands over after each reading:
+        a full one is a flood starting, read at once (the ring would not hold 100 ms of a big one)."""
+        if not self._peek:
+            self.poll_once(self.next_timeout_ms())
+            return
+        self.source.wait(self.next_timeout_ms())
+        waiting = self.source.ready_packets()
+        if waiting >= self._flood_block:
+            self.lazy = False
+            self.due_now(self._counters)
+            self.due_now(self._control)
+        elif waiting:
+            self._peek = False  # a trickle's block: it waits for the reading
+        self.poll_once(0)
+
     def _slow(self, seconds: float, factor: float = 1.0) -> Callable[[], float]:
         """A timer period that stretches to quiet_interval (x factor) while the link is silent."""
         quiet = max(seconds, self.s.quiet_interval * factor)
@@ -192,6 +211,7 @@ class CaptureActor(Actor):
         self.lazy = (self.s.source == "afpacket" and not self.quiet and not self._woken
                      and 0 < rate < self.s.lazy_pps)
         self._woken = False
+        self._peek = True
         self._last_wire, self._last_time = wire, now
         self._update_counters()
 

@@ -110,6 +110,11 @@ class Ring:
     def ready(self) -> bool:
         return bool(_BLOCK(self.mm, self.cur * self.block_size + 8)[0] & TP_STATUS_USER)
 
+    def ready_packets(self) -> int:
+        """Packets in the current block if the kernel has handed it over, else 0 (nothing is read)."""
+        status, num, _ = _BLOCK(self.mm, self.cur * self.block_size + 8)
+        return int(num) if status & TP_STATUS_USER else 0
+
     def wait(self, timeout_ms: float) -> bool:
         """Wait until the current block is ready (or timeout)."""
         if self.ready():

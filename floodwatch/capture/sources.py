@@ -203,6 +203,10 @@ class AfPacketSource:
         if not any(r.ready() for r in self.rings):
             self.poller.poll(math.ceil(timeout_ms))
 
+    def ready_packets(self) -> int:
+        """Packets in the blocks the kernel has handed over and we have not read (the first of each ring)."""
+        return sum(r.ready_packets() for r in self.rings)
+
     def read_counters(self) -> list[IfCounters]:
         self.last = [s.read() for s in self.stats]
         return self.last
