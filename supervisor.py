@@ -40,7 +40,7 @@ from floodwatch.settings.core import ACTOR_ORDER
 from floodwatch.zygote import ForkedProcess, Zygote, become_subreaper
 
 log = logger.bind(actor="supervisor")
-TICK = 1.0  # longest sleep of the loop; signals (SIGCHLD, SIGTERM, SIGHUP) wake it at once
+TICK = 5.0  # longest sleep of the loop: deadlines wake it, signals (SIGCHLD, SIGTERM, SIGHUP) at once
 
 
 @dataclass
@@ -241,8 +241,15 @@ class Supervisor:
                 os.waitpid(info.si_pid, 0)
 
     def next_wait(self) -> float:
-        """Sleep until the next deadline (a restart, a SIGKILL), at most TICK; SIGCHLD wakes us."""
+        """Sleep until the next deadline (a restart, a SIGKILL, a heartbeat or start-up timeout), at most
+        TICK; SIGCHLD wakes us."""
+        s = self.config.supervisor
         deadlines = [d for c in self.children.values() for d in (c.restart_at, c.kill_at) if d is not None]
+        for c in self.children.values():
+            if c.state == "running":
+                deadlines.append(c.last_beat + s.heartbeat_timeout + 0.001)
+            elif c.state == "starting":
+                deadlines.append(c.started + s.start_timeout + 0.001)
         if self.notifier.watchdog_interval and self.announced_ready:
             deadlines.append(self.next_watchdog)
         if self.pending:

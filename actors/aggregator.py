@@ -10,6 +10,7 @@ config.received. `python -m actors.aggregator --config FILE`.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from floodwatch.actor import Actor, rss_bytes, run_actor
@@ -44,6 +45,7 @@ class AggregatorActor(Actor):
         self.geo: CountryLookup | None = None
         self.engine = Engine(self.settings, self.sampler)
         self._warn = RateLimited(10.0)
+        self._next_memory_check = 0.0
         self.counters.update({"batches": 0, "records": 0, "bad_batches": 0, "windows": 0, "seconds": 0,
                               "summaries": 0, "streams_ended": 0, "late_records": 0, "memory_over_cap": 0})
 
@@ -52,7 +54,6 @@ class AggregatorActor(Actor):
         self.geo = make_lookup(self.settings.geo, self.settings.geoip_db)
         self.engine = Engine(self.settings, self.sampler, self.geo)
         self.pull(self.endpoints.packets, self.on_bulk, hwm=self.config.bus.hwm_packets)
-        self.every(MEMORY_CHECK_INTERVAL, self.check_memory)
 
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, ConfigReceived):
@@ -64,6 +65,10 @@ class AggregatorActor(Actor):
                               len(msg.ioc_patterns), len(rejected))
 
     def on_bulk(self, msg: Message) -> None:
+        now = time.monotonic()
+        if now >= self._next_memory_check:  # only traffic makes the aggregator grow: checked as it comes
+            self._next_memory_check = now + MEMORY_CHECK_INTERVAL
+            self.check_memory()
         if isinstance(msg, PacketBatch):
             try:
                 out = self.engine.feed_batch(msg)

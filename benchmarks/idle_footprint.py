@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from floodwatch.settings.core import SupervisorSettings
 from tests.helpers import (
     PYTHON,
     REPO,
@@ -86,7 +87,8 @@ def main() -> int:
         cfg = base_config(
             tmp, ipc_endpoints(tmp / "run"),
             # the shipping defaults for the supervisor (base_config's are the tests' fast ones)
-            supervisor={"heartbeat_interval": 2.0, "heartbeat_timeout": 10.0},
+            supervisor={"heartbeat_interval": SupervisorSettings.heartbeat_interval,
+                        "heartbeat_timeout": SupervisorSettings.heartbeat_timeout},
             capture={"interfaces": [pair.if_b]},
             apiserver={"listen": f"127.0.0.1:{port}"},
             reporter={"url": f"http://127.0.0.1:{port}/api/v1/agent"},

@@ -33,6 +33,16 @@ from floodwatch.messages import ActorHeartbeat, ActorHello, ActorHelloAck, Actor
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def on_phase(period: float) -> Callable[[], float]:
+    """A period for every() that keeps to multiples of `period` on the system-wide monotonic clock, so
+    timers of the same period in different processes fire together (the supervisor reads every actor's
+    heartbeat in one wake-up instead of one wake-up each)."""
+    def delay() -> float:
+        return period - time.monotonic() % period or period
+
+    return delay
+
+
 def rss_bytes() -> int:
     try:
         with open("/proc/self/statm", "rb") as f:
@@ -365,7 +375,7 @@ class Actor(_Core):
             for parts in early:
                 self._dispatch(parts)
             self._send_control(ActorReady(actor=self.name, pid=os.getpid()))
-            self.every(self.config.supervisor.heartbeat_interval, self._beat, first=0.0)
+            self.every(on_phase(self.config.supervisor.heartbeat_interval), self._beat, first=0.0)
             self.log.info("started (pid {})", os.getpid())
             self.run_loop()
             self.on_stop()
@@ -416,12 +426,17 @@ class AsyncActor(_Core):
         self._tasks.append(task)
         return task
 
-    def every(self, seconds: float, fn: Callable[[], Awaitable[None]], first: float | None = None) -> None:
+    def every(self, seconds: float | Callable[[], float], fn: Callable[[], Awaitable[None]],
+              first: float | None = None) -> None:
+        """Call fn every `seconds` (a number, or a function giving the delay to the next call)."""
+        def delay() -> float:
+            return seconds() if callable(seconds) else seconds
+
         async def loop() -> None:
-            await asyncio.sleep(seconds if first is None else first)
+            await asyncio.sleep(delay() if first is None else first)
             while not self.stopping:
                 await fn()
-                await asyncio.sleep(seconds)
+                await asyncio.sleep(delay())
 
         self.create_task(loop(), name=f"every-{seconds}")
 
@@ -524,7 +539,7 @@ class AsyncActor(_Core):
                 await self._dispatch(parts)
             self.create_task(self._events(sub), name="events")
             await self._send_control(ActorReady(actor=self.name, pid=os.getpid()))
-            self.every(self.config.supervisor.heartbeat_interval, self._beat, first=0.0)
+            self.every(on_phase(self.config.supervisor.heartbeat_interval), self._beat, first=0.0)
             self.log.info("started (pid {})", os.getpid())
             await self._stop_event.wait()
             await self.on_stop()

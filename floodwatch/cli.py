@@ -18,6 +18,7 @@ from floodwatch.errors import ConfigError
 from floodwatch.messages import StatusReply, StatusRequest
 
 # Modules that add subcommands: each has register(subparsers) adding a parser with func(args) -> int.
+CORE_COMMANDS = ("run", "status", "actor", "config")
 EXTENSIONS = (
     "floodwatch.analyze",
     "floodwatch.server.cli",
@@ -106,7 +107,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extensions: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="floodwatch", description="DDoS detection and mitigation agent")
     p.add_argument("--version", action="version", version=f"floodwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=cmd_config_check)
 
-    for name in EXTENSIONS:
+    for name in EXTENSIONS if extensions else ():
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
@@ -144,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # the core commands do not load the others' modules: the supervisor stays small (no sqlite3, aiohttp)
+    core = bool(argv) and argv[0] in CORE_COMMANDS
+    args = build_parser(extensions=not core).parse_args(argv)
     return int(args.func(args))
 
 

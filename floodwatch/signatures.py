@@ -268,7 +268,13 @@ class SignatureMatcher:
 
     def _count_header(self, records: np.ndarray, out: dict[str, int]) -> None:
         heads = np.ascontiguousarray(records["payload"]).view(np.uint8).reshape(len(records), PAYLOAD_HEAD)
+        # which protocols and ports occur at all: a signature none of whose ports occur costs nothing
+        protos, sports, dports = (_present(records[c]) for c in ("proto", "sport", "dport"))
         for sig in self.header:
+            if ((sig.proto != ANY and not _any_in(protos, (sig.proto,)))
+                    or (sig.sports is not None and not _any_in(sports, sig.sports))
+                    or (sig.dports is not None and not _any_in(dports, sig.dports))):
+                continue
             base = _port_proto_mask(records, sig.proto, sig.sports, sig.dports)
             if not base.any():
                 continue
@@ -281,6 +287,20 @@ class SignatureMatcher:
             n = int(any_alt.sum())
             if n:
                 out[sig.name] = out.get(sig.name, 0) + n
+
+
+def _present(column: np.ndarray) -> set[int] | np.ndarray:
+    """Which values of an unsigned 8/16-bit column (a protocol or port number) occur: a set for a few
+    records, a boolean array indexed by value for many."""
+    if len(column) <= 512:
+        return set(column.tolist())
+    return np.bincount(column, minlength=256) > 0
+
+
+def _any_in(present: set[int] | np.ndarray, values: Iterable[int]) -> bool:
+    if isinstance(present, set):
+        return not present.isdisjoint(values)
+    return any(v < len(present) and present[v] for v in values)
 
 
 def _port_proto_mask(

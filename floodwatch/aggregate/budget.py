@@ -15,6 +15,9 @@ from typing import Any
 BASE_BYTES = 80 * 2**20  # interpreter + numpy, pyzmq, iptocc, signatures (RSS ~40 MiB) + allocator slack
 PORT_ARRAYS = 2 * 2 * 65536 * 8  # source and destination ports, TCP and UDP, int64
 ROW = 16 + 16 + 8  # heavy-hitter row: key + count + payload (address) + aux
+# Seconds a live window waits for records after the counter reading that covers it (the engine's; kept
+# here, without numpy, because config validation imports this module in every process, the supervisor too)
+LIVE_GRACE = 0.2
 
 
 def window_bytes(s: Any) -> int:
@@ -29,8 +32,6 @@ def window_bytes(s: Any) -> int:
 def open_windows(s: Any) -> int:
     """Windows open at once: those within `lateness` (+ LIVE_GRACE for live sources) of the stream time,
     plus the one being filled."""
-    from floodwatch.aggregate.engine import LIVE_GRACE
-
     return math.ceil((s.lateness + LIVE_GRACE) / s.window) + 2
 
 

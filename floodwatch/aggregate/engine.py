@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from floodwatch.aggregate.budget import LIVE_GRACE
 from floodwatch.aggregate.counters import BOUNDARY_SLACK, CounterTracker, Piece, window_index
 from floodwatch.aggregate.geo import CountryLookup, breakdown
 from floodwatch.aggregate.keys import ADDR_VIEW
@@ -26,7 +27,6 @@ from floodwatch.settings.aggregator import AggregatorSettings
 COALESCE = 2048  # records accounted together at most
 # Live sources send counter readings: those close the windows (their deltas must land in windows still
 # open); records close a window only when they are this much further on (a reading that never comes).
-LIVE_GRACE = 0.2
 MAX_TS = 1e11  # timestamps are epoch seconds: anything past the year 5000 is corrupt
 GEO_WINDOW = 256  # heaviest sources of a window looked up for its country breakdown
 GEO_RUN = 1000

@@ -35,8 +35,8 @@ class SupervisorSettings:
     # {"probe": "tests.dummy_actor"} runs `python -m tests.dummy_actor --config FILE` as actor "probe".
     modules: dict[str, str] = field(default_factory=dict)
     critical: list[str] = field(default_factory=lambda: ["capture", "aggregator", "detector", "reporter"])
-    heartbeat_interval: float = 2.0  # seconds between an actor's heartbeats (they carry its counters)
-    heartbeat_timeout: float = 10.0  # silence after which an actor is taken as hung
+    heartbeat_interval: float = 5.0  # seconds between an actor's heartbeats (they carry its counters)
+    heartbeat_timeout: float = 15.0  # silence after which an actor is taken as hung
     start_timeout: float = 30.0  # time an actor has to report ready
     hello_timeout: float = 5.0  # time a starting actor waits for the supervisor's answer
     stop_timeout: float = 5.0  # SIGTERM -> SIGKILL grace
