@@ -99,6 +99,36 @@ def test_kill_9_of_an_actor_is_restarted_within_a_second(make_sys: Any) -> None:
     assert st["d2"]["restarts"] == 0 and st["d2"]["pid"] != old
 
 
+def test_supervisor_stays_small_and_reads_aligned_heartbeats_together(make_sys: Any) -> None:
+    """The supervisor runs all the time: it loads no numpy, SQLite or aiohttp (the actors do), and the
+    actors' heartbeats keep to a shared phase, so they arrive together."""
+    s = make_sys(["d1", "d2", "d3"], heartbeat_interval=0.5, heartbeat_timeout=5.0).start()
+    eventually(lambda: s.running("d1", "d2", "d3"), 20)
+    assert s.proc is not None
+    maps = Path(f"/proc/{s.proc.pid}/maps").read_text()
+    for lib in ("_multiarray_umath", "_sqlite3", "aiohttp"):
+        assert lib not in maps, f"the supervisor loaded {lib}"
+
+    def ages() -> list[float] | None:
+        st = s.status()
+        got = [st.get(n, {}).get("last_heartbeat") for n in ("d1", "d2", "d3")]
+        return got if all(isinstance(a, float) for a in got) else None
+
+    def spread() -> float:
+        got = eventually(ages, 5)
+        return max(got) - min(got)
+
+    eventually(lambda: spread() < 0.05, 5)  # from the first beat on the shared phase (the first is at start)
+    spreads = []
+    deadline = time.monotonic() + 1.6  # more than three heartbeat periods
+    while time.monotonic() < deadline:
+        got = eventually(ages, 5)
+        spreads.append(max(got) - min(got))
+    # the beats of one period arrive a scheduling delay apart (a look can fall between two of them)
+    apart = [x for x in spreads if x > 0.1]
+    assert len(spreads) >= 10 and len(apart) <= len(spreads) // 10, spreads
+
+
 def test_crash_loop_backs_off_then_non_critical_actor_stays_down(make_sys: Any) -> None:
     s = make_sys(["d1", "d2"], backoff_initial=0.05, backoff_factor=2.0, flap_max_restarts=4, flap_window=60.0)
     s.mode("d1", "crash")

@@ -80,3 +80,25 @@ def test_detect_many_patterns_one_pass() -> None:
     recs = np.concatenate([rec(17, 1, 2, f"..pattern-{i % 10_000:05d}".encode()) for i in range(0, 50_000, 10)])
     got = SignatureMatcher.with_iocs(iocs).count(recs)
     assert sum(v for k, v in got.items() if k.startswith("ioc:")) == len(recs)
+
+
+def test_detect_large_batches_count_as_their_parts() -> None:
+    """A flood-sized batch (the matcher indexes which ports occur) counts what its small pieces count."""
+    kinds = [
+        rec(17, 123, 40000, b"\xd7\x00\x03\x2a\x00\x06\x00\x48" + b"\x00" * 40),
+        rec(17, 53, 40000, b"\x12\x34\x81\x80\x00\x01\x00\x08"),
+        rec(17, 40000, 53, b"\x12\x34\x01\x00\x00\x01\x00\x00"),
+        rec(17, 40000, 9999, b"\x12\x34\x81\x80\x00\x01\x00\x08"),  # a DNS-looking payload off port 53
+        rec(6, 40000, 80, b"GET /index.html HTTP/1.1\r\nHost: x\r\n"),
+    ]
+    rng = np.random.default_rng(3)
+    batch = np.concatenate([kinds[i] for i in rng.integers(0, len(kinds), 3000)])
+    m = SignatureMatcher.default()
+    whole = m.count(batch)
+    parts: dict[str, int] = {}
+    for i in range(0, len(batch), 100):
+        for name, n in m.count(batch[i:i + 100]).items():
+            parts[name] = parts.get(name, 0) + n
+    assert whole == parts
+    assert whole["dns_response"] == int(np.count_nonzero(batch["sport"] == 53))
+    assert whole["ntp_monlist"] == int(np.count_nonzero(batch["sport"] == 123))
