@@ -30,6 +30,7 @@ from tests.helpers import (
     BusHarness,
     NetnsPair,
     base_config,
+    exit_on_sigterm,
     ipc_endpoints,
     netns_pair,
     start_actor,
@@ -145,6 +146,7 @@ def run_baseline(pair: NetnsPair, tmp: Path, count: int) -> dict[str, float]:
 
 
 def main() -> int:
+    exit_on_sigterm()  # a killed run still removes its namespaces and stops its processes
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--packets", type=int, default=2_000_000)

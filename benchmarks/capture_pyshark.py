@@ -25,6 +25,7 @@ from tests.capture.capture_support import eth_to, ipv4, trafgen_conf, udp
 from tests.helpers import (
     BusHarness,
     base_config,
+    exit_on_sigterm,
     ipc_endpoints,
     netns_pair,
     start_actor,
@@ -51,6 +52,7 @@ def count_records(sink: zmq.Socket, dport: int, settle: float = 2.0) -> tuple[in
 
 
 def main() -> int:
+    exit_on_sigterm()  # a killed run still removes its namespaces and stops its processes
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", default="1000,2000,5000,10000,20000")
     ap.add_argument("--seconds", type=float, default=3.0)

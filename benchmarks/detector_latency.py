@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.detect.detect_live import live_pipeline, sender_report  # noqa: E402
-from tests.helpers import netns_pair  # noqa: E402
+from tests.helpers import exit_on_sigterm, netns_pair  # noqa: E402
 
 VECTORS = ("udp_flood", "syn_flood", "dns_amplification", "ack_flood", "icmp_flood")
 LEVELS = {"100x": 100.0, "10x": 10.0, "5.5x": 5.5, "3x": 3.0, "1.6x": 1.6}
@@ -52,6 +52,7 @@ def summary(values: list[float]) -> str:
 
 
 def main() -> int:
+    exit_on_sigterm()  # a killed run still removes its namespaces and stops its processes
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threshold", type=int, default=2000)

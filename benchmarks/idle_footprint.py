@@ -30,6 +30,7 @@ from tests.helpers import (
     REPO,
     base_config,
     eventually,
+    exit_on_sigterm,
     ipc_endpoints,
     netns_pair,
     stop_process,
@@ -76,6 +77,7 @@ def tree(root: int) -> list[int]:
 
 
 def main() -> int:
+    exit_on_sigterm()  # a killed run still removes its namespaces and stops its processes
     ap = argparse.ArgumentParser()
     ap.add_argument("--warmup", type=float, default=15)
     ap.add_argument("--seconds", type=float, default=30)
