@@ -47,11 +47,16 @@ class CaptureActor(Actor):
         self._woken = False  # the next reading was asked for by the first packet after a silence
         self.lazy = False  # under lazy_pps: the ring is read at each counter reading only
         self._peek = True  # lazy: look at the first block handed over after a reading
+        self._check_at = 0.0  # lazy: when to count every block handed over since the reading (wall time)
         # a block with this many packets is no trickle (twice lazy_pps over one ring block timeout)
         self._flood_block = max(8, 2 * self.s.lazy_pps * self.s.ring_block_timeout_ms // 1000)
+        # a trickle hands over one block per ring_block_timeout_ms: lazy reading needs a ring that holds
+        # one and a half counter intervals of those (the default 16 blocks x 10 ms: 160 ms for 100 ms)
+        self._lazy_fits = 1.5 * self.s.counter_interval <= self.s.ring_blocks * self.s.ring_block_timeout_ms / 1000
         self.quiet = False  # the link was silent at the last counter reading: counters every quiet_interval
         self.packets_push: Pusher | None = None
         self.frames_push: Pusher | None = None
+        self.counters["lazy_exits"] = 0  # floods (or busier traffic) seen by a lazy reader between readings
 
     # -- lifecycle -------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -152,20 +157,37 @@ class CaptureActor(Actor):
 
     # -- live: counters and sampling -----------------------------------------------------------
     def _lazy_wait(self) -> None:
-        """Sleep to the next timer; but look at the first block the kernel hands over after each reading:
-        a full one is a flood starting, read at once (the ring would not hold 100 ms of a big one)."""
-        if not self._peek:
-            self.poll_once(self.next_timeout_ms())
+        """Sleep to the next timer; but look at the first block the kernel hands over after each reading (a
+        full one is a flood starting), and half way to the next reading at every block handed over since
+        (more than a trickle's worth is a flood that began after that first block): a flood is read at
+        once, before it fills the ring (which a trickle is slowly filling too, one block per 10 ms)."""
+        if self._peek:
+            self.source.wait(self.next_timeout_ms())
+            waiting = self.source.ready_packets()
+            if waiting >= self._flood_block:
+                self._go_eager()
+            elif waiting:
+                self._peek = False  # a trickle's block: it waits for the reading
+            self.poll_once(0)
             return
-        self.source.wait(self.next_timeout_ms())
-        waiting = self.source.ready_packets()
-        if waiting >= self._flood_block:
-            self.lazy = False
-            self.due_now(self._counters)
-            self.due_now(self._control)
-        elif waiting:
-            self._peek = False  # a trickle's block: it waits for the reading
-        self.poll_once(0)
+        wait = self.next_timeout_ms()
+        if self._check_at:
+            left = self._check_at - time.time()
+            if left <= 0:
+                self._check_at = 0.0
+                since = max(time.time() - self._last_time, 0.01)
+                if self.source.pending_packets() >= max(self._flood_block, 2 * self.s.lazy_pps * since):
+                    self._go_eager()
+                self.poll_once(0)
+                return
+            wait = min(wait, math.ceil(left * 1000))
+        self.poll_once(wait)
+
+    def _go_eager(self) -> None:
+        self.lazy = False
+        self.counters["lazy_exits"] += 1
+        self.due_now(self._counters)
+        self.due_now(self._control)
 
     def _slow(self, seconds: float, factor: float = 1.0) -> Callable[[], float]:
         """A timer period that stretches to quiet_interval (x factor) while the link is silent."""
@@ -208,10 +230,11 @@ class CaptureActor(Actor):
         # seen at the next reading at the latest, and from then on every block is read at once
         rate = (wire - self._last_wire) / max(now - self._last_time, 1e-3) if self._last_wire >= 0 else 0.0
         # (not on the reading the first packet after a silence asked for: its rate covers the silence)
-        self.lazy = (self.s.source == "afpacket" and not self.quiet and not self._woken
+        self.lazy = (self.s.source == "afpacket" and not self.quiet and not self._woken and self._lazy_fits
                      and 0 < rate < self.s.lazy_pps)
         self._woken = False
         self._peek = True
+        self._check_at = now + self.s.counter_interval / 2 if self.lazy else 0.0
         self._last_wire, self._last_time = wire, now
         self._update_counters()
 

@@ -115,6 +115,16 @@ class Ring:
         status, num, _ = _BLOCK(self.mm, self.cur * self.block_size + 8)
         return int(num) if status & TP_STATUS_USER else 0
 
+    def pending_packets(self) -> int:
+        """Packets in all the blocks the kernel has handed over that we have not read (nothing is read)."""
+        total = 0
+        for i in range(self.blocks):
+            status, num, _ = _BLOCK(self.mm, (self.cur + i) % self.blocks * self.block_size + 8)
+            if not status & TP_STATUS_USER:
+                break
+            total += num
+        return int(total)
+
     def wait(self, timeout_ms: float) -> bool:
         """Wait until the current block is ready (or timeout)."""
         if self.ready():

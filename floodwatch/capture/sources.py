@@ -207,6 +207,10 @@ class AfPacketSource:
         """Packets in the blocks the kernel has handed over and we have not read (the first of each ring)."""
         return sum(r.ready_packets() for r in self.rings)
 
+    def pending_packets(self) -> int:
+        """Packets in every handed-over block we have not read, all rings."""
+        return sum(r.pending_packets() for r in self.rings)
+
     def read_counters(self) -> list[IfCounters]:
         self.last = [s.read() for s in self.stats]
         return self.last

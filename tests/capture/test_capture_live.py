@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tests.helpers import (
     BusHarness,
     NetnsPair,
     base_config,
+    eventually,
     ipc_endpoints,
     netns_pair,
     start_actor,
@@ -400,5 +401,59 @@ def test_background_trickle_is_read_ten_times_a_second_and_a_flood_at_once(live:
         assert big and big[0] - t0 < 0.3, f"first flood batch after {big[0] - t0 if big else None} s"
         fast = [t for t, m in arrivals if isinstance(m, PacketBatch) and m.count and t > t0 + 0.3]
         assert len(fast) >= 10, f"{len(fast)} batches in 0.3 s of flood: still reading lazily"
+    finally:
+        assert stop_process(proc) == 0
+
+
+def test_lazy_reader_sees_a_flood_that_starts_between_two_readings(live: Any, tmp_path: Path) -> None:
+    """A flood that begins after the first block following a reading (a trickle's block took the peek)
+    is found half way to the next reading, not at it: the ring, which the trickle fills too, is read
+    before it overflows. Readings 1 s apart here (and ring blocks handed over after 100 ms, so that
+    the ring holds a trickle's blocks for 3.2 s) so the half-way point stands out from the readings."""
+    pair, harness, coll, _ = live
+    proc = start_capture(pair, harness, tmp_path, counter_interval=1.0, lazy_pps=2000, quiet_interval=1.0,
+                         ring_block_timeout_ms=100)
+    arrivals: list[tuple[float, Any]] = []
+
+    def collect(until: Callable[[], bool], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not until() and (left := deadline - time.monotonic()) > 0:
+            if coll.sock.poll(max(1, int(left * 1000))):
+                arrivals.append((time.monotonic(), messages.decode(coll.sock.recv())))
+
+    def sender(count: int, gap_us: int, frames: list[bytes]) -> subprocess.Popen[bytes]:
+        conf = tmp_path / f"trafgen-{count}.cfg"
+        conf.write_text(trafgen_conf(frames))
+        return subprocess.Popen(["ip", "netns", "exec", pair.ns_a, "trafgen", "--dev", pair.if_a, "--conf", str(conf),
+                                 "-n", str(count), "-t", f"{gap_us}us", "--cpus", "1", "-q"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def readings() -> int:
+        return sum(isinstance(m, CounterSample) for _, m in arrivals)
+
+    try:
+        coll.wait_counters(lambda c: True)
+        mix = frames_mix(pair)
+        trickle = sender(500, 20_000, mix["udp"])  # 50 packets/s for 10 s
+        try:
+            collect(lambda: readings() >= 3, 10)  # the trickle is seen; the reader is lazy from then on
+            assert harness.counters("capture").get("lazy_exits", 0) == 0
+            arrivals.clear()
+            collect(lambda: readings() >= 1, 3)  # a reading (T) ...
+            t_reading = arrivals[-1][0]
+            collect(lambda: False, 0.25)  # ... and its peek, taken by a trickle block within ~0.1 s
+            flood = sender(50_000, 10, mix["udp"])  # up to 100,000 packets/s from about T + 0.25 s
+            try:
+                collect(lambda: any(isinstance(m, PacketBatch) and m.count >= 64 for _, m in arrivals), 2)
+            finally:
+                assert flood.wait(30) == 0
+        finally:
+            trickle.kill()
+            trickle.wait(10)
+        big = [t for t, m in arrivals if isinstance(m, PacketBatch) and m.count >= 64]
+        assert big, "the flood was never read"
+        # half way (T + 0.5 s) rather than at the next reading (T + 1 s)
+        assert big[0] - t_reading < 0.8, f"flood first read {big[0] - t_reading:.2f} s after the reading"
+        assert eventually(lambda: harness.counters("capture").get("lazy_exits", 0) >= 1, 5)
     finally:
         assert stop_process(proc) == 0
