@@ -186,8 +186,12 @@ class CaptureActor(Actor):
     def _go_eager(self) -> None:
         self.lazy = False
         self.counters["lazy_exits"] += 1
+        if self.controller is not None:
+            # the sampling rate first, from the counters as they are now: the flood's backlog in the ring
+            # was kept whole (1 in 1), and while it is read the flood goes on filling the ring
+            self.source.read_counters()
+            self._control()
         self.due_now(self._counters)
-        self.due_now(self._control)
 
     def _slow(self, seconds: float, factor: float = 1.0) -> Callable[[], float]:
         """A timer period that stretches to quiet_interval (x factor) while the link is silent."""
@@ -230,8 +234,11 @@ class CaptureActor(Actor):
         # seen at the next reading at the latest, and from then on every block is read at once
         rate = (wire - self._last_wire) / max(now - self._last_time, 1e-3) if self._last_wire >= 0 else 0.0
         # (not on the reading the first packet after a silence asked for: its rate covers the silence)
+        was_lazy = self.lazy
         self.lazy = (self.s.source == "afpacket" and not self.quiet and not self._woken and self._lazy_fits
                      and 0 < rate < self.s.lazy_pps)
+        if was_lazy and not self.lazy and rate >= self.s.lazy_pps and self.controller is not None:
+            self._control()  # a flood this reading found: the sampling rate now, not at the controller's turn
         self._woken = False
         self._peek = True
         self._check_at = now + self.s.counter_interval / 2 if self.lazy else 0.0

@@ -130,6 +130,9 @@ def run_actors(pair: NetnsPair, tmp: Path, count: int, aggregator: bool, backgro
             rx0 = rx_packets(pair)
             cpu0 = {n: cpu_of(p.pid) for n, p in procs.items()}
             secs = flood(pair, tmp, count)
+            if background is not None:  # stopped with the flood, so the counters below settle
+                stop_process(background)
+                background = None
             if sink is not None:
                 while sink.poll(200):
                     while sink.poll(0):
