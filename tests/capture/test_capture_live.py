@@ -120,6 +120,16 @@ def send(pair: NetnsPair, tmp_path: Path, frames: list[bytes], count: int, gap_u
     assert res.returncode == 0, res.stderr
 
 
+def start_trafgen(pair: NetnsPair, tmp_path: Path, count: int, gap_us: int,
+                  frames: list[bytes]) -> subprocess.Popen[bytes]:
+    """trafgen in namespace A, in the background: `count` frames `gap_us` apart."""
+    conf = tmp_path / f"trafgen-{count}.cfg"
+    conf.write_text(trafgen_conf(frames))
+    return subprocess.Popen(["ip", "netns", "exec", pair.ns_a, "trafgen", "--dev", pair.if_a, "--conf", str(conf),
+                             "-n", str(count), "-t", f"{gap_us}us", "--cpus", "1", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def frames_mix(pair: NetnsPair) -> dict[str, list[bytes]]:
     a, b = pair.ip4_a, pair.ip4_b
     pay = b"Q" * 40
@@ -364,11 +374,7 @@ def test_background_trickle_is_read_ten_times_a_second_and_a_flood_at_once(live:
                 arrivals.append((time.monotonic(), messages.decode(coll.sock.recv())))
 
     def sender(count: int, gap_us: int, frames: list[bytes]) -> subprocess.Popen[bytes]:
-        conf = tmp_path / f"trafgen-{count}.cfg"
-        conf.write_text(trafgen_conf(frames))
-        return subprocess.Popen(["ip", "netns", "exec", pair.ns_a, "trafgen", "--dev", pair.if_a, "--conf", str(conf),
-                                 "-n", str(count), "-t", f"{gap_us}us", "--cpus", "1", "-q"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return start_trafgen(pair, tmp_path, count, gap_us, frames)
 
     try:
         coll.wait_counters(lambda c: True)
@@ -422,11 +428,7 @@ def test_lazy_reader_sees_a_flood_that_starts_between_two_readings(live: Any, tm
                 arrivals.append((time.monotonic(), messages.decode(coll.sock.recv())))
 
     def sender(count: int, gap_us: int, frames: list[bytes]) -> subprocess.Popen[bytes]:
-        conf = tmp_path / f"trafgen-{count}.cfg"
-        conf.write_text(trafgen_conf(frames))
-        return subprocess.Popen(["ip", "netns", "exec", pair.ns_a, "trafgen", "--dev", pair.if_a, "--conf", str(conf),
-                                 "-n", str(count), "-t", f"{gap_us}us", "--cpus", "1", "-q"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return start_trafgen(pair, tmp_path, count, gap_us, frames)
 
     def readings() -> int:
         return sum(isinstance(m, CounterSample) for _, m in arrivals)
