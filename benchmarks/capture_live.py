@@ -34,6 +34,7 @@ from tests.capture.capture_support import eth_to, icmp, ipv4, tcp, trafgen_conf,
 from tests.helpers import (
     BusHarness,
     NetnsPair,
+    background_traffic,
     base_config,
     exit_on_sigterm,
     ipc_endpoints,
@@ -120,10 +121,7 @@ def run_actors(pair: NetnsPair, tmp: Path, count: int, aggregator: bool, backgro
             procs["capture"] = start_actor("capture", path, tmp / "capture.log", netns=pair.ns_b)
             harness.wait_ready("capture")
             if background_pps:
-                background = pair.popen(pair.ns_a, [
-                    sys.executable, "-m", "floodwatch.cli", "traffic", "send", "udp_flood", "--iface", pair.if_a,
-                    "--pps", str(background_pps), "--duration", "600", "--dst", pair.ip4_b, "--dst-mac", pair.mac_b,
-                    "--sources", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                background = background_traffic(pair, background_pps, 600)
             # benchmark: let capture settle (with background traffic: into its lazy mode), at a random
             # phase against its counter readings
             time.sleep(2.0 + random.random() / 10 if background_pps else 0.5)

@@ -28,6 +28,7 @@ from floodwatch.settings.core import SupervisorSettings
 from tests.helpers import (
     PYTHON,
     REPO,
+    background_traffic,
     base_config,
     eventually,
     exit_on_sigterm,
@@ -101,11 +102,7 @@ def main() -> int:
                                 "--config", str(config)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         background = None
         if a.background_pps > 0:
-            background = subprocess.Popen(
-                ["ip", "netns", "exec", pair.ns_a, PYTHON, "-m", "floodwatch.cli", "traffic", "send", "udp_flood",
-                 "--iface", pair.if_a, "--pps", str(a.background_pps), "--duration", str(a.warmup + a.seconds + 90),
-                 "--dst", pair.ip4_b, "--dst-mac", pair.mac_b, "--sources", "20", "--variety", "64"],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            background = background_traffic(pair, a.background_pps, a.warmup + a.seconds + 90, "--variety", "64")
         try:
             st = eventually(lambda: (s := try_status(config)) and all(x["state"] == "running" for x in s.values())
                             and s, 60, message="all actors running")

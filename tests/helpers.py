@@ -331,6 +331,16 @@ def netns_pair(prefix: str = "fwt") -> Iterator[NetnsPair]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def background_traffic(pair: NetnsPair, pps: float, seconds: float,
+                       *extra: str) -> subprocess.Popen[bytes]:
+    """`floodwatch traffic send udp_flood` from namespace A to B at a low rate, not waited for: the
+    background traffic a real host always has (benchmarks)."""
+    return pair.popen(pair.ns_a, [PYTHON, "-m", "floodwatch.cli", "traffic", "send", "udp_flood", "--iface", pair.if_a,
+                                  "--pps", str(pps), "--duration", str(seconds), "--dst", pair.ip4_b,
+                                  "--dst-mac", pair.mac_b, "--sources", "20", *extra],
+                      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def exit_on_sigterm() -> None:
     """For benchmark scripts: SIGTERM runs their `finally` blocks (namespaces removed, processes
     stopped) instead of Python's default, dying on the spot. Not for pytest, which must stay killable."""

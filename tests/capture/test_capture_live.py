@@ -7,6 +7,7 @@ from there, so the bus uses ipc:// sockets in a private temporary directory (rea
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import shutil
 import subprocess
@@ -373,8 +374,7 @@ def test_background_trickle_is_read_ten_times_a_second_and_a_flood_at_once(live:
             if coll.sock.poll(max(1, int(left * 1000))):
                 arrivals.append((time.monotonic(), messages.decode(coll.sock.recv())))
 
-    def sender(count: int, gap_us: int, frames: list[bytes]) -> subprocess.Popen[bytes]:
-        return start_trafgen(pair, tmp_path, count, gap_us, frames)
+    sender = functools.partial(start_trafgen, pair, tmp_path)
 
     try:
         coll.wait_counters(lambda c: True)
@@ -427,8 +427,7 @@ def test_lazy_reader_sees_a_flood_that_starts_between_two_readings(live: Any, tm
             if coll.sock.poll(max(1, int(left * 1000))):
                 arrivals.append((time.monotonic(), messages.decode(coll.sock.recv())))
 
-    def sender(count: int, gap_us: int, frames: list[bytes]) -> subprocess.Popen[bytes]:
-        return start_trafgen(pair, tmp_path, count, gap_us, frames)
+    sender = functools.partial(start_trafgen, pair, tmp_path)
 
     def readings() -> int:
         return sum(isinstance(m, CounterSample) for _, m in arrivals)
