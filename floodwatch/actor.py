@@ -438,7 +438,7 @@ class AsyncActor(_Core):
                 await fn()
                 await asyncio.sleep(delay())
 
-        self.create_task(loop(), name=f"every-{seconds}")
+        self.create_task(loop(), name=f"every-{getattr(fn, '__name__', 'timer')}")
 
     def request_stop(self, *_: Any) -> None:
         self.stopping = True
