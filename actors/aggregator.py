@@ -13,7 +13,6 @@ import sys
 import time
 from typing import Any
 
-from floodwatch.actor import Actor, rss_bytes, run_actor
 from floodwatch.aggregate.engine import BadBatch, Engine
 from floodwatch.aggregate.geo import CountryLookup, make_lookup
 from floodwatch.aggregate.sigsample import SignatureSampler, load_matcher
@@ -29,25 +28,29 @@ from floodwatch.messages import (
     TrafficSummary,
     TrafficWindow,
 )
+from floodwatch.runtime.actor import Actor
+from floodwatch.runtime.core import rss_bytes
+from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.aggregator import AggregatorSettings
 
 MEMORY_CHECK_INTERVAL = 1.0
 
 
-class AggregatorActor(Actor):
+class AggregatorActor(Actor[AggregatorSettings]):
     name = "aggregator"
     subscribes = (ConfigReceived,)
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.settings: AggregatorSettings = config.aggregator
         self.sampler = SignatureSampler(None)
         self.geo: CountryLookup | None = None
         self.engine = Engine(self.settings, self.sampler)
         self._warn = RateLimited(10.0)
         self._next_memory_check = 0.0
-        self.counters.update({"batches": 0, "records": 0, "bad_batches": 0, "windows": 0, "seconds": 0,
-                              "summaries": 0, "streams_ended": 0, "late_records": 0, "memory_over_cap": 0})
+        self.counters.update({"bad_batches": 0, "windows": 0, "seconds": 0, "summaries": 0, "streams_ended": 0,
+                              "memory_over_cap": 0})
+        self._ended_stats = {"batches": 0, "records": 0, "late_records": 0}  # of the streams that ended
+        self.count_from(self._engine_counters)
 
     def on_start(self) -> None:
         self.sampler.matcher = load_matcher()
@@ -90,6 +93,7 @@ class AggregatorActor(Actor):
             self.publish(msg)
             self.counters["streams_ended"] += 1
             self.log.info("stream {} ended after {} packets: summary published", msg.source, msg.packets)
+            self._ended_stats = self._engine_counters()
             self.engine = Engine(self.settings, self.sampler, self.geo)
         else:
             self.counters["bad_messages"] += 1
@@ -103,10 +107,11 @@ class AggregatorActor(Actor):
                 self.counters["seconds"] += 1
             elif isinstance(m, TrafficSummary):
                 self.counters["summaries"] += 1
+
+    def _engine_counters(self) -> dict[str, int]:
+        """Batches and records since the actor started (the engine starts afresh with each stream)."""
         st = self.engine.stats
-        self.counters["batches"] = st["batches"]
-        self.counters["records"] = st["records"]
-        self.counters["late_records"] = st["late_records"]
+        return {k: v + int(st[k]) for k, v in self._ended_stats.items()}
 
     def check_memory(self) -> None:
         rss = rss_bytes()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from floodwatch.actor import AsyncActor, run_actor
 from floodwatch.config import Config
+from floodwatch.runtime.aio import AsyncActor
+from floodwatch.runtime.entry import run_actor
 from floodwatch.server.app import ApiServer
 from floodwatch.server.paths import resolve_paths
 from floodwatch.settings.apiserver import ApiserverSettings
@@ -23,7 +24,7 @@ def local_node_path(settings: ApiserverSettings, state_dir: str) -> Path | None:
     return Path(settings.local_node_file or Path(state_dir) / "server-local-node.json")
 
 
-class ApiServerActor(AsyncActor):
+class ApiServerActor(AsyncActor[ApiserverSettings]):
     name = "apiserver"
     subscribes = ()
 
@@ -32,7 +33,7 @@ class ApiServerActor(AsyncActor):
         self.server: ApiServer | None = None
 
     async def on_start(self) -> None:
-        settings: ApiserverSettings = self.settings
+        settings = self.settings
         db, pcaps = resolve_paths(settings, self.config.agent.state_dir)
         self.server = ApiServer(settings, db, pcaps)
         creds_path = local_node_path(settings, self.config.agent.state_dir)
@@ -40,15 +41,10 @@ class ApiServerActor(AsyncActor):
             self.server.provision_local_node(creds_path, settings.local_node_name)
         addresses = await self.server.start()
         self.log.info("serving the Agent API on {} (db {})", addresses, db)
-        self.every(self.config.supervisor.heartbeat_interval, self._copy_counters, first=0.0)
-
-    async def _copy_counters(self) -> None:
-        if self.server is not None:
-            self.counters.update(self.server.snapshot())
+        self.count_from(self.server.snapshot)
 
     async def on_stop(self) -> None:
         if self.server is not None:
-            await self._copy_counters()
             await self.server.stop()
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import zmq
 
-from floodwatch.actor import Actor, Pusher, run_actor
 from floodwatch.capture.batch import Directions
 from floodwatch.capture.conns import ConnCounter
 from floodwatch.capture.ifstats import resolve_interfaces
@@ -26,17 +25,19 @@ from floodwatch.capture.sources import AfPacketSource, FailedSource, PcapSource
 from floodwatch.config import Config
 from floodwatch.errors import CaptureError
 from floodwatch.messages import Message, StreamEnded
+from floodwatch.runtime.actor import Actor, Pusher
+from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.capture import CaptureSettings
 
 READING_MARGIN = 0.005  # seconds after window end + lateness at which the counters are read
 
 
-class CaptureActor(Actor):
+class CaptureActor(Actor[CaptureSettings]):
     name = "capture"
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.s: CaptureSettings = config.capture
+        self.s = self.settings
         self.source: Any = None
         self.out: Output | None = None
         self.controller: SamplingController | None = None
@@ -57,6 +58,7 @@ class CaptureActor(Actor):
         self.packets_push: Pusher | None = None
         self.frames_push: Pusher | None = None
         self.counters["lazy_exits"] = 0  # floods (or busier traffic) seen by a lazy reader between readings
+        self.count_from(self._source_counters)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -78,14 +80,12 @@ class CaptureActor(Actor):
         self.out = Output(self.source.name, self.source.ifaces, s.batch_records, s.batch_interval,
                           s.frames_per_second, s.frames_batch, s.snaplen, self._send, clock,
                           Directions(s.local_networks) if not self.source.live else None)
-        if self.source.live:  # each counter reading also refreshes the actor's own counters
+        if self.source.live:
             self.every(self._next_reading, self._counters, first=0.0)
             if s.source == "afpacket":
                 self.controller = SamplingController(s.budget_pps, s.max_sample_rate, clock, s.sample_rate)
                 # a silent link needs no sampling decision: the first packet brings back the pace
                 self.every(self._slow(s.controller_interval, 5.0), self._control)
-        else:
-            self.every(0.5, self._update_counters)
         self.log.info("capturing from {} on {}", self.source.name,
                       s.pcap_file if s.source == "pcap" else ", ".join(self.source.ifaces))
 
@@ -116,7 +116,7 @@ class CaptureActor(Actor):
     def on_stop(self) -> None:
         if self.out is not None:
             self.out.flush_all()
-            self._update_counters()
+        self.freeze_counters()
         if self.source is not None:
             self.source.close()
 
@@ -153,7 +153,6 @@ class CaptureActor(Actor):
             self.publish(msg)
         else:
             self.log.info("end of {}: {} packets", self.s.pcap_file, src.packets)
-        self._update_counters()
 
     # -- live: counters and sampling -----------------------------------------------------------
     def _lazy_wait(self) -> None:
@@ -243,7 +242,6 @@ class CaptureActor(Actor):
         self._peek = True
         self._check_at = now + self.s.counter_interval / 2 if self.lazy else 0.0
         self._last_wire, self._last_time = wire, now
-        self._update_counters()
 
     def _control(self) -> None:
         assert self.controller is not None and self.out is not None
@@ -256,18 +254,20 @@ class CaptureActor(Actor):
             self.log.info("sampling 1 in {} (wire {:.0f} pps, budget {} pps)", rate,
                           self.controller.last_pps, self.s.budget_pps)
 
-    def _update_counters(self) -> None:
-        assert self.out is not None
-        self.counters.update(self.out.counters)
+    def _source_counters(self) -> dict[str, Any]:
+        """The output's, the source's and the sampling controller's counters, read at each heartbeat."""
+        if self.out is None:
+            return {}
         src = self.source
-        self.counters["sample_rate"] = getattr(src, "rate", 1)
+        out: dict[str, Any] = {**self.out.counters, "sample_rate": getattr(src, "rate", 1)}
         if src.live:
-            self.counters["kernel_drops"] = src.kernel_drops()
+            out["kernel_drops"] = src.kernel_drops()
         else:
-            self.counters["file_packets"] = src.packets
+            out["file_packets"] = src.packets
         if self.controller is not None:
-            self.counters["wire_pps"] = round(self.controller.last_pps)
-            self.counters["rate_changes"] = self.controller.changes
+            out["wire_pps"] = round(self.controller.last_pps)
+            out["rate_changes"] = self.controller.changes
+        return out
 
 
 def main(argv: list[str] | None = None) -> int:

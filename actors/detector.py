@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from floodwatch.actor import Actor, run_actor
 from floodwatch.config import Config
 from floodwatch.detect.baseline import BaselineError
 from floodwatch.detect.evaluate import Detector
@@ -24,19 +23,21 @@ from floodwatch.messages import (
     StreamEnded,
     TrafficWindow,
 )
+from floodwatch.runtime.actor import Actor
+from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.detector import DetectorSettings
 
 
-class DetectorActor(Actor):
+class DetectorActor(Actor[DetectorSettings]):
     name = "detector"
     subscribes = (TrafficWindow, ConfigReceived, IncidentEnriched, StreamEnded)
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.settings: DetectorSettings = config.detector
         self.detector = Detector(self.settings)
         self.baseline_path = Path(config.agent.state_dir) / self.settings.baseline_file
-        self.counters.update({"windows": 0, "incidents": 0, "baseline_errors": 0, "enrich_unknown": 0})
+        self.counters.update({"baseline_errors": 0, "enrich_unknown": 0})
+        self.count_from(self._detector_counters)
         self._dirty = False
 
     def on_start(self) -> None:
@@ -71,8 +72,10 @@ class DetectorActor(Actor):
         before = self.detector.counters["learnt_windows"]
         self.emit(self.detector.step(w))
         self._dirty = self._dirty or self.detector.counters["learnt_windows"] != before
-        for key in ("windows", "incidents", "learnt_windows", "bursts_ignored", "exempt_packets"):
-            self.counters[key] = self.detector.counters[key]
+
+    def _detector_counters(self) -> dict[str, int]:
+        c = self.detector.counters
+        return {k: c[k] for k in ("windows", "incidents", "learnt_windows", "bursts_ignored", "exempt_packets")}
 
     def emit(self, events: list[IncidentEvent]) -> None:
         for ev in events:

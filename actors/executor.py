@@ -10,7 +10,6 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from floodwatch.actor import Actor, run_actor
 from floodwatch.executor import policies
 from floodwatch.executor.core import REJECTED, Executor, Outcome
 from floodwatch.executor.ledger import Ledger
@@ -24,6 +23,8 @@ from floodwatch.messages import (
     IncidentUpdated,
     Message,
 )
+from floodwatch.runtime.actor import Actor
+from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.executor import ExecutorSettings
 
 
@@ -41,7 +42,7 @@ def boot_id() -> str:
         return ""
 
 
-class ExecutorActor(Actor):
+class ExecutorActor(Actor[ExecutorSettings]):
     name = "executor"
     subscribes = (CommandReceived, IncidentOpened, IncidentUpdated, IncidentResolved)
 
@@ -54,6 +55,7 @@ class ExecutorActor(Actor):
         self.ledger = Ledger(s.ledger_file or state / "executor.sqlite3", audit, s.max_audit_bytes)
         self.runner = Runner(s.timeout, s.max_output_bytes, s.argv_prefix)
         self.executor = Executor(s, self.ledger, self.runner, log=self.log)
+        self.count_from(self._counters)
         forgotten = self.executor.forget_after_reboot(boot_id())
         if forgotten:
             self.log.info("the host rebooted: {} remembered rules were gone with it", forgotten)
@@ -63,7 +65,6 @@ class ExecutorActor(Actor):
             self._setup_policies()
         self.every(s.expire_interval, self._expire, first=0.0)
         self.health = "dry-run" if s.dry_run else ("disabled" if not s.enabled else "ok")
-        self._sync_counters()
 
     def _setup_policies(self) -> None:
         for argv in policies.setup_commands(self.s):
@@ -86,7 +87,6 @@ class ExecutorActor(Actor):
             self.executor.resolve(msg.incident_key)
         elif isinstance(msg, IncidentEvent) and self.s.policies and self.s.enabled:
             self._policies(msg)
-        self._sync_counters()
 
     def _command(self, msg: CommandReceived) -> None:
         if not self.s.enabled:
@@ -107,22 +107,20 @@ class ExecutorActor(Actor):
             self._publish(self.executor.handle("policy", command_id, text, event.incident_key))
 
     def _expire(self) -> None:
-        if self.executor.expire():
-            self._sync_counters()
+        self.executor.expire()
 
     def _publish(self, o: Outcome) -> None:
         self.publish(CommandFinished(command_id=o.command_id, status=o.status, error=o.error, output=o.output,
                                      executed_at=o.executed_at, source=o.source))
 
-    def _sync_counters(self) -> None:
-        self.counters.update(self.executor.counters)
-        self.counters["rules_in_force"] = self.ledger.count_rules()
+    def _counters(self) -> dict[str, int]:
+        return {**self.executor.counters, "rules_in_force": self.ledger.count_rules()}
 
     def on_stop(self) -> None:
         if self.s.remove_on_shutdown:
             removed = self.executor.remove_all()
             self.log.info("removed {} rules at shutdown", removed)
-        self._sync_counters()
+        self.freeze_counters()
         self.ledger.close()
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from floodwatch.actor import Actor, run_actor
 from floodwatch.config import Config
 from floodwatch.messages import (
     ConfigReceived,
@@ -24,12 +23,15 @@ from floodwatch.messages import (
     IncidentUpdated,
     Message,
     PcapSaved,
+    RecorderDrained,
     StreamEnded,
 )
 from floodwatch.recorder import retention
 from floodwatch.recorder.jobs import DissectJob, DissectQueue, JobResult, JobSpec
 from floodwatch.recorder.retention import FINDINGS_SUFFIX
 from floodwatch.recorder.sessions import Saved, Sessions
+from floodwatch.runtime.actor import Actor
+from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.recorder import RecorderSettings
 
 TICK = 1.0  # seconds between checks of deadlines and dissection children
@@ -46,24 +48,24 @@ def compact(findings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class RecorderActor(Actor):
+class RecorderActor(Actor[RecorderSettings]):
     name = "recorder"
     subscribes = (IncidentOpened, IncidentUpdated, IncidentResolved, ConfigReceived)
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        s: RecorderSettings = self.settings
+        s = self.settings
         self.out_dir = Path(s.output_dir) if s.output_dir else Path(config.agent.state_dir) / "pcaps"
         self.sessions = Sessions(s, self.out_dir, log=self.log)
         self.policy = retention.Policy(s.retention_days, s.max_total_bytes, s.min_free_bytes)
         self.queue = DissectQueue(self._job, s.dissect_queue)
         self.ioc_patterns: list[Any] = []
-        self.counters.update({"dissected": 0, "dissect_failed": 0, "dissect_timeouts": 0, "dissect_dropped": 0,
-                              "retention_deleted": 0, "ring_frames": 0, "open_captures": 0,
-                              "dissect_pending": 0, "unsaved": 0})
+        self.counters.update({"dissected": 0, "dissect_failed": 0, "dissect_timeouts": 0, "retention_deleted": 0})
+        self.saved = 0  # captures announced on pcap.saved
+        self.count_from(self._counters)
 
     def on_start(self) -> None:
-        s: RecorderSettings = self.settings
+        s = self.settings
         try:
             self.out_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
             stale = retention.remove_stale_parts(self.out_dir)
@@ -87,7 +89,7 @@ class RecorderActor(Actor):
             self.sessions.on_resolved(msg.incident_key, msg.attack_subtype, msg.ended_at)
         elif isinstance(msg, ConfigReceived):
             self.ioc_patterns = list(msg.ioc_patterns)
-        self._sync()
+        self._check_health()
 
     def on_stop(self) -> None:
         """Save open captures, and let dissections finish while the stop grace allows."""
@@ -98,7 +100,7 @@ class RecorderActor(Actor):
                 self._dissected(res)
             time.sleep(0.02)
         self.queue.stop()
-        self._sync()
+        self._check_health()
 
     # -- bulk frames -----------------------------------------------------------------------------
     def _bulk(self, msg: Message) -> None:
@@ -114,10 +116,11 @@ class RecorderActor(Actor):
         self._publish_saved(self.sessions.tick())
         for res in self.queue.poll():
             self._dissected(res)
-        self._sync()
+        self._check_health()
 
     # -- saved files and their dissection --------------------------------------------------------
     def _publish_saved(self, saved: list[Saved]) -> None:
+        self.saved += len(saved)
         for item in saved:
             cap = item.capture
             self.publish(PcapSaved(incident_key=item.key, path=cap.path, packets=cap.packets, bytes=cap.bytes,
@@ -130,10 +133,10 @@ class RecorderActor(Actor):
                 self.queue.submit(JobSpec(item.key, cap.path, findings, item.subtype, self.ioc_patterns))
         if saved:
             self._retention(keep=frozenset(Path(i.capture.path).stem for i in saved))
-            self._sync()
+            self._check_health()
 
     def _job(self, spec: JobSpec) -> DissectJob:
-        s: RecorderSettings = self.settings
+        s = self.settings
         return DissectJob(spec, s.tshark_path, s.dissect_timeout, s.dissect_memory_mb, s.file_mode,
                           s.subtype_min_packets, s.subtype_min_share, s.dissect_user)
 
@@ -165,14 +168,22 @@ class RecorderActor(Actor):
         for err in errors[:5]:
             self.log.error("retention: cannot delete {}", err)
 
-    def _sync(self) -> None:
-        self.counters.update(self.sessions.counters)
-        self.counters["ring_frames"] = len(self.sessions.ring)
-        self.counters["open_captures"] = len(self.sessions.active)
-        self.counters["dissect_dropped"] = self.queue.dropped
-        self.counters["dissect_pending"] = len(self.queue.waiting) + int(self.queue.running is not None)
+    def _pending(self) -> int:
+        return len(self.queue.waiting) + int(self.queue.running is not None)
+
+    def _unsaved(self) -> int:
         c = self.sessions.counters  # incidents that got no file, whatever the reason
-        self.counters["unsaved"] = c["write_errors"] + c["skipped_busy"] + c["skipped_low_disk"] + c["empty_recordings"]
+        return c["write_errors"] + c["skipped_busy"] + c["skipped_low_disk"] + c["empty_recordings"]
+
+    def _counters(self) -> dict[str, int]:
+        return {**self.sessions.counters, "ring_frames": len(self.sessions.ring),
+                "open_captures": len(self.sessions.active), "dissect_dropped": self.queue.dropped,
+                "dissect_pending": self._pending(), "unsaved": self._unsaved()}
+
+    def drained(self) -> RecorderDrained | None:
+        return None if self._pending() else RecorderDrained(saved=self.saved, unsaved=self._unsaved())
+
+    def _check_health(self) -> None:
         err = self.sessions.last_error
         self.health = f"last capture failed: {err}"[:200] if err else "ok"
 

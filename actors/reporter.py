@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from floodwatch import __version__
-from floodwatch.actor import AsyncActor, run_actor
 from floodwatch.config import Config
 from floodwatch.logs import RateLimited
 from floodwatch.messages import (
-    ActorHeartbeat,
     CommandFinished,
     IncidentEvent,
     IncidentOpened,
@@ -24,6 +22,7 @@ from floodwatch.messages import (
     IncidentUpdated,
     Message,
     PcapSaved,
+    ReporterDrained,
     TrafficSecond,
 )
 from floodwatch.reporter import mapping
@@ -32,6 +31,8 @@ from floodwatch.reporter.delivery import Deliverer
 from floodwatch.reporter.os_info import os_name
 from floodwatch.reporter.outbox import ACKS, Outbox, incident_stream
 from floodwatch.reporter.poller import ConfigPoller
+from floodwatch.runtime.aio import AsyncActor
+from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.reporter import ReporterSettings
 
 NOT_CONFIGURED = ("api: not configured (set reporter.api_key or api_key_file, and node_uuid, or run the "
@@ -56,13 +57,12 @@ def outbox_path(config: Config) -> Path:
     return Path(s.outbox_path) if s.outbox_path else config.state_path("reporter", "outbox.sqlite")
 
 
-class Reporter(AsyncActor):
+class Reporter(AsyncActor[ReporterSettings]):
     name = "reporter"
     subscribes = (TrafficSecond, IncidentOpened, IncidentUpdated, IncidentResolved, PcapSaved, CommandFinished)
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.settings: ReporterSettings = config.reporter
         self.api_key = resolve_api_key(self.settings)  # ConfigError (exit 1, clear text) on a bad key file
         self.outbox = Outbox(outbox_path(config), self.settings.outbox_max_metrics)
         self.os_name = os_name()
@@ -72,7 +72,9 @@ class Reporter(AsyncActor):
         self.poller: ConfigPoller | None = None
         self._bad = RateLimited(10.0)
         self._workers: list[asyncio.Task[Any]] = []
-        self.counters["outbox_pending"] = self.outbox.pending
+        self.incident_events = 0  # incident.* events received (ReporterDrained)
+        self.pcaps = 0  # pcap.saved events received
+        self.count_from(self._outbox_counters)
 
     async def on_start(self) -> None:
         s = self.settings
@@ -105,9 +107,9 @@ class Reporter(AsyncActor):
         s = self.settings
         node_uuid, api_key = creds
         self.client = ApiClient(s, api_key, node_uuid)
-        self.deliverer = Deliverer(self.outbox, self.client, s, self.counters, self.log, self._set_health)
-        self.poller = ConfigPoller(self.client, self.outbox, self.publish, s.config_interval, self.counters,
-                                   self.log, self.deliverer.throttle)
+        self.deliverer = Deliverer(self.outbox, self.client, s, self.log, self._set_health)
+        self.poller = ConfigPoller(self.client, self.outbox, self.publish, s.config_interval, self.log,
+                                   self.deliverer.throttle)
         self._workers = [self.create_task(self.deliverer.run(), name="delivery"),
                          self.create_task(self.poller.run(), name="config-poll")]
         self.log.info("reporting to {} as node {} ({} reports queued)", s.url, node_uuid, self.outbox.pending)
@@ -123,12 +125,12 @@ class Reporter(AsyncActor):
         self._queued()
 
     def _queued(self) -> None:
-        self.counters["outbox_pending"] = self.outbox.pending
         if self.deliverer is not None:
-            self.deliverer.sync_counters()
             self.deliverer.wake()
 
     async def on_message(self, msg: Message) -> None:
+        self.incident_events += isinstance(msg, IncidentEvent)
+        self.pcaps += isinstance(msg, PcapSaved)
         try:
             self._enqueue(msg)
         except (ValueError, TypeError, OverflowError) as e:  # e.g. a NaN timestamp: the message is bad
@@ -161,10 +163,18 @@ class Reporter(AsyncActor):
             if self.poller is not None:
                 self.poller.note_acked(msg.command_id)
 
-    def heartbeat(self) -> ActorHeartbeat:
-        self.counters["outbox_pending"] = self.outbox.pending  # exact: `analyze` waits for 0
-        self.counters["metrics_downsampled"] = self.outbox.downsampled
-        return super().heartbeat()
+    def _outbox_counters(self) -> dict[str, Any]:
+        """The delivery's and the config poll's counters, and the outbox's state (exact at each beat)."""
+        out: dict[str, Any] = {}
+        for part in (self.deliverer, self.poller):
+            if part is not None:
+                out.update(part.counters)
+        return {**out, "outbox_pending": self.outbox.pending, "metrics_downsampled": self.outbox.downsampled}
+
+    def drained(self) -> ReporterDrained | None:
+        if self.outbox.pending:
+            return None
+        return ReporterDrained(incident_events=self.incident_events, pcaps=self.pcaps)
 
     async def on_stop(self) -> None:
         """Stop sending; what was not acknowledged stays in the outbox for the next start.
@@ -177,7 +187,6 @@ class Reporter(AsyncActor):
             await self.deliverer.stop()
         if self.client is not None:
             await self.client.close()
-        self.counters["outbox_pending"] = self.outbox.pending
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,10 +32,13 @@ from floodwatch.messages import (
     IncidentUpdated,
     Message,
     PcapSaved,
+    RecorderDrained,
+    ReporterDrained,
     StreamEnded,
     TrafficSummary,
     TrafficWindow,
 )
+from floodwatch.runtime.supervisor import Outcome, Supervisor
 from floodwatch.settings.core import LogSettings
 
 EVENT_NAMES = {IncidentOpened: "opened", IncidentUpdated: "updated", IncidentResolved: "resolved"}
@@ -111,49 +114,46 @@ class Analysis:
     """One run: the supervisor in this process, a SUB on the bus, and what was heard."""
 
     def __init__(self, args: argparse.Namespace, config_path: Path) -> None:
-        import supervisor
-
         self.args = args
         self.config = load_config(config_path)
-        self.sup = supervisor.Supervisor(str(config_path), self.config, env={})
-        self.ep = bus.endpoints(self.config.bus, self.config.agent)
+        self.sup = Supervisor(str(config_path), self.config, env={})
         self.summary: TrafficSummary | None = None
         self.finished: AnalysisFinished | None = None
         self.stream_error = ""
         self.incidents: dict[str, dict[str, Any]] = {}
+        self.incident_events = 0
         self.windows: list[TrafficWindow] = []
         self.pcaps: dict[str, PcapSaved] = {}
-        self.last_event = time.time()
+        self.pcap_events = 0
+        self.recorder: RecorderDrained | None = None
+        self.reporter: ReporterDrained | None = None
+        self.flush_deadline: float | None = None
         self.stop = False
 
     def connect(self) -> zmq.Socket:
-        self.sup.bind()
-        sub = self.sup.ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RCVHWM, 0)  # never drop: we are the one reading the results
+        """Our SUB on the supervisor's bus (never dropping: we are the one reading the results), once it
+        is known to receive."""
+        ep = self.sup.endpoints
         topics: list[type[Message]] = [IncidentOpened, IncidentUpdated, IncidentResolved, TrafficSummary, StreamEnded,
-                  AnalysisFinished, PcapSaved] + ([TrafficWindow] if self.args.classify else [])
-        for cls in topics:
-            sub.setsockopt(zmq.SUBSCRIBE, cls.TOPIC.encode())
-        sub.setsockopt(zmq.SUBSCRIBE, b"analyze.probe")
-        sub.connect(self.ep.events_out)
-        pub = self.sup.ctx.socket(zmq.PUB)
-        pub.setsockopt(zmq.LINGER, 0)
-        pub.connect(self.ep.events_in)
+                                       AnalysisFinished, PcapSaved, RecorderDrained, ReporterDrained]
+        if self.args.classify:
+            topics.append(TrafficWindow)
+        sub = bus.sub(self.sup.ctx, ep, [cls.TOPIC for cls in topics] + ["analyze.probe"], hwm=0)
+        pub = bus.pub(self.sup.ctx, ep, hwm=1000)
         deadline = time.monotonic() + 10
         try:
             while time.monotonic() < deadline:  # wait until our subscription is live at the proxy
                 pub.send_multipart([b"analyze.probe", b""])
                 if sub.poll(20, zmq.POLLIN) and sub.recv_multipart()[0] == b"analyze.probe":
-                    self.sup.watched.append(sub)  # events wake the supervisor's wait at once
                     return sub
+            sub.close(0)
             raise BusError("the analysis could not subscribe to its own event bus")
         finally:
             pub.close(0)
 
     def on_event(self, msg: Message) -> None:
-        self.last_event = time.time()
         if isinstance(msg, IncidentEvent):
+            self.incident_events += 1
             fields = msg.to_dict()
             self.incidents[msg.incident_key] = fields
             if self.args.json:
@@ -165,53 +165,58 @@ class Analysis:
         elif isinstance(msg, AnalysisFinished):
             self.finished = msg
         elif isinstance(msg, PcapSaved):
+            self.pcap_events += 1
             self.pcaps[msg.incident_key] = msg
         elif isinstance(msg, TrafficWindow):
             self.windows.append(msg)
+        elif isinstance(msg, RecorderDrained):
+            self.recorder = msg
+        elif isinstance(msg, ReporterDrained):
+            self.reporter = msg
 
     def run(self, sub: zmq.Socket) -> int:
-        self.sup.start_actors()
-        deadline = time.monotonic() + self.args.timeout
-        flush_deadline: float | None = None
-        while not self.stop and time.monotonic() < deadline:
-            self.sup.tick()
-            while sub.poll(0, zmq.POLLIN):
-                parts = sub.recv_multipart()
-                if parts[0] != b"analyze.probe":
-                    self.on_event(messages.decode_frames(parts))
-            if self.stream_error:
-                print(f"floodwatch analyze: {self.stream_error}", file=sys.stderr)
-                return 1
-            if self.sup.exit_code:
-                failed = [c.name for c in self.sup.children.values() if c.state == "failed"]
-                print(f"floodwatch analyze: actor(s) failed: {', '.join(failed)} (run with --verbose)",
-                      file=sys.stderr)
-                return 1
-            if self.finished is not None and self.summary is not None:
-                if flush_deadline is None:
-                    flush_deadline = time.monotonic() + self.args.flush_timeout
-                if self.delivered() or time.monotonic() > flush_deadline:
-                    break
-        else:
+        outcome = self.sup.run_until(lambda: self.over(sub), self.args.timeout, wake_on=[sub])
+        if self.stream_error:
+            print(f"floodwatch analyze: {self.stream_error}", file=sys.stderr)
+            return 1
+        if outcome is Outcome.FAILED:
+            print(f"floodwatch analyze: actor(s) failed: {', '.join(self.sup.failed())} (run with --verbose)",
+                  file=sys.stderr)
+            return 1
+        if self.stop or outcome is Outcome.TIMED_OUT:
             if not self.stop:
                 print("floodwatch analyze: timed out", file=sys.stderr)
             return 1
         self.print_results()
         return 0 if self.delivered() else 4
 
+    def over(self, sub: zmq.Socket) -> bool:
+        """Read what arrived; True once the run is over: stopped, failed, or finished and delivered (or
+        out of time to deliver)."""
+        while sub.poll(0, zmq.POLLIN):
+            parts = sub.recv_multipart()
+            if parts[0] != b"analyze.probe":
+                self.on_event(messages.decode_frames(parts))
+        if self.stop or self.stream_error:
+            return True
+        if self.finished is None or self.summary is None:
+            return False
+        if self.flush_deadline is None:
+            self.flush_deadline = time.monotonic() + self.args.flush_timeout
+        return self.delivered() or time.monotonic() > self.flush_deadline
+
     def delivered(self) -> bool:
-        """Captures written and reports acknowledged, when those were asked for."""
+        """Captures written and reports acknowledged, when those were asked for: the recorder's and the
+        reporter's drain events that cover every incident and capture event heard here."""
         if self.args.pcap_dir:
-            opened = set(self.incidents)
-            recorder = self.sup.children.get("recorder")
-            counters = recorder.heartbeat.counters if recorder and recorder.heartbeat else {}
-            unsaved = int(counters.get("unsaved", 0))  # incidents the recorder could not write
-            if len(opened - set(self.pcaps)) > unsaved or int(counters.get("dissect_pending", 0)):
+            rec = self.recorder
+            if rec is None or rec.saved < self.pcap_events:
+                return False
+            if len(set(self.incidents) - set(self.pcaps)) > rec.unsaved:
                 return False
         if self.args.report_to:
-            rep = self.sup.children.get("reporter")
-            hb = rep.heartbeat if rep else None
-            if hb is None or hb.ts < self.last_event + 0.3 or hb.counters.get("outbox_pending", 1) != 0:
+            rep = self.reporter
+            if rep is None or rep.incident_events < self.incident_events or rep.pcaps < self.pcap_events:
                 return False
         return True
 
@@ -288,11 +293,9 @@ def run(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        try:
+        with analysis.sup:
             sub = analysis.connect()
             try:
                 return analysis.run(sub)
             finally:
                 sub.close(0)
-        finally:
-            analysis.sup.shutdown()

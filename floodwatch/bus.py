@@ -1,13 +1,13 @@
-"""ZeroMQ sockets by purpose, and where they live.
+"""ZeroMQ sockets by purpose, and where they live: every socket of floodwatch is built here.
 
 Events: PUB -> proxy XSUB (`events_in`), proxy XPUB (`events_out`) -> SUB. Bulk: PUSH/PULL with explicit
-high-water marks, the consumer binds. Control: the supervisor's ROUTER, a DEALER per actor.
+high-water marks, the consumer binds. Control: the supervisor's ROUTER, a DEALER per actor (and per
+`floodwatch status`). Every socket has LINGER 0 and a MAXMSGSIZE; a library error becomes BusError.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,8 @@ import zmq
 from floodwatch import messages
 from floodwatch.errors import BusError
 from floodwatch.settings.core import AgentSettings, BusSettings
+
+CONTROL_MAX_BYTES = 1024 * 1024  # control messages are small: a bigger frame is refused unread
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,16 @@ def prepare_ipc(endpoint: str) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def _sock(ctx: zmq.Context, kind: int, endpoint: str, bind: bool, hwm: int | None = None) -> zmq.Socket:
+def _sock(ctx: zmq.Context, kind: int, endpoint: str, bind: bool, hwm: int | None = None,
+          max_bytes: int = messages.MAX_MESSAGE_BYTES, options: dict[int, int | bytes] | None = None) -> zmq.Socket:
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     if hwm is not None:
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.MAXMSGSIZE, messages.MAX_MESSAGE_BYTES)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    for opt, value in (options or {}).items():
+        sock.setsockopt(opt, value)
     try:
         if bind:
             prepare_ipc(endpoint)
@@ -88,16 +93,30 @@ def sub(ctx: zmq.Context, ep: Endpoints, topics: list[str], hwm: int) -> zmq.Soc
 
 
 def dealer(ctx: zmq.Context, endpoint: str, identity: str) -> zmq.Socket:
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.IDENTITY, identity.encode())
-    sock.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)
+    """An actor's (or the CLI's) end of the control channel, named by `identity`."""
+    return _sock(ctx, zmq.DEALER, endpoint, bind=False, max_bytes=CONTROL_MAX_BYTES,
+                 options={zmq.IDENTITY: identity.encode()})
+
+
+def router(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """The supervisor's end of the control channel; a restarted actor takes over its identity."""
+    return _sock(ctx, zmq.ROUTER, endpoint, bind=True, max_bytes=CONTROL_MAX_BYTES,
+                 options={zmq.ROUTER_HANDOVER: 1})
+
+
+def proxy_ends(ctx: zmq.Context, ep: Endpoints, hwm: int) -> tuple[zmq.Socket, zmq.Socket]:
+    """The event proxy's XSUB (`events_in`) and XPUB (`events_out`), bound."""
+    xsub = _sock(ctx, zmq.XSUB, ep.events_in, bind=True, hwm=hwm)
     try:
-        sock.connect(endpoint)
-    except zmq.ZMQError as e:
-        sock.close(0)
-        raise BusError(f"cannot connect control DEALER to {endpoint}: {e}") from e
-    return sock
+        return xsub, _sock(ctx, zmq.XPUB, ep.events_out, bind=True, hwm=hwm)
+    except BusError:
+        xsub.close(0)
+        raise
+
+
+def pair(ctx: zmq.Context, endpoint: str, bind: bool) -> zmq.Socket:
+    """One end of an in-process PAIR (steering a proxy thread)."""
+    return _sock(ctx, zmq.PAIR, endpoint, bind=bind)
 
 
 def push(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
@@ -106,42 +125,3 @@ def push(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
 
 def pull(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
     return _sock(ctx, zmq.PULL, endpoint, bind=True, hwm=hwm)
-
-
-class EventProxy:
-    """The XSUB/XPUB proxy every actor's PUB and SUB connect to; runs in a thread of the supervisor."""
-
-    def __init__(self, ctx: zmq.Context, ep: Endpoints, hwm: int) -> None:
-        self._ctx = ctx
-        self._ep = ep
-        self._hwm = hwm
-        self._thread: threading.Thread | None = None
-        self._ctl_endpoint = f"inproc://proxy-ctl-{id(self)}"
-        self._ctl: zmq.Socket | None = None
-
-    def start(self) -> None:
-        xsub = _sock(self._ctx, zmq.XSUB, self._ep.events_in, bind=True, hwm=self._hwm)
-        xpub = _sock(self._ctx, zmq.XPUB, self._ep.events_out, bind=True, hwm=self._hwm)
-        ctl_recv = self._ctx.socket(zmq.PAIR)
-        ctl_recv.bind(self._ctl_endpoint)
-        self._ctl = self._ctx.socket(zmq.PAIR)
-        self._ctl.connect(self._ctl_endpoint)
-
-        def run() -> None:
-            try:
-                zmq.proxy_steerable(xsub, xpub, None, ctl_recv)
-            except zmq.ZMQError:
-                pass
-            finally:
-                for s in (xsub, xpub, ctl_recv):
-                    s.close(0)
-
-        self._thread = threading.Thread(target=run, name="event-proxy", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._ctl is not None and self._thread is not None:
-            self._ctl.send(b"TERMINATE")
-            self._thread.join(timeout=2)
-            self._ctl.close(0)
-            self._ctl = None

@@ -36,9 +36,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import supervisor
+    from floodwatch.runtime.supervisor import main
 
-    return supervisor.main(["--config", str(args.config or default_config_path())])
+    return main(["--config", str(args.config or default_config_path())])
 
 
 def cmd_actor(args: argparse.Namespace) -> int:
@@ -52,9 +52,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"invalid: {e}", file=sys.stderr)
         return 1
-    import supervisor
+    from floodwatch.runtime.supervisor import actor_names
 
-    print(f"ok: {args.file} (actors: {', '.join(supervisor.actor_names(config))})")
+    print(f"ok: {args.file} (actors: {', '.join(actor_names(config))})")
     return 0
 
 

@@ -121,10 +121,6 @@ def decode_frames(parts: list[bytes]) -> Message:
     return msg
 
 
-def topic_of(cls: type[Message]) -> bytes:
-    return cls.TOPIC.encode()
-
-
 # --------------------------------------------------------------------------------------------------
 # Control: actor <-> supervisor ROUTER, CLI <-> supervisor
 
@@ -466,3 +462,28 @@ class AnalysisFinished(Message):
     source: str
     packets: int
     incidents: int
+
+
+# --------------------------------------------------------------------------------------------------
+# Drain events: an actor that holds work says when it has nothing pending. Each is published at the
+# actor's heartbeat when it differs from the last one, so a reader knows which events it covers.
+
+
+@register
+@dataclass(frozen=True)
+class RecorderDrained(Message):
+    """The recorder has no dissection waiting or running (`floodwatch analyze` waits for it)."""
+
+    TOPIC: ClassVar[str] = "recorder.drained"
+    saved: int  # captures saved and announced (pcap.saved) since the recorder started
+    unsaved: int  # incidents that got no capture file: write errors, busy, low disk, empty
+
+
+@register
+@dataclass(frozen=True)
+class ReporterDrained(Message):
+    """The reporter's outbox is empty: everything it was given is delivered (or dead-lettered)."""
+
+    TOPIC: ClassVar[str] = "reporter.drained"
+    incident_events: int  # incident.opened/updated/resolved events it received since it started
+    pcaps: int  # pcap.saved events it received since it started

@@ -14,12 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-from floodwatch.actor import Actor, run_actor
 from floodwatch.config import Config
 from floodwatch.messages import Message, TrafficWindow
+from floodwatch.runtime.actor import Actor
+from floodwatch.runtime.entry import run_actor
 
 
-class DummyActor(Actor):
+class DummyActor(Actor[None]):
     name = "dummy"
     subscribes = (TrafficWindow,)
 

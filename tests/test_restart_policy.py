@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from floodwatch.restart import RestartPolicy
+from floodwatch.runtime.supervisor.restart import RestartPolicy
 from floodwatch.settings.core import SupervisorSettings
 
 

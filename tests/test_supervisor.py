@@ -18,6 +18,8 @@ import pytest
 import zmq
 
 from floodwatch import messages
+from floodwatch.cli import query_status
+from floodwatch.config import load_config
 from floodwatch.messages import StreamEnded, TrafficWindow
 from tests.helpers import (
     base_config,
@@ -97,6 +99,29 @@ def test_kill_9_of_an_actor_is_restarted_within_a_second(make_sys: Any) -> None:
     st = eventually(lambda: s.running("d1"), 10)
     assert st["d1"]["restarts"] == 1
     assert st["d2"]["restarts"] == 0 and st["d2"]["pid"] != old
+
+
+def test_actors_start_as_plain_processes_when_the_zygote_is_gone(make_sys: Any) -> None:
+    """The fork server dies: the next (re)start falls back to a plain `python -m` process, which works
+    as well, and the supervisor says so; it does not try the zygote again."""
+    s = make_sys(["d1", "d2"]).start()
+    st = eventually(lambda: s.running("d1", "d2"), 20)
+    zygote = query_status(load_config(s.config)).supervisor["zygote_pid"]
+    assert zygote and pid_alive(zygote)
+    os.kill(zygote, signal.SIGKILL)
+    eventually(lambda: not pid_alive(zygote), 10, message="the zygote is gone")
+    old, d2 = st["d1"]["pid"], st["d2"]["pid"]
+    os.kill(old, signal.SIGKILL)
+    st = eventually(lambda: (x := s.running("d1", "d2")) and x["d1"]["pid"] != old and x, 20)
+    new = st["d1"]["pid"]
+    argv = Path(f"/proc/{new}/cmdline").read_bytes().split(b"\0")
+    assert b"-m" in argv and b"tests.dummy_actor" in argv  # a plain process, not a fork of the zygote
+    assert st["d1"]["restarts"] == 1 and st["d2"]["pid"] == d2
+    assert query_status(load_config(s.config)).supervisor["zygote_pid"] is None
+    assert "zygote failed" in s.logtext()
+    os.kill(new, signal.SIGKILL)  # and the next restart is a plain process again
+    st = eventually(lambda: (x := s.running("d1")) and x["d1"]["pid"] not in (old, new) and x, 20)
+    assert b"tests.dummy_actor" in Path(f"/proc/{st['d1']['pid']}/cmdline").read_bytes()
 
 
 def test_supervisor_stays_small_and_reads_aligned_heartbeats_together(make_sys: Any) -> None:
@@ -291,10 +316,13 @@ def test_garbage_on_every_bus_socket_is_counted_and_dropped(make_sys: Any) -> No
         st = eventually(lambda: (x := s.status()) and x["d1"]["counters"].get("bulk", 0) >= 1 and x, 10)
         assert st["d1"]["counters"]["bad_messages"] >= want + len(junk)
         push2.close(0)
-        # control socket: junk frames; the supervisor keeps answering
+        # control socket: junk frames are read and counted; the supervisor keeps answering
+        bad_before = query_status(load_config(s.config)).supervisor["bad_control_messages"]
         dealer.send(os.urandom(64))
         dealer.send_multipart([b"a", b"b", b"c"])
         dealer.send(msgpack.packb([messages.SCHEMA_VERSION, "actor.heartbeat", {"x": 1}]))
+        eventually(lambda: query_status(load_config(s.config)).supervisor["bad_control_messages"]
+                   == bad_before + 3, 10, message="the supervisor read and counted the three bad frames")
         st = status(s.config)
         assert st["d1"]["restarts"] == 0 and st["d2"]["restarts"] == 0
         assert st["d1"]["state"] == st["d2"]["state"] == "running"

@@ -56,13 +56,13 @@ def describe(answer: Answer) -> str:
 
 
 class Deliverer:
-    def __init__(self, outbox: Outbox, client: ApiClient, settings: ReporterSettings, counters: dict[str, Any],
-                 log: Any, set_health: Callable[[str], None], clock: Callable[[], float] = time.time,
+    def __init__(self, outbox: Outbox, client: ApiClient, settings: ReporterSettings, log: Any,
+                  set_health: Callable[[str], None], clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random) -> None:
         self.outbox = outbox
         self.client = client
         self.settings = settings
-        self.counters = counters
+        self.counters: dict[str, Any] = {}  # read by the actor's heartbeat (count_from)
         self.log = log
         self.set_health = set_health
         self.clock = clock
@@ -75,14 +75,9 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._rate = RateLimited(10.0)
         for name in ("delivered", "dead_letters", "retries", "auth_failures", "throttled", "bad_answers"):
-            counters.setdefault(name, 0)
-        counters["dead_letters"] = outbox.dead_letters
-        counters.setdefault("last_error", "")
-        self.sync_counters()
-
-    def sync_counters(self) -> None:
-        self.counters["outbox_pending"] = self.outbox.pending
-        self.counters["metrics_downsampled"] = self.outbox.downsampled
+            self.counters[name] = 0
+        self.counters["dead_letters"] = outbox.dead_letters
+        self.counters["last_error"] = ""
 
     def wake(self) -> None:
         self._wake.set()
@@ -118,7 +113,6 @@ class Deliverer:
             self.tasks.pop(row.stream, None)
             if row.stream == METRICS:
                 self.metrics_busy_upto = 0
-            self.sync_counters()
             self._wake.set()
             if not t.cancelled() and t.exception() is not None:
                 self.failure = t.exception()  # e.g. the disk is gone: run() raises it, the actor exits

@@ -27,13 +27,13 @@ RECENT_ACKS = 10000  # command ids acked lately, remembered in memory (bounded)
 
 class ConfigPoller:
     def __init__(self, client: ApiClient, outbox: Outbox, publish: Callable[[Message], Awaitable[None]],
-                 interval: float, counters: dict[str, Any], log: Any, throttle: Throttle,
+                 interval: float, log: Any, throttle: Throttle,
                  clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.outbox = outbox
         self.publish = publish
         self.interval = interval
-        self.counters = counters
+        self.counters: dict[str, Any] = {}  # read by the actor's heartbeat (count_from)
         self.log = log
         self.clock = clock
         self.throttle = throttle
@@ -41,7 +41,7 @@ class ConfigPoller:
         self._recent: OrderedDict[int, None] = OrderedDict()
         self._rate = RateLimited(30.0)
         for name in ("config_polls", "config_rejected", "config_errors", "commands_published"):
-            counters.setdefault(name, 0)
+            self.counters[name] = 0
 
     def trigger(self) -> None:
         """Poll now (an incident opened): the server may have commands waiting."""

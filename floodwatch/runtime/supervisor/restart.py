@@ -42,7 +42,3 @@ class RestartPolicy:
         delay = self._delay
         self._delay = min(self.s.backoff_max, self._delay * self.s.backoff_factor)
         return Decision(True, delay)
-
-    @property
-    def next_delay(self) -> float:
-        return self._delay

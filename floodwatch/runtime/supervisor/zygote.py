@@ -29,7 +29,8 @@ PRELOAD = (
     "msgpack",
     "loguru",
     "numpy",
-    "floodwatch.actor",
+    "floodwatch.runtime.actor",
+    "floodwatch.runtime.aio",
     "floodwatch.messages",
     "floodwatch.records",
     "floodwatch.config",
@@ -176,7 +177,7 @@ class Zygote:
 
         self._sock, theirs = socket.socketpair()
         env = dict(os.environ, OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"))
-        code = f"import floodwatch.zygote as z; z.serve({theirs.fileno()}, {os.getpid()})"
+        code = f"import floodwatch.runtime.supervisor.zygote as z; z.serve({theirs.fileno()}, {os.getpid()})"
         self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),), env=env,
                                      stdin=subprocess.DEVNULL)
         theirs.close()

@@ -1,0 +1,7 @@
+"""`python -m floodwatch.runtime.supervisor --config FILE`: the same as `floodwatch run`."""
+
+import sys
+
+from floodwatch.runtime.supervisor import main
+
+sys.exit(main())
