@@ -59,3 +59,26 @@ def test_detect_analyze_names_generated_vectors(tmp_path: Path, v6: bool) -> Non
         assert events and events[0]["event"] == "opened" and events[-1]["event"] == "resolved"
         assert events[0]["attack_subtype"] == subtype
         assert events[0]["target_ips"] == ["fd00::1" if v6 else "198.18.0.1"]
+
+
+def test_detect_analyze_returns_once_reports_and_captures_are_delivered(pcaps_dir: Path, tmp_path: Path) -> None:
+    """`analyze --report-to URL --pcap-dir DIR` against the real embedded server: when it exits 0, the
+    server already holds the resolved incident and its capture (the recorder's and the reporter's drain
+    events said so), without waiting for the flush timeout."""
+    from tests.reporter.support import server
+
+    with server(tmp_path) as srv:
+        srv.start()
+        node_uuid, api_key = srv.add_node()
+        out = subprocess.run(
+            [PYTHON, "-m", "floodwatch.cli", "analyze", str(pcaps_dir / "pkt.TCP.synflood.spoofed.pcap"), "--json",
+             "--pps-threshold", "2000", "--pcap-dir", str(tmp_path / "captures"), "--report-to", srv.url,
+             "--node-uuid", node_uuid, "--api-key", api_key, "--flush-timeout", "120", "--timeout", "240"],
+            cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        events = [json.loads(x) for x in out.stdout.splitlines() if x.startswith('{"type": "incident"')]
+        key = events[-1]["incident_key"]
+        [inc] = [i for i in srv.incidents() if i["incident_key"] == key]
+        assert inc["status"] == "resolved" and inc["pcap_stored"]
+        assert inc["pcap_bytes"] == sum(p.stat().st_size for p in (tmp_path / "captures").glob("*.pcap*")
+                                        if not p.name.endswith(".json"))

@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from floodwatch.messages import (
     IncidentResolved,
     IncidentUpdated,
     PcapSaved,
+    ReporterDrained,
 )
 from floodwatch.reporter.mapping import iso
 from tests.helpers import (
@@ -200,3 +202,37 @@ def test_reporter_server_uses_the_embedded_servers_local_node(tmp_path: Path, ha
             rp.wait_drained()
             assert [i["incident_key"] for i in srv.incidents()] == ["local-1"]
             assert key not in rp.log_text()
+
+
+def _drained(sub: Any, events: int, timeout: float) -> ReporterDrained:
+    """The first reporter.drained that covers `events` incident events."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = sub.get(ReporterDrained, timeout=max(0.1, deadline - time.monotonic()))
+        if got.incident_events >= events:
+            return got  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_reporter_drained_comes_only_once_the_server_holds_the_reports(tmp_path: Path, harness: BusHarness) -> None:
+    """reporter.drained (what `floodwatch analyze` waits for) counts the events the reporter received,
+    and comes only when all of them are at the server: not while the server is away."""
+    with server(tmp_path) as srv:
+        uuid, key = srv.add_node()
+        srv.start()
+        with reporter(tmp_path, harness, reporter_settings(srv.url, key, uuid)) as rp:
+            sub = harness.subscriber(ReporterDrained)
+            harness.wait_subscribed(ReporterDrained.TOPIC)
+            harness.publish(incident(key="dr-1", peak_pps=100))
+            assert _drained(sub, 1, 20).incident_events == 1
+            [inc] = srv.incidents()
+            assert inc["incident_key"] == "dr-1" and inc["peak_pps"] == 100
+            srv.stop()
+            retries = rp.fresh_counters()["retries"]
+            harness.publish(incident(IncidentResolved, key="dr-1", seq=1, status="resolved", ended_at=T0 + 9))
+            eventually(lambda: rp.fresh_counters()["retries"] > retries, 20, message="a failed delivery")
+            assert not [m for m in sub.drain() if isinstance(m, ReporterDrained) and m.incident_events >= 2]
+            srv.start()
+            assert _drained(sub, 2, 30).incident_events == 2
+            [inc] = srv.incidents()
+            assert inc["status"] == "resolved"
