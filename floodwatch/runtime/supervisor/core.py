@@ -39,7 +39,7 @@ from floodwatch.runtime.supervisor.child import Child, ChildState, actor_names
 from floodwatch.runtime.supervisor.proxy import EventProxy
 from floodwatch.runtime.supervisor.restart import RestartPolicy
 from floodwatch.runtime.supervisor.sdnotify import Notifier
-from floodwatch.runtime.supervisor.zygote import Zygote, become_subreaper
+from floodwatch.runtime.supervisor.zygote import Zygote, become_subreaper, reap_orphans
 
 log = logger.bind(actor="supervisor")
 TICK = 5.0  # longest sleep of the loop: deadlines wake it, signals (SIGCHLD, SIGTERM, SIGHUP) at once
@@ -207,20 +207,11 @@ class Supervisor:
         self.systemd(now)
 
     def reap_strays(self) -> None:
-        """As a subreaper we inherit orphans (e.g. a tool an actor started before it died): reap them,
-        leaving our own actors' exits to check()."""
+        """Reap orphans we inherited as a subreaper, leaving our own actors' exits to check()."""
         ours = {c.proc.pid for c in self.children.values() if c.proc is not None}
         if self.zygote is not None:
             ours.add(self.zygote.proc.pid)
-        for _ in range(64):
-            try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return
-            if info is None or info.si_pid in ours:
-                return
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(info.si_pid, 0)
+        reap_orphans(ours)
 
     def next_wait(self) -> float:
         """Sleep until the next deadline (a restart, a SIGKILL, a heartbeat or start-up timeout), at most

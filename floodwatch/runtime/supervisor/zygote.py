@@ -54,6 +54,20 @@ def become_subreaper() -> bool:
     return prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
+def reap_orphans(ours: set[int]) -> None:
+    """As a subreaper we inherit orphans (e.g. a tool an actor started before it died): reap those that
+    exited, stopping at the first of `ours` (the caller waits for its own children)."""
+    for _ in range(64):
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid in ours:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.si_pid, 0)
+
+
 def _run_actor(req: dict[str, Any], sup_pid: int) -> None:
     """In the grandchild: wait to be re-parented to the supervisor, then run the actor's module."""
     deadline = time.monotonic() + 2.0
