@@ -14,7 +14,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from loguru import logger
 
 from floodwatch.errors import StorageError
-from floodwatch.server import admin, auth, handlers
+from floodwatch.server import admin, auth, handlers, partc
 from floodwatch.server.dbthread import DbWorker
 from floodwatch.server.http import SERVER_KEY, ApiError, error
 from floodwatch.server.netaddr import parse_listen
@@ -99,6 +99,7 @@ class ApiServer:
         app = web.Application(middlewares=[self._errors], client_max_size=self.settings.max_body_bytes)
         app[SERVER_KEY] = self
         handlers.add_routes(app, AGENT_PREFIX)
+        partc.add_routes(app, AGENT_PREFIX)  # the official agent's dialect, beside part A
         admin.add_routes(app, ADMIN_PREFIX)
         app.router.add_get("/api/v1/health", self._health)
         return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from floodwatch.server import validate
+from floodwatch.server import partc, validate
 from floodwatch.server.http import authenticate, now, ok, read_json, server_of
 from floodwatch.server.validate import iso_from_epoch
 
@@ -49,7 +49,7 @@ async def config(request: web.Request) -> web.Response:
     body = await srv.db.call(srv.store.node_config, node_id)
     body["pending_commands"] = await srv.db.call(srv.store.pending_commands, node_id, now())
     srv.count("config_fetches")
-    return ok(body)
+    return ok(partc.answer_config(body, request))
 
 
 async def command_ack(request: web.Request) -> web.Response:

@@ -258,7 +258,10 @@ class SQLiteStore:
         self._history(int(row["id"]), kind, inc, now)
 
     def _history(self, incident_id: int, kind: str, inc: dict[str, Any], now: float) -> None:
-        body = {k: v for k, v in inc.items() if v is not None}
+        """The body as the agent sent it (unknown fields included); a body built here: its fields, ISO times."""
+        body = inc.get("raw")
+        if not isinstance(body, dict):
+            body = {k: _ts(v) if k in ("started_at", "ended_at") else v for k, v in inc.items() if v is not None}
         self._exec("INSERT INTO incident_history (incident_id, received_at, kind, body) VALUES (?, ?, ?, ?)",
                    (incident_id, now, kind, json.dumps(body)))
 
@@ -280,6 +283,12 @@ class SQLiteStore:
             "ORDER BY i.id DESC LIMIT ?"
         rows = self._exec(sql, (node_id, node_id, status, status, limit)).fetchall()
         return [_incident(r) for r in rows]
+
+    def incident_by_key(self, node_id: int, incident_key: str) -> tuple[int, float | None] | None:
+        """(incident_id, started_at) of a node's incident with that key, or None."""
+        row = self._one("SELECT id, started_at FROM incidents WHERE node_id = ? AND incident_key = ?",
+                        (node_id, incident_key))
+        return None if row is None else (int(row["id"]), row["started_at"])
 
     def incident_node(self, incident_id: int) -> int | None:
         row = self._one("SELECT node_id FROM incidents WHERE id = ?", (incident_id,))

@@ -59,6 +59,10 @@ class Store(Protocol):
     def list_incidents(self, node_id: int | None = None, status: str | None = None,
                        limit: int = 1000) -> list[dict[str, Any]]: ...
 
+    def incident_by_key(self, node_id: int, incident_key: str) -> tuple[int, float | None] | None:
+        """(incident_id, started_at as epoch seconds) of a node's incident with that key, or None."""
+        ...
+
     def incident_node(self, incident_id: int) -> int | None: ...
 
     # pcaps

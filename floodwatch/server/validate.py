@@ -7,10 +7,12 @@ into `400 {"error": "<field>: <reason>"}`. Unknown extra fields are ignored, as 
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 FAMILIES = frozenset({"udp_flood", "syn_flood", "http_flood", "icmp_flood", "dns_flood", "multi_vector", "unknown"})
+FAMILY_TOKEN = re.compile(r"[a-z0-9][a-z0-9_+\-]{0,63}")
 SEVERITIES = frozenset({"low", "medium", "high", "critical"})
 STATUSES = frozenset({"active", "resolved"})
 ACK_STATUSES = frozenset({"applied", "rejected", "failed"})
@@ -39,6 +41,14 @@ def _int(body: dict[str, Any], key: str, required: bool = False, lo: int = 0, hi
     if not lo <= v <= hi:
         raise BadField(key, f"must be between {lo} and {hi}")
     return v
+
+
+def _count(body: dict[str, Any], key: str, required: bool = False, hi: int = MAX_INT) -> int | None:
+    """A non-negative count: an integer, or a number rounded to one (the official agent sends floats)."""
+    v = body.get(key)
+    if isinstance(v, float) and math.isfinite(v) and 0 <= v <= hi:
+        return round(v)
+    return _int(body, key, required, hi=hi)
 
 
 def _float(body: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
@@ -166,8 +176,8 @@ def _counted(body: dict[str, Any], key: str, name: str, name_type: type) -> list
 def heartbeat(body: Any) -> dict[str, Any]:
     obj = _object(body)
     return {
-        "agent_version": _str(obj, "agent_version"),
-        "uptime": _int(obj, "uptime"),
+        "agent_version": _str(obj, "agent_version") or _str(obj, "version"),  # `version`: part C
+        "uptime": _count(obj, "uptime"),
         "os": _str(obj, "os"),
     }
 
@@ -177,12 +187,12 @@ def metric_sample(obj: Any, now: float) -> dict[str, Any]:
     obj = _object(obj)
     recorded = _time(obj, "recorded_at")
     return {
-        "pps": _int(obj, "pps", required=True),
-        "bps": _int(obj, "bps", required=True),
+        "pps": _count(obj, "pps", required=True),
+        "bps": _count(obj, "bps", required=True),
         "tcp_pct": _float(obj, "tcp_pct", 0, 100),
         "udp_pct": _float(obj, "udp_pct", 0, 100),
         "icmp_pct": _float(obj, "icmp_pct", 0, 100),
-        "conn_count": _int(obj, "conn_count"),
+        "conn_count": _count(obj, "conn_count"),
         "recorded_at": now if recorded is None else recorded,
     }
 
@@ -202,22 +212,24 @@ def metrics(body: Any, now: float, max_batch: int) -> list[dict[str, Any]]:
     return [metric_sample(body, now)]
 
 
-def incident(body: Any) -> dict[str, Any]:
-    """An incident open or update. Fields absent from the body are None (an update leaves them alone)."""
+def incident(body: Any, any_family: bool = False) -> dict[str, Any]:
+    """An incident open or update. Fields absent from the body are None (an update leaves them alone).
+    `raw` is the body as received (kept in the incident's history, unknown fields included).
+    `any_family`: accept families outside part A's list (part C's agent sends e.g. `tcp_flood`)."""
     obj = _object(body)
     out: dict[str, Any] = {
         "incident_id": _int(obj, "incident_id", lo=1),
         "incident_key": _str(obj, "incident_key", max_len=128),
-        "attack_family": _choice(obj, "attack_family", FAMILIES),
+        "attack_family": _family(obj) if any_family else _choice(obj, "attack_family", FAMILIES),
         "severity": _choice(obj, "severity", SEVERITIES),
         "status": _choice(obj, "status", STATUSES),
         "attack_subtype": _str(obj, "attack_subtype", max_len=64),
-        "confidence": _int(obj, "confidence", hi=100),
+        "confidence": _count(obj, "confidence", hi=100),
         "started_at": _time(obj, "started_at"),
         "ended_at": _time(obj, "ended_at"),
-        "peak_pps": _int(obj, "peak_pps"),
-        "peak_bps": _int(obj, "peak_bps"),
-        "source_ip_count": _int(obj, "source_ip_count"),
+        "peak_pps": _count(obj, "peak_pps"),
+        "peak_bps": _count(obj, "peak_bps"),
+        "source_ip_count": _count(obj, "source_ip_count"),
         "protocol_breakdown": _mapping(obj, "protocol_breakdown", ints=False),
         "tcp_flag_breakdown": _mapping(obj, "tcp_flag_breakdown", ints=True),
         "geo_breakdown": _mapping(obj, "geo_breakdown", ints=False),
@@ -228,6 +240,7 @@ def incident(body: Any) -> dict[str, Any]:
         "vectors": _list(obj, "vectors", dict),
         "spoofing_detected": _bool(obj, "spoofing_detected"),
         "botnet_detected": _bool(obj, "botnet_detected"),
+        "raw": obj,
     }
     if out["incident_key"] is not None and not out["incident_key"].strip():
         raise BadField("incident_key", "must not be empty")
@@ -238,6 +251,14 @@ def incident(body: Any) -> dict[str, Any]:
     if out["status"] == "resolved" and out["ended_at"] is None:
         raise BadField("ended_at", "required when status is resolved")
     return out
+
+
+def _family(obj: dict[str, Any]) -> str | None:
+    """Any family name an agent sends, kept as it is: a short lower-case token."""
+    v = _str(obj, "attack_family", max_len=64)
+    if v is not None and not FAMILY_TOKEN.fullmatch(v):
+        raise BadField("attack_family", "expected a lower-case name (letters, digits, _ - +)")
+    return v
 
 
 def ack(body: Any) -> dict[str, Any]:
