@@ -68,6 +68,7 @@ class ServerProc:
 
     tmp: Path
     extra: list[str] = field(default_factory=list)
+    wrap: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS]: run it there
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
 
@@ -83,7 +84,7 @@ class ServerProc:
         port_file = self.tmp / f"port-{secrets.token_hex(3)}"
         log = open(self.tmp / "server.log", "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "floodwatch.server", "--listen", "127.0.0.1:0", "--db", str(self.db),
+            [*self.wrap, PYTHON, "-m", "floodwatch.server", "--listen", "127.0.0.1:0", "--db", str(self.db),
              "--port-file", str(port_file), *self.extra],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         log.close()
