@@ -12,6 +12,7 @@ The agent writes its state to /var/lib/ftagent: it runs in a private mount names
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -92,22 +93,14 @@ def start_agent(pair: NetnsPair, exe: Path, config: Path, tmp: Path) -> subproce
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the agent's process group (it and its tcpdump children), SIGKILL what is left."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
-        if sig == signal.SIGTERM:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # children that outlived it
-            except ProcessLookupError:
-                pass
-        return
+    """SIGTERM the agent's process group (it and its tcpdump children), then SIGKILL whatever is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the agent if it hung, children that outlived it
+    proc.wait(5)
 
 
 def flood(pair: NetnsPair) -> subprocess.Popen[bytes]:
