@@ -242,3 +242,27 @@ def test_overload_is_503_with_retry_after_for_the_official_agent(tmp_path: Path)
         assert s.post("incidents", open_body(), n).status == 503  # a part-C route: 503 whatever the agent
     finally:
         s.stop()
+
+
+def test_stale_chunked_uploads_expire_and_in_progress_ones_are_bounded(tmp_path: Path) -> None:
+    import asyncio
+
+    from floodwatch.server.chunks import ChunkedUploads
+
+    t = [1000.0]
+    uploads = ChunkedUploads(tmp_path, 1 << 20, 1.0, stale_after=300.0, max_open=2, clock=lambda: t[0])
+
+    async def scenario() -> None:
+        uploads._start((1, 1, "a"), 3)
+        t[0] += 200
+        uploads._start((1, 1, "b"), 3)
+        with pytest.raises(Exception, match="too many") as refused:
+            uploads._start((1, 2, "c"), 3)
+        assert getattr(refused.value, "status", None) == 503
+        t[0] += 150  # "a" untouched for 350 s, "b" for 150 s
+        assert uploads.expire() == 1 and uploads.in_progress() == 1
+        assert len(list(tmp_path.glob(".upload-*"))) == 1
+        uploads.close()
+        assert list(tmp_path.glob(".upload-*")) == []
+
+    asyncio.run(scenario())
