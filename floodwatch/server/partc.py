@@ -27,13 +27,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import MultipartReader, web
+from aiohttp import web
 
 from floodwatch.detect.classify import severity_of
 from floodwatch.server import auth, validate
 from floodwatch.server.chunks import ChunkedUploads
 from floodwatch.server.http import SERVER_KEY, ApiError, authenticate, error, now, ok, read_json, server_of
-from floodwatch.server.upload import MULTIPART_OVERHEAD, Received, _discard, _next, _store, _stream_file
+from floodwatch.server.upload import Received, _read_form, _store
 
 CLIENT_PREFIX = "ftagent/"  # the official agent's User-Agent
 INCIDENT_KEY = r"{uuid:[A-Za-z0-9_-]{1,128}}"
@@ -196,26 +196,7 @@ async def resolve_incident(request: web.Request) -> web.Response:
 
 async def _pcap_part(request: web.Request) -> Received:
     """The multipart shape: one file in field `pcap` (`file` is accepted too), other fields skipped."""
-    srv = server_of(request)
-    timeout = srv.settings.read_timeout
-    try:
-        reader = await request.multipart()
-    except (AssertionError, ValueError, KeyError):
-        raise error(400, "body: expected multipart/form-data with a file field `pcap`") from None
-    received: Received | None = None
-    extra = 0
-    try:
-        while (part := await _next(reader.next(), timeout)) is not None:
-            if isinstance(part, MultipartReader):
-                raise error(400, "body: nested multipart is not accepted")
-            if part.name in ("pcap", "file") and received is None:
-                received = await _stream_file(part, srv.pcap_dir, srv.settings.max_upload_bytes, timeout)
-            else:
-                extra += await _discard(part, MULTIPART_OVERHEAD - extra, timeout)
-    except BaseException:
-        if received is not None:
-            received.path.unlink(missing_ok=True)
-        raise
+    _, received = await _read_form(request, server_of(request).pcap_dir, ("pcap", "file"))
     if received is None:
         raise error(400, "pcap: required (a file field named pcap)")
     return received

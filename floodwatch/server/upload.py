@@ -81,7 +81,10 @@ async def _stream_file(part: BodyPartReader, pcap_dir: Path, limit: int, timeout
     return Received(tmp, size, digest.hexdigest())
 
 
-async def _read_form(request: web.Request, pcap_dir: Path) -> tuple[str | None, Received | None]:
+async def _read_form(request: web.Request, pcap_dir: Path,
+                     file_fields: tuple[str, ...] = ("file",)) -> tuple[str | None, Received | None]:
+    """(incident_id, the file) of a multipart upload; the file is the first part named in `file_fields`
+    (part C's agent names it `pcap`)."""
     srv = server_of(request)
     limit, timeout = srv.settings.max_upload_bytes, srv.settings.read_timeout
     try:
@@ -97,10 +100,10 @@ async def _read_form(request: web.Request, pcap_dir: Path) -> tuple[str | None, 
                 raise error(400, "body: nested multipart is not accepted")
             if part.name == "incident_id":
                 incident_id = await _small_field(part, "incident_id", timeout)
-            elif part.name == "file" and received is None:
+            elif part.name in file_fields and received is None:
                 received = await _stream_file(part, pcap_dir, limit, timeout)
-            elif part.name == "file":
-                raise error(400, "file: only one file per upload")
+            elif part.name in file_fields:
+                raise error(400, f"{part.name}: only one file per upload")
             else:  # an unknown field is ignored, as the contract says of extra fields, within a budget
                 extra += await _discard(part, MULTIPART_OVERHEAD - extra, timeout)
     except BaseException:
