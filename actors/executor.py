@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 
 from floodwatch.executor import policies
-from floodwatch.executor.core import REJECTED, Executor, Outcome
+from floodwatch.executor.core import (
+    MAX_COMMAND_ID,
+    REJECTED,
+    Executor,
+    Outcome,
+    facts_source,
+    valid_command_id,
+)
 from floodwatch.executor.ledger import Ledger
 from floodwatch.executor.runner import Runner
 from floodwatch.messages import (
@@ -54,7 +61,9 @@ class ExecutorActor(Actor[ExecutorSettings]):
         audit = None if s.audit_file == "-" else Path(s.audit_file or state / "executor-audit.jsonl")
         self.ledger = Ledger(s.ledger_file or state / "executor.sqlite3", audit, s.max_audit_bytes)
         self.runner = Runner(s.timeout, s.max_output_bytes, s.argv_prefix)
-        self.executor = Executor(s, self.ledger, self.runner, log=self.log)
+        api_url = self.config.reporter.url if self.config.reporter.enabled else ""
+        self.executor = Executor(s, self.ledger, self.runner, log=self.log,
+                                 facts=facts_source(s, self.runner, api_url))
         self.count_from(self._counters)
         forgotten = self.executor.forget_after_reboot(boot_id())
         if forgotten:
@@ -89,7 +98,7 @@ class ExecutorActor(Actor[ExecutorSettings]):
             self._policies(msg)
 
     def _command(self, msg: CommandReceived) -> None:
-        if not self.s.enabled:
+        if not self.s.enabled and valid_command_id(msg.command_id):  # a bad id: handle() rejects it
             now = self.executor.clock()
             if self.ledger.begin(msg.source, msg.command_id, str(msg.command)[:500], now):
                 why = "mitigation is disabled on this agent ([executor] enabled = false)"
@@ -110,6 +119,8 @@ class ExecutorActor(Actor[ExecutorSettings]):
         self.executor.expire()
 
     def _publish(self, o: Outcome) -> None:
+        if type(o.command_id) is not int or not 0 <= o.command_id <= 2 * MAX_COMMAND_ID + 1:
+            return  # no ack can carry it (msgpack: 64 bits); counted as bad_id by the executor
         self.publish(CommandFinished(command_id=o.command_id, status=o.status, error=o.error, output=o.output,
                                      executed_at=o.executed_at, source=o.source))
 

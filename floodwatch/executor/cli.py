@@ -1,6 +1,8 @@
 """`floodwatch command check "<command>"`: validate one command without running it.
 
-Exit 0 and print the argv it would run (a JSON list), or exit 1 and print why it is rejected.
+Exit 0 and print the argv it would run (a JSON list), or exit 1 and print why it is rejected: the same
+grammar, safety policy and host facts (own addresses, gateways, resolvers, API server, SSH peers,
+listening ports, sysctl values) as the executor. Rule caps and the ledger are not consulted.
 Also runnable as `python -m floodwatch.executor.cli check "<command>"`.
 """
 
@@ -14,27 +16,33 @@ from typing import Any
 
 from floodwatch.config import default_config_path, load_config
 from floodwatch.errors import CommandRejected, ConfigError
+from floodwatch.executor.core import facts_source
+from floodwatch.executor.hostfacts import HostFacts
 from floodwatch.executor.plan import REMOVES
+from floodwatch.executor.runner import Runner
 from floodwatch.executor.validate import validate_command
 from floodwatch.settings.executor import ExecutorSettings
 
 
-def _settings(path: str | None) -> ExecutorSettings:
+def _settings(path: str | None) -> tuple[ExecutorSettings, HostFacts]:
+    """The [executor] settings as the actor sees them, and this host's facts read the way it reads them."""
     config = load_config(path or default_config_path())
     s = config.executor
     if not s.tc_interfaces:
         s = dataclasses.replace(s, tc_interfaces=[i for i in config.capture.interfaces if i != "auto"])
-    return s
+    runner = Runner(s.timeout, s.max_output_bytes, s.argv_prefix)
+    api_url = config.reporter.url if config.reporter.enabled else ""
+    return s, facts_source(s, runner, api_url)()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        settings = _settings(args.config)
+        settings, facts = _settings(args.config)
     except ConfigError as e:
         print(f"floodwatch: {e}", file=sys.stderr)
         return 2
     try:
-        plan = validate_command(args.text, settings)
+        plan = validate_command(args.text, settings, facts)
     except CommandRejected as e:
         print(f"rejected: {e}")
         return 1

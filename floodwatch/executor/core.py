@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable
@@ -15,16 +16,29 @@ from typing import Any
 from loguru import logger
 
 from floodwatch.errors import CommandRejected
+from floodwatch.executor.hostfacts import FactsSource, HostFacts
 from floodwatch.executor.ledger import Ledger, Rule
 from floodwatch.executor.plan import ADDS, REMOVES, Plan
 from floodwatch.executor.runner import Runner, RunResult
+from floodwatch.executor.safety import entry_weight
 from floodwatch.executor.validate import validate_command
-from floodwatch.settings.executor import ExecutorSettings
+from floodwatch.settings.executor import SYSCTL_DIRECTIONS, ExecutorSettings
 
 APPLIED, REJECTED, FAILED = "applied", "rejected", "failed"
 _HANDLE = re.compile(r"# handle ([0-9]+)")
 MAX_UNDO_ATTEMPTS = 3
 EXPIRE_BATCH = 200
+MAX_COMMAND_ID = 2**63 - 1  # the ledger's (SQLite's) integer range
+
+
+def valid_command_id(command_id: Any) -> bool:
+    return type(command_id) is int and 0 <= command_id <= MAX_COMMAND_ID
+
+
+def facts_source(s: ExecutorSettings, runner: Runner, api_url: str = "") -> FactsSource:
+    """The host's facts, read through the runner (its namespace prefix, if any), cached 2 s."""
+    return FactsSource(runner, s.protected_ports, [k for k in s.sysctl_keys if k in SYSCTL_DIRECTIONS],
+                       api_url=api_url)
 
 
 @dataclass(frozen=True)
@@ -40,26 +54,30 @@ class Outcome:
 
 class Executor:
     def __init__(self, settings: ExecutorSettings, ledger: Ledger, runner: Runner,
-                 clock: Callable[[], float] = time.time, log: Any = logger) -> None:
+                 clock: Callable[[], float] = time.time, log: Any = logger,
+                 facts: Callable[[], HostFacts] | None = None) -> None:
         self.s = settings
         self.ledger = ledger
         self.runner = runner
         self.clock = clock
         self.log = log
+        self.facts = facts or facts_source(settings, runner)
         self.counters: dict[str, int] = {"applied": 0, "rejected": 0, "failed": 0, "replayed": 0,
-                                         "rules_removed": 0, "undo_failed": 0}
+                                         "rules_removed": 0, "undo_failed": 0, "bad_id": 0}
         self._undo_failures: dict[int, int] = {}
 
     # -- commands --------------------------------------------------------------------------------
     def handle(self, source: str, command_id: int, command: Any, incident_key: str = "") -> Outcome:
         """Validate and run one command once; a repeated id returns the recorded outcome."""
         now = self.clock()
+        if not valid_command_id(command_id):
+            return self._bad_id(source, command_id, now)
         text = command if isinstance(command, str) else repr(command)[:500]
         if not self.ledger.begin(source, command_id, text, now, incident_key):
             return self._replay(source, command_id, now)
         try:
-            plan = validate_command(command, self.s)
-            self._check_state(plan)
+            plan = validate_command(command, self.s, self.current_facts())
+            self._check_state(plan, source)
         except CommandRejected as e:
             return self._finish(source, command_id, REJECTED, str(e), "", [], text)
         if self.s.dry_run:
@@ -71,6 +89,28 @@ class Executor:
         self._remember(plan, undo, result, source, command_id, incident_key, now)
         return self._finish(source, command_id, APPLIED, "", result.output, plan.argv)
 
+    def _bad_id(self, source: str, command_id: Any, now: float) -> Outcome:
+        """An id the ledger cannot hold (not an int in 0..2**63-1): rejected, counted, nothing recorded.
+        Re-sent at every poll it is rejected again each time; nothing runs."""
+        self.counters["bad_id"] += 1
+        self.counters["rejected"] += 1
+        why = f"command id {str(command_id)[:40]} is not an integer in 0..{MAX_COMMAND_ID}"
+        self.ledger.audit(now, "command", source, None, f"id {str(command_id)[:40]}", REJECTED, why)
+        self.log.warning("command {}#{} rejected: {}", source, str(command_id)[:40], why)
+        return Outcome(source, command_id, REJECTED, why, "", now)
+
+    def current_facts(self) -> HostFacts:
+        """The host's facts, with each sysctl the agent changed at its value from before that change:
+        a command may tighten a key from the host's own setting, and loosen it back no further."""
+        facts = self.facts()
+        baseline = dict(facts.sysctl)
+        for key in baseline.keys() | set(SYSCTL_DIRECTIONS):
+            for rule in self.ledger.rules_by_identity(f"sysctl {key}")[:1]:
+                value = rule.undo[-1].rpartition("=")[2]
+                if value.isdigit():
+                    baseline[key] = int(value)
+        return dataclasses.replace(facts, sysctl=baseline)
+
     def _replay(self, source: str, command_id: int, now: float) -> Outcome:
         rec = self.ledger.command(source, command_id)
         assert rec is not None
@@ -80,13 +120,20 @@ class Executor:
             return Outcome(source, command_id, FAILED, "still running", "", now, replayed=True)
         return Outcome(source, command_id, rec.status, rec.error, rec.output, rec.executed_at or now, replayed=True)
 
-    def _check_state(self, plan: Plan) -> None:
-        if plan.effect == ADDS and self.s.max_rules and self.ledger.count_rules() >= self.s.max_rules:
-            raise CommandRejected(f"rule cap reached: {self.ledger.count_rules()} rules in force "
-                                  f"(max_rules = {self.s.max_rules})")
-        if plan.effect == REMOVES and plan.program in ("iptables", "ip6tables") \
-                and not self.ledger.rules_by_identity(plan.identity):
+    def _check_state(self, plan: Plan, source: str) -> None:
+        if plan.effect == ADDS and self.s.max_rules:
+            count, adds = self.ledger.count_entries(), entry_weight(plan.match)
+            if count + adds > self.s.max_rules:
+                raise CommandRejected(f"rule cap reached: {count} entries in force, this command adds {adds} "
+                                      f"(max_rules = {self.s.max_rules}; an ipset prefix counts its addresses)")
+        if plan.effect != REMOVES:
+            return
+        held = self.ledger.rules_by_identity(plan.identity)
+        by_rule = plan.program in ("iptables", "ip6tables") or (plan.program == "nft" and "handle" in plan.argv)
+        if not held and by_rule:
             raise CommandRejected("only rules the agent added may be deleted, and this one is not in force")
+        if held and source != "policy" and all(r.source == "policy" for r in held):
+            raise CommandRejected("this rule belongs to the agent's own policy: only the policy removes it")
 
     def _prepare_undo(self, plan: Plan) -> list[str] | None:
         """The inverse command, when it must be known before the run (sysctl: the value now)."""
@@ -125,7 +172,8 @@ class Executor:
             if plan.sysctl_key or plan.program == "ipset" or "element" in plan.argv:
                 self.ledger.remove_rule(old.id)  # the same object: one entry, the latest expiry
         ttl = min(self.s.default_ttl or self.s.max_ttl, self.s.max_ttl)
-        self.ledger.add_rule(identity, plan.argv, undo, source, command_id, incident_key, now, now + ttl)
+        self.ledger.add_rule(identity, plan.argv, undo, source, command_id, incident_key, now, now + ttl,
+                             weight=entry_weight(plan.match))
 
     def _finish(self, source: str, command_id: int, status: str, error: str, output: str,
                 argv: list[str], text: str = "") -> Outcome:
@@ -162,6 +210,11 @@ class Executor:
     def undo(self, rule: Rule, reason: str) -> bool:
         """Run a rule's inverse; it leaves the ledger on success or after repeated failures."""
         now = self.clock()
+        if rule.undo[:2] == ["ipset", "destroy"] and rule.undo[2:3] and rule.undo[2] in self.s.policy_sets:
+            self.ledger.remove_rule(rule.id)  # never: a policy's set outlives any command's TTL
+            self.ledger.audit(now, "undo", rule.source, rule.command_id, rule.undo, REJECTED,
+                              f"{reason}; the set belongs to a policy: not destroyed")
+            return False
         result = self.runner.run(rule.undo)
         self.ledger.audit(now, "undo", rule.source, rule.command_id, rule.undo,
                           APPLIED if result.ok else FAILED, f"{reason}; {result.error}".strip("; "))

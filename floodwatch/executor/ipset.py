@@ -1,7 +1,9 @@
 """ipset: the agent's own sets (names start with ipset_prefix) only.
 
 Allowed:
-  ipset create NAME hash:ip|hash:net [family inet|inet6] [timeout N] [maxelem N] [-exist]
+  ipset create NAME hash:ip|hash:net [family inet|inet6] [timeout N] [maxelem N]
+      (-exist is accepted and dropped: a set that exists already is not the command's to destroy later;
+      the policies' own sets are refused, see safety.py)
   ipset add NAME ADDR[/PREFIX] [timeout N] [-exist]
   ipset del NAME ADDR[/PREFIX] [-exist]
   ipset test NAME ADDR[/PREFIX]
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 from floodwatch.errors import CommandRejected
 from floodwatch.executor import addr
-from floodwatch.executor.plan import ADDS, READS, REMOVES, Plan, check_source
+from floodwatch.executor.match import ENTRIES, SET, Match
+from floodwatch.executor.plan import ADDS, READS, REMOVES, Plan
 from floodwatch.settings.executor import ExecutorSettings
 
 _TYPES = ("hash:ip", "hash:net")
@@ -50,10 +53,10 @@ def _options(words: list[str], allowed: set[str], s: ExecutorSettings) -> tuple[
 def _create(name: str, rest: list[str], s: ExecutorSettings) -> Plan:
     if not rest or rest[0] not in _TYPES:
         raise CommandRejected(f"ipset: set type must be one of {', '.join(_TYPES)}")
-    opts, exist = _options(rest[1:], {"family", "timeout", "maxelem", "-exist"}, s)
-    argv = ["ipset", "create", name, rest[0], *opts, *(["-exist"] if exist else [])]
+    opts, _ = _options(rest[1:], {"family", "timeout", "maxelem", "-exist"}, s)
+    argv = ["ipset", "create", name, rest[0], *opts]
     return Plan("ipset", argv, ADDS, undo=["ipset", "destroy", name], identity=f"ipset set {name}",
-                summary=f"create ipset {name}")
+                summary=f"create ipset {name}", match=Match(SET, "ipset", set_name=name))
 
 
 def validate(argv: list[str], s: ExecutorSettings) -> Plan:
@@ -73,7 +76,7 @@ def validate(argv: list[str], s: ExecutorSettings) -> Plan:
         _, exist = _options(argv[4:], {"-exist"}, s)
         return Plan("ipset", ["ipset", "del", name, entry, *(["-exist"] if exist else [])], REMOVES,
                     identity=identity, summary=f"delete {identity}")
-    check_source(net, s)
     opts, exist = _options(argv[4:], {"timeout", "-exist"}, s)
     return Plan("ipset", ["ipset", "add", name, entry, *opts, *(["-exist"] if exist else [])], ADDS,
-                undo=["ipset", "del", name, entry, "-exist"], identity=identity, summary=f"add {identity}")
+                undo=["ipset", "del", name, entry, "-exist"], identity=identity, summary=f"add {identity}",
+                match=Match(ENTRIES, "ipset", set_name=name, entries=(net,)))

@@ -2,16 +2,21 @@
 
 Allowed: -t TABLE, -I CHAIN [N], -A CHAIN, -D CHAIN (rule spec only, and only a rule the agent added),
 -p tcp|udp|icmp|icmpv6, -s/-d ADDR[/PREFIX], --sport/--dport PORT[:PORT], --syn, -i IFACE,
--m tcp|udp|limit|set, --limit N/unit, --limit-burst N, --match-set OWN_SET src|dst,
--j DROP|REJECT|ACCEPT|RETURN, --reject-with TYPE. Everything else (flush, policy, chains, numbers
+-m tcp|udp|limit|set|hashlimit, --limit N/unit, --limit-burst N, --match-set OWN_SET src|dst,
+-m hashlimit --hashlimit-above N/unit [--hashlimit-burst N] --hashlimit-mode srcip[,dstport]
+[--hashlimit-name NAME] (a per-source limit), -j DROP|REJECT|ACCEPT|RETURN, --reject-with TYPE.
+Everything else (flush, policy, chains, numbers
 for -D, negation, other modules or targets) is rejected.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 from floodwatch.errors import CommandRejected
 from floodwatch.executor import addr
-from floodwatch.executor.plan import ADDS, REMOVES, Plan, RuleSpec, check_rule
+from floodwatch.executor.match import GLOBAL, PER_SOURCE, RULE, Match, pps
+from floodwatch.executor.plan import ADDS, REMOVES, Plan
 from floodwatch.settings.executor import ExecutorSettings
 
 _COMMANDS = {"-I": "-I", "--insert": "-I", "-A": "-A", "--append": "-A", "-D": "-D", "--delete": "-D"}
@@ -20,9 +25,10 @@ _ALIASES = {"--source": "-s", "--src": "-s", "--destination": "-d", "--dst": "-d
             "--source-port": "--sport", "--destination-port": "--dport"}
 _PROTOS = {4: {"tcp": "tcp", "udp": "udp", "icmp": "icmp"},
            6: {"tcp": "tcp", "udp": "udp", "icmpv6": "ipv6-icmp", "ipv6-icmp": "ipv6-icmp"}}
-_MODULES = {"tcp", "udp", "limit", "set"}
+_MODULES = {"tcp", "udp", "limit", "set", "hashlimit"}
+_HASHLIMIT = ("--hashlimit-above", "--hashlimit-burst", "--hashlimit-mode", "--hashlimit-name")
+_HASHLIMIT_MODES = ("srcip", "srcip,dstport")
 _TARGETS = {"DROP": "drop", "REJECT": "reject", "ACCEPT": "accept", "RETURN": "return"}
-BUILTIN_CHAINS = ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING")
 _REJECT_WITH = {4: {"tcp-reset", "icmp-port-unreachable", "icmp-host-unreachable", "icmp-admin-prohibited"},
                 6: {"tcp-reset", "icmp6-port-unreachable", "icmp6-adm-prohibited"}}
 
@@ -35,7 +41,7 @@ class _Parsed:
         self.position = 0
         self.opts: dict[str, str] = {}
         self.modules: list[str] = []
-        self.rule = RuleSpec(family=family)
+        self.rule = Match(RULE, "ip6tables" if family == 6 else "iptables", family=family)
 
 
 def _value(argv: list[str], i: int, opt: str) -> str:
@@ -78,7 +84,7 @@ def _parse(argv: list[str], family: int) -> _Parsed:
                 raise CommandRejected(f"match module {module!r} is not allowed")
             p.modules.append(module)
         elif opt in ("-t", "-s", "-d", "-p", "-i", "-j", "--sport", "--dport", "--limit", "--limit-burst",
-                     "--reject-with"):
+                     "--reject-with", *_HASHLIMIT):
             _set_once(p, opt, _value(argv, i + 1, opt))
         elif opt == "--match-set":
             _set_once(p, opt, _value(argv, i + 1, opt))
@@ -126,6 +132,7 @@ def _spec(p: _Parsed, s: ExecutorSettings) -> list[str]:
             r.src_set = ""
     out += _ports(p)
     out += _limit(p)
+    out += _hashlimit(p, out)
     return out
 
 
@@ -152,17 +159,41 @@ def _limit(p: _Parsed) -> list[str]:
         out += ["-m", "limit", "--limit", f"{count}/{unit}"]
         if "--limit-burst" in o:
             out += ["--limit-burst", str(addr.parse_int(o["--limit-burst"], 1, 100000, "--limit-burst"))]
-        p.rule.limited = True
+        # -m limit matches the first N/unit: with DROP it drops those and lets the rest through
+        p.rule.limit, p.rule.limit_pps, p.rule.limit_over = GLOBAL, pps(count, unit), False
     elif "--limit-burst" in o:
         raise CommandRejected("--limit-burst needs --limit")
     return out
+
+
+def _hashlimit(p: _Parsed, spec: list[str]) -> list[str]:
+    """-m hashlimit: only `--hashlimit-above` (drop what one source sends above the rate), per source."""
+    o = p.opts
+    if not any(k in o for k in _HASHLIMIT):
+        return []
+    if "--hashlimit-above" not in o:
+        raise CommandRejected("-m hashlimit needs --hashlimit-above N/unit (--hashlimit-upto is not allowed)")
+    if o.get("--hashlimit-mode") not in _HASHLIMIT_MODES:
+        raise CommandRejected(f"--hashlimit-mode must be one of {', '.join(_HASHLIMIT_MODES)} (a per-source limit)")
+    if "--limit" in o:
+        raise CommandRejected("one of -m limit and -m hashlimit per rule")
+    count, unit = addr.parse_rate(o["--hashlimit-above"])
+    out = ["-m", "hashlimit", "--hashlimit-above", f"{count}/{unit}"]
+    if "--hashlimit-burst" in o:
+        out += ["--hashlimit-burst", str(addr.parse_int(o["--hashlimit-burst"], 1, 100000, "--hashlimit-burst"))]
+    out += ["--hashlimit-mode", o["--hashlimit-mode"]]
+    name = o.get("--hashlimit-name") or "fw" + hashlib.sha256(" ".join(spec + out).encode()).hexdigest()[:12]
+    if len(addr.check_name(name, "--hashlimit-name")) > 15:
+        raise CommandRejected("--hashlimit-name: at most 15 characters")
+    p.rule.limit, p.rule.limit_pps, p.rule.limit_over = PER_SOURCE, pps(count, unit), True
+    return [*out, "--hashlimit-name", name]
 
 
 def _target(p: _Parsed) -> list[str]:
     o, fam = p.opts, p.rule.family
     if o.get("-j") not in _TARGETS:
         raise CommandRejected(f"target {o.get('-j')!r} is not allowed (allowed: {', '.join(_TARGETS)})")
-    p.rule.verdict = _TARGETS[o["-j"]]
+    p.rule.action = _TARGETS[o["-j"]]
     out = ["-j", o["-j"]]
     if "--reject-with" in o:
         if o["-j"] != "REJECT" or o["--reject-with"] not in _REJECT_WITH[fam]:
@@ -172,7 +203,7 @@ def _target(p: _Parsed) -> list[str]:
 
 
 def _check_modules(p: _Parsed) -> None:
-    used = {"limit": "--limit" in p.opts, "set": "--match-set" in p.opts}
+    used = {"limit": "--limit" in p.opts, "set": "--match-set" in p.opts, "hashlimit": "--hashlimit-above" in p.opts}
     for module in p.modules:
         if module in ("tcp", "udp") and p.rule.proto != module:
             raise CommandRejected(f"-m {module} needs -p {module}")
@@ -187,15 +218,14 @@ def validate(argv: list[str], s: ExecutorSettings) -> Plan:
     _check_table_chain(p, s)
     spec = _spec(p, s) + _target(p)
     _check_modules(p)
-    check_rule(p.rule, s)
-    if p.rule.verdict == "return" and p.chain in BUILTIN_CHAINS:
-        raise CommandRejected(f"RETURN in the built-in chain {p.chain} would apply its policy to everything")
+    p.rule.table, p.rule.chain = p.table, p.chain
+    p.rule.syn_only = "--syn" in p.opts
     head = [prog, "-t", p.table]
     identity = " ".join([prog, p.table, p.chain, *spec])
     if p.command == "-D":
         return Plan(prog, [*head, "-D", p.chain, *spec], REMOVES, identity=identity, summary=f"delete {identity}")
     where = [p.chain, str(p.position)] if p.position else [p.chain]
     return Plan(prog, [*head, p.command, *where, *spec], ADDS, undo=[*head, "-D", p.chain, *spec],
-                identity=identity, summary=f"add {identity}")
+                identity=identity, summary=f"add {identity}", match=p.rule)
 
 

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE TABLE IF NOT EXISTS rules (
     id INTEGER PRIMARY KEY AUTOINCREMENT, identity TEXT NOT NULL, argv TEXT NOT NULL, undo TEXT NOT NULL,
     source TEXT NOT NULL, command_id INTEGER NOT NULL, incident_key TEXT NOT NULL,
-    added_at REAL NOT NULL, expires_at REAL);
+    added_at REAL NOT NULL, expires_at REAL, weight INTEGER NOT NULL DEFAULT 1);
 CREATE INDEX IF NOT EXISTS rules_identity ON rules (identity);
 CREATE INDEX IF NOT EXISTS rules_incident ON rules (incident_key);
 CREATE TABLE IF NOT EXISTS audit (
@@ -74,6 +74,9 @@ class Ledger:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(rules)")}
+            if "weight" not in columns:  # a ledger written before entries were weighed
+                self.db.execute("ALTER TABLE rules ADD COLUMN weight INTEGER NOT NULL DEFAULT 1")
         except (OSError, sqlite3.Error) as e:
             raise StorageError(f"cannot open the executor ledger {self.path}: {e}") from e
 
@@ -125,11 +128,12 @@ class Ledger:
 
     # -- rules in force ----------------------------------------------------------------------------
     def add_rule(self, identity: str, argv: list[str], undo: list[str], source: str, command_id: int,
-                 incident_key: str, now: float, expires_at: float | None) -> int:
+                 incident_key: str, now: float, expires_at: float | None, weight: int = 1) -> int:
         cur = self.db.execute(
-            "INSERT INTO rules (identity, argv, undo, source, command_id, incident_key, added_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (identity, json.dumps(argv), json.dumps(undo), source, command_id, incident_key, now, expires_at))
+            "INSERT INTO rules (identity, argv, undo, source, command_id, incident_key, added_at, expires_at, "
+            "weight) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (identity, json.dumps(argv), json.dumps(undo), source, command_id, incident_key, now, expires_at,
+             weight))
         return int(cur.lastrowid or 0)
 
     def remove_rule(self, rule_id: int) -> None:
@@ -154,6 +158,10 @@ class Ledger:
 
     def count_rules(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM rules").fetchone()[0])
+
+    def count_entries(self) -> int:
+        """Rules in force weighed by the kernel entries they stand for (an ipset /24 counts 256)."""
+        return int(self.db.execute("SELECT COALESCE(SUM(weight), 0) FROM rules").fetchone()[0])
 
     # -- audit ---------------------------------------------------------------------------------------
     def audit(self, now: float, event: str, source: str, command_id: int | None, argv: list[str] | str,

@@ -5,16 +5,19 @@ Allowed:
   nft delete rule FAMILY TABLE CHAIN handle N
   nft add|delete element FAMILY TABLE SET ADDR[,ADDR...] [timeout DURATION]
 EXPR: ip|ip6 saddr|daddr ADDR|@SET, tcp|udp sport|dport PORT[-PORT], tcp flags syn,
-meta l4proto tcp|udp|icmp|icmpv6, iifname IFACE, limit rate [over] N/unit [burst N packets], counter.
+meta l4proto tcp|udp|icmp|icmpv6, iifname IFACE, limit rate [over] N/unit [burst N packets], counter,
+meter NAME ip|ip6 saddr limit rate over N/unit [burst N packets] (a per-source limit).
 VERDICT: drop | reject | accept | return. Braces are never typed (they are shell metacharacters):
-the executor renders `{ ... }` itself. Tables, chains, sets, flush and list are refused.
+the executor renders `{ ... }` itself. `tcp flags syn` is rendered `tcp flags & (syn | ack) == syn`
+(openings only, never a SYN-ACK reply). Tables, chains, sets, flush and list are refused.
 """
 
 from __future__ import annotations
 
 from floodwatch.errors import CommandRejected
 from floodwatch.executor import addr
-from floodwatch.executor.plan import ADDS, REMOVES, Plan, RuleSpec, check_rule, check_source
+from floodwatch.executor.match import ENTRIES, GLOBAL, PER_SOURCE, RULE, Match, pps
+from floodwatch.executor.plan import ADDS, REMOVES, Plan
 from floodwatch.settings.executor import ExecutorSettings
 
 _VERDICTS = ("drop", "reject", "accept", "return")
@@ -33,7 +36,7 @@ class _Expr:
 
     def __init__(self, words: list[str], s: ExecutorSettings) -> None:
         self.words, self.i, self.s = words, 0, s
-        self.rule = RuleSpec(family=4)
+        self.rule = Match(RULE, "nft", family={"ip": 4, "ip6": 6}.get(s.nft_family, 0), table=s.nft_table)
         self.out: list[str] = []
 
     def take(self, what: str) -> str:
@@ -43,15 +46,16 @@ class _Expr:
         self.i += 1
         return word
 
-    def parse(self) -> RuleSpec:
+    def parse(self) -> Match:
         while self.i < len(self.words):
             word = self.take("a match")
             handler = {"ip": self.addr_match, "ip6": self.addr_match, "tcp": self.l4_match, "udp": self.l4_match,
-                       "meta": self.meta, "iifname": self.iifname, "limit": self.limit, "counter": self.counter}
+                       "meta": self.meta, "iifname": self.iifname, "limit": self.limit, "counter": self.counter,
+                       "meter": self.meter}
             if word in _VERDICTS:
                 if self.i != len(self.words):
                     raise CommandRejected("nft: the verdict must be the last word")
-                self.rule.verdict = word
+                self.rule.action = word
                 self.out.append(word)
             elif word in handler:
                 handler[word](word)
@@ -67,10 +71,11 @@ class _Expr:
             name = addr.check_name(value[1:], "nft set")
             if field == "saddr":
                 self.rule.src_set = name
+            self._family(4 if word == "ip" else 6)
             self.out += [word, field, "@" + name]
             return
         net = addr.parse_network(value, 4 if word == "ip" else 6)
-        self.rule.family = net.version
+        self._family(net.version)
         setattr(self.rule, "src" if field == "saddr" else "dst", net)
         self.out += [word, field, addr.net_text(net)]
 
@@ -82,7 +87,8 @@ class _Expr:
         if field == "flags":
             if self.take("a flag") != "syn" or word != "tcp":
                 raise CommandRejected("nft: only `tcp flags syn` is allowed")
-            self.out += ["tcp", "flags", "syn"]
+            self.rule.syn_only = True
+            self.out += ["tcp", "flags", "&", "(syn", "|", "ack)", "==", "syn"]
             return
         if field not in ("sport", "dport"):
             raise CommandRejected(f"nft: {word} {field!r} is not allowed")
@@ -96,12 +102,20 @@ class _Expr:
         proto = self.take("a protocol")
         if proto not in _L4:
             raise CommandRejected(f"nft: l4proto {proto!r} is not allowed")
+        if self.rule.proto and self.rule.proto != proto.replace("icmpv6", "ipv6-icmp"):
+            raise CommandRejected("nft: one transport protocol per rule")
+        self.rule.proto = proto.replace("icmpv6", "ipv6-icmp")
         self.out += ["meta", "l4proto", proto]
 
     def iifname(self, word: str) -> None:
         self.out += ["iifname", addr.check_iface(self.take("an interface"))]
 
-    def limit(self, word: str) -> None:
+    def _family(self, version: int) -> None:
+        if self.rule.family and self.rule.family != version:
+            raise CommandRejected("nft: IPv4 and IPv6 matches in one rule")
+        self.rule.family = version
+
+    def _rate(self, must_be_over: bool) -> list[str]:
         if self.take("rate") != "rate":
             raise CommandRejected("nft: expected `limit rate`")
         value = self.take("a rate")
@@ -109,6 +123,8 @@ class _Expr:
         if value == "over":
             words.append("over")
             value = self.take("a rate")
+        elif must_be_over:
+            raise CommandRejected("nft: a meter must be `limit rate over N/unit` (drop above the rate)")
         count, unit = addr.parse_rate(value)
         words.append(f"{count}/{unit}")
         if self.i < len(self.words) and self.words[self.i] == "burst":
@@ -117,8 +133,25 @@ class _Expr:
             if self.take("packets") != "packets":
                 raise CommandRejected("nft: expected `burst N packets`")
             words += ["burst", str(burst), "packets"]
-        self.rule.limited = True
-        self.out += words
+        if self.rule.limit:
+            raise CommandRejected("nft: one limit per rule")
+        self.rule.limit_pps, self.rule.limit_over = pps(count, unit), "over" in words
+        return words
+
+    def limit(self, word: str) -> None:
+        self.out += self._rate(False)
+        self.rule.limit = GLOBAL
+
+    def meter(self, word: str) -> None:
+        """meter NAME ip saddr limit rate over N/unit -> meter NAME { ip saddr limit rate over N/unit }."""
+        name = addr.check_name(self.take("a meter name"), "nft meter")
+        family, field = self.take("ip or ip6"), self.take("saddr")
+        if family not in ("ip", "ip6") or field != "saddr" or self.take("limit") != "limit":
+            raise CommandRejected("nft: expected `meter NAME ip|ip6 saddr limit rate over N/unit`")
+        self._family(4 if family == "ip" else 6)
+        words = self._rate(True)
+        self.rule.limit = PER_SOURCE
+        self.out += ["meter", name, "{", family, "saddr", *words, "}"]
 
     def counter(self, word: str) -> None:
         self.out.append("counter")
@@ -134,10 +167,14 @@ def _rule(argv: list[str], s: ExecutorSettings) -> Plan:
         identity = f"nft {s.nft_family} {s.nft_table} {chain} handle {handle}"
         return Plan("nft", [*head, "handle", str(handle)], REMOVES, identity=identity, summary=f"delete {identity}")
     expr = _Expr(argv[6:], s)
-    check_rule(expr.parse(), s)
+    match = expr.parse()
+    match.chain = chain
+    if (match.sport or match.dport) and match.proto not in ("tcp", "udp"):
+        raise CommandRejected("nft: ports need tcp or udp")
     text = " ".join(expr.out)
     return Plan("nft", ["nft", "--echo", "--handle", verb, "rule", s.nft_family, s.nft_table, chain, *expr.out],
-                ADDS, identity="", summary=f"add nft rule in {chain}: {text}", nft_rule=(s.nft_table, chain))
+                ADDS, identity="", summary=f"add nft rule in {chain}: {text}", nft_rule=(s.nft_table, chain),
+                match=match)
 
 
 def _braced(items: list[str], suffix: list[str]) -> list[str]:
@@ -161,9 +198,6 @@ def _element(argv: list[str], s: ExecutorSettings) -> Plan:
     nets = [addr.parse_network(t) for t in rest[0].split(",")]
     if len(nets) > 64:
         raise CommandRejected("nft: at most 64 elements per command")
-    if verb == "add":
-        for net in nets:
-            check_source(net, s)
     items = [addr.net_text(n) for n in nets]
     body = _braced(items, ["timeout", f"{timeout}s"] if timeout else [])
     head = [s.nft_family, s.nft_table, name]
@@ -172,7 +206,8 @@ def _element(argv: list[str], s: ExecutorSettings) -> Plan:
     if verb == "delete":
         return Plan("nft", argv_out, REMOVES, identity=identity, summary=f"delete {identity}")
     undo = ["nft", "delete", "element", *head, *_braced(items, [])]
-    return Plan("nft", argv_out, ADDS, undo=undo, identity=identity, summary=f"add {identity}")
+    return Plan("nft", argv_out, ADDS, undo=undo, identity=identity, summary=f"add {identity}",
+                match=Match(ENTRIES, "nft", table=s.nft_table, set_name=name, entries=tuple(nets)))
 
 
 def validate(argv: list[str], s: ExecutorSettings) -> Plan:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 
 from floodwatch.messages import IncidentEvent
-from floodwatch.settings.executor import ExecutorSettings
+from floodwatch.settings.executor import BUILTIN_CHAINS, ExecutorSettings
 
 # reflection protocol name (subtype `<name>_amplification`) -> its source port
 REFLECTOR_PORTS = {
@@ -22,11 +22,10 @@ REFLECTOR_PORTS = {
     "bacnet": 47808, "dvr": 37810, "mssql": 1434, "steam": 27015,
 }
 NFT_CHAIN = "input"
-BUILTIN_CHAINS = ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING")
 
 
 def set_names(s: ExecutorSettings) -> tuple[str, str]:
-    return f"{s.ipset_prefix}_block", f"{s.ipset_prefix}_block6"
+    return s.policy_sets
 
 
 def setup_commands(s: ExecutorSettings) -> list[list[str]]:

@@ -12,11 +12,13 @@ import re
 
 from floodwatch.errors import CommandRejected
 from floodwatch.executor import addr
+from floodwatch.executor.match import QDISC, SYSCTL, Match
 from floodwatch.executor.plan import ADDS, REMOVES, Plan
-from floodwatch.settings.executor import ExecutorSettings
+from floodwatch.settings.executor import ExecutorSettings, tc_rate_bits
 
 _RATE = re.compile(r"[1-9][0-9]{0,9}(bit|kbit|mbit|gbit|bps|kbps|mbps)")
-_SIZE = re.compile(r"[1-9][0-9]{0,9}(b|k|kb|kbit|m|mb|mbit)?")
+_SIZE = re.compile(r"([1-9][0-9]{0,9})(b|k|kb|kbit|m|mb|mbit)?")
+_SIZE_BYTES = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kbit": 128, "m": 1 << 20, "mb": 1 << 20, "mbit": 1 << 17}
 _TIME = re.compile(r"[1-9][0-9]{0,6}(us|ms|s)")
 # Ranges of known keys; other allowlisted keys take 0..2**31-1.
 SYSCTL_RANGES = {
@@ -59,8 +61,13 @@ def validate_tc(argv: list[str], s: ExecutorSettings) -> Plan:
             raise CommandRejected("tc: `del` takes nothing after the handle")
         return Plan("tc", [*head, "del", *where], REMOVES, identity=identity, summary=f"delete {identity}")
     qdisc = _tbf(argv[8:])
+    values = dict(zip(qdisc[1::2], qdisc[2::2], strict=True))
+    size = _SIZE.fullmatch(values["burst"])
+    assert size is not None  # checked by _tbf
+    match = Match(QDISC, "tc", rate_bits=tc_rate_bits(values["rate"]),
+                  burst_bytes=int(size.group(1)) * _SIZE_BYTES[size.group(2) or ""])
     return Plan("tc", [*head, argv[2], *where, *qdisc], ADDS, undo=[*head, "del", *where], identity=identity,
-                summary=f"set {identity} {' '.join(qdisc)}")
+                summary=f"set {identity} {' '.join(qdisc)}", match=match)
 
 
 def validate_sysctl(argv: list[str], s: ExecutorSettings) -> Plan:
@@ -77,4 +84,5 @@ def validate_sysctl(argv: list[str], s: ExecutorSettings) -> Plan:
     lo, hi = SYSCTL_RANGES.get(key, (0, 2**31 - 1))
     number = addr.parse_int(value, lo, hi, key)
     return Plan("sysctl", ["sysctl", "-w", f"{key}={number}"], ADDS, undo=None, identity=f"sysctl {key}",
-                summary=f"set {key}={number}", sysctl_key=key)
+                summary=f"set {key}={number}", sysctl_key=key,
+                match=Match(SYSCTL, "sysctl", sysctl_key=key, sysctl_value=number))

@@ -13,6 +13,30 @@ from dataclasses import dataclass, field
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,27}$")
 _IFACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
 _KEY = re.compile(r"^net(\.[a-z0-9_-]+)+$")
+_TC_RATE = re.compile(r"([1-9][0-9]{0,9})(bit|kbit|mbit|gbit|bps|kbps|mbps)")
+_TC_RATE_FACTOR = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "bps": 8, "kbps": 8000,
+                   "mbps": 8 * 10**6}
+BUILTIN_CHAINS = ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING")
+# sysctl key -> (protective direction, kernel default used when the value cannot be read, lowest value
+# a command may set). A command may only move a key in its direction from the host's value.
+SYSCTL_DIRECTIONS: dict[str, tuple[str, int, int]] = {
+    "net.ipv4.tcp_syncookies": ("up", 1, 1),
+    "net.ipv4.tcp_max_syn_backlog": ("up", 128, 128),
+    "net.ipv4.tcp_synack_retries": ("down", 5, 1),
+    "net.ipv4.icmp_ratelimit": ("up", 1000, 1),
+    "net.ipv4.icmp_echo_ignore_all": ("up", 0, 0),
+    "net.ipv4.icmp_echo_ignore_broadcasts": ("up", 1, 0),
+    "net.ipv6.icmp.ratelimit": ("up", 1000, 1),
+}
+DEFAULT_REFLECTOR_PORTS = [17, 19, 53, 69, 111, 123, 137, 161, 389, 427, 520, 1900, 3283, 3702, 5353, 11211]
+
+
+def tc_rate_bits(text: str) -> int:
+    """A tc rate ('1mbit', '500kbit', '10mbps') -> bit/s; ValueError when it is not one."""
+    m = _TC_RATE.fullmatch(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a tc rate (N followed by bit, kbit, mbit, gbit, bps, kbps or mbps)")
+    return int(m.group(1)) * _TC_RATE_FACTOR[m.group(2)]
 
 
 @dataclass(frozen=True)
@@ -42,11 +66,19 @@ class ExecutorSettings:
             "net.ipv6.icmp.ratelimit",
         ]
     )
-    # Never block these sources (DROP/REJECT rules, set elements): loopback and your management nets.
+    # Never block these sources (DROP/REJECT rules, set elements): add your management networks. Loopback,
+    # link-local, multicast, the host's own addresses, gateways, resolvers, the API server and SSH
+    # session peers are always protected (docs/executor.md).
     never_block: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    # A DROP/REJECT with no source must name a port; these destination ports need a source too
-    # (a command must not lock you out of SSH).
+    # SSH ports: blocking rules without a source never cover them, and the peers of established
+    # connections to them are protected.
     protected_ports: list[int] = field(default_factory=lambda: [22])
+    allow_accept: bool = False  # ACCEPT/RETURN rules from the network (with a source) are refused unless true
+    # A blocking rule with no source may match one of these single source ports (reflection attacks).
+    reflector_ports: list[int] = field(default_factory=lambda: list(DEFAULT_REFLECTOR_PORTS))
+    min_source_pps: float = 1.0  # per-source limits (hashlimit, nft meter) must let at least this through
+    tc_min_rate: str = "1mbit"  # no tc qdisc may shape below this rate
+    tc_min_burst_bytes: int = 3000  # ... nor with a burst smaller than two full-size packets
     min_prefix_v4: int = 16  # shortest source prefix a blocking rule may use (/8 = a sixteenth of the net)
     min_prefix_v6: int = 32
     max_command_chars: int = 512  # longer commands are rejected before parsing
@@ -75,6 +107,20 @@ class ExecutorSettings:
     policy_min_share: float = 0.01  # a source must carry at least this share of the incident's packets
     policy_rate_pps: int = 1000  # reflector_limit: packets/s let through from the reflector port
 
+    @property
+    def own_chains(self) -> list[str]:
+        """The agent's own iptables chains (the configured chains that are not built in)."""
+        return [c for c in self.iptables_chains if c not in BUILTIN_CHAINS]
+
+    @property
+    def policy_sets(self) -> tuple[str, str]:
+        """The ipsets of the syn_block policy (v4, v6): only the agent creates them."""
+        return f"{self.ipset_prefix}_block", f"{self.ipset_prefix}_block6"
+
+    @property
+    def tc_min_rate_bits(self) -> int:
+        return tc_rate_bits(self.tc_min_rate)
+
     def validate(self) -> None:
         checks = (
             (self.nft_family in ("inet", "ip", "ip6"), "nft_family: one of inet, ip, ip6"),
@@ -87,6 +133,12 @@ class ExecutorSettings:
             (self.expire_interval > 0, "expire_interval: must be positive"),
             (set(self.policies) <= {"syn_block", "reflector_limit"}, f"policies: unknown in {self.policies}"),
             (set(self.iptables_tables) <= {"filter", "raw", "mangle"}, "iptables_tables: filter, raw, mangle"),
+            (all(isinstance(p, int) and 1 <= p <= 65535 for p in self.reflector_ports),
+             f"reflector_ports: ports 1..65535, got {self.reflector_ports}"),
+            (all(isinstance(p, int) and 1 <= p <= 65535 for p in self.protected_ports),
+             f"protected_ports: ports 1..65535, got {self.protected_ports}"),
+            (self.min_source_pps > 0, "min_source_pps: must be positive"),
+            (self.tc_min_burst_bytes >= 0, "tc_min_burst_bytes: must not be negative"),
         )
         for ok, why in checks:
             if not ok:
@@ -103,6 +155,14 @@ class ExecutorSettings:
         for key in self.sysctl_keys:
             if not _KEY.match(key):
                 raise ValueError(f"sysctl_keys: {key!r} is not a net.* key")
+        try:
+            tc_rate_bits(self.tc_min_rate)
+        except ValueError as e:
+            raise ValueError(f"tc_min_rate: {e}") from e
+        unknown = [k for k in self.sysctl_keys if k not in SYSCTL_DIRECTIONS]
+        if unknown:
+            raise ValueError(f"sysctl_keys: {unknown} have no known protective direction "
+                             f"(known: {', '.join(SYSCTL_DIRECTIONS)})")
         for net in self.never_block:
             try:
                 ipaddress.ip_network(net, strict=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from floodwatch.executor.hostfacts import HostFacts
 from tests.helpers import have_root_netns
 
 _OK: bool | None = None
@@ -74,3 +76,21 @@ def netns(objects: bool = True) -> Iterator[Netns]:
         yield ns
     finally:
         subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+# A host as the pure tests see it: addresses in 10.20.0.0/24 and fd00:20::/64, a gateway, a resolver,
+# the API server, one SSH session, and services on tcp 22, 443, 8080 and udp 5353.
+FACTS = HostFacts(
+    own=(_ip("10.20.0.5"), _ip("fd00:20::5"), _ip("127.0.0.1"), _ip("::1")),
+    gateways=(_ip("10.20.0.1"), _ip("fe80::1")),
+    resolvers=(_ip("10.20.0.53"),),
+    api_servers=((_ip("10.30.0.80"), 443),),
+    ssh_peers=(_ip("10.40.0.22"),),
+    listening=frozenset({("tcp", 22), ("tcp", 443), ("tcp", 8080), ("udp", 5353)}),
+    sysctl={"net.ipv4.tcp_syncookies": 1, "net.ipv4.icmp_ratelimit": 1000, "net.ipv4.tcp_synack_retries": 5,
+            "net.ipv4.tcp_max_syn_backlog": 1024},
+)

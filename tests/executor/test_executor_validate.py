@@ -8,6 +8,7 @@ import pytest
 
 from floodwatch.errors import CommandRejected
 from floodwatch.executor.argv import SHELL_META
+from tests.executor.exec_helpers import FACTS
 from floodwatch.executor.plan import ADDS, READS, REMOVES
 from floodwatch.executor.validate import validate_command
 from floodwatch.settings.executor import ExecutorSettings
@@ -165,7 +166,7 @@ DANGEROUS = [
 @pytest.mark.parametrize("command", DANGEROUS)
 def test_dangerous_command_is_rejected_with_a_reason(command: str) -> None:
     with pytest.raises(CommandRejected) as info:
-        validate_command(command, S)
+        validate_command(command, S, FACTS)
     assert str(info.value)
 
 
@@ -173,16 +174,16 @@ def test_corpus_is_big_and_covers_every_shell_metacharacter() -> None:
     assert len(DANGEROUS) >= 40
     for char in SHELL_META - {"="}:
         with pytest.raises(CommandRejected):
-            validate_command(f"iptables -I INPUT -s 1.2.3.4{char} -j DROP", S)
+            validate_command(f"iptables -I INPUT -s 1.2.3.4{char} -j DROP", S, FACTS)
     for char in SHELL_META:
         with pytest.raises(CommandRejected):
-            validate_command(f"ipset add floodwatch_block 1.2.3.4{char}", S)
+            validate_command(f"ipset add floodwatch_block 1.2.3.4{char}", S, FACTS)
 
 
 @pytest.mark.parametrize("command", [None, 5, 1.5, True, ["iptables", "-F"], {"cmd": "x"}, b"iptables -F"])
 def test_a_command_that_is_not_a_string_is_rejected_as_data(command: object) -> None:
     with pytest.raises(CommandRejected, match="must be a string"):
-        validate_command(command, S)
+        validate_command(command, S, FACTS)
 
 
 ALLOWED = [
@@ -202,8 +203,6 @@ ALLOWED = [
     ("iptables -I INPUT -m set --match-set floodwatch_block src -j DROP",
      ["iptables", "-t", "filter", "-I", "INPUT", "-m", "set", "--match-set", "floodwatch_block", "src", "-j", "DROP"],
      None),
-    ("iptables -I INPUT -s 192.0.2.10 -j ACCEPT",
-     ["iptables", "-t", "filter", "-I", "INPUT", "-s", "192.0.2.10", "-j", "ACCEPT"], None),
     ("ip6tables -I INPUT -s 2001:db8:0:0::/64 -p ipv6-icmp -j DROP",
      ["ip6tables", "-t", "filter", "-I", "INPUT", "-p", "ipv6-icmp", "-s", "2001:db8::/64", "-j", "DROP"], None),
     ("nft add element inet floodwatch blk 1.2.3.4,198.51.100.0/24 timeout 10m",
@@ -213,8 +212,8 @@ ALLOWED = [
     ("nft add rule inet floodwatch input ip saddr @blk counter drop",
      ["nft", "--echo", "--handle", "add", "rule", "inet", "floodwatch", "input", "ip", "saddr", "@blk", "counter",
       "drop"], None),
-    ("nft insert rule inet floodwatch input udp sport 53 limit rate over 1000/second burst 50 packets drop",
-     ["nft", "--echo", "--handle", "insert", "rule", "inet", "floodwatch", "input", "udp", "sport", "53", "limit",
+    ("nft insert rule inet floodwatch input udp sport 123 limit rate over 1000/second burst 50 packets drop",
+     ["nft", "--echo", "--handle", "insert", "rule", "inet", "floodwatch", "input", "udp", "sport", "123", "limit",
       "rate", "over", "1000/second", "burst", "50", "packets", "drop"], None),
     ("nft delete rule inet floodwatch input handle 7",
      ["nft", "delete", "rule", "inet", "floodwatch", "input", "handle", "7"], None),
@@ -233,41 +232,47 @@ ALLOWED = [
 
 @pytest.mark.parametrize(("command", "argv", "undo"), ALLOWED)
 def test_allowed_command_renders_the_expected_argv(command: str, argv: list[str], undo: list[str] | None) -> None:
-    plan = validate_command(command, S)
+    plan = validate_command(command, S, FACTS)
     assert plan.argv == argv
     if undo is not None:
         assert plan.undo == undo
 
 
 def test_effects_and_the_inverse_of_an_insert_match_its_delete() -> None:
-    add = validate_command("iptables -I INPUT 3 -p udp -s 1.2.3.4 --dport 53 -j DROP", S)
-    delete = validate_command("iptables -D INPUT -s 1.2.3.4 -p udp --dport 53 -j DROP", S)
+    add = validate_command("iptables -I INPUT 3 -p udp -s 1.2.3.4 --dport 53 -j DROP", S, FACTS)
+    delete = validate_command("iptables -D INPUT -s 1.2.3.4 -p udp --dport 53 -j DROP", S, FACTS)
     assert add.effect == ADDS and delete.effect == REMOVES
     assert add.identity == delete.identity and add.undo == delete.argv
-    assert validate_command("ipset test floodwatch_block 1.2.3.4", S).effect == READS
+    assert validate_command("ipset test floodwatch_block 1.2.3.4", S, FACTS).effect == READS
 
 
 def test_config_decides_chains_tables_and_own_names() -> None:
     custom = dataclasses.replace(S, iptables_chains=["FORWARD"], iptables_tables=["raw"], ipset_prefix="fwx",
                                  nft_table="mine", never_block=["192.0.2.0/24"], min_prefix_v4=24)
-    validate_command("iptables -t raw -I FORWARD -s 198.51.100.0/24 -j DROP", custom)
+    validate_command("iptables -t raw -I FORWARD -s 198.51.100.0/24 -j DROP", custom, FACTS)
     for bad in ("iptables -I INPUT -s 198.51.100.1 -j DROP", "iptables -t raw -I FORWARD -s 198.51.0.0/16 -j DROP",
                 "iptables -t raw -I FORWARD -s 192.0.2.5 -j DROP", "ipset add floodwatch_block 1.2.3.4",
                 "nft add element inet floodwatch blk 1.2.3.4"):
         with pytest.raises(CommandRejected):
-            validate_command(bad, custom)
-    validate_command("ipset add fwx_set 1.2.3.4", custom)
-    validate_command("nft add element inet mine blk 1.2.3.4", custom)
+            validate_command(bad, custom, FACTS)
+    validate_command("ipset add fwx_set 1.2.3.4", custom, FACTS)
+    validate_command("nft add element inet mine blk 1.2.3.4", custom, FACTS)
 
 
 def test_sysctl_allows_only_configured_keys() -> None:
     with pytest.raises(CommandRejected, match="not allowed"):
-        validate_command("sysctl -w net.ipv4.tcp_syncookies=1", dataclasses.replace(S, sysctl_keys=[]))
+        validate_command("sysctl -w net.ipv4.tcp_syncookies=1", dataclasses.replace(S, sysctl_keys=[]), FACTS)
 
 
-def test_return_only_in_the_agents_own_chain_and_no_tc_replace() -> None:
-    assert validate_command("iptables -I FLOODWATCH -s 192.0.2.1 -j RETURN", S).argv[-1] == "RETURN"
+def test_accept_only_when_allowed_and_never_return_in_a_builtin_chain_nor_tc_replace() -> None:
+    allowing = dataclasses.replace(S, allow_accept=True)
+    assert validate_command("iptables -I INPUT -s 192.0.2.10 -j ACCEPT", allowing, FACTS).argv == [
+        "iptables", "-t", "filter", "-I", "INPUT", "-s", "192.0.2.10", "-j", "ACCEPT"]
+    with pytest.raises(CommandRejected, match="allow_accept"):
+        validate_command("iptables -I INPUT -s 192.0.2.10 -j ACCEPT", S, FACTS)
     with pytest.raises(CommandRejected, match="RETURN"):
-        validate_command("iptables -I INPUT -p tcp --dport 80 -j RETURN", S)
+        validate_command("iptables -I INPUT -p tcp --dport 80 -j RETURN", allowing, FACTS)
+    with pytest.raises(CommandRejected, match="agent's own"):
+        validate_command("iptables -I FLOODWATCH -s 192.0.2.1 -j RETURN", allowing, FACTS)
     with pytest.raises(CommandRejected):
-        validate_command("tc qdisc replace dev eth0 root handle fa00: tbf rate 1mbit burst 10k latency 50ms", S)
+        validate_command("tc qdisc replace dev eth0 root handle fa00: tbf rate 1mbit burst 10k latency 50ms", S, FACTS)
