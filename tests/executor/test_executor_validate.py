@@ -8,10 +8,10 @@ import pytest
 
 from floodwatch.errors import CommandRejected
 from floodwatch.executor.argv import SHELL_META
-from tests.executor.exec_helpers import FACTS
 from floodwatch.executor.plan import ADDS, READS, REMOVES
 from floodwatch.executor.validate import validate_command
 from floodwatch.settings.executor import ExecutorSettings
+from tests.executor.exec_helpers import FACTS
 
 S = dataclasses.replace(ExecutorSettings(), tc_interfaces=["eth0"])
 
