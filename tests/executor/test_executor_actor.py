@@ -113,6 +113,13 @@ def test_a_command_id_runs_once_when_delivered_twice_and_after_a_restart(
     harness.publish(command(9, "iptables -F; rm -rf /"))
     assert finished(sub, 9).status == "rejected"
     assert ns.iptables().count("198.51.100.5") == 1
+    for huge in (2**63, 2**64 - 1, 2**63):  # once more, as the next poll would re-send it
+        harness.publish(command(huge, "iptables -A FLOODWATCH -s 198.51.100.6 -j DROP"))
+        out = finished(sub, huge)
+        assert out.status == "rejected" and "command id" in out.error, out
+    eventually(lambda: harness.counters("executor").get("bad_id") == 3, 10)
+    assert r.proc is not None and r.proc.poll() is None, "the actor is still alive"
+    assert "198.51.100.6" not in ns.iptables()
 
     assert r.stop() == 0
     r.start()
@@ -176,17 +183,17 @@ def test_policies_block_syn_sources_and_limit_reflectors_for_the_incident(
     assert "198.51.100.10" in ns.ipset("floodwatch_block")
     assert "2001:db8::11" in ns.ipset("floodwatch_block6")
 
-    harness.publish(incident(IncidentOpened, "dns-1", attack_family="dns_flood",
-                             attack_subtype="dns_amplification"))
+    harness.publish(incident(IncidentOpened, "ntp-1", attack_family="udp_flood",
+                             attack_subtype="ntp_amplification"))
     assert finished_any(sub, 1) == ["applied"]
-    assert "udp sport 53 limit rate over 500/second drop" in ns.nft()
+    assert "udp sport 123 limit rate over 500/second drop" in ns.nft()
 
     harness.publish(incident(IncidentResolved, "syn-1", status="resolved", top_src_ips=sources))
     eventually(lambda: "198.51.100.10" not in ns.ipset("floodwatch_block"), 10)
-    assert "sport 53" in ns.nft()
-    harness.publish(incident(IncidentResolved, "dns-1", status="resolved", attack_family="dns_flood",
-                             attack_subtype="dns_amplification"))
-    eventually(lambda: "sport 53" not in ns.nft(), 10)
+    assert "sport 123" in ns.nft()
+    harness.publish(incident(IncidentResolved, "ntp-1", status="resolved", attack_family="udp_flood",
+                             attack_subtype="ntp_amplification"))
+    eventually(lambda: "sport 123" not in ns.nft(), 10)
 
 
 def finished_any(sub: Subscriber, n: int) -> list[str]:
