@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
-from floodwatch.executor.core import Executor
+from floodwatch.config import load_config
+from floodwatch.executor.core import Executor, facts_source
 from floodwatch.executor.ledger import Ledger
 from floodwatch.executor.runner import Runner
 from floodwatch.settings.executor import ExecutorSettings
@@ -64,3 +66,31 @@ def test_rules_are_forgotten_after_a_reboot(tmp_path: Path) -> None:
     assert ex.forget_after_reboot("boot-1") == 0
     assert ex.forget_after_reboot("boot-1") == 0 and ex.ledger.count_rules() == 1
     assert ex.forget_after_reboot("boot-2") == 1 and ex.ledger.count_rules() == 0
+
+
+def test_check_gives_the_executors_verdict_and_reason_with_this_hosts_facts(tmp_path: Path) -> None:
+    config = tmp_path / "fw.toml"
+    config.write_text('[reporter]\nurl = "http://198.51.100.80:8787/api/v1/agent"\n[executor]\ndry_run = true\n')
+    settings = load_config(config).executor
+    with socket.socket() as service:  # a local service: no rule may drop all of its clients
+        service.bind(("0.0.0.0", 0))
+        service.listen()
+        port = service.getsockname()[1]
+        ex = Executor(settings, Ledger(tmp_path / "l.sqlite3"), Runner(5.0, 1 << 20),
+                      facts=facts_source(settings, Runner(5.0, 1 << 20), "http://198.51.100.80:8787/api/v1/agent"))
+        cases = {
+            "iptables -I INPUT -p tcp --sport 0:65535 -j DROP": "source port 0:65535",
+            f"iptables -I INPUT -p tcp --dport {port} -j DROP": f"port {port}, where a local service listens",
+            "iptables -I INPUT -s 198.51.100.80 -j DROP": "the API server",
+            "ip6tables -I INPUT -s ::ffff:127.0.0.1 -j DROP": "loopback",
+            "sysctl -w net.ipv4.icmp_ratelimit=0": "would weaken",
+            "iptables -I INPUT -s 198.51.100.7 -j DROP": "",
+        }
+        for i, (command, reason) in enumerate(cases.items()):
+            rc, out, _ = check(command, config=config)
+            outcome = ex.handle("api", i + 1, command)
+            if reason:
+                assert outcome.status == "rejected" and reason in outcome.error, outcome
+                assert rc == 1 and out.strip() == f"rejected: {outcome.error}"
+            else:
+                assert outcome.status == "applied" and rc == 0, (outcome, out)
