@@ -129,7 +129,7 @@ def _spec(p: _Parsed, s: ExecutorSettings) -> list[str]:
             raise CommandRejected("--match-set direction must be src or dst")
         out += ["-m", "set", "--match-set", r.src_set, o["set-dir"]]
         if o["set-dir"] != "src":
-            r.src_set = ""
+            r.src_set, r.dst_set = "", r.src_set
     out += _ports(p)
     out += _limit(p)
     out += _hashlimit(p, out)

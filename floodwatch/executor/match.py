@@ -37,6 +37,7 @@ class Match:
     src: Network | None = None
     dst: Network | None = None
     src_set: str = ""  # a set the rule matches sources against (its entries are checked when added)
+    dst_set: str = ""  # a set the rule matches destinations against
     proto: str = ""  # tcp | udp | icmp | ipv6-icmp | "" (any)
     sport: tuple[int, int] | None = None
     dport: tuple[int, int] | None = None

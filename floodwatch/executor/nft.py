@@ -71,6 +71,8 @@ class _Expr:
             name = addr.check_name(value[1:], "nft set")
             if field == "saddr":
                 self.rule.src_set = name
+            else:
+                self.rule.dst_set = name
             self._family(4 if word == "ip" else 6)
             self.out += [word, field, "@" + name]
             return

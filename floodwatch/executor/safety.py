@@ -10,6 +10,7 @@ is not: it leaves every single source its rate. docs/executor.md states the same
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ from floodwatch.errors import CommandRejected
 from floodwatch.executor.addr import Network, port_text
 from floodwatch.executor.hostfacts import HostFacts, IPAddress
 from floodwatch.executor.match import ENTRIES, QDISC, RULE, SET, SYSCTL, Match, weight
-from floodwatch.settings.executor import SYSCTL_DIRECTIONS, ExecutorSettings
+from floodwatch.settings.executor import BUILTIN_CHAINS, SYSCTL_DIRECTIONS, ExecutorSettings
 
-BUILTIN_CHAINS = ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING")
+OUTBOUND_CHAINS = ("output", "postrouting")
 _N = ipaddress.ip_network
 ALWAYS_PROTECTED: tuple[tuple[str, Network], ...] = (
     ("loopback", _N("127.0.0.0/8")), ("loopback", _N("::1/128")),
@@ -61,7 +62,10 @@ def protected_networks(facts: HostFacts, s: ExecutorSettings) -> list[tuple[str,
 
 def peer_traffic(facts: HostFacts, s: ExecutorSettings) -> list[tuple[str, IPAddress, Traffic]]:
     """What the peers a source-less rule could hurt send us: SSH clients, resolvers, the API server."""
-    out = []
+    # DHCP answers come from any server: a rule without a source must spare them
+    out = [(f"DHCP answers to the host (udp {server} -> {client})", addr,
+            Traffic("udp", sport=(server, server), dport=(client, client)))
+           for addr, server, client in ((ipaddress.IPv4Address(0), 67, 68), (ipaddress.IPv6Address(0), 547, 546))]
     for peer in facts.ssh_peers:
         out += [(f"the SSH session of {peer} (tcp to port {p})", peer, Traffic("tcp", dport=(p, p)))
                 for p in s.protected_ports]
@@ -99,12 +103,23 @@ def check_source(net: Network, s: ExecutorSettings, facts: HostFacts) -> None:
             raise CommandRejected(f"source {net} would block {what} ({protected})")
 
 
+def _facing_peer(m: Match) -> Match:
+    """In an outbound chain the peer is the destination: judge the rule as if it were inbound."""
+    if m.chain.lower() not in OUTBOUND_CHAINS:
+        return m
+    if m.blocks and m.dst is None and not m.dst_set:
+        raise CommandRejected(f"a blocking rule in {m.chain} must name a destination (-d)")
+    return dataclasses.replace(m, src=m.dst, dst=m.src, src_set=m.dst_set, dst_set=m.src_set, sport=m.dport,
+                               dport=m.sport, syn_only=False)
+
+
 def _rule(m: Match, s: ExecutorSettings, facts: HostFacts) -> None:
     if m.action in ("accept", "return"):
         _passing(m, s)
         return
     if not m.blocks:
         raise CommandRejected("a rule needs a verdict: DROP, REJECT, ACCEPT or RETURN")
+    m = _facing_peer(m)
     if m.src is not None:
         check_source(m.src, s, facts)
         return

@@ -147,6 +147,19 @@ def test_plain_mitigations_are_accepted(command: str) -> None:
     validate_command(command, S, FACTS)
 
 
+def test_outbound_chains_judge_the_destination_and_dhcp_is_spared() -> None:
+    out = dataclasses.replace(S, iptables_chains=["FLOODWATCH", "INPUT", "OUTPUT"])
+    for command, reason in (("iptables -I OUTPUT -d 10.20.0.53 -j DROP", "DNS resolver"),
+                            ("iptables -I OUTPUT -p tcp --sport 22 -j DROP", "must name a destination"),
+                            ("iptables -I OUTPUT -d 10.30.0.80 -p tcp --dport 443 -j DROP", "API server"),
+                            ("iptables -I INPUT -p udp --dport 68 -j DROP", "DHCP answers"),
+                            ("ip6tables -I INPUT -p udp --dport 546 -j DROP", "DHCP answers")):
+        with pytest.raises(CommandRejected, match=reason):
+            validate_command(command, out, FACTS)
+    validate_command("iptables -I OUTPUT -d 198.51.100.7 -j DROP", out, FACTS)
+    validate_command("iptables -I INPUT -p udp --dport 67 -j DROP", out, FACTS)  # no DHCP server here
+
+
 def test_hashlimit_and_meter_render_what_the_kernel_takes() -> None:
     plan = validate_command("iptables -I INPUT -p tcp --syn -m hashlimit --hashlimit-above 20/s --hashlimit-mode "
                             "srcip -j DROP", S, FACTS)
@@ -231,3 +244,13 @@ def test_fact_parsers() -> None:
         ipaddress.ip_address("192.0.2.1"),)
     assert api_endpoint("http://api.example:8787/v1", lambda h, p: [ipaddress.ip_address("192.0.2.9")]) == (
         (ipaddress.ip_address("192.0.2.9"), 8787),)
+
+
+@pytest.mark.parametrize(("key", "value", "error"), [
+    ("tc_min_rate", "fast", "not a tc rate"), ("reflector_ports", [0], "reflector_ports"),
+    ("sysctl_keys", ["net.ipv4.ip_forward"], "no known protective direction"), ("min_source_pps", 0, "positive"),
+    ("protected_ports", [70000], "protected_ports"),
+])
+def test_bad_policy_settings_are_refused_with_the_key(key: str, value: object, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        dataclasses.replace(ExecutorSettings(), **{key: value}).validate()
