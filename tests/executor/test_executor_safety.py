@@ -253,4 +253,4 @@ def test_fact_parsers() -> None:
 ])
 def test_bad_policy_settings_are_refused_with_the_key(key: str, value: object, error: str) -> None:
     with pytest.raises(ValueError, match=error):
-        dataclasses.replace(ExecutorSettings(), **{key: value}).validate()
+        dataclasses.replace(ExecutorSettings(), **{key: value}).validate()  # type: ignore[arg-type]
