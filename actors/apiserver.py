@@ -35,7 +35,7 @@ class ApiServerActor(AsyncActor[ApiserverSettings]):
     async def on_start(self) -> None:
         settings = self.settings
         db, pcaps = resolve_paths(settings, self.config.agent.state_dir)
-        self.server = ApiServer(settings, db, pcaps)
+        self.server = ApiServer(settings, db, pcaps, self.config.notify)
         creds_path = local_node_path(settings, self.config.agent.state_dir)
         if creds_path is not None:
             self.server.provision_local_node(creds_path, settings.local_node_name)

@@ -23,6 +23,7 @@ from floodwatch.settings.capture import CaptureSettings
 from floodwatch.settings.core import AgentSettings, BusSettings, LogSettings, SupervisorSettings
 from floodwatch.settings.detector import DetectorSettings
 from floodwatch.settings.executor import ExecutorSettings
+from floodwatch.settings.notify import NotifySettings
 from floodwatch.settings.recorder import RecorderSettings
 from floodwatch.settings.reporter import ReporterSettings
 
@@ -38,6 +39,7 @@ SECTIONS: dict[str, type] = {
     "executor": ExecutorSettings,
     "reporter": ReporterSettings,
     "apiserver": ApiserverSettings,
+    "notify": NotifySettings,
 }
 
 
@@ -55,6 +57,7 @@ class Config:
     executor: ExecutorSettings
     reporter: ReporterSettings
     apiserver: ApiserverSettings
+    notify: NotifySettings
 
     def section(self, name: str) -> Any:
         if name not in SECTIONS:

@@ -18,12 +18,14 @@ from floodwatch.server import admin, auth, handlers, partc
 from floodwatch.server.dbthread import DbWorker
 from floodwatch.server.http import SERVER_KEY, ApiError, error
 from floodwatch.server.netaddr import parse_listen
+from floodwatch.server.notify.service import Notifier
 from floodwatch.server.paths import write_private
 from floodwatch.server.sqlite_store import SQLiteStore
 from floodwatch.server.store import Conflict, NotFound
 from floodwatch.server.upload import clean_pcap_dir
 from floodwatch.server.validate import BadField
 from floodwatch.settings.apiserver import ApiserverSettings
+from floodwatch.settings.notify import NotifySettings
 
 AGENT_PREFIX = "/api/v1/agent"
 ADMIN_PREFIX = "/api/v1/admin"
@@ -46,7 +48,8 @@ def static_admin_hashes(settings: ApiserverSettings) -> list[str]:
 
 
 class ApiServer:
-    def __init__(self, settings: ApiserverSettings, db_path: Path, pcap_dir: Path) -> None:
+    def __init__(self, settings: ApiserverSettings, db_path: Path, pcap_dir: Path,
+                 notify: NotifySettings | None = None) -> None:
         self.settings = settings
         self.pcap_dir = pcap_dir
         self.log = logger.bind(actor="apiserver")
@@ -60,13 +63,16 @@ class ApiServer:
         self._static_admin = static_admin_hashes(settings)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.notifier: Notifier | None = None
+        if notify is not None and notify.channel:  # ConfigError naming the key when a secret cannot be read
+            self.notifier = Notifier(notify, self.store, self.db)
 
     # -- state used by handlers ------------------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
     def snapshot(self) -> dict[str, int]:
-        return {**self.counters, **self.db.stats}
+        return {**self.counters, **self.db.stats, **(self.notifier.counters if self.notifier else {})}
 
     async def node_auth(self, node_uuid: str) -> tuple[int, str] | None:
         t = time.monotonic()
@@ -149,7 +155,11 @@ class ApiServer:
         removed = clean_pcap_dir(self.pcap_dir, self.store.pcap_files())
         if removed:
             self.log.warning("removed {} leftover file(s) of interrupted uploads in {}", removed, self.pcap_dir)
+        if self.notifier is not None:
+            self.notifier.install()  # its outbox rows are written with the incidents (one transaction)
         self.db.start()
+        if self.notifier is not None:
+            await self.notifier.start()
         self._runner = web.AppRunner(self.make_app(), access_log=self.log if self.settings.access_log else None,
                                      handle_signals=False)
         await self._runner.setup()
@@ -169,6 +179,8 @@ class ApiServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.notifier is not None:
+            await self.notifier.stop()
         self.db.stop()
         self.store.close()
 

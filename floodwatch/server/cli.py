@@ -11,6 +11,8 @@
     floodwatch server set-threshold NODE PPS --db PATH [--bps BPS]
     floodwatch server fetch-pcap ID --out FILE --db PATH
     floodwatch server admin-token --db PATH [--name NAME] [--json]
+    floodwatch server notify test CHANNEL --config FILE         send a test message, print the answer
+    floodwatch server notify status --config FILE [--json]      each channel's deliveries and last error
 """
 
 from __future__ import annotations
@@ -26,21 +28,21 @@ from typing import Any
 
 from floodwatch.errors import ConfigError, FloodwatchError
 from floodwatch.server import auth
+from floodwatch.server.notify import cli as notify_cli
 from floodwatch.server.paths import resolve_paths
 from floodwatch.server.sqlite_store import SQLiteStore
 from floodwatch.server.store import Conflict
 from floodwatch.settings.apiserver import ApiserverSettings
+from floodwatch.settings.notify import NotifySettings
 
 
 def _settings(args: argparse.Namespace) -> tuple[ApiserverSettings, str]:
     """The [apiserver] settings (from --config when given) with the command line's overrides."""
-    from floodwatch.config import default_config_path, load_config
+    from floodwatch.config import load_config
 
     state_dir = "/var/lib/floodwatch"
     settings = ApiserverSettings()
-    path = getattr(args, "config", None)
-    if path is None and getattr(args, "db_path", None) is None and default_config_path().is_file():
-        path = default_config_path()  # no --db: the database the installed agent's config names
+    path = _config_path(args)
     if path:
         config = load_config(path)
         settings, state_dir = config.apiserver, config.agent.state_dir
@@ -54,6 +56,23 @@ def _settings(args: argparse.Namespace) -> tuple[ApiserverSettings, str]:
     except ValueError as e:
         raise ConfigError(f"server: {e}") from e
     return settings, state_dir
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    from floodwatch.config import default_config_path
+
+    path = getattr(args, "config", None)
+    if path is None and getattr(args, "db_path", None) is None and default_config_path().is_file():
+        path = default_config_path()  # no --db: the database the installed agent's config names
+    return str(path) if path else None
+
+
+def _notify_settings(args: argparse.Namespace) -> NotifySettings:
+    """The [notify] section of the config in effect (none: no channels)."""
+    from floodwatch.config import load_config
+
+    path = _config_path(args)
+    return load_config(path).notify if path else NotifySettings()
 
 
 def _store(args: argparse.Namespace, create: bool = False) -> tuple[SQLiteStore, ApiserverSettings, Path]:
@@ -81,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings, state_dir = _settings(args)
     db, pcaps = resolve_paths(settings, state_dir)
-    return serve(settings, db, pcaps, port_file=args.port_file)
+    return serve(settings, db, pcaps, port_file=args.port_file, notify=_notify_settings(args))
 
 
 def cmd_add_node(args: argparse.Namespace) -> int:
@@ -237,6 +256,7 @@ def build(p: argparse.ArgumentParser) -> None:
     fp.add_argument("--out", required=True)
     _sub(sub, "admin-token", cmd_admin_token, "create an admin API token; prints it once").add_argument(
         "--name", default="admin")
+    notify_cli.register(sub, _sub)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,18 +13,20 @@ from floodwatch.server.app import AGENT_PREFIX, ApiServer
 from floodwatch.server.paths import write_private
 from floodwatch.settings.apiserver import ApiserverSettings
 from floodwatch.settings.core import LogSettings
+from floodwatch.settings.notify import NotifySettings
 
 
 def url_of(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def serve_async(settings: ApiserverSettings, db: Path, pcaps: Path, port_file: str | None = None) -> int:
+async def serve_async(settings: ApiserverSettings, db: Path, pcaps: Path, port_file: str | None = None,
+                      notify: NotifySettings | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = ApiServer(settings, db, pcaps)
+    server = ApiServer(settings, db, pcaps, notify)
     try:
         addresses = await server.start()
     except OSError as e:
@@ -41,6 +43,7 @@ async def serve_async(settings: ApiserverSettings, db: Path, pcaps: Path, port_f
     return 0
 
 
-def serve(settings: ApiserverSettings, db: Path, pcaps: Path, port_file: str | None = None) -> int:
+def serve(settings: ApiserverSettings, db: Path, pcaps: Path, port_file: str | None = None,
+          notify: NotifySettings | None = None) -> int:
     setup_logging(LogSettings(), "apiserver")
-    return asyncio.run(serve_async(settings, db, pcaps, port_file))
+    return asyncio.run(serve_async(settings, db, pcaps, port_file, notify))

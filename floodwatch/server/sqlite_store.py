@@ -6,8 +6,8 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,9 @@ INCIDENT_COLUMNS = ("status", "attack_family", "severity", "attack_subtype", "co
 DETAIL_FIELDS = ("protocol_breakdown", "tcp_flag_breakdown", "geo_breakdown", "top_src_ips", "top_dst_ports",
                  "target_ips", "ioc_matches", "vectors")
 SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+# Called inside the transaction that opens, updates or resolves an incident: (store, incident_id, the
+# incident as it was before, None for a new one). The notifier queues its messages this way (notify/).
+IncidentHook = Callable[["SQLiteStore", int, "dict[str, Any] | None"], None]
 
 
 def _ts(v: float | None) -> str | None:
@@ -78,6 +81,7 @@ class SQLiteStore:
         self.path = Path(path)
         self._in_group = False
         self._savepoint = 0
+        self.incident_hooks: list[IncidentHook] = []
         if synchronous.upper() not in SYNC_MODES:
             raise StorageError(f"synchronous: {synchronous!r} is not one of {SYNC_MODES}")
         try:
@@ -142,6 +146,13 @@ class SQLiteStore:
         finally:
             self._in_group = False
         self._exec("COMMIT")
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A transaction (a savepoint inside group()) for code that keeps its own tables here (notify/)."""
+        return self._tx()
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        return self._exec(sql, args)
 
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         try:
@@ -224,14 +235,22 @@ class SQLiteStore:
                     raise NotFound(f"incident_id: no incident {inc['incident_id']} for this node")
                 if inc.get("incident_key") and row["incident_key"] and inc["incident_key"] != row["incident_key"]:
                     raise Conflict("incident_key: does not match the incident's key")
+                before = self.incident(int(row["id"]), history=False) if self.incident_hooks else None
                 self._update_incident(row, inc, now)
+                self._run_hooks(int(row["id"]), before)
                 return int(row["id"]), False
             if inc.get("incident_key"):
                 row = self._one("SELECT id FROM incidents WHERE node_id = ? AND incident_key = ?",
                                 (node_id, inc["incident_key"]))
                 if row is not None:  # a retried open: same id, nothing changed
                     return int(row["id"]), False
-            return self._insert_incident(node_id, inc, now), True
+            incident_id = self._insert_incident(node_id, inc, now)
+            self._run_hooks(incident_id, None)
+            return incident_id, True
+
+    def _run_hooks(self, incident_id: int, before: dict[str, Any] | None) -> None:
+        for hook in self.incident_hooks:
+            hook(self, incident_id, before)
 
     def _insert_incident(self, node_id: int, inc: dict[str, Any], now: float) -> int:
         values = {k: inc.get(k) for k in INCIDENT_COLUMNS}
