@@ -1,0 +1,174 @@
+"""Notifications end to end: the real server (a subprocess) with channels of every kind pointed at real
+local receivers (aiohttp, aiosmtpd with STARTTLS + AUTH); incidents arrive through the agent API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import eventually
+from tests.server.fwserver_util import ServerProc, incident_body
+from tests.server.notify_peers import Reply
+from tests.server.notify_setup import LINK_BASE, Peers, webhook_events
+
+pytestmark = pytest.mark.slow
+KINDS = ("webhook", "pagerduty", "slack", "discord", "teams", "telegram")
+
+
+@pytest.fixture
+def peers(tmp_path: Path) -> Iterator[Peers]:
+    p = Peers(tmp_path)
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def counts(peers: Peers) -> dict[str, int]:
+    """Distinct messages each receiver accepted (the webhook: channel `hook` only), and mails."""
+    out = {k: len(peers.rx.unique(k)) for k in KINDS if k != "webhook"}
+    out["webhook"] = len(webhook_events(peers, "hook"))
+    out["email"] = len(peers.smtp.unique())
+    return out
+
+
+def wait_counts(peers: Peers, n: int, timeout: float = 20) -> None:
+    eventually(lambda: all(v >= n for v in counts(peers).values()), timeout, message=f"{n} per kind: {counts(peers)}")
+    assert all(v == n for v in counts(peers).values()), counts(peers)
+    assert peers.rx.errors == [], peers.rx.errors
+
+
+def test_open_escalate_resolve_reach_every_kind_once(peers: Peers, tmp_path: Path) -> None:
+    srv = ServerProc(tmp_path, ["--config", str(peers.config())]).start()
+    try:
+        node = srv.add_node("web-1")
+        opened = srv.post("incident", incident_body(), node)
+        assert opened.status == 201
+        iid = opened.json["incident_id"]
+        wait_counts(peers, 1)
+        # an update that changes nothing a person cares about says nothing; an escalation does
+        assert srv.post("incident", {"incident_id": iid, "peak_pps": 150000, "severity": "high"}, node).status == 200
+        assert srv.post("incident", {"incident_id": iid, "severity": "critical"}, node).status == 200
+        wait_counts(peers, 2)
+        assert srv.post("incident", {"incident_id": iid, "status": "resolved",
+                                     "ended_at": "2026-11-28T10:04:12Z"}, node).status == 200
+        wait_counts(peers, 3)
+        assert webhook_events(peers, "hook") == ["incident.opened", "incident.escalated", "incident.resolved"]
+        # filters: critical-only hears from the escalation on (and then of the resolve); the others nothing
+        assert webhook_events(peers, "crit-only") == ["incident.escalated", "incident.resolved"]
+        assert webhook_events(peers, "other-node") == [] and webhook_events(peers, "dns-only") == []
+        check_contents(peers, iid)
+    finally:
+        srv.stop()
+    log = srv.log()
+    for secret in peers.secrets():
+        assert secret not in log
+
+
+def check_contents(peers: Peers, iid: int) -> None:
+    link = f"{LINK_BASE}/incidents/{iid}"
+    pd = [g.body for g in peers.rx.messages("pagerduty")]
+    assert [b["event_action"] for b in pd] == ["trigger", "trigger", "resolve"]
+    assert len({b["dedup_key"] for b in pd}) == 1
+    assert pd[0]["payload"]["severity"] == "error" and pd[1]["payload"]["severity"] == "critical"
+    assert pd[0]["payload"]["source"] == "web-1" and pd[0]["links"][0]["href"] == link
+    hook = [g.body for g in peers.rx.messages("webhook") if g.body["channel"] == "hook"]
+    assert hook[0]["incident"]["incident_id"] == iid and hook[0]["link"] == link
+    assert "severity high -> critical" in hook[1]["reason"]
+    assert "after 4m12s" in hook[2]["title"] and "Duration: 4m12s" in hook[2]["text"]
+    slack = peers.rx.messages("slack")[0].body
+    text = str(slack["blocks"])
+    for part in ("web-1", "udp_flood/dns_amplification", "120.0 kpps", "198.18.0.1", "198.18.0.9 (500)", link):
+        assert part in text, part
+    discord = peers.rx.messages("discord")[0].body
+    assert discord["allowed_mentions"] == {"parse": []} and discord["embeds"][0]["url"] == link
+    teams = peers.rx.messages("teams")[0].body["attachments"][0]["content"]
+    assert teams["actions"][0]["url"] == link
+    tg = peers.rx.messages("telegram")[0].body
+    assert tg["chat_id"] == "-100200300" and "<b>DDoS attack on web-1" in tg["text"]
+    mails = list(peers.smtp.unique().values())
+    assert mails[0]["Subject"].startswith("[floodwatch] DDoS attack on web-1")
+    assert mails[2]["Subject"].startswith("[floodwatch] DDoS attack on web-1 resolved")
+    types = [part.get_content_type() for part in mails[0].walk()]
+    assert "text/plain" in types and "text/html" in types
+
+
+def test_failing_receivers_still_get_exactly_one_of_each(peers: Peers, tmp_path: Path) -> None:
+    retry_429 = Reply(429, '{"retry_after": 2}', {"Retry-After": "2"})
+    for kind in ("webhook", "slack", "discord", "teams", "pagerduty"):
+        peers.rx.fail[kind] = [Reply(500, "boom"), Reply(503, "busy"), retry_429]
+    peers.rx.fail["telegram"] = [Reply(502), Reply(429, '{"ok":false,"error_code":429,"description":"Too Many '
+                                              'Requests: retry after 2","parameters":{"retry_after":2}}')]
+    channels = [c for c in peers.channels() if c["name"] in ("hook", "pd", "chat-slack", "chat-discord",
+                                                               "chat-teams", "tg", "mail")]
+    srv = ServerProc(tmp_path, ["--config", str(peers.config(channels))]).start()
+    try:
+        node = srv.add_node("web-2")
+        iid = srv.post("incident", incident_body(), node).json["incident_id"]
+        assert srv.post("incident", {"incident_id": iid, "status": "resolved",
+                                     "ended_at": "2026-11-28T10:01:00Z"}, node).status == 200
+        wait_counts(peers, 2, timeout=40)
+    finally:
+        srv.stop()
+    assert webhook_events(peers, "hook") == ["incident.opened", "incident.resolved"]
+    for kind in ("webhook", "slack", "discord", "teams", "pagerduty", "telegram"):
+        attempts = [(t, status) for k, t, status in peers.rx.attempts if k == kind]
+        limited = next(t for t, status in attempts if status == 429)
+        after = [t for t, _ in attempts if t > limited]
+        assert after and after[0] - limited >= 1.9, f"{kind}: Retry-After not honoured"
+
+
+def test_server_killed_mid_delivery_resends_with_the_same_key(peers: Peers, tmp_path: Path) -> None:
+    channels = [c for c in peers.channels() if c["name"] in ("hook", "pd")]
+    config = peers.config(channels)
+    peers.rx.hold.add("webhook")  # the receiver takes the open and never answers: the server is killed waiting
+    srv = ServerProc(tmp_path, ["--config", str(config)]).start()
+    node = srv.add_node("web-3")
+    iid = srv.post("incident", incident_body(), node).json["incident_id"]
+    eventually(lambda: peers.rx.messages("webhook"), 20, message="the held webhook delivery")
+    eventually(lambda: peers.rx.messages("pagerduty"), 20, message="the trigger")
+    srv.kill9()
+    peers.rx.hold.clear()
+    srv = ServerProc(tmp_path, ["--config", str(config)]).start()
+    try:
+        deliveries = eventually(lambda: len(peers.rx.messages("webhook")) >= 2 and peers.rx.messages("webhook"), 20,
+                                message="the open sent again after the restart")
+        assert deliveries[0].key == deliveries[1].key, "a redelivery must carry the same delivery id"
+        assert srv.post("incident", {"incident_id": iid, "status": "resolved",
+                                     "ended_at": "2026-11-28T10:02:00Z"}, node).status == 200
+        eventually(lambda: len(webhook_events(peers, "hook")) == 2, 20, message="the resolve")
+        eventually(lambda: len(peers.rx.unique("pagerduty")) == 2, 20, message="the PagerDuty resolve")
+    finally:
+        srv.stop()
+    assert webhook_events(peers, "hook") == ["incident.opened", "incident.resolved"]
+    assert [g.body["event_action"] for g in peers.rx.unique("pagerduty").values()] == ["trigger", "resolve"]
+    assert peers.rx.errors == []
+
+
+def test_a_storm_is_rate_limited_into_a_digest(peers: Peers, tmp_path: Path) -> None:
+    channel = {**peers.channels()[0], "name": "storm", "rate_per_minute": 3}
+    srv = ServerProc(tmp_path, ["--config", str(peers.config([channel]))]).start()
+    try:
+        nodes = [srv.add_node(f"edge-{i:02d}") for i in range(12)]
+        ids = {srv.post("incident", incident_body(), n).json["incident_id"] for n in nodes}
+
+        def reported() -> list[int]:
+            out = []
+            for g in peers.rx.unique("webhook").values():
+                items = g.body.get("incidents") or [{"incident": g.body["incident"]}]
+                out += [i["incident"]["incident_id"] for i in items]
+            return out
+
+        eventually(lambda: len(reported()) >= 12, 100, interval=0.2, message="every incident reported")
+    finally:
+        srv.stop()
+    assert sorted(reported()) == sorted(ids), "each incident exactly once, alone or in a digest"
+    got = list(peers.rx.unique("webhook").values())
+    times = sorted(g.at for g in got)
+    assert all(later - first >= 59 for first, later in zip(times, times[3:])), "more than 3 messages in a minute"
+    digest = [g.body for g in got if g.body["type"] == "incidents.digest"]
+    assert len(digest) == 1, "the storm is told in one digest"
+    n = len(digest[0]["incidents"])
+    assert n >= 2 and digest[0]["title"] == f"{n} nodes under attack"
