@@ -39,7 +39,8 @@ def channel_error(table: dict[str, Any]) -> str:
     ({"name": "x", "kind": "telegram", "secret_env": "T"}, "notify.channel[1].chat_id: required"),
     ({"name": "x", "kind": "email", "host": "h", "from": "a@b"}, "notify.channel[1].to: required"),
     ({"name": "x", "kind": "email", "host": "h", "to": ["a@b"]}, "notify.channel[1].from: required"),
-    ({"name": "x", "kind": "email", "host": "h", "from": 3, "to": ["a@b"]}, "notify.channel[1].from: expected a string"),
+    ({"name": "x", "kind": "email", "host": "h", "from": 3, "to": ["a@b"]},
+     "notify.channel[1].from: expected a string"),
     ({"name": "x", "kind": "email", "host": "h", "port": "25", "from": "a@b", "to": ["c@d"]},
      "notify.channel[1].port: expected an integer"),
     ({"name": "x", "kind": "slack", "url": "https://h", "colour": "red"}, "notify.channel[1].colour: unknown key"),
@@ -127,7 +128,8 @@ def test_rendering_escapes_what_agents_sent() -> None:
     assert tg.url == "https://api.telegram.org/botTOKEN/sendMessage"  # type: ignore[union-attr]
     assert "<script>" not in tg.body["text"] and "&lt;script&gt;" in tg.body["text"]  # type: ignore[union-attr]
     discord = render(Channel("d", "discord", url="https://d/x"), msg(incident=evil), "").body  # type: ignore[union-attr]
-    assert discord["allowed_mentions"] == {"parse": []} and "\\*\\*" in json.dumps(discord)
+    attack = next(f["value"] for f in discord["embeds"][0]["fields"] if f["name"] == "Attack")
+    assert discord["allowed_mentions"] == {"parse": []} and "\\*\\*@everyone\\*\\*" in attack
     mail = render(Channel("m", "email", from_addr="a@b", to=["c@d"]), msg(incident=evil), "https://fw")
     assert "<script>" not in mail.html and "https://fw/incidents/7" in mail.text  # type: ignore[union-attr]
 
