@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 DEV=0
 [ "${1:-}" = "--dev" ] && DEV=1
 
-APT_PKGS=(tshark tcpdump iproute2 nftables iptables ipset netsniff-ng python3-venv python3-pip)
+APT_PKGS=(tshark tcpdump iproute2 nftables iptables ipset netsniff-ng python3-venv python3-pip openssl)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import eventually
-from tests.server.fwserver_util import ServerProc, incident_body
+from tests.server.fwserver_util import ServerProc, cli_json, incident_body
 from tests.server.notify_peers import Reply
 from tests.server.notify_setup import LINK_BASE, Peers, webhook_events
 
@@ -41,7 +41,9 @@ def wait_counts(peers: Peers, n: int, timeout: float = 20) -> None:
 
 
 def test_open_escalate_resolve_reach_every_kind_once(peers: Peers, tmp_path: Path) -> None:
-    srv = ServerProc(tmp_path, ["--config", str(peers.config())]).start()
+    config = peers.config()
+    (tmp_path / "last.toml").write_text(config.read_text())
+    srv = ServerProc(tmp_path, ["--config", str(config)]).start()
     try:
         node = srv.add_node("web-1")
         opened = srv.post("incident", incident_body(), node)
@@ -65,6 +67,9 @@ def test_open_escalate_resolve_reach_every_kind_once(peers: Peers, tmp_path: Pat
     log = srv.log()
     for secret in peers.secrets():
         assert secret not in log
+    status = {r["channel"]: r for r in cli_json("notify", "status", "--config", str(srv.tmp / "last.toml"),
+                                                  "--db", str(srv.db))}
+    assert status["hook"]["sent"] == 3 and status["hook"]["pending"] == 0 and status["crit-only"]["sent"] == 2
 
 
 def check_contents(peers: Peers, iid: int) -> None:

@@ -120,7 +120,8 @@ def _discord_escape(text: str) -> str:
 def discord(ch: Channel, msg: Message, s: Summary) -> HttpMessage:
     color = RESOLVED_COLOR if msg.event == RESOLVE else COLORS.get(s.severity, COLORS["info"])
     embed: dict[str, Any] = {
-        "title": s.title[:256], "color": color, "timestamp": datetime.fromtimestamp(msg.created_at, UTC).isoformat(),
+        "title": _discord_escape(s.title)[:256], "color": color,
+        "timestamp": datetime.fromtimestamp(msg.created_at, UTC).isoformat(),
         "fields": [{"name": k[:256], "value": _discord_escape(v)[:1024] or "-", "inline": k not in ("Top sources",
                                                                                                "Targets")}
                    for k, v in s.facts[:25]],
