@@ -21,7 +21,7 @@ from floodwatch.errors import StorageError
 from floodwatch.server.dbthread import DbWorker
 from floodwatch.server.notify import outbox
 from floodwatch.server.notify.channels import Channel, load_secrets, parse_channels
-from floodwatch.server.notify.deliver import Outcome, deliver
+from floodwatch.server.notify.deliver import Outcome, deliver, tls_context
 from floodwatch.server.notify.render import render
 from floodwatch.server.notify.rules import backoff
 from floodwatch.server.notify.summary import Message
@@ -71,6 +71,7 @@ class Notifier:
         self._loop = asyncio.get_running_loop()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout))
         for ch in self.channels:
+            tls_context(ch)  # made now, not in the first message's latency
             self._wake[ch.name] = asyncio.Event()
             self._tasks.append(asyncio.ensure_future(self._run(ch)))
         self._tasks.append(asyncio.ensure_future(self._prune()))
