@@ -3,13 +3,14 @@ local receivers (aiohttp, aiosmtpd with STARTTLS + AUTH); incidents arrive throu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import eventually
-from tests.server.fwserver_util import ServerProc, cli_json, incident_body
+from tests.helpers import BusHarness, base_config, eventually, free_port, start_actor, stop_process, write_config
+from tests.server.fwserver_util import Node, ServerProc, cli_json, incident_body
 from tests.server.notify_peers import Reply
 from tests.server.notify_setup import LINK_BASE, Peers, webhook_events
 
@@ -177,3 +178,21 @@ def test_a_storm_is_rate_limited_into_a_digest(peers: Peers, tmp_path: Path) -> 
     assert len(digest) == 1, "the storm is told in one digest"
     n = len(digest[0]["incidents"])
     assert n >= 2 and digest[0]["title"] == f"{n} nodes under attack"
+
+
+def test_the_embedded_server_actor_notifies_too(peers: Peers, harness: BusHarness, tmp_path: Path) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path / "actor.toml", base_config(
+        tmp_path, harness.endpoints, apiserver={"listen": f"127.0.0.1:{port}"},
+        notify={"backoff_initial": 0.2, "channel": [peers.channels()[0]]}))
+    proc = start_actor("apiserver", cfg, tmp_path / "actor.log")
+    try:
+        harness.wait_ready("apiserver")
+        creds = json.loads((tmp_path / "state" / "server-local-node.json").read_text())
+        srv = ServerProc(tmp_path, port=port)
+        assert srv.post("incident", incident_body(), Node(creds["node_uuid"], creds["api_key"])).status == 201
+        eventually(lambda: webhook_events(peers, "hook") == ["incident.opened"], 20, message="the open")
+        eventually(lambda: harness.counters("apiserver").get("notify_sent", 0) == 1, 20,
+                   message="notify counters in the actor's heartbeat")
+    finally:
+        assert stop_process(proc) == 0, (tmp_path / "actor.log").read_text()
