@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from floodwatch import tomlw
 from tests.helpers import PYTHON, REPO
 from tests.server.fwserver_util import cli
 from tests.server.notify_setup import Peers
-
-
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[Peers]:
-    p = Peers(tmp_path)
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 def test_notify_test_prints_the_receivers_answer(peers: Peers) -> None:

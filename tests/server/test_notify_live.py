@@ -4,7 +4,6 @@ local receivers (aiohttp, aiosmtpd with STARTTLS + AUTH); incidents arrive throu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,6 @@ from tests.server.notify_setup import LINK_BASE, Peers, webhook_events
 pytestmark = pytest.mark.slow
 KINDS = ("webhook", "pagerduty", "slack", "discord", "teams", "telegram")
 
-
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[Peers]:
-    p = Peers(tmp_path)
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 def counts(peers: Peers) -> dict[str, int]:
