@@ -179,6 +179,8 @@ async def _change(request: web.Request, kind: str) -> web.Response:
     # an unknown uuid opens the incident (the agent goes on with a local uuid when its open failed)
     mapped = normalise(body, kind, await _threshold(request, node_id), found[1] if found else None, t,
                        opening=found is None)
+    if found:  # a known incident: validated as an update (a resolve carries no family or severity)
+        mapped["incident_id"] = found[0]
     inc = validate.incident(mapped, any_family=True)
     inc.update(incident_key=key, raw=body, incident_id=found[0] if found else None)
     incident_id, created = await srv.db.call(srv.store.upsert_incident, node_id, inc, t)

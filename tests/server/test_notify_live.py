@@ -187,3 +187,23 @@ def test_the_embedded_server_actor_notifies_too(peers: Peers, harness: BusHarnes
                    message="notify counters in the actor's heartbeat")
     finally:
         assert stop_process(proc) == 0, (tmp_path / "actor.log").read_text()
+
+
+def test_incidents_of_official_agents_part_c_notify_the_same_way(peers: Peers, tmp_path: Path) -> None:
+    srv = ServerProc(tmp_path, ["--config", str(peers.config([peers.channels()[0]]))]).start()
+    try:
+        node = srv.add_node("ft-1")
+        opened = srv.post("incidents", {"attack_family": "udp_flood", "attack_subtype": None, "peak_pps": 90000.0,
+                                        "peak_bps": 7.2e8, "started_at": "2026-11-28T10:00:00+00:00",
+                                        "top_src_ips": [{"ip": "198.18.0.7", "count": 10}], "source_ip_count": 1},
+                          node)
+        assert opened.status == 201, opened.raw
+        uuid = opened.json["uuid"]
+        assert srv.post(f"incidents/{uuid}", {"peak_pps": 95000.0, "attack_family": "udp_flood"}, node).status == 200
+        resolve = srv.post(f"incidents/{uuid}/resolve", {"duration_seconds": 42, "confidence": 80}, node)
+        assert resolve.status == 200, resolve.raw
+        eventually(lambda: len(webhook_events(peers, "hook")) >= 2, 20, message="open and resolve")
+    finally:
+        srv.stop()
+    assert webhook_events(peers, "hook") == ["incident.opened", "incident.resolved"]
+    assert peers.rx.errors == []
