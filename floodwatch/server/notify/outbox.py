@@ -21,7 +21,6 @@ from floodwatch.server.notify.rules import (
     DIGEST,
     ESCALATE,
     OPEN,
-    TEST,
     WINDOW,
     Pending,
     Step,
@@ -77,11 +76,6 @@ def queue_incident_change(store: SQLiteStore, channels: Sequence[Channel], incid
     return queued
 
 
-def queue_test(store: SQLiteStore, channel: str, now: float) -> int:
-    with store.transaction():
-        return _insert(store, channel, None, TEST, "test", {}, now)
-
-
 def _message(row: sqlite3.Row) -> Message:
     body = json.loads(row["body"])
     return Message(str(row["delivery_id"]), str(row["event"]), str(row["reason"]), body.get("incident"),
@@ -93,8 +87,7 @@ def next_step(store: SQLiteStore, channel: Channel, now: float, can_digest: bool
     rows = store.execute("SELECT id, event, next_at FROM notify_outbox WHERE channel = ? AND status = 'pending' "
                          "ORDER BY id LIMIT ?", (channel.name, MAX_FOLD)).fetchall()
     sent = [float(r[0]) for r in store.execute(
-        "SELECT sent_at FROM notify_outbox WHERE channel = ? AND sent_at > ? AND event != ?",
-        (channel.name, now - WINDOW, TEST)).fetchall()]
+        "SELECT sent_at FROM notify_outbox WHERE channel = ? AND sent_at > ?", (channel.name, now - WINDOW)).fetchall()]
     step = plan([Pending(int(r["id"]), str(r["event"]), float(r["next_at"])) for r in rows], sent,
                 channel.rate_per_minute, now, can_digest)
     if step.action == "digest":

@@ -94,9 +94,8 @@ def plan(pending: Sequence[Pending], sent_at: Sequence[float], rate: int, now: f
     budget = rate - len(recent)
     if budget <= 0:
         return Step("wait", until=recent[0] + WINDOW)
-    foldable = [p for p in pending if p.event != TEST]
-    if can_digest and len(pending) > budget and len(foldable) > 1:
-        return Step("digest", tuple(p.id for p in foldable))
+    if can_digest and len(pending) > budget and len(pending) > 1:
+        return Step("digest", tuple(p.id for p in pending))
     return Step("send", (head.id,))
 
 
