@@ -6,7 +6,7 @@ module (a top-level `supervisor` would clash with supervisord's package on the h
 
 import sys
 
-from floodwatch.runtime.supervisor import main
+from floodwatch.runtime.supervisor.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,7 +38,7 @@ from floodwatch.messages import (
     TrafficSummary,
     TrafficWindow,
 )
-from floodwatch.runtime.supervisor import Outcome, Supervisor
+from floodwatch.runtime.supervisor.core import Outcome, Supervisor
 from floodwatch.settings.core import LogSettings
 
 EVENT_NAMES = {IncidentOpened: "opened", IncidentUpdated: "updated", IncidentResolved: "resolved"}

@@ -36,7 +36,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from floodwatch.runtime.supervisor import main
+    from floodwatch.runtime.supervisor.main import main
 
     return main(["--config", str(args.config or default_config_path())])
 
@@ -52,7 +52,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"invalid: {e}", file=sys.stderr)
         return 1
-    from floodwatch.runtime.supervisor import actor_names
+    from floodwatch.runtime.supervisor.child import actor_names
 
     print(f"ok: {args.file} (actors: {', '.join(actor_names(config))})")
     return 0

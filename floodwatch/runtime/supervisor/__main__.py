@@ -2,6 +2,6 @@
 
 import sys
 
-from floodwatch.runtime.supervisor import main
+from floodwatch.runtime.supervisor.main import main
 
 sys.exit(main())
