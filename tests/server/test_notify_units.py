@@ -203,4 +203,5 @@ def test_outbox_rows_are_written_with_the_incident(tmp_path: Path) -> None:
     outbox.mark_sent(store, first.delivery_id, 1031.0, "HTTP 200")
     status = {r["channel"]: r for r in outbox.channel_status(store)}
     assert status["all"]["sent"] == 1 and status["all"]["folded"] == 3 and status["crit"]["pending"] == 2
+    assert status["all"]["last_sent_at"].startswith("1970-01-01T00:17:11") and status["all"]["last_error"] is None
     store.close()

@@ -30,6 +30,7 @@ from floodwatch.server.notify.rules import (
 )
 from floodwatch.server.notify.summary import Message
 from floodwatch.server.sqlite_store import SQLiteStore
+from floodwatch.server.validate import iso_from_epoch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notify_outbox (
@@ -155,5 +156,6 @@ def channel_status(store: SQLiteStore) -> list[dict[str, Any]]:
                             "ORDER BY id DESC LIMIT 1", (name,)).fetchone()
         out.append({"channel": name, "pending": counts.get("pending", 0), "sent": counts.get("sent", 0),
                     "folded": counts.get("folded", 0), "failed": counts.get("failed", 0),
-                    "last_sent_at": last, "last_error": err[0] if err else None})
+                    "last_sent_at": iso_from_epoch(last) if last is not None else None,
+                    "last_error": err[0] if err else None})
     return out
