@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "run as root (sudo $0): capture and mitigation need it" >&2; exit 1; fi
 scripts/setup.sh
-exec .venv/bin/floodwatch run --config "${FLOODWATCH_CONFIG:-configs/default.toml}"
+CONFIG="${FLOODWATCH_CONFIG:-configs/default.toml}"
+.venv/bin/python -m floodwatch.server.web.info "$CONFIG" || true
+exec .venv/bin/floodwatch run --config "$CONFIG"

@@ -7,6 +7,8 @@ DEV=0
 [ "${1:-}" = "--dev" ] && DEV=1
 
 APT_PKGS=(tshark tcpdump iproute2 nftables iptables ipset netsniff-ng python3-venv python3-pip openssl)
+# The dashboard's browser tests drive Debian's headless Chromium (large: only with --dev).
+if [ "$DEV" = 1 ]; then APT_PKGS+=(chromium chromium-driver); fi
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

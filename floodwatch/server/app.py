@@ -15,6 +15,7 @@ from loguru import logger
 
 from floodwatch.errors import StorageError
 from floodwatch.server import admin, auth, handlers, partc
+from floodwatch.server import web as web_dashboard
 from floodwatch.server.dbthread import DbWorker
 from floodwatch.server.http import SERVER_KEY, ApiError, error
 from floodwatch.server.netaddr import parse_listen
@@ -108,6 +109,8 @@ class ApiServer:
         partc.add_routes(app, AGENT_PREFIX)  # the official agent's dialect, beside part A
         admin.add_routes(app, ADMIN_PREFIX)
         app.router.add_get("/api/v1/health", self._health)
+        web_dashboard.setup(app, self)  # the pages, /events and /static/ (floodwatch/server/web/)
+        # (GET /metrics, the Prometheus scrape endpoint, is left free for its own module)
         return app
 
     async def _health(self, request: web.Request) -> web.Response:

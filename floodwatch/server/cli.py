@@ -13,6 +13,7 @@
     floodwatch server admin-token --db PATH [--name NAME] [--json]
     floodwatch server notify test CHANNEL --config FILE         send a test message, print the answer
     floodwatch server notify status --config FILE [--json]      each channel's deliveries and last error
+    floodwatch server add-user NAME --role viewer|operator|admin --db PATH [--json]
 """
 
 from __future__ import annotations
@@ -203,6 +204,20 @@ def cmd_admin_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add_user(args: argparse.Namespace) -> int:
+    from floodwatch.server.web import users
+
+    store, _, _ = _store(args, create=True)
+    try:
+        made = users.add_user(store, args.name, args.role, time.time())
+    except (ValueError, Conflict) as e:
+        raise FloodwatchError(str(e)) from e
+    _print(args, {"name": made["name"], "password": made["password"]},
+           [f"dashboard user {made['name']} ({made['role']})", f"password: {made['password']}",
+            "The password is shown only now; the server keeps only a slow salted hash."])
+    return 0
+
+
 def _db_args(p: argparse.ArgumentParser, top: bool = False) -> None:
     d: Any = None if top else argparse.SUPPRESS  # a subcommand must not reset the top-level value
     p.add_argument("--db", dest="db_path", default=d, help="SQLite database (default: <state_dir>/server.db)")
@@ -254,6 +269,9 @@ def build(p: argparse.ArgumentParser) -> None:
     fp = _sub(sub, "fetch-pcap", cmd_fetch_pcap, "copy an incident's capture to a file", json_flag=False)
     fp.add_argument("id", type=int)
     fp.add_argument("--out", required=True)
+    au = _sub(sub, "add-user", cmd_add_user, "create a dashboard user; prints its generated password once")
+    au.add_argument("name")
+    au.add_argument("--role", choices=("viewer", "operator", "admin"), required=True)
     _sub(sub, "admin-token", cmd_admin_token, "create an admin API token; prints it once").add_argument(
         "--name", default="admin")
     notify_cli.register(sub, _sub)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from floodwatch.errors import StorageError
+from floodwatch.server import rollup
 from floodwatch.server.store import Conflict, NotFound
 from floodwatch.server.validate import iso_from_epoch
 
@@ -82,6 +83,10 @@ class SQLiteStore:
         self._in_group = False
         self._savepoint = 0
         self.incident_hooks: list[IncidentHook] = []
+        # Called in the database thread after each commit with what it recorded: [(kind, data), ...]
+        # ("metrics": the newest sample of a batch; "incident": an open, update or resolve).
+        self.listeners: list[Callable[[list[tuple[str, dict[str, Any]]]], None]] = []
+        self._events: list[tuple[str, dict[str, Any]]] = []
         if synchronous.upper() not in SYNC_MODES:
             raise StorageError(f"synchronous: {synchronous!r} is not one of {SYNC_MODES}")
         try:
@@ -105,6 +110,7 @@ class SQLiteStore:
             if stmt.strip():
                 self.conn.execute(stmt)
         self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        rollup.init_schema(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -116,9 +122,11 @@ class SQLiteStore:
             self._savepoint += 1
             name = f"sp{self._savepoint}"
             self._exec(f"SAVEPOINT {name}")
+            mark = len(self._events)
             try:
                 yield
             except BaseException:
+                del self._events[mark:]
                 self._exec(f"ROLLBACK TO {name}")
                 self._exec(f"RELEASE {name}")
                 raise
@@ -128,10 +136,17 @@ class SQLiteStore:
         try:
             yield
         except BaseException:
+            self._events.clear()
             if self.conn.in_transaction:
                 self.conn.rollback()
             raise
         self._exec("COMMIT")
+        self._publish()
+
+    def _publish(self) -> None:
+        events, self._events = self._events, []
+        for listener in self.listeners if events else ():
+            listener(events)
 
     @contextmanager
     def group(self) -> Iterator[None]:
@@ -140,12 +155,14 @@ class SQLiteStore:
         try:
             yield
         except BaseException:
+            self._events.clear()
             if self.conn.in_transaction:
                 self.conn.rollback()
             raise
         finally:
             self._in_group = False
         self._exec("COMMIT")
+        self._publish()
 
     def transaction(self) -> AbstractContextManager[None]:
         """A transaction (a savepoint inside group()) for code that keeps its own tables here (notify/)."""
@@ -210,8 +227,11 @@ class SQLiteStore:
             try:
                 self.conn.executemany("INSERT INTO metrics (node_id, recorded_at, received_at, pps, bps, "
                                       "tcp_pct, udp_pct, icmp_pct, conn_count) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                newest = rollup.record(self.conn, node_id, samples)
             except sqlite3.Error as e:
                 raise StorageError(f"{self.path}: {e}") from e
+            if newest is not None:
+                self._events.append(("metrics", {"node_id": node_id, **newest}))
         return len(rows)
 
     def metrics(self, node_id: int, since: float, limit: int) -> list[dict[str, Any]]:
@@ -238,6 +258,7 @@ class SQLiteStore:
                 before = self.incident(int(row["id"]), history=False) if self.incident_hooks else None
                 self._update_incident(row, inc, now)
                 self._run_hooks(int(row["id"]), before)
+                self._events.append(("incident", {"incident_id": int(row["id"]), "created": False}))
                 return int(row["id"]), False
             if inc.get("incident_key"):
                 row = self._one("SELECT id FROM incidents WHERE node_id = ? AND incident_key = ?",
@@ -246,6 +267,7 @@ class SQLiteStore:
                     return int(row["id"]), False
             incident_id = self._insert_incident(node_id, inc, now)
             self._run_hooks(incident_id, None)
+            self._events.append(("incident", {"incident_id": incident_id, "created": True}))
             return incident_id, True
 
     def _run_hooks(self, incident_id: int, before: dict[str, Any] | None) -> None:

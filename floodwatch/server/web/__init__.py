@@ -1,0 +1,152 @@
+"""The web dashboard, served by the API server's own aiohttp application (same process, same port).
+
+Pages: /login, / (fleet), /nodes/{node}, /incidents, /incidents/{id}, /commands, /users; live updates at
+/events (server-sent events); chart data under /dash/api/. Templates and static files live in this
+package; nothing is loaded from the internet. `setup(app, server)` adds it all (see docs/dashboard.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from aiohttp import web
+from loguru import logger
+
+from floodwatch.server import rollup
+from floodwatch.server.web import charts, users
+from floodwatch.server.web.live import Hub
+from floodwatch.server.web.sessions import COOKIE, Session, Sessions, csrf_ok
+
+if TYPE_CHECKING:
+    from floodwatch.server.app import ApiServer
+
+HERE = Path(__file__).parent
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+
+
+@dataclass
+class Dash:
+    server: ApiServer
+    env: jinja2.Environment
+    sessions: Sessions = field(default_factory=Sessions)
+    hub: Hub | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def admin_file(self) -> Path:
+        return self.server.store.path.parent / users.ADMIN_FILE
+
+
+DASH_KEY: web.AppKey[Dash] = web.AppKey("dash")
+
+
+def make_env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["human"] = charts.human
+    env.filters["when"] = when
+    env.globals.update(sparkline=charts.sparkline, bars=charts.bars)
+    return env
+
+
+def when(value: Any) -> str:
+    """Epoch seconds or ISO text -> 'YYYY-MM-DD HH:MM:SS' UTC ('-' for nothing)."""
+    if value is None:
+        return "-"
+    if isinstance(value, int | float):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value))
+    return str(value).replace("T", " ").replace("Z", "")[:19]
+
+
+def dash_of(request: web.Request) -> Dash:
+    return request.app[DASH_KEY]
+
+
+def session_of(request: web.Request) -> Session | None:
+    return dash_of(request).sessions.get(request.cookies.get(COOKIE))
+
+
+def require(request: web.Request, role: str = "viewer", page: bool = True) -> Session:
+    """The signed-in session with at least `role`; else a redirect to /login (pages), 401 or 403."""
+    session = session_of(request)
+    if session is None:
+        if page and request.method == "GET":
+            raise web.HTTPFound("/login?next=" + _quote(request.path_qs))
+        raise web.HTTPUnauthorized(reason="sign in first")
+    if users.RANK.get(session.role, -1) < users.RANK[role]:
+        raise web.HTTPForbidden(reason=f"needs the {role} role")
+    return session
+
+
+def check_csrf(request: web.Request, session: Session, form: Any = None) -> None:
+    presented = request.headers.get("X-CSRF-Token") or (form.get("csrf") if form is not None else None)
+    if not csrf_ok(session, presented if isinstance(presented, str) else None):
+        raise web.HTTPForbidden(reason="missing or wrong CSRF token")
+
+
+def _quote(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path if path.startswith("/") and not path.startswith("//") else "/", safe="")
+
+
+def render(request: web.Request, name: str, status: int = 200, **ctx: Any) -> web.Response:
+    dash = dash_of(request)
+    session = session_of(request)
+    html = dash.env.get_template(name).render(session=session, path=request.path, **ctx)
+    return web.Response(text=html, status=status, content_type="text/html", headers=secure_headers())
+
+
+def secure_headers() -> dict[str, str]:
+    return {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+            "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+
+
+def setup(app: web.Application, server: ApiServer) -> None:
+    from floodwatch.server.web import actions, pages
+
+    dash = Dash(server, make_env())
+    app[DASH_KEY] = dash
+    pages.add_routes(app)
+    actions.add_routes(app)
+    app.router.add_static("/static/", HERE / "static", name="static")
+    app.on_startup.append(_start)
+    app.on_shutdown.append(_stop)
+
+
+async def _start(app: web.Application) -> None:
+    dash = app[DASH_KEY]
+    srv = dash.server
+    dash.hub = Hub(srv.store, asyncio.get_running_loop())
+    srv.store.listeners.append(dash.hub.from_store)
+    if await srv.db.call(users.ensure_admin, srv.store, dash.admin_file, time.time()):
+        logger.bind(actor="apiserver").info("dashboard: created user admin; its password is in {}", dash.admin_file)
+    dash.tasks += [asyncio.ensure_future(dash.hub.run()), asyncio.ensure_future(_prune(dash))]
+
+
+async def _stop(app: web.Application) -> None:
+    dash = app[DASH_KEY]
+    if dash.hub is not None:
+        dash.hub.close()
+    for task in dash.tasks:
+        task.cancel()
+    await asyncio.gather(*dash.tasks, return_exceptions=True)
+    if dash.hub is not None:
+        with contextlib.suppress(ValueError):
+            dash.server.store.listeners.remove(dash.hub.from_store)
+
+
+async def _prune(dash: Dash) -> None:
+    while True:
+        await asyncio.sleep(300)
+        try:
+            await dash.server.db.call(rollup.prune, dash.server.store.conn, time.time())
+        except Exception as e:  # noqa: BLE001 - the next round retries
+            logger.bind(actor="apiserver").error("pruning metric rollups failed: {}", e)

@@ -1,0 +1,93 @@
+"""The dashboard's reads: each one a few indexed queries (they run in the database thread)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from floodwatch.server import rollup
+from floodwatch.server.sqlite_store import _INCIDENT_SELECT, SQLiteStore, _incident
+
+PAGE_SIZE = 50
+SPARK_SECONDS = 900
+
+
+def fleet(store: SQLiteStore, now: float, offline_after: float) -> list[dict[str, Any]]:
+    """Every node with its newest sample, 15-minute sparkline and active incidents; attacked first."""
+    nodes = store.list_nodes(now, offline_after)
+    latest = {r[0]: (r[1], r[2], r[3]) for r in store.conn.execute("SELECT * FROM node_latest")}
+    active = dict(store.conn.execute("SELECT node_id, count(*) FROM incidents WHERE status = 'active' "
+                                     "GROUP BY node_id").fetchall())
+    sparks = rollup.sparklines(store.conn, now - SPARK_SECONDS)
+    for n in nodes:
+        nid = n["node_id"]
+        t, pps, bps = latest.get(nid, (None, None, None))
+        n.update(pps=pps, bps=bps, sample_at=t, active_incidents=active.get(nid, 0),
+                 spark=[p for _, p in sparks.get(nid, [])])
+    nodes.sort(key=lambda n: (-n["active_incidents"], n["status"] != "online", n["name"]))
+    return nodes
+
+
+def node_page(store: SQLiteStore, ref: str, now: float, offline_after: float) -> dict[str, Any] | None:
+    node = store.find_node(ref, now, offline_after)
+    if node is None:
+        return None
+    node["config"] = store.node_config(node["node_id"])
+    row = store.conn.execute("SELECT recorded_at, pps, bps FROM node_latest WHERE node_id = ?",
+                             (node["node_id"],)).fetchone()
+    node.update(pps=row[1] if row else None, bps=row[2] if row else None)
+    node["recent_incidents"] = incidents(store, {"node_id": node["node_id"]}, limit=10)
+    return node
+
+
+def node_series(store: SQLiteStore, node_id: int, span: float, now: float) -> dict[str, Any]:
+    """The chart's data: points at the range's resolution plus the incidents to shade."""
+    out = rollup.series(store.conn, node_id, now - span, now)
+    rows = store.conn.execute(
+        "SELECT id, started_at, coalesce(ended_at, ?), attack_family, severity FROM incidents WHERE node_id = ? "
+        "AND started_at <= ? AND coalesce(ended_at, ?) >= ? ORDER BY started_at DESC LIMIT 500",
+        (now, node_id, now, now, now - span)).fetchall()
+    out["incidents"] = [{"id": r[0], "start": r[1], "end": r[2], "family": r[3], "severity": r[4]} for r in rows]
+    return out
+
+
+def incidents(store: SQLiteStore, f: dict[str, Any], limit: int = PAGE_SIZE) -> list[dict[str, Any]]:
+    """Newest first, filtered by node_id, status, family, since/until (epoch), older than `before` (id)."""
+    where, args = [], []
+    for key, sql in (("node_id", "i.node_id = ?"), ("status", "i.status = ?"), ("family", "i.attack_family = ?"),
+                     ("since", "i.started_at >= ?"), ("until", "i.started_at <= ?"), ("before", "i.id < ?")):
+        if f.get(key) is not None:
+            where.append(sql)
+            args.append(f[key])
+    sql = _INCIDENT_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY i.id DESC LIMIT ?"
+    return [_incident(r) for r in store.conn.execute(sql, (*args, limit)).fetchall()]
+
+
+def commands(store: SQLiteStore, node_id: int | None, since: float = 0.0, limit: int = 200) -> list[dict[str, Any]]:
+    rows = store.conn.execute(
+        "SELECT c.*, n.name AS node_name FROM commands c JOIN nodes n ON n.id = c.node_id "
+        "WHERE (? IS NULL OR c.node_id = ?) AND c.created_at >= ? ORDER BY c.id DESC LIMIT ?",
+        (node_id, node_id, since, limit)).fetchall()
+    return [{"id": r["id"], "node_name": r["node_name"], "command": json.loads(r["command"]),
+             "created_at": r["created_at"], "delivered_at": r["delivered_at"], "acked_at": r["acked_at"],
+             "status": r["ack_status"] or ("delivered" if r["delivered_at"] else "queued"),
+             "error": r["ack_error"], "output": r["ack_output"]} for r in rows]
+
+
+def incident_page(store: SQLiteStore, incident_id: int) -> dict[str, Any] | None:
+    inc = store.incident(incident_id, history=True)
+    if inc is None:
+        return None
+    row = store.conn.execute("SELECT node_id, created_at FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    inc["node_id"] = row[0]
+    inc["commands"] = commands(store, row[0], since=row[1], limit=100)
+    return inc
+
+
+def node_names(store: SQLiteStore) -> list[str]:
+    return [str(r[0]) for r in store.conn.execute("SELECT name FROM nodes ORDER BY name LIMIT 5000")]
+
+
+def now() -> float:
+    return time.time()

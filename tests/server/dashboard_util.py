@@ -1,0 +1,88 @@
+"""Helpers for the dashboard's tests: headless Chromium from Debian driven by Selenium, sign-in, screenshots."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import struct
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import REPO
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SHOTS = REPO / "benchmarks" / "results" / "screenshots"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,900")
+
+
+def need_browser() -> None:
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("chromium and chromium-driver are not installed (scripts/setup.sh --dev installs them)")
+
+
+@contextlib.contextmanager
+def browser(downloads: Path) -> Iterator[Any]:
+    """A fresh headless Chromium (its own profile directory), never downloading anything itself."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not fetch drivers or browsers
+    profile = tempfile.mkdtemp(prefix="fw-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+        opts.add_argument(flag)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
+    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    try:
+        driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        driver.set_page_load_timeout(30)
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def sign_in(driver: Any, base: str, user: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.delete_all_cookies()
+    driver.get(f"{base}/login")
+    driver.find_element(By.NAME, "username").send_keys(user)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.ID, "login-submit").click()
+
+
+def shoot(driver: Any, name: str) -> None:
+    """Screenshots of the current page at 1280 and 390 px wide (full page height)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for width in (1280, 390):
+        height = 900 if width == 1280 else 844
+        driver.set_window_size(width, height)
+        time.sleep(0.3)  # noqa: ASYNC251 - let the layout and the charts redraw at the new width
+        full = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 4000)")
+        driver.set_window_size(width, max(height, int(full)))
+        driver.save_screenshot(str(SHOTS / f"{name}-{width}.png"))
+    driver.set_window_size(1280, 900)
+
+
+def small_pcap(packets: int = 20) -> bytes:
+    """A valid pcap (Ethernet, UDP to port 53) to upload as an incident's capture."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for i in range(packets):
+        payload = bytes([i % 256]) * 32
+        udp = struct.pack("!HHHH", 40000 + i, 53, 8 + len(payload), 0) + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i, 0, 64, 17, 0, bytes([198, 18, 0, 9]),
+                         bytes([198, 18, 0, 1])) + udp
+        frame = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip
+        out += struct.pack("<IIII", 1_764_000_000 + i, 0, len(frame), len(frame)) + frame
+    return bytes(out)
