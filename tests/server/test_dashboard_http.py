@@ -1,0 +1,202 @@
+"""The dashboard over plain HTTP against the real server process: users and their hashes, the session
+cookie, CSRF and roles enforced on the server, login rate limits, escaping, rollups and chart data."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import sqlite3
+import stat
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from floodwatch.server import rollup
+from tests.server.fwserver_util import Node, ServerProc, cli, cli_inproc, incident_body
+
+
+class Browser:
+    """Just enough of a browser: one cookie, form posts, optional source address."""
+
+    def __init__(self, srv: ServerProc, source: str = "127.0.0.1") -> None:
+        self.srv, self.source, self.cookie = srv, source, ""
+
+    def call(self, method: str, path: str, form: dict[str, str] | None = None, json_body: str | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=30, source_address=(self.source, 0))
+        h = dict(headers or {})
+        if self.cookie:
+            h["Cookie"] = f"fw_session={self.cookie}"
+        body = None
+        if form is not None:
+            body, h["Content-Type"] = urllib.parse.urlencode(form), "application/x-www-form-urlencoded"
+        elif json_body is not None:
+            body, h["Content-Type"] = json_body, "application/json"
+        conn.request(method, path, body=body, headers=h)
+        resp = conn.getresponse()
+        out = (resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode())
+        conn.close()
+        return out
+
+    def login(self, user: str, password: str) -> tuple[int, dict[str, str], str]:
+        status, headers, text = self.call("POST", "/login", {"username": user, "password": password})
+        m = re.search(r"fw_session=([^;]+)", headers.get("set-cookie", ""))
+        if m:
+            self.cookie = m.group(1)
+        return status, headers, text
+
+    def csrf(self) -> str:
+        m = re.search(r'data-csrf="([^"]+)"', self.call("GET", "/")[2])
+        assert m, "no CSRF token on the page"
+        return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, Node, dict[str, str]]]:
+    srv = ServerProc(tmp_path_factory.mktemp("dashhttp")).start()
+    try:
+        node = srv.add_node("edge-1")
+        pw = {"admin": (srv.tmp / "dashboard-admin-password").read_text().strip()}
+        for user, role in (("olga", "operator"), ("vic", "viewer")):
+            pw[user] = cli_inproc("add-user", user, "--role", role, "--db", str(srv.db))["password"]
+        yield srv, node, pw
+    finally:
+        srv.stop()
+
+
+def test_add_user_prints_a_password_once_and_stores_a_slow_salted_hash(env: Any) -> None:
+    srv, _, pw = env
+    out = cli("add-user", "carol", "--role", "viewer", "--db", str(srv.db), "--json").stdout
+    assert set(__import__("json").loads(out)) == {"name", "password"}
+    with sqlite3.connect(srv.db) as db:
+        rows = dict(db.execute("SELECT name, pw_hash FROM dash_users").fetchall())
+    assert all(h.startswith("scrypt$32768$8$1$") for h in rows.values())
+    assert pw["olga"] not in rows["olga"] and len(set(rows.values())) == len(rows)  # salted
+    again = cli("add-user", "carol", "--role", "viewer", "--db", str(srv.db), check=False)
+    assert again.returncode != 0 and "exists" in again.stderr
+    mode = stat.S_IMODE((srv.tmp / "dashboard-admin-password").stat().st_mode)
+    assert mode == 0o600
+
+
+def test_pages_need_a_session_and_the_cookie_is_locked_down(env: Any) -> None:
+    srv, _, pw = env
+    b = Browser(srv)
+    status, headers, _ = b.call("GET", "/incidents?status=active")
+    assert status == 302 and headers["location"].startswith("/login?next=")
+    assert b.call("GET", "/events")[0] == 401
+    assert b.call("GET", "/dash/api/nodes/1/series?range=1h")[0] == 401
+    status, headers, _ = b.login("vic", pw["vic"])
+    assert status == 302
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie  # plain HTTP here
+    status, headers, page = b.call("GET", "/")
+    assert status == 200 and "edge-1" in page
+    assert "script-src 'self'" in headers["content-security-policy"]
+
+
+def test_csrf_and_roles_are_enforced_by_the_server(env: Any) -> None:
+    srv, node, pw = env
+    op = Browser(srv)
+    op.login("olga", pw["olga"])
+    assert op.call("POST", "/nodes/1/threshold", {"pps_threshold": "777"})[0] == 403  # no token
+    assert op.call("POST", "/nodes/1/threshold", {"pps_threshold": "777", "csrf": "x" * 43})[0] == 403
+    assert op.call("POST", "/nodes/1/threshold", {"pps_threshold": "777", "csrf": op.csrf()})[0] == 302
+    assert srv.request("GET", "config", node=node).json["pps_threshold"] == 777
+
+    viewer = Browser(srv)
+    viewer.login("vic", pw["vic"])
+    token = viewer.csrf()
+    assert viewer.call("POST", "/nodes/1/threshold", {"pps_threshold": "1", "csrf": token})[0] == 403
+    assert viewer.call("POST", "/commands", {"node": "1", "commands": "iptables -I INPUT -s 192.0.2.1 -j DROP",
+                                             "csrf": token})[0] == 403
+    assert viewer.call("POST", "/dash/api/commands/preview", json_body='{"node": "1", "commands": "x"}',
+                       headers={"X-CSRF-Token": token})[0] == 403
+    assert viewer.call("GET", "/users")[0] == 403
+    assert viewer.call("POST", "/users", {"action": "add", "name": "mallory", "role": "admin", "csrf": token})[0] == 403
+    assert srv.request("GET", "config", node=node).json["pps_threshold"] == 777
+    assert srv.request("GET", "config", node=node).json["pending_commands"] == []
+
+
+def test_preview_runs_the_executors_validator(env: Any) -> None:
+    srv, node, pw = env
+    op = Browser(srv)
+    op.login("olga", pw["olga"])
+    body = '{"node": "edge-1", "commands": "iptables -I INPUT -s 192.0.2.1 -j DROP\\nrm -rf /"}'
+    status, _, text = op.call("POST", "/dash/api/commands/preview", json_body=body,
+                              headers={"X-CSRF-Token": op.csrf()})
+    results = __import__("json").loads(text)["results"]
+    assert status == 200 and results[0]["ok"] and results[0]["argv"][0] == "iptables"
+    assert not results[1]["ok"] and results[1]["error"]
+    # a request holding a command the validator refuses queues nothing
+    form = {"node": "edge-1", "commands": "iptables -I INPUT -s 192.0.2.1 -j DROP\nrm -rf /", "csrf": op.csrf()}
+    assert op.call("POST", "/commands", form)[0] == 400
+    assert srv.request("GET", "config", node=node).json["pending_commands"] == []
+
+
+def test_login_attempts_are_limited_per_address_and_per_user(env: Any) -> None:
+    srv, _, pw = env
+    cli_inproc("add-user", "rita", "--role", "viewer", "--db", str(srv.db))
+    attacker = Browser(srv, source="127.0.0.7")
+    for _ in range(5):
+        assert attacker.login("rita", "wrong")[0] == 401
+    assert attacker.login("rita", "wrong")[0] == 429
+    assert attacker.login("vic", pw["vic"])[0] == 429  # this address is blocked, whatever the user
+    elsewhere = Browser(srv, source="127.0.0.8")
+    assert elsewhere.login("rita", "wrong")[0] == 429  # this user is blocked, from any address
+    assert elsewhere.login("vic", pw["vic"])[0] == 302
+
+
+def test_agent_sent_text_is_escaped_in_the_html(env: Any) -> None:
+    srv, node, pw = env
+    evil = '<script>alert(1)</script>"\'><img src=x onerror=alert(2)>'
+    body = incident_body(attack_subtype=evil[:64], geo_breakdown={evil: 3}, target_ips=[evil],
+                         vectors=[{"name": evil}], ioc_matches=[evil])
+    incident_id = srv.post("incident", body, node).json["incident_id"]
+    b = Browser(srv)
+    b.login("vic", pw["vic"])
+    for page in (f"/incidents/{incident_id}", "/incidents", "/"):
+        status, _, html = b.call("GET", page)
+        assert status == 200
+        assert "<script>alert" not in html and "<img src=x" not in html, page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in b.call("GET", f"/incidents/{incident_id}")[2]
+
+
+def test_rollups_answer_long_ranges(env: Any) -> None:
+    srv, node, pw = env
+    now = time.time()
+    minute = int(now // 60 * 60) - 600
+    samples = [{"pps": 100 * (i + 1), "bps": 1000, "tcp_pct": 50.0, "udp_pct": 50.0, "icmp_pct": 0.0,
+                "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(minute + i))} for i in range(4)]
+    assert srv.post("metrics", samples, node).status == 200
+    b = Browser(srv)
+    b.login("vic", pw["vic"])
+    status, _, text = b.call("GET", "/dash/api/nodes/edge-1/series?range=24h")
+    data = __import__("json").loads(text)
+    assert status == 200 and data["step"] == 60
+    point = next(p for p in data["points"] if p[0] == minute)
+    assert point[1] == 250.0 and point[2] == 400  # the minute's average and maximum
+    assert b.call("GET", "/dash/api/nodes/edge-1/series?range=2y")[0] == 400
+
+
+def test_buckets_fold_samples_exactly() -> None:
+    samples = [{"recorded_at": 120.5, "pps": 10, "bps": 5}, {"recorded_at": 179.0, "pps": 30, "bps": 7},
+               {"recorded_at": 180.0, "pps": 1, "bps": 1, "tcp_pct": 100.0}]
+    assert sorted(rollup.buckets(7, samples, 60)) == [(7, 120, 2, 40, 30, 12, 7, 0.0, 0.0, 0.0),
+                                                      (7, 180, 1, 1, 1, 1, 1, 100.0, 0.0, 0.0)]
+    assert rollup.buckets(7, samples, 3600) == [(7, 0, 3, 41, 30, 13, 7, 100.0, 0.0, 0.0)]
+
+
+def test_unknown_paths_stay_errors(env: Any) -> None:
+    srv, _, pw = env
+    b = Browser(srv)
+    b.login("vic", pw["vic"])
+    assert b.call("GET", "/incidents/99999999")[0] == 404
+    assert b.call("GET", "/incidents/abc")[0] == 404
+    assert b.call("GET", "/nodes/nope")[0] == 404
+    assert b.call("GET", "/incidents?status=bogus")[0] == 400
+    assert b.call("GET", "/static/../app.py")[0] in (403, 404)
+    assert Path(srv.db).exists()
