@@ -68,7 +68,7 @@ def shoot(driver: Any, name: str) -> None:
     for width in (1280, 390):
         height = 900 if width == 1280 else 844
         driver.set_window_size(width, height)
-        time.sleep(0.3)  # noqa: ASYNC251 - let the layout and the charts redraw at the new width
+        time.sleep(0.3)  # let the layout and the charts redraw at the new width
         full = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 4000)")
         driver.set_window_size(width, max(height, int(full)))
         driver.save_screenshot(str(SHOTS / f"{name}-{width}.png"))

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from floodwatch.errors import CommandRejected
+from floodwatch.executor.hostfacts import HostFacts
 from floodwatch.executor.validate import validate_command
 from floodwatch.server.store import Conflict
 from floodwatch.server.web import check_csrf, dash_of, render, require, secure_headers, users
@@ -80,12 +81,24 @@ async def set_threshold(request: web.Request) -> web.Response:
     raise web.HTTPFound(f"/nodes/{node['node_id']}")
 
 
-def preview(commands: list[str]) -> list[dict[str, Any]]:
+def host_facts(targets: list[Any]) -> HostFacts:
+    """What the server knows of the node's host: the addresses attacked are its own. (Its gateways,
+    resolvers and SSH peers are known only there: the node judges again with all of them.)"""
+    own = []
+    for t in targets:
+        try:
+            own.append(ipaddress.ip_address(str(t)))
+        except ValueError:
+            continue
+    return HostFacts(own=tuple(own))
+
+
+def preview(commands: list[str], facts: HostFacts) -> list[dict[str, Any]]:
     """What the node's validator says of each command: the argv it would run, or why it refuses."""
     out = []
     for text in commands:
         try:
-            plan = validate_command(text, _EXECUTOR)
+            plan = validate_command(text, _EXECUTOR, facts)
             out.append({"command": text, "ok": True, "argv": plan.argv, "summary": plan.summary})
         except CommandRejected as e:
             out.append({"command": text, "ok": False, "error": str(e)})
@@ -105,22 +118,25 @@ def block_commands(ips: list[str]) -> list[str]:
     return out
 
 
-async def _commands_from(request: web.Request, body: Any) -> tuple[dict[str, Any], list[str]]:
+async def _commands_from(request: web.Request, body: Any) -> tuple[dict[str, Any], list[str], HostFacts]:
     srv = dash_of(request).server
     node = await srv.db.call(srv.store.find_node, str(body.get("node", "")))
     if node is None:
         raise web.HTTPNotFound(reason="no such node")
     texts = [t.strip() for t in str(body.get("commands", "")).splitlines() if t.strip()]
     top_n, inc_id = str(body.get("block_top", "")), str(body.get("incident_id", ""))
-    if top_n.isdigit() and inc_id.isdigit():
+    facts = HostFacts()
+    if inc_id.isdigit() and len(inc_id) < 19:
         inc = await srv.db.call(srv.store.incident, int(inc_id), False)
         if inc is None or inc["node_uuid"] != node["node_uuid"]:
             raise web.HTTPNotFound(reason="no such incident on this node")
-        ips = [str(s.get("ip")) for s in (inc.get("top_src_ips") or []) if isinstance(s, dict)]
-        texts += block_commands(ips[:min(int(top_n), MAX_COMMANDS)])
+        facts = host_facts(inc.get("target_ips") or [])
+        if top_n.isdigit():
+            ips = [str(s.get("ip")) for s in (inc.get("top_src_ips") or []) if isinstance(s, dict)]
+            texts += block_commands(ips[:min(int(top_n), MAX_COMMANDS)])
     if not texts or len(texts) > MAX_COMMANDS:
         raise web.HTTPBadRequest(reason=f"commands: 1 to {MAX_COMMANDS}")
-    return node, texts
+    return node, texts, facts
 
 
 async def command_preview(request: web.Request) -> web.Response:
@@ -129,8 +145,8 @@ async def command_preview(request: web.Request) -> web.Response:
     body = await request.json()
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(reason="body: a JSON object")
-    _, texts = await _commands_from(request, body)
-    return web.json_response({"results": preview(texts)}, headers=secure_headers())
+    _, texts, facts = await _commands_from(request, body)
+    return web.json_response({"results": preview(texts, facts)}, headers=secure_headers())
 
 
 async def queue_commands(request: web.Request) -> web.Response:
@@ -138,8 +154,8 @@ async def queue_commands(request: web.Request) -> web.Response:
     session = require(request, "operator", page=False)
     form = await request.post()
     check_csrf(request, session, form)
-    node, texts = await _commands_from(request, form)
-    results = preview(texts)
+    node, texts, facts = await _commands_from(request, form)
+    results = preview(texts, facts)
     srv = dash_of(request).server
     if not all(r["ok"] for r in results):
         return render(request, "rejected.html", status=400, results=results, node=node)
