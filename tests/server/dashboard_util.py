@@ -63,10 +63,11 @@ def sign_in(driver: Any, base: str, user: str, password: str) -> None:
 
 
 def shoot(driver: Any, name: str) -> None:
-    """Screenshots of the current page at 1280 and 390 px wide (full page height)."""
+    """Screenshots of the current page at 1280 (dark) and 390 px wide (light), full page height."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    for width in (1280, 390):
+    for width, theme in ((1280, "dark"), (390, "light")):  # both themes shown, one per width
         height = 900 if width == 1280 else 844
+        driver.execute_script(f"document.documentElement.setAttribute('data-theme', '{theme}')")
         driver.set_window_size(width, height)
         time.sleep(0.3)  # let the layout and the charts redraw at the new width
         full = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 4000)")
@@ -86,3 +87,17 @@ def small_pcap(packets: int = 20) -> bytes:
         frame = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip
         out += struct.pack("<IIII", 1_764_000_000 + i, 0, len(frame), len(frame)) + frame
     return bytes(out)
+
+
+def history(pps: float, minutes: int = 16, step: int = 5, spike_at: int = -1) -> list[dict[str, Any]]:
+    """Samples every `step` s over the last `minutes`, around `pps` with a slow wave (and a spike)."""
+    import math
+
+    now = time.time()
+    out = []
+    for i in range(minutes * 60 // step):
+        t = now - minutes * 60 + i * step
+        v = pps * (1 + 0.25 * math.sin(i / 9.0)) * (6 if spike_at >= 0 and i >= spike_at else 1)
+        out.append({"pps": int(v), "bps": int(v * 900), "tcp_pct": 30.0, "udp_pct": 65.0, "icmp_pct": 5.0,
+                    "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))})
+    return out

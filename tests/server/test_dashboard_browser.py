@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import eventually
-from tests.server.dashboard_util import browser, need_browser, shoot, sign_in, small_pcap
-from tests.server.fwserver_util import Node, ServerProc, cli_inproc, incident_body, upload
+from tests.server.dashboard_util import browser, history, need_browser, shoot, sign_in, small_pcap
+from tests.server.fwserver_util import Node, ServerProc, cli, cli_inproc, incident_body, upload
 
 pytestmark = pytest.mark.slow
 XSS = "<script>window.__pwned=1</script>"
@@ -49,7 +49,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     srv = ServerProc(tmp).start()
     try:
         node = srv.add_node("edge-1")
-        assert srv.post("heartbeat", {"agent_version": "0.1.0", "os": "Debian 12", "uptime": 100}, node).status == 200
+        hb = {"agent_version": "0.1.0", "os": "Debian 12", "uptime": 100}
+        assert srv.post("heartbeat", hb, node).status == 200
+        for name, pps, spike in (("game-eu-2", 42000, 150), ("isp-core-1", 180000, -1), ("web-3", 900, -1)):
+            other = srv.add_node(name)  # a fleet to look at: 15 minutes of history each
+            assert srv.post("heartbeat", hb, other).status == 200
+            assert srv.post("metrics", history(pps, spike_at=spike), other).status == 200
+            cli("set-threshold", name, str(pps * 3), "--db", str(srv.db))
+        assert srv.post("metrics", history(3000), node).status == 200
         passwords = {"admin": (tmp / "dashboard-admin-password").read_text().strip()}
         for user, role in (("olga", "operator"), ("vic", "viewer")):
             passwords[user] = cli_inproc("add-user", user, "--role", role, "--db", str(srv.db))["password"]
@@ -143,6 +150,8 @@ def test_node_page_draws_its_charts(env: Env) -> None:
     assert env.js("return document.querySelectorAll('#chart-pps svg path').length") >= 1
     env.driver.find_element("css selector", '#ranges button[data-range="30d"]').click()
     eventually(lambda: env.js("return document.getElementById('node-charts').dataset.drawn") == "30d", 5)
+    env.driver.find_element("css selector", '#ranges button[data-range="15m"]').click()
+    eventually(lambda: env.js("return document.getElementById('node-charts').dataset.drawn") == "15m", 5)
     shoot(env.driver, "node")
 
 

@@ -38,9 +38,18 @@
 
   // opts: {series: [{name, color, points: [[t, v], ...]}], xmin, xmax, unit, ymax,
   //        lines: [{v, label, cls}], bands: [[t0, t1, label]]}
+  var drawn = [];
+  var timer = null;
+  window.addEventListener("resize", function () {  // redraw at the new width (phones rotate)
+    clearTimeout(timer);
+    timer = setTimeout(function () { drawn.forEach(function (d) { if (d[0].isConnected) FW.lineChart(d[0], d[1]); }); }, 100);
+  });
+
   FW.lineChart = function (box, opts) {
     box.textContent = "";
-    var W = Math.max(260, box.clientWidth), H = Math.max(120, box.clientHeight);
+    if (!box._fwDrawn) { box._fwDrawn = true; drawn.push([box, opts]); }
+    else drawn.forEach(function (d) { if (d[0] === box) d[1] = opts; });
+    var W = Math.max(260, box.clientWidth), H = Math.max(120, box.clientHeight - 22);
     var m = {l: 58, r: 12, t: 10, b: 24};
     var all = [];
     opts.series.forEach(function (s) { s.points.forEach(function (p) { if (p[1] !== null) all.push(p); }); });
