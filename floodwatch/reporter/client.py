@@ -134,10 +134,12 @@ class ApiClient:
         await self.session.close()
 
     async def call(self, method: str, path: str, *, json: Any = None, data: Any = None,
-                   timeout: float | None = None) -> Answer:
+                   timeout: float | None = None, headers: dict[str, str] | None = None) -> Answer:
         """One request; ApiUnreachable when there is no HTTP answer. The body is read up to the limit."""
         url = f"{self.base}/{path.lstrip('/')}"
         kw: dict[str, Any] = {"json": json} if data is None else {"data": data}
+        if headers:
+            kw["headers"] = headers
         if timeout is not None:
             kw["timeout"] = aiohttp.ClientTimeout(total=timeout, connect=self.settings.connect_timeout)
         try:

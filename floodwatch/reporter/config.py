@@ -75,7 +75,7 @@ def _ioc(item: Any) -> dict[str, Any] | None:
     if not isinstance(item, dict):
         return None
     pattern = item.get("pattern")
-    name = item.get("name", "")
+    name = item.get("name", item.get("attack_name", ""))  # attack_name: part C
     family = item.get("attack_family", "")
     if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_CHARS:
         return None
@@ -110,10 +110,11 @@ def _commands(v: Any, problems: list[str]) -> list[tuple[int, Any]]:
     out: list[tuple[int, Any]] = []
     for i, item in enumerate(v[:MAX_COMMANDS]):
         cid: Any = item.get("id") if isinstance(item, dict) else None
-        if not _is_int(cid) or cid <= 0 or "command" not in item:
+        field_name = next((k for k in ("command", "command_text") if isinstance(item, dict) and k in item), "")
+        if not _is_int(cid) or cid <= 0 or not field_name:  # part C's servers send only command_text
             problems.append(f"pending_commands[{i}]: no integer id and command, got {_short(item)}")
             continue
-        out.append((int(cid), item["command"]))
+        out.append((int(cid), item[field_name]))
     if len(v) > MAX_COMMANDS:
         problems.append(f"pending_commands: {len(v)} entries, only the first {MAX_COMMANDS} taken")
     return out

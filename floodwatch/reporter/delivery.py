@@ -18,9 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from floodwatch.logs import RateLimited
+from floodwatch.reporter import dialect
 from floodwatch.reporter.client import Answer, ApiClient, ApiUnreachable
 from floodwatch.reporter.outbox import METRICS, Outbox, Row
 from floodwatch.reporter.policy import Outcome, Throttle, Verdict, backoff, classify, parse_retry_after
@@ -38,11 +37,6 @@ def json_or_none(answer: Answer) -> tuple[bool, Any]:
         return True, json.loads(answer.body)
     except (ValueError, UnicodeDecodeError):
         return False, None
-
-
-def incident_id_of(value: Any) -> int | None:
-    iid = value.get("incident_id") if isinstance(value, dict) else None
-    return iid if isinstance(iid, int) and not isinstance(iid, bool) and iid > 0 else None
 
 
 def describe(answer: Answer) -> str:
@@ -65,6 +59,7 @@ class Deliverer:
         self.counters: dict[str, Any] = {}  # read by the actor's heartbeat (count_from)
         self.log = log
         self.set_health = set_health
+        self.dialect = settings.dialect
         self.clock = clock
         self.rand = rand
         self.throttle = Throttle(clock)
@@ -123,7 +118,7 @@ class Deliverer:
         rows = [row]
         try:
             if row.kind == "metrics":
-                rows = self.outbox.metrics_batch(self.settings.metrics_batch)
+                rows = self.outbox.metrics_batch(dialect.metrics_batch(self.dialect, self.settings.metrics_batch))
                 self.metrics_busy_upto = rows[-1].id
                 outcome = await self._post(rows, "metrics", self._metrics_body(rows))
             elif row.kind == "incident":
@@ -131,7 +126,7 @@ class Deliverer:
             elif row.kind == "pcap":
                 outcome = await self._send_pcap(row)
             elif row.kind == "heartbeat":
-                outcome = await self._post(rows, "heartbeat", row.body)
+                outcome = await self._post(rows, "heartbeat", dialect.heartbeat(self.dialect, row.body))
             elif row.kind == "ack":
                 outcome = await self._post(rows, "commands/ack", row.body)
             else:
@@ -165,30 +160,45 @@ class Deliverer:
         self.counters["bad_answers"] += 1
         return Outcome(Verdict.RETRY, f"bad answer from the server ({why}): {describe(answer)}")
 
-    async def _open(self, row: Row) -> tuple[int | None, Outcome]:
+    def _ref(self, incident_key: str) -> int | str | None:
+        """The server's id (published) or uuid (flowtriq) of an incident this agent opened there."""
+        if self.dialect == dialect.PUBLISHED:
+            return self.outbox.incident_id(incident_key)
+        return self.outbox.incident_ref(incident_key)
+
+    def _remember(self, incident_key: str, ref: int | str) -> None:
+        if isinstance(ref, int):
+            self.outbox.set_incident_id(incident_key, ref)
+        else:
+            self.outbox.set_incident_ref(incident_key, ref)
+
+    async def _open(self, row: Row) -> tuple[int | str | None, Outcome]:
         """POST the incident without an id: the server creates it, or (same incident_key) finds it."""
-        answer = await self.client.call("POST", "incident", json=row.body)
+        path, body = dialect.incident_request(self.dialect, "open", row.body, None)
+        answer = await self.client.call("POST", path, json=body)
         outcome = self._judge(answer)
         if outcome.verdict is not Verdict.DELIVERED:
             return None, outcome
-        iid = incident_id_of(json_or_none(answer)[1])
-        if iid is None:
-            return None, self._bad_answer(answer, "no integer incident_id")
-        self.outbox.set_incident_id(row.incident_key, iid)
-        return iid, outcome
+        ref = dialect.ref_of(self.dialect, json_or_none(answer)[1])
+        if ref is None:
+            what = "integer incident_id" if self.dialect == dialect.PUBLISHED else "uuid"
+            return None, self._bad_answer(answer, f"no {what}")
+        self._remember(row.incident_key, ref)
+        return ref, outcome
 
     async def _send_incident(self, row: Row) -> Outcome:
-        iid = self.outbox.incident_id(row.incident_key)
-        if iid is None:
-            iid, outcome = await self._open(row)
-            if iid is None or row.op == "open":
+        ref = self._ref(row.incident_key)
+        if ref is None:
+            ref, outcome = await self._open(row)
+            if ref is None or row.op == "open":
                 return outcome
             # an update or resolution whose open this agent never delivered: now it has an id
-        return await self._post([row], "incident", {**row.body, "incident_id": iid})
+        path, body = dialect.incident_request(self.dialect, row.op, row.body, ref)
+        return await self._post([row], path, body)
 
     async def _send_pcap(self, row: Row) -> Outcome:
-        iid = self.outbox.incident_id(row.incident_key)
-        if iid is None:
+        ref = self._ref(row.incident_key)
+        if ref is None:
             if row.attempts >= PCAP_ID_WAIT_ATTEMPTS:
                 return Outcome(Verdict.DEAD, "the incident of this pcap never got a server id")
             return Outcome(Verdict.RETRY, "pcap waits for its incident's server id")
@@ -203,12 +213,10 @@ class Deliverer:
                 return Outcome(Verdict.DEAD, f"pcap {path} is not a regular file")
             if st.st_size > self.settings.max_upload_bytes:
                 return Outcome(Verdict.DEAD, f"pcap {path} has {st.st_size} bytes, over the upload limit")
-            form = aiohttp.FormData()
-            form.add_field("incident_id", str(iid))
-            form.add_field("file", f, filename=path.name, content_type="application/vnd.tcpdump.pcap")
-            answer = await self.client.call("POST", "pcap", data=form, timeout=self.settings.upload_timeout)
-        outcome = self._judge(answer)
-        return outcome
+            answer = await dialect.upload_pcap(self.client, self.dialect, ref, f, path.name, st.st_size,
+                                               self.settings.upload_timeout,
+                                               dialect.upload_id(row.incident_key, row.id))
+        return self._judge(answer)
 
     # -- verdicts ----------------------------------------------------------------------------------
     def _apply(self, rows: list[Row], outcome: Outcome) -> None:

@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS incidents (
     incident_id INTEGER NOT NULL,
     stored_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS incident_refs (
+    incident_key TEXT PRIMARY KEY,
+    ref TEXT NOT NULL,
+    stored_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     stream TEXT NOT NULL,
@@ -122,6 +127,7 @@ class Outbox:
             self.db.executescript(SCHEMA)
             cutoff = clock() - INCIDENT_MEMORY_DAYS * 86400
             self.db.execute("DELETE FROM incidents WHERE stored_at < ?", (cutoff,))
+            self.db.execute("DELETE FROM incident_refs WHERE stored_at < ?", (cutoff,))
             self.pending = self._count()
             self.metric_rows = self._count("kind = 'metrics'")
             self.dead_letters = int(self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
@@ -227,6 +233,15 @@ class Outbox:
             "INSERT OR REPLACE INTO incidents (incident_key, incident_id, stored_at) VALUES (?, ?, ?)",
             (incident_key, incident_id, self.clock()),
         )
+
+    def incident_ref(self, incident_key: str) -> str | None:
+        """The uuid a part-C server gave the incident (the flowtriq dialect), or None."""
+        row = self.db.execute("SELECT ref FROM incident_refs WHERE incident_key = ?", (incident_key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_incident_ref(self, incident_key: str, ref: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO incident_refs (incident_key, ref, stored_at) VALUES (?, ?, ?)",
+                        (incident_key, ref, self.clock()))
 
     def dead_letter_rows(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT kind, op, incident_key, body, reason, failed_at FROM dead_letters ORDER BY id")

@@ -16,6 +16,9 @@ class ReporterSettings:
     api_key: str = field(default="", repr=False)
     api_key_file: str = ""
     node_uuid: str = ""  # X-Node-UUID; from the server's `add-node`
+    # "flowtriq": the paths the hosted API's own agent uses (part C), which the hosted API must accept
+    # and floodwatch's server serves too; "published": the published document's paths (parts A, B).
+    dialect: str = "flowtriq"
     heartbeat_interval: float = 30.0  # seconds between POST /heartbeat
     config_interval: float = 60.0  # seconds between GET /config (also at once when an incident opens)
     outbox_path: str = ""  # durable queue (SQLite, 0600); empty: <state_dir>/reporter/outbox.sqlite
@@ -39,6 +42,8 @@ class ReporterSettings:
             raise ValueError(f"url: {self.url!r} is not an http(s) URL")
         if parts.username or parts.password or parts.query:
             raise ValueError("url: must not carry credentials or a query string")
+        if self.dialect not in ("published", "flowtriq"):
+            raise ValueError(f"dialect: {self.dialect!r} is not \"published\" or \"flowtriq\"")
         for name in ("heartbeat_interval", "config_interval", "connect_timeout", "request_timeout",
                      "upload_timeout", "backoff_initial", "backoff_max", "auth_backoff"):
             if getattr(self, name) <= 0:

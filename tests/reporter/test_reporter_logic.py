@@ -149,6 +149,10 @@ def test_reporter_remote_config_commands_pass_only_as_data() -> None:
     with pytest.raises(BadRemoteConfig):
         parse_remote_config(["not", "an", "object"])
     assert parse_remote_config({"pending_commands": "rm -rf /"}).commands == []
+    part_c = {"id": 7, "command_text": "iptables -I INPUT -s 203.0.113.7 -j DROP", "command_type": "iptables"}
+    assert parse_remote_config({"pending_commands": [part_c]}).commands == [(7, part_c["command_text"])]
+    both = {**part_c, "command": {"op": "block"}}  # floodwatch's server sends both: `command` wins
+    assert parse_remote_config({"pending_commands": [both]}).commands == [(7, {"op": "block"})]
 
 
 def test_reporter_os_release() -> None:
