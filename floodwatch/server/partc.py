@@ -138,7 +138,7 @@ def answer_config(body: dict[str, Any], request: web.Request) -> dict[str, Any]:
 def speaks_partc(request: web.Request) -> bool:
     """A client of part C: the official agent's User-Agent, or a route only part C has."""
     ua = request.headers.get("User-Agent", "")
-    return ua.startswith(CLIENT_PREFIX) or "/incidents" in request.path
+    return ua.startswith(CLIENT_PREFIX) or "/agent/incidents" in request.path
 
 
 # -- handlers ------------------------------------------------------------------------------------
