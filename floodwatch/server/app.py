@@ -59,7 +59,7 @@ class ApiServer:
         self.limiter = auth.RateLimiter(settings.rate_limit, settings.rate_burst)
         self.counters: dict[str, int] = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0}
         self.addresses: list[tuple[str, int]] = []
-        self._auth_cache: dict[str, tuple[int, str, float]] = {}
+        self._auth_cache: dict[tuple[str, str], tuple[int, float]] = {}
         self._admin_cache: tuple[float, list[str]] = (0.0, [])
         self._static_admin = static_admin_hashes(settings)
         self._runner: web.AppRunner | None = None
@@ -75,17 +75,22 @@ class ApiServer:
     def snapshot(self) -> dict[str, int]:
         return {**self.counters, **self.db.stats, **(self.notifier.counters if self.notifier else {})}
 
-    async def node_auth(self, node_uuid: str) -> tuple[int, str] | None:
+    async def node_auth(self, node_uuid: str, presented_hash: str) -> int | None:
+        """The node's id when `presented_hash` is the hash of its key, else None. Every miss does the
+        same work, whether the node exists or not: one database lookup and one constant-time compare
+        (against a dummy hash for an unknown node). Only successes are cached, keyed by the presented
+        hash too, so a cache hit needs the key and tells nothing about which nodes exist."""
         t = time.monotonic()
-        hit = self._auth_cache.get(node_uuid)
-        if hit is not None and hit[2] > t:
-            return hit[0], hit[1]
+        hit = self._auth_cache.get((node_uuid, presented_hash))
+        if hit is not None and hit[1] > t:
+            return hit[0]
         found = await self.db.call(self.store.node_auth, node_uuid)
-        if found is not None:
-            if len(self._auth_cache) >= AUTH_CACHE_MAX:
-                self._auth_cache.clear()
-            self._auth_cache[node_uuid] = (found[0], found[1], t + AUTH_CACHE_SECONDS)
-        return found
+        if not auth.secret_matches_hash(presented_hash, found[1] if found else auth.DUMMY_HASH) or not found:
+            return None
+        if len(self._auth_cache) >= AUTH_CACHE_MAX:
+            self._auth_cache.clear()
+        self._auth_cache[(node_uuid, presented_hash)] = (found[0], t + AUTH_CACHE_SECONDS)
+        return found[0]
 
     async def admin_hashes(self, refresh: bool = False) -> list[str]:
         """Admin token hashes; cached, re-read when asked (after a miss: a token the CLI just made)."""

@@ -2,7 +2,8 @@
 
 API keys and admin tokens are 256-bit random strings; only their SHA-256 is stored (a key with that
 much entropy needs no slow hash). Checks compare digests with hmac.compare_digest, and an unknown node
-costs the same comparison as a known one, so timing tells an attacker nothing.
+costs the same lookup and comparison as a known one (ApiServer.node_auth), so timing tells an
+attacker nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 KEY_PREFIX = "fwk_"
 ADMIN_PREFIX = "fwa_"
-_DUMMY_HASH = hashlib.sha256(b"no such node").hexdigest()
+DUMMY_HASH = hashlib.sha256(b"no such node").hexdigest()  # compared against when there is no node
 
 
 def new_api_key() -> str:
@@ -36,12 +37,6 @@ def new_node_uuid() -> str:
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def secret_matches(presented: str, stored_hash: str | None) -> bool:
-    """Constant-time: also spends one comparison when there is no stored hash."""
-    ok = hmac.compare_digest(hash_secret(presented), stored_hash or _DUMMY_HASH)
-    return ok and stored_hash is not None
 
 
 def secret_matches_hash(presented_hash: str, stored_hash: str) -> bool:

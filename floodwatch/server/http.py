@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from floodwatch.server import auth
+from floodwatch.server.validate import check_json
 
 if TYPE_CHECKING:
     from floodwatch.server.app import ApiServer
@@ -62,14 +63,17 @@ def _no_constants(name: str) -> Any:
 
 
 async def read_json(request: web.Request) -> Any:
+    """The body as JSON within the limits of validate.check_json (400 naming the field otherwise)."""
     srv = server_of(request)
     raw = await read_body(request, srv.settings.max_body_bytes, srv.settings.read_timeout)
     if not raw.strip():
         raise error(400, "body: empty, expected JSON")
     try:
-        return json.loads(raw, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as e:
+        body = json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise error(400, f"body: not valid JSON ({str(e)[:120]})") from None
+    check_json(body)
+    return body
 
 
 async def authenticate(request: web.Request) -> int:
@@ -77,18 +81,17 @@ async def authenticate(request: web.Request) -> int:
     the node is over its rate limit."""
     srv = server_of(request)
     key = auth.bearer(request.headers.get("Authorization"))
-    node_uuid = auth.canonical_uuid(request.headers.get("X-Node-UUID"))
-    found = await srv.node_auth(node_uuid) if node_uuid else None
-    matched = auth.secret_matches(key or "", found[1] if found else None)  # the same work either way
-    if key is None or found is None or not matched:
+    node_uuid = auth.canonical_uuid(request.headers.get("X-Node-UUID")) or ""
+    node_id = await srv.node_auth(node_uuid, auth.hash_secret(key or ""))  # the same work for any miss
+    if key is None or node_id is None:
         srv.count("auth_failures")
         raise error(401, "unauthorized: wrong or missing API key or node UUID",
                     headers={"WWW-Authenticate": 'Bearer realm="floodwatch"'})
-    wait = srv.limiter.check(node_uuid or "")
+    wait = srv.limiter.check(node_uuid)
     if wait > 0:
         srv.count("rate_limited")
         raise error(429, "rate limit exceeded", headers={"Retry-After": auth.retry_after_header(wait)})
-    return found[0]
+    return node_id
 
 
 def ok(data: Any, status: int = 200) -> web.Response:

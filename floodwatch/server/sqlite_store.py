@@ -14,7 +14,7 @@ from typing import Any
 from floodwatch.errors import StorageError
 from floodwatch.server import rollup
 from floodwatch.server.store import Conflict, NotFound
-from floodwatch.server.validate import iso_from_epoch
+from floodwatch.server.validate import iso_from_epoch, stored_details, stored_json
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -290,7 +290,7 @@ class SQLiteStore:
         changes = {k: inc[k] for k in INCIDENT_COLUMNS if inc.get(k) is not None}
         if row["status"] == "resolved" and changes.get("status") == "active":
             del changes["status"]  # a late update never reopens a resolved incident
-        details = json.loads(row["details"])
+        details, _ = stored_details(row["details"])  # what was withheld is replaced or dropped
         details.update({k: inc[k] for k in DETAIL_FIELDS if inc.get(k) is not None})
         sets = ", ".join(f"{k} = ?" for k in changes)
         sql = f"UPDATE incidents SET {sets + ', ' if sets else ''}details = ?, updated_at = ?, updates = updates + 1 WHERE id = ?"  # noqa: S608,E501
@@ -314,8 +314,7 @@ class SQLiteStore:
         if history:
             rows = self._exec("SELECT received_at, kind, body FROM incident_history WHERE incident_id = ? "
                               "ORDER BY id", (incident_id,)).fetchall()
-            out["history"] = [{"received_at": _ts(r["received_at"]), "kind": r["kind"],
-                               "body": json.loads(r["body"])} for r in rows]
+            out["history"] = [_history_entry(r) for r in rows]
         return out
 
     def list_incidents(self, node_id: int | None = None, status: str | None = None,
@@ -365,7 +364,8 @@ class SQLiteStore:
         if row is None:
             raise NotFound(f"no node {node_id}")
         return {"node_id": node_id, "pps_threshold": row["pps_threshold"], "bps_threshold": row["bps_threshold"],
-                "baseline": json.loads(row["baseline"]), "ioc_patterns": json.loads(row["ioc_patterns"])}
+                "baseline": stored_json(row["baseline"])[0] or {},
+                "ioc_patterns": stored_json(row["ioc_patterns"])[0] or []}
 
     def update_node_config(self, node_id: int, changes: dict[str, Any]) -> None:
         cols = {k: (json.dumps(v) if k in ("baseline", "ioc_patterns") else v) for k, v in changes.items()
@@ -389,7 +389,7 @@ class SQLiteStore:
                               "ORDER BY id LIMIT 1000", (node_id,)).fetchall()
             self._exec("UPDATE commands SET delivered_at = ? WHERE node_id = ? AND acked_at IS NULL "
                        "AND delivered_at IS NULL", (now, node_id))
-        return [{"id": r["id"], "command": json.loads(r["command"])} for r in rows]
+        return [{"id": r["id"], "command": stored_json(r["command"])[0]} for r in rows]  # None: the agent rejects it
 
     def ack_command(self, node_id: int, ack: dict[str, Any], now: float) -> bool:
         with self._tx():
@@ -406,7 +406,7 @@ class SQLiteStore:
 
     def list_commands(self, node_id: int) -> list[dict[str, Any]]:
         rows = self._exec("SELECT * FROM commands WHERE node_id = ? ORDER BY id", (node_id,)).fetchall()
-        return [{"id": r["id"], "command": json.loads(r["command"]), "created_at": _ts(r["created_at"]),
+        return [{"id": r["id"], "command": stored_json(r["command"])[0], "created_at": _ts(r["created_at"]),
                  "delivered_at": _ts(r["delivered_at"]), "acked_at": _ts(r["acked_at"]),
                  "status": r["ack_status"] or "pending", "error": r["ack_error"], "output": r["ack_output"],
                  "executed_at": _ts(r["executed_at"])} for r in rows]
@@ -440,9 +440,19 @@ def _incident(r: sqlite3.Row) -> dict[str, Any]:
         out[k] = _ts(out[k])
     for k in ("spoofing_detected", "botnet_detected"):
         out[k] = None if out[k] is None else bool(out[k])
-    details = json.loads(r["details"])
+    details, withheld = stored_details(r["details"])
     for k in DETAIL_FIELDS:
         out[k] = details.get(k)
+    if withheld:
+        out["withheld"] = withheld
     out.update(created_at=_ts(r["created_at"]), updated_at=_ts(r["updated_at"]), updates=r["updates"],
                pcap_stored=r["pcap_bytes"] is not None, pcap_bytes=r["pcap_bytes"], pcap_sha256=r["pcap_sha256"])
     return out
+
+
+def _history_entry(r: sqlite3.Row) -> dict[str, Any]:
+    body, withheld = stored_details(r["body"])
+    entry = {"received_at": _ts(r["received_at"]), "kind": r["kind"], "body": body}
+    if withheld:
+        entry["withheld"] = withheld
+    return entry

@@ -2,10 +2,15 @@
 
 Every check raises BadField naming the field (with its index inside an array), which the server turns
 into `400 {"error": "<field>: <reason>"}`. Unknown extra fields are ignored, as part A promises.
+
+Before any of that, `check_json` holds every value of a parsed body to the same limits (nesting depth,
+entries per array or object, string length, valid Unicode, finite numbers of at most 64 bits), so what
+is stored can always be read back and answered as JSON.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, datetime
@@ -20,6 +25,9 @@ MAX_INT = 2**63 - 1  # what SQLite stores
 MAX_TEXT = 256  # short strings (versions, names, keys)
 MAX_LONG_TEXT = 16_384  # command output and errors
 MAX_ITEMS = 1000  # entries in any array or object of an incident
+MAX_DEPTH = 32  # arrays and objects nested in one another, the body itself included
+MAX_STRING = MAX_LONG_TEXT  # characters in any string (or object key) of a body
+MAX_MAGNITUDE = 2**64  # integers anywhere in a body are within +-2^64
 
 
 class BadField(ValueError):
@@ -28,6 +36,84 @@ class BadField(ValueError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
+
+
+def check_json(value: Any, field: str = "") -> None:
+    """Raise BadField naming the first value (by its path, `ioc_matches[0].x`) that breaks the limits:
+    deeper than MAX_DEPTH, more than MAX_ITEMS entries, a string longer than MAX_STRING or with a lone
+    surrogate, a number that is not finite or beyond MAX_MAGNITUDE. Iterative: no recursion to exhaust."""
+    stack: list[tuple[Any, str, int]] = [(value, field, 1)]
+    while stack:
+        v, path, depth = stack.pop()
+        if isinstance(v, str):
+            _check_text(v, path or "body")
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise BadField(path or "body", "not a finite number")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            if not -MAX_MAGNITUDE <= v <= MAX_MAGNITUDE:
+                raise BadField(path or "body", "integer out of range (at most 2^64)")
+        elif isinstance(v, list | dict):
+            if depth > MAX_DEPTH:
+                raise BadField(_short(path) or "body", f"nested deeper than {MAX_DEPTH} levels")
+            if len(v) > MAX_ITEMS:
+                raise BadField(path or "body", f"more than {MAX_ITEMS} entries")
+            if isinstance(v, list):
+                stack.extend((x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v))
+                continue
+            for k, x in v.items():
+                _check_text(k, f"{path or 'body'} (a key)")
+                stack.append((x, f"{path}.{k[:40]}" if path else k[:40], depth + 1))
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= 60 else path[:60] + "..."
+
+
+def _check_text(v: str, path: str) -> None:
+    if len(v) > MAX_STRING:
+        raise BadField(path, f"longer than {MAX_STRING} characters")
+    if not v.isascii():
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadField(path, "not valid Unicode (a lone surrogate such as \\ud800)") from None
+
+
+def stored_json(text: str) -> tuple[Any, str | None]:
+    """JSON this server wrote, read back: a value stored before the limits of validate.check_json (nested
+    too deep, Infinity, a lone surrogate) comes back as None with the reason, never as an exception."""
+    try:
+        value = json.loads(text)
+        check_json(value)
+    except (ValueError, RecursionError) as e:  # BadField is a ValueError
+        return None, str(e)[:200] if not isinstance(e, RecursionError) else "nested too deeply"
+    return value, None
+
+
+def stored_details(text: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """An incident's details (or a history body): the readable fields, and why the others are withheld."""
+    try:
+        details = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}, {"details": "unreadable (stored before the server's limits)"}
+    if not isinstance(details, dict):
+        return {}, {"details": "not an object"}
+    readable: dict[str, Any] = {}
+    withheld: dict[str, str] = {}
+    for k, v in details.items():
+        try:
+            check_json(v, k)
+            readable[k] = v
+        except ValueError as e:
+            withheld[k] = f"{e} (stored before the server's limits; not shown)"
+    return readable, withheld
+
+
+def url_text(v: str, field: str) -> str:
+    """A string from a URL or query (they are not JSON): valid Unicode and not too long, or BadField."""
+    _check_text(v, field)
+    return v
 
 
 def _int(body: dict[str, Any], key: str, required: bool = False, lo: int = 0, hi: int = MAX_INT) -> int | None:
@@ -55,8 +141,10 @@ def _float(body: dict[str, Any], key: str, lo: float, hi: float) -> float | None
     v = body.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, int | float):
         raise BadField(key, f"expected a number, got {type(v).__name__}")
+    if not math.isfinite(v):
+        raise BadField(key, "not a finite number")
     if not lo <= v <= hi:
         raise BadField(key, f"must be between {lo:g} and {hi:g}")
     return float(v)
@@ -98,7 +186,10 @@ def parse_time(text: str) -> datetime:
     dt = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
     if dt.tzinfo is None:
         raise ValueError("needs a Z or an offset (UTC)")
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range (years 1 to 9999 in UTC)") from None
 
 
 def iso(dt: datetime) -> str:

@@ -50,9 +50,9 @@ def test_rate_limiter_off_and_bounded() -> None:
 
 def test_secrets_headers_and_uuids() -> None:
     key = auth.new_api_key()
-    assert auth.secret_matches(key, auth.hash_secret(key))
-    assert not auth.secret_matches(key + "x", auth.hash_secret(key))
-    assert not auth.secret_matches(key, None)
+    assert auth.secret_matches_hash(auth.hash_secret(key), auth.hash_secret(key))
+    assert not auth.secret_matches_hash(auth.hash_secret(key + "x"), auth.hash_secret(key))
+    assert not auth.secret_matches_hash(auth.hash_secret(key), auth.DUMMY_HASH)
     assert auth.bearer("Bearer abc") == "abc" and auth.bearer("bearer  abc ") == "abc"
     assert auth.bearer("Basic abc") is None and auth.bearer("Bearer ") is None and auth.bearer(None) is None
     u = auth.new_node_uuid()
