@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from floodwatch.server import admin, auth, handlers, partc
 from floodwatch.server import web as web_dashboard
 from floodwatch.server.dbthread import DbWorker
 from floodwatch.server.http import SERVER_KEY, ApiError, error
+from floodwatch.server.listening import ConnectionLimits, Guard, GuardedHandler, server_tls
 from floodwatch.server.netaddr import parse_listen
 from floodwatch.server.notify.service import Notifier
 from floodwatch.server.paths import write_private
@@ -32,6 +34,7 @@ AGENT_PREFIX = "/api/v1/agent"
 ADMIN_PREFIX = "/api/v1/admin"
 AUTH_CACHE_SECONDS = 5.0  # a node deleted or re-keyed in the database is refused within this time
 AUTH_CACHE_MAX = 100_000
+BAD_REQUEST_STATUSES = frozenset({400, 408, 411, 413, 414, 415, 431})  # the request itself was wrong
 
 
 def static_admin_hashes(settings: ApiserverSettings) -> list[str]:
@@ -57,12 +60,14 @@ class ApiServer:
         self.store = SQLiteStore(db_path, settings.synchronous)
         self.db = DbWorker(self.store)
         self.limiter = auth.RateLimiter(settings.rate_limit, settings.rate_burst)
-        self.counters: dict[str, int] = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0}
+        self.counters: dict[str, int] = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0, "bad_requests": 0,
+                                         "connections_refused": 0, "header_timeouts": 0}
         self.addresses: list[tuple[str, int]] = []
         self._auth_cache: dict[tuple[str, str], tuple[int, float]] = {}
         self._admin_cache: tuple[float, list[str]] = (0.0, [])
         self._static_admin = static_admin_hashes(settings)
         self._runner: web.AppRunner | None = None
+        self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.notifier: Notifier | None = None
         if notify is not None and notify.channel:  # ConfigError naming the key when a secret cannot be read
@@ -139,7 +144,6 @@ class ApiServer:
         except HttpProcessingError as e:
             return self._answer(error(400, f"body: malformed ({e.message.strip()[:100]})"))
         except BadField as e:
-            self.count("bad_requests")
             return self._answer(error(400, str(e)))
         except NotFound as e:
             return self._answer(error(404, str(e)))
@@ -154,6 +158,8 @@ class ApiServer:
 
     def _answer(self, e: ApiError) -> web.Response:
         self.count("errors_5xx" if e.status >= 500 else "errors_4xx")
+        if e.status in BAD_REQUEST_STATUSES:
+            self.count("bad_requests")
         return e.response()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -163,30 +169,44 @@ class ApiServer:
         removed = clean_pcap_dir(self.pcap_dir, self.store.pcap_files())
         if removed:
             self.log.warning("removed {} leftover file(s) of interrupted uploads in {}", removed, self.pcap_dir)
+        tls = server_tls(self.settings.tls_cert, self.settings.tls_key)
         if self.notifier is not None:
             self.notifier.install()  # its outbox rows are written with the incidents (one transaction)
         self.db.start()
         if self.notifier is not None:
             await self.notifier.start()
-        self._runner = web.AppRunner(self.make_app(), access_log=self.log if self.settings.access_log else None,
-                                     handle_signals=False)
+        self._runner = web.AppRunner(self.make_app(), handle_signals=False)
         await self._runner.setup()
         for listen in [self.settings.listen, *self.settings.extra_listen]:
             host, port = parse_listen(listen)
-            site = web.TCPSite(self._runner, host, port, reuse_address=True)
-            await site.start()
-            server = site._server
-            for sock in getattr(server, "sockets", None) or []:
-                self.addresses.append(sock.getsockname()[:2])
+            server = await asyncio.get_running_loop().create_server(
+                self._handler_factory(), host, port, ssl=tls, reuse_address=True,
+                ssl_handshake_timeout=self.settings.header_timeout if tls else None)
+            self._servers.append(server)
+            self.addresses += [sock.getsockname()[:2] for sock in server.sockets]
         self._tasks.append(asyncio.ensure_future(self._housekeeping()))
         return self.addresses
+
+    def _handler_factory(self) -> Callable[[], GuardedHandler]:
+        """Connections are served by aiohttp's handler behind the guard (listening.py)."""
+        assert self._runner is not None and self._runner.server is not None
+        manager, loop = self._runner.server, asyncio.get_running_loop()
+        guard = Guard(ConnectionLimits(self.settings.max_connections, self.settings.max_connections_per_address),
+                      self.settings.header_timeout, self.count)
+        access_log = self.log if self.settings.access_log else None
+        return lambda: GuardedHandler(manager, guard, loop=loop, keepalive_timeout=self.settings.keepalive_timeout,
+                                      access_log=access_log)  # type: ignore[arg-type]
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._servers:
+            server.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        for server in self._servers:
+            await server.wait_closed()
         if self.notifier is not None:
             await self.notifier.stop()
         self.db.stop()

@@ -49,7 +49,9 @@ def _settings(args: argparse.Namespace) -> tuple[ApiserverSettings, str]:
         settings, state_dir = config.apiserver, config.agent.state_dir
     overrides = {k: getattr(args, k) for k in ("listen", "db_path", "pcap_dir", "rate_limit", "rate_burst",
                                                 "max_upload_bytes", "read_timeout", "metrics_retention_days",
-                                                "admin_token_file", "synchronous")
+                                                "admin_token_file", "synchronous", "tls_cert", "tls_key",
+                                                "header_timeout", "keepalive_timeout", "max_connections",
+                                                "max_connections_per_address")
                  if getattr(args, k, None) is not None}
     settings = dataclasses.replace(settings, **overrides)
     try:
@@ -245,6 +247,13 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-retention-days", dest="metrics_retention_days", type=float, default=None)
     p.add_argument("--admin-token-file", dest="admin_token_file", default=None)
     p.add_argument("--synchronous", default=None, help="SQLite synchronous mode (FULL, NORMAL)")
+    p.add_argument("--tls-cert", dest="tls_cert", default=None, help="PEM certificate: serve HTTPS (with --tls-key)")
+    p.add_argument("--tls-key", dest="tls_key", default=None, help="PEM private key (not readable by others)")
+    p.add_argument("--header-timeout", dest="header_timeout", type=float, default=None,
+                   help="seconds for a new connection's first request head (default 10)")
+    p.add_argument("--keepalive-timeout", dest="keepalive_timeout", type=float, default=None)
+    p.add_argument("--max-connections", dest="max_connections", type=int, default=None)
+    p.add_argument("--max-connections-per-address", dest="max_connections_per_address", type=int, default=None)
     p.add_argument("--port-file", dest="port_file", default=None, help="write the bound port here when ready")
     p.set_defaults(server_func=cmd_serve, json=False)
     sub = p.add_subparsers(dest="server_command", metavar="COMMAND")

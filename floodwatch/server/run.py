@@ -8,6 +8,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from floodwatch.errors import ConfigError
 from floodwatch.logs import setup_logging
 from floodwatch.server.app import AGENT_PREFIX, ApiServer
 from floodwatch.server.paths import write_private
@@ -16,8 +17,9 @@ from floodwatch.settings.core import LogSettings
 from floodwatch.settings.notify import NotifySettings
 
 
-def url_of(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def url_of(host: str, port: int, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 async def serve_async(settings: ApiserverSettings, db: Path, pcaps: Path, port_file: str | None = None,
@@ -33,10 +35,15 @@ async def serve_async(settings: ApiserverSettings, db: Path, pcaps: Path, port_f
         await server.stop()
         logger.bind(actor="apiserver").error("cannot listen on {}: {}", settings.listen, e.strerror or e)
         return 1
+    except ConfigError as e:
+        await server.stop()
+        logger.bind(actor="apiserver").error("{}", e)
+        return 2
     if port_file:
         write_private(Path(port_file), f"{addresses[0][1]}\n")
     for host, port in addresses:
-        print(f"floodwatch server: listening on {url_of(host, port)}{AGENT_PREFIX} (db {db})", flush=True)
+        url = url_of(host, port, bool(settings.tls_cert))
+        print(f"floodwatch server: listening on {url}{AGENT_PREFIX} (db {db})", flush=True)
     await stop.wait()
     await server.stop()
     logger.bind(actor="apiserver").info("stopped; {}", server.snapshot())

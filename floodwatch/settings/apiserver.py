@@ -36,6 +36,14 @@ class ApiserverSettings:
     allow_remote_admin: bool = True  # false: the admin API only answers loopback clients
     access_log: bool = False  # one log line per request (off: counters only)
     extra_listen: list[str] = field(default_factory=list)  # more HOST:PORT to serve on
+    # TLS: with both, every listen address speaks HTTPS only (TLS 1.2+). The key must not be readable by
+    # others (0600, or 0640 with a group such as ssl-cert).
+    tls_cert: str = ""  # PEM certificate, its chain after it
+    tls_key: str = ""  # PEM private key
+    header_timeout: float = 10.0  # seconds a new connection has for its first request head (408 beyond)
+    keepalive_timeout: float = 15.0  # an idle connection, or one slow to start its next request, is closed
+    max_connections: int = 1000  # open connections in total (503 and closed beyond)
+    max_connections_per_address: int = 100  # open connections from one client address (503 beyond)
 
     def validate(self) -> None:
         from floodwatch.server.netaddr import parse_listen
@@ -44,11 +52,15 @@ class ApiserverSettings:
             parse_listen(item)
         if self.synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError("synchronous: must be OFF, NORMAL, FULL or EXTRA")
-        for name in ("max_body_bytes", "max_upload_bytes", "pcap_quota_bytes", "max_metrics_batch", "rate_burst"):
+        for name in ("max_body_bytes", "max_upload_bytes", "pcap_quota_bytes", "max_metrics_batch", "rate_burst",
+                     "max_connections", "max_connections_per_address"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1")
-        for name in ("metrics_retention_days", "read_timeout", "offline_after"):
+        for name in ("metrics_retention_days", "read_timeout", "offline_after", "header_timeout",
+                     "keepalive_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert: tls_cert and tls_key go together (both, or neither for plain HTTP)")
         if self.rate_limit < 0:
             raise ValueError("rate_limit: must be >= 0 (0 turns it off)")
