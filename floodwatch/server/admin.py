@@ -47,7 +47,7 @@ def _loopback(remote: str | None) -> bool:
 
 async def _node(request: web.Request) -> dict[str, Any]:
     srv = server_of(request)
-    ref = request.match_info["node"]
+    ref = validate.url_text(request.match_info["node"], "node")
     node = await srv.db.call(srv.store.find_node, ref, now(), srv.settings.offline_after)
     if node is None:
         raise error(404, f"node: no node {ref!r}")
@@ -126,8 +126,8 @@ async def node_metrics(request: web.Request) -> web.Response:
     if "since" in request.query:
         try:
             since = validate.parse_time(request.query["since"]).timestamp()
-        except ValueError:
-            raise error(400, "since: expected an ISO 8601 UTC timestamp") from None
+        except ValueError as e:
+            raise error(400, f"since: expected an ISO 8601 UTC timestamp ({e})") from None
     limit = _int_query(request, "limit", 1000, 100_000)
     return ok(await srv.db.call(srv.store.metrics, node["node_id"], since, limit))
 
@@ -137,7 +137,7 @@ async def list_incidents(request: web.Request) -> web.Response:
     srv = server_of(request)
     node_id = None
     if "node" in request.query:
-        node = await srv.db.call(srv.store.find_node, request.query["node"])
+        node = await srv.db.call(srv.store.find_node, validate.url_text(request.query["node"], "node"))
         if node is None:
             raise error(404, f"node: no node {request.query['node']!r}")
         node_id = node["node_id"]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from floodwatch.server import auth
-from floodwatch.server.validate import check_json
+from floodwatch.server.validate import MAX_DEPTH, check_json
 
 if TYPE_CHECKING:
     from floodwatch.server.app import ApiServer
@@ -70,7 +70,9 @@ async def read_json(request: web.Request) -> Any:
         raise error(400, "body: empty, expected JSON")
     try:
         body = json.loads(raw, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+    except RecursionError:
+        raise error(400, f"body: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as e:  # UnicodeDecodeError is one too
         raise error(400, f"body: not valid JSON ({str(e)[:120]})") from None
     check_json(body)
     return body
