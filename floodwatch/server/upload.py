@@ -38,6 +38,8 @@ async def _next(coro: Any, timeout: float) -> Any:
         return await asyncio.wait_for(coro, timeout)
     except TimeoutError:
         raise error(408, f"upload: nothing received for {timeout:g} s") from None
+    except ValueError as e:  # aiohttp's multipart reader on a truncated or malformed body
+        raise error(400, f"body: malformed multipart ({str(e)[:100]})") from None
 
 
 async def _small_field(part: BodyPartReader, name: str, timeout: float) -> str:

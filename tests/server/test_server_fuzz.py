@@ -1,0 +1,159 @@
+"""Hundreds of mutated requests to every route of the real server (a subprocess): never a 5xx, every
+answer is strict JSON, and the valid data sent between them is all stored. Seeded: the same requests
+every run."""
+
+from __future__ import annotations
+
+import json
+import random
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fwserver_util import Node, Reply, ServerProc, cli_inproc, incident_body, multipart, running
+
+ROUNDS = 40  # mutations per route and round trip of valid data
+HOSTILE = ["1e400", "-1e400", "NaN", "Infinity", '"\\ud800"', '"a\\udfff"', "[" * 973 + "]" * 973,
+           "[" * 40 + "]" * 40, '{"a":' * 40 + "1" + "}" * 40, "18446744073709551617", "-9223372036854775809",
+           "9" * 5000, json.dumps("x" * 20000), "true", "null", "{}", "[]", '""', '"   "',
+           '"9999-12-31T23:59:59-01:00"', '"0001-01-01T00:00:00+01:00"', '"2026-02-30T00:00:00Z"', "-1", "0",
+           "1.5", "[1, 2]", '{"\\ud800": 1}', json.dumps(["x"] * 1001), '"\\u0000"', '"<script>"']
+HOSTILE_QUERY = ["%ED%A0%80", "%FF", "-1", "0", "99999999999999999999", "9999-12-31T23:59:59-01:00", "x" * 5000,
+                 "1e400", "", "%00", "active", "2026-11-28T10:00:00Z", "%2e%2e%2f"]
+
+
+def paths_of(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON value (the value itself included)."""
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += paths_of(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += paths_of(v, (*prefix, i))
+    return out
+
+
+def put(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = put(value[path[0]], path[1:], new)
+    return copy
+
+
+def mutate(rng: random.Random, body: Any) -> bytes:
+    """A hostile value at a random place, a new hostile field, or damaged bytes."""
+    kind = rng.randrange(5)
+    if kind <= 1:
+        text = json.dumps(put(body, rng.choice(paths_of(body)), "@@V@@"))
+        return text.replace('"@@V@@"', rng.choice(HOSTILE)).encode()
+    if kind == 2 and isinstance(body, dict):
+        return json.dumps({**body, "extra": "@@V@@"}).replace('"@@V@@"', rng.choice(HOSTILE)).encode()
+    raw = bytearray(json.dumps(body).encode())
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(raw) + 1)
+        op = rng.randrange(3)
+        if op == 0 and at < len(raw):
+            raw[at] = rng.randrange(256)
+        elif op == 1:
+            raw[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        else:
+            del raw[at:]
+    return bytes(raw)
+
+
+def strict(r: Reply, what: str) -> Any:
+    assert r.status < 500, f"{what}: {r.status} {r.raw[:300]!r}"
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{what}: {name} in the answer")
+    data = json.loads(r.raw, parse_constant=refuse)
+    if r.status >= 400:
+        assert isinstance(data.get("error"), str) and data["error"], (what, r.raw[:300])
+    return data
+
+
+def test_mutated_requests_to_every_route_never_fail_the_server_or_lose_data(tmp_path: Path) -> None:
+    rng = random.Random(20261130)
+    with running(tmp_path, "--read-timeout", "2") as srv:
+        node = srv.add_node("fuzz-node")
+        admin = {"Authorization": "Bearer " + cli_inproc("admin-token", "--db", str(srv.db))["admin_token"]}
+        first = srv.post("incident", incident_body("fuzz-base"), node)
+        incident_id = strict(first, "base incident")["incident_id"]
+        command_id = strict(srv.post(f"/api/v1/admin/nodes/{node.uuid}/commands",
+                                     {"command": "iptables -I INPUT -s 198.51.100.7 -j DROP"}, headers=admin),
+                            "queue")["command_id"]
+        routes = json_routes(srv, node, admin, incident_id, command_id)
+        sent = 0
+        for round_no in range(ROUNDS):
+            for name, (send, body) in routes.items():
+                strict(send(mutate(rng, body)), f"{name} #{round_no}")
+                sent += 1
+            sent += fuzz_queries(srv, admin, node, rng, round_no) + fuzz_upload(srv, node, rng, incident_id, round_no)
+            stored = srv.post("metrics", [{"pps": 10_000 + round_no, "bps": 1}], node)
+            assert strict(stored, "valid metrics") == {"accepted": 1}
+            assert srv.post("incident", incident_body(f"fuzz-valid-{round_no}"), node).status == 201
+        assert sent >= 400
+        metrics = strict(srv.request("GET", f"/api/v1/admin/nodes/{node.uuid}/metrics?limit=100000",
+                                     headers=admin), "metrics")
+        assert set(range(10_000, 10_000 + ROUNDS)) <= {m["pps"] for m in metrics}
+        keys = {i["incident_key"] for i in strict(srv.request("GET", "/api/v1/admin/incidents", headers=admin),
+                                                  "incidents")}
+        assert {f"fuzz-valid-{i}" for i in range(ROUNDS)} | {"fuzz-base"} <= keys
+        strict(srv.request("GET", "config", node=node), "config")
+        strict(srv.request("GET", f"/api/v1/admin/nodes/{node.uuid}/commands", headers=admin), "commands")
+        counters = strict(srv.request("GET", "/api/v1/admin/health", headers=admin), "health")["counters"]
+        assert counters["errors_5xx"] == 0 and counters["bad_requests"] >= sent // 2
+
+
+def json_routes(srv: ServerProc, node: Node, admin: dict[str, str], incident_id: int,
+                command_id: int) -> dict[str, tuple[Callable[[bytes], Reply], Any]]:
+    """Every route that takes a JSON body: how to send raw bytes to it, and a valid body to mutate."""
+    def agent(method: str, path: str) -> Callable[[bytes], Reply]:
+        return lambda raw: srv.request(method, path, node=node, raw=raw, headers={"Content-Type": "application/json"})
+
+    def operator(method: str, path: str) -> Callable[[bytes], Reply]:
+        return lambda raw: srv.request(method, f"/api/v1/admin/{path}", raw=raw,
+                                       headers={**admin, "Content-Type": "application/json"})
+    return {
+        "heartbeat": (agent("POST", "heartbeat"), {"agent_version": "1.0", "uptime": 5, "os": "Linux"}),
+        "metrics": (agent("POST", "metrics"), [{"pps": 1, "bps": 2, "tcp_pct": 50.0, "udp_pct": 1,
+                                                "recorded_at": "2026-11-28T10:00:00Z", "conn_count": 3}]),
+        "incident open": (agent("POST", "incident"), incident_body("fuzz-open", vectors=[{"family": "udp"}])),
+        "incident update": (agent("POST", "incident"), {"incident_id": incident_id, "status": "resolved",
+                                                        "ended_at": "2026-11-28T10:05:00Z", "peak_pps": 9}),
+        "ack": (agent("POST", "commands/ack"), {"command_id": command_id, "status": "applied", "output": "ok",
+                                                "executed_at": "2026-11-28T10:00:01Z"}),
+        "pcap as json": (agent("POST", "pcap"), {"incident_id": incident_id}),
+        "config with a body": (agent("GET", "config"), {"x": 1}),
+        "admin add node": (operator("POST", "nodes"), {"name": "fuzz-extra"}),
+        "admin config": (operator("PUT", f"nodes/{node.uuid}/config"),
+                         {"pps_threshold": 1000, "baseline": {"pps": 10.0},
+                          "ioc_patterns": [{"pattern": "x", "name": "y"}, "plain"]}),
+        "admin command": (operator("POST", f"nodes/{node.uuid}/commands"), {"command": {"argv": ["ipset", "add"]}}),
+    }
+
+
+def fuzz_queries(srv: ServerProc, admin: dict[str, str], node: Node, rng: random.Random, round_no: int) -> int:
+    """The admin GET routes with hostile path parts and query values."""
+    v = rng.choice(HOSTILE_QUERY)
+    q = urllib.parse.quote(v, safe="%")
+    for path in (f"incidents?node={q}&status={q}&limit={q}", f"nodes/{node.uuid}/metrics?since={q}&limit={q}",
+                 f"nodes/{q}", f"incidents/{q}", f"incidents/{q}/pcap", f"nodes/{q}/commands"):
+        strict(srv.request("GET", f"/api/v1/admin/{path}", headers=admin), f"GET {path} #{round_no}")
+    return 6
+
+
+def fuzz_upload(srv: ServerProc, node: Node, rng: random.Random, incident_id: int, round_no: int) -> int:
+    """A pcap upload with damaged multipart bytes or a hostile incident_id."""
+    ident = rng.choice([str(incident_id), "-1", "99999999999999999999", "\ud800", "1e400", "x" * 100])
+    body, ctype = multipart([("incident_id", None, ident.encode("utf-8", "surrogatepass")),
+                             ("file", "c.pcap", b"\xd4\xc3\xb2\xa1" + bytes(100))])
+    raw = bytearray(body)
+    if rng.random() < 0.5:
+        del raw[rng.randrange(len(raw)):]
+    strict(srv.request("POST", "pcap", node=node, raw=bytes(raw), headers={"Content-Type": ctype}),
+           f"upload {ident[:20]!r} #{round_no}")
+    return 1
