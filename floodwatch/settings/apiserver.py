@@ -41,7 +41,9 @@ class ApiserverSettings:
     tls_cert: str = ""  # PEM certificate, its chain after it
     tls_key: str = ""  # PEM private key
     header_timeout: float = 10.0  # seconds a new connection has for its first request head (408 beyond)
-    keepalive_timeout: float = 15.0  # an idle connection, or one slow to start its next request, is closed
+    # an idle kept-alive connection, or one slow with its next request head, is closed; longer than the
+    # 15 s after which aiohttp clients (the reporter) drop idle connections, so they always close first
+    keepalive_timeout: float = 30.0
     max_connections: int = 1000  # open connections in total (503 and closed beyond)
     max_connections_per_address: int = 100  # open connections from one client address (503 beyond)
 
