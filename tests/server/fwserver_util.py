@@ -182,3 +182,8 @@ def running(tmp: Path, *extra: str) -> Iterator[ServerProc]:
         yield srv
     finally:
         srv.stop()
+
+
+def admin_headers(srv: ServerProc) -> dict[str, str]:
+    """The Authorization header of a new admin token for this server."""
+    return {"Authorization": "Bearer " + cli_inproc("admin-token", "--db", str(srv.db))["admin_token"]}

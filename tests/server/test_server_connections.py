@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from fwserver_util import ServerProc, cli_inproc, running
+from fwserver_util import ServerProc, admin_headers, running
 
 from tests.helpers import eventually
 
@@ -59,22 +59,22 @@ def closed_by_server(s: socket.socket) -> bytes:
     return out
 
 
-def health_counters(srv: ServerProc, token: str) -> dict[str, int]:
-    r = srv.request("GET", "/api/v1/admin/health", headers={"Authorization": f"Bearer {token}"})
+def health_counters(srv: ServerProc, admin: dict[str, str]) -> dict[str, int]:
+    r = srv.request("GET", "/api/v1/admin/health", headers=admin)
     assert r.status == 200, r.raw
     return dict(r.json["counters"])
 
 
 @pytest.fixture(scope="module")
-def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, str]]:
+def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("caps")
     with running(tmp, "--max-connections", "6", "--max-connections-per-address", "3", "--header-timeout", "60",
                  "--keepalive-timeout", "60") as srv:
-        yield srv, cli_inproc("admin-token", "--db", str(srv.db))["admin_token"]
+        yield srv, admin_headers(srv)
 
 
 def test_connections_over_the_per_address_cap_are_refused_and_others_still_served(
-        capped: tuple[ServerProc, str]) -> None:
+        capped: tuple[ServerProc, dict[str, str]]) -> None:
     srv, token = capped
     before = health_counters(srv, token)
     with ExitStack() as stack:
@@ -102,7 +102,7 @@ def _served_once(srv: ServerProc) -> bool:
         return answer(s)[0] == 200
 
 
-def test_connections_over_the_total_cap_are_refused(capped: tuple[ServerProc, str]) -> None:
+def test_connections_over_the_total_cap_are_refused(capped: tuple[ServerProc, dict[str, str]]) -> None:
     srv, token = capped
     before = health_counters(srv, token)
     with ExitStack() as stack:
@@ -118,7 +118,7 @@ def test_connections_over_the_total_cap_are_refused(capped: tuple[ServerProc, st
 
 def test_a_slowloris_client_is_closed_and_others_are_served(tmp_path: Path) -> None:
     with running(tmp_path, "--header-timeout", "1", "--keepalive-timeout", "1") as srv:
-        token = cli_inproc("admin-token", "--db", str(srv.db))["admin_token"]
+        token = admin_headers(srv)
         silent = connect(srv)  # connects and sends nothing at all
         slow = connect(srv)
         slow.sendall(b"POST /api/v1/agent/heartbeat HTTP/1.1\r\nHost: x\r\n")

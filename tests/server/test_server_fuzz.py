@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fwserver_util import Node, Reply, ServerProc, cli_inproc, incident_body, multipart, running
+from fwserver_util import Node, Reply, ServerProc, admin_headers, incident_body, multipart, running
 
 ROUNDS = 40  # mutations per route and round trip of valid data
 HOSTILE = ["1e400", "-1e400", "NaN", "Infinity", '"\\ud800"', '"a\\udfff"', "[" * 973 + "]" * 973,
@@ -79,7 +79,7 @@ def test_mutated_requests_to_every_route_never_fail_the_server_or_lose_data(tmp_
     rng = random.Random(20261130)
     with running(tmp_path, "--read-timeout", "2") as srv:
         node = srv.add_node("fuzz-node")
-        admin = {"Authorization": "Bearer " + cli_inproc("admin-token", "--db", str(srv.db))["admin_token"]}
+        admin = admin_headers(srv)
         first = srv.post("incident", incident_body("fuzz-base"), node)
         incident_id = strict(first, "base incident")["incident_id"]
         command_id = strict(srv.post(f"/api/v1/admin/nodes/{node.uuid}/commands",

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fwserver_util import Node, Reply, ServerProc, cli_inproc, incident_body
+from fwserver_util import Node, Reply, ServerProc, admin_headers, incident_body, running
 
 from floodwatch.server.sqlite_store import SQLiteStore
 
@@ -19,12 +19,8 @@ DEEP = "[" * 973 + "]" * 973
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    s = ServerProc(tmp_path_factory.mktemp("hard"), ["--read-timeout", "2"])
-    s.start()
-    try:
+    with running(tmp_path_factory.mktemp("hard"), "--read-timeout", "2") as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +30,7 @@ def node(srv: ServerProc) -> Node:
 
 @pytest.fixture(scope="module")
 def admin(srv: ServerProc) -> dict[str, str]:
-    token = cli_inproc("admin-token", "--db", str(srv.db))["admin_token"]
-    return {"Authorization": f"Bearer {token}"}
+    return admin_headers(srv)
 
 
 def strict_json(raw: bytes) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fwserver_util import Node, ServerProc, cli_inproc
+from fwserver_util import Node, ServerProc, admin_headers
 
 from floodwatch.config import load_config
 from floodwatch.errors import ConfigError
@@ -73,8 +73,7 @@ def test_the_reporter_client_talks_to_the_tls_server_when_it_trusts_the_ca(srv: 
     ca = tls[0]
     node = srv.add_node("tls-node")
     assert asyncio.run(reporter_heartbeat(srv, node, str(ca))) == 200
-    token = cli_inproc("admin-token", "--db", str(srv.db))["admin_token"]
-    status, nodes = https(srv, ca, "GET", "/api/v1/admin/nodes", {"Authorization": f"Bearer {token}"})
+    status, nodes = https(srv, ca, "GET", "/api/v1/admin/nodes", admin_headers(srv))
     assert status == 200
     assert {n["name"]: n for n in nodes}["tls-node"]["agent_version"] == "tls-test"
     assert f"listening on https://127.0.0.1:{srv.port}/api/v1/agent" in srv.log()
