@@ -58,7 +58,7 @@ def _int_query(request: web.Request, name: str, default: int, hi: int) -> int:
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not 0 < int(text) <= hi:
+    if not validate.is_decimal(text) or not 0 < int(text) <= hi:
         raise error(400, f"{name}: expected an integer between 1 and {hi}")
     return int(text)
 
@@ -150,7 +150,7 @@ async def list_incidents(request: web.Request) -> web.Response:
 
 def _incident_id(request: web.Request) -> int:
     text = request.match_info["incident_id"]
-    if not text.isdigit() or not 0 < int(text) < 2**63:
+    if not validate.is_decimal(text) or not 0 < int(text) < 2**63:
         raise error(400, "incident_id: expected a positive integer")
     return int(text)
 

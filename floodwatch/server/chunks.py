@@ -30,6 +30,7 @@ from aiohttp import web
 
 from floodwatch.server.http import READ_CHUNK, error
 from floodwatch.server.upload import TMP_PREFIX, Received
+from floodwatch.server.validate import is_decimal
 
 MAX_OPEN = 16
 MAX_CHUNK_BYTES = 4 * 1024 * 1024  # the agent sends 2 MB
@@ -64,7 +65,7 @@ def parse_headers(headers: Any) -> ChunkHeaders:
     values = []
     for name, lo in (("X-Chunk-Index", 0), ("X-Chunk-Total", 1)):
         text = headers.get(name, "")
-        if not text.isdigit() or not lo <= int(text) <= MAX_CHUNKS:
+        if not is_decimal(text) or not lo <= int(text) <= MAX_CHUNKS:
             raise error(400, f"{name}: expected an integer between {lo} and {MAX_CHUNKS}")
         values.append(int(text))
     index, total = values

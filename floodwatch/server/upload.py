@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from floodwatch.server.http import READ_CHUNK, authenticate, error, now, ok, server_of
+from floodwatch.server.validate import is_decimal
 
 MULTIPART_OVERHEAD = 64 * 1024  # headers and the other fields around the file
 TMP_PREFIX = ".upload-"
@@ -134,7 +135,7 @@ async def _store(request: web.Request, node_id: int, incident_text: str | None, 
     srv = server_of(request)
     if not incident_text:
         raise error(400, "incident_id: required")
-    if not incident_text.isdigit() or not 0 < int(incident_text) < 2**63:
+    if not is_decimal(incident_text) or not 0 < int(incident_text) < 2**63:
         raise error(400, "incident_id: expected a positive integer")
     incident_id = int(incident_text)
     if await srv.db.call(srv.store.incident_node, incident_id) != node_id:

@@ -110,6 +110,11 @@ def stored_details(text: str) -> tuple[dict[str, Any], dict[str, str]]:
     return readable, withheld
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: "\u00b2".isdigit() is true, but int() refuses it."""
+    return text.isascii() and text.isdigit()
+
+
 def url_text(v: str, field: str) -> str:
     """A string from a URL or query (they are not JSON): valid Unicode and not too long, or BadField."""
     _check_text(v, field)

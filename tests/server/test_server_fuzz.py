@@ -19,8 +19,8 @@ HOSTILE = ["1e400", "-1e400", "NaN", "Infinity", '"\\ud800"', '"a\\udfff"', "[" 
            "9" * 5000, json.dumps("x" * 20000), "true", "null", "{}", "[]", '""', '"   "',
            '"9999-12-31T23:59:59-01:00"', '"0001-01-01T00:00:00+01:00"', '"2026-02-30T00:00:00Z"', "-1", "0",
            "1.5", "[1, 2]", '{"\\ud800": 1}', json.dumps(["x"] * 1001), '"\\u0000"', '"<script>"']
-HOSTILE_QUERY = ["%ED%A0%80", "%FF", "-1", "0", "99999999999999999999", "9999-12-31T23:59:59-01:00", "x" * 5000,
-                 "1e400", "", "%00", "active", "2026-11-28T10:00:00Z", "%2e%2e%2f"]
+HOSTILE_QUERY = ["%ED%A0%80", "%FF", "%C2%B2", "%D9%A3", "-1", "0", "99999999999999999999", "9999-12-31T23:59:59-01:00",
+                 "x" * 5000, "1e400", "", "%00", "active", "2026-11-28T10:00:00Z", "%2e%2e%2f"]
 
 
 def paths_of(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -85,23 +85,28 @@ def test_mutated_requests_to_every_route_never_fail_the_server_or_lose_data(tmp_
         command_id = strict(srv.post(f"/api/v1/admin/nodes/{node.uuid}/commands",
                                      {"command": "iptables -I INPUT -s 198.51.100.7 -j DROP"}, headers=admin),
                             "queue")["command_id"]
-        routes = json_routes(srv, node, admin, incident_id, command_id)
+        partc_key = strict(srv.post("incidents", PARTC_OPEN, node), "part C open")["uuid"]
+        routes = json_routes(srv, node, admin, incident_id, command_id) | partc_routes(srv, node, partc_key)
         sent = 0
+        partc_keys: list[str] = []
         for round_no in range(ROUNDS):
             for name, (send, body) in routes.items():
                 strict(send(mutate(rng, body)), f"{name} #{round_no}")
                 sent += 1
             sent += fuzz_queries(srv, admin, node, rng, round_no) + fuzz_upload(srv, node, rng, incident_id, round_no)
+            sent += fuzz_chunk(srv, node, rng, partc_key, round_no)
             stored = srv.post("metrics", [{"pps": 10_000 + round_no, "bps": 1}], node)
             assert strict(stored, "valid metrics") == {"accepted": 1}
             assert srv.post("incident", incident_body(f"fuzz-valid-{round_no}"), node).status == 201
+            opened = srv.post("incidents", {**PARTC_OPEN, "started_at": f"2026-11-28T11:{round_no:02d}:00Z"}, node)
+            partc_keys.append(strict(opened, "valid part C open")["uuid"])
         assert sent >= 400
         metrics = strict(srv.request("GET", f"/api/v1/admin/nodes/{node.uuid}/metrics?limit=100000",
                                      headers=admin), "metrics")
         assert set(range(10_000, 10_000 + ROUNDS)) <= {m["pps"] for m in metrics}
         keys = {i["incident_key"] for i in strict(srv.request("GET", "/api/v1/admin/incidents", headers=admin),
                                                   "incidents")}
-        assert {f"fuzz-valid-{i}" for i in range(ROUNDS)} | {"fuzz-base"} <= keys
+        assert {f"fuzz-valid-{i}" for i in range(ROUNDS)} | {"fuzz-base", *partc_keys} <= keys
         strict(srv.request("GET", "config", node=node), "config")
         strict(srv.request("GET", f"/api/v1/admin/nodes/{node.uuid}/commands", headers=admin), "commands")
         counters = strict(srv.request("GET", "/api/v1/admin/health", headers=admin), "health")["counters"]
@@ -136,6 +141,36 @@ def json_routes(srv: ServerProc, node: Node, admin: dict[str, str], incident_id:
     }
 
 
+PARTC_OPEN = {"started_at": "2026-11-28T10:00:00Z", "attack_family": "udp_flood", "peak_pps": 5000.5,
+              "peak_bps": 1e6, "ioc_hits": ["memcached"], "source_ip_count": 3,
+              "top_src_ips": [{"ip": "198.18.0.9", "count": 5}]}
+
+
+def partc_routes(srv: ServerProc, node: Node, key: str) -> dict[str, tuple[Callable[[bytes], Reply], Any]]:
+    """The official agent's dialect (part C): the same, with its bodies."""
+    def post(path: str) -> Callable[[bytes], Reply]:
+        return lambda raw: srv.request("POST", path, node=node, raw=raw,
+                                       headers={"Content-Type": "application/json", "User-Agent": "ftagent/1.9.65"})
+    return {
+        "part C open": (post("incidents"), PARTC_OPEN),
+        "part C update": (post(f"incidents/{key}"), {"peak_pps": 7000.2, "top_dst_ports": [{"port": 53, "count": 1}]}),
+        "part C resolve": (post(f"incidents/{key}/resolve"), {"duration_seconds": 30, "source_ip_count": 0}),
+        "part C unsupported": (post("gre-tunnels"), {"tunnels": []}),
+    }
+
+
+def fuzz_chunk(srv: ServerProc, node: Node, rng: random.Random, key: str, round_no: int) -> int:
+    """A part C chunked capture upload with hostile chunk headers."""
+    values = ["0", "1", "\u00b2", "\u0663", "-1", "99999999999999999999", "", "x"]
+    headers = {"Content-Type": "application/octet-stream", "X-Upload-Id": rng.choice(["up-1", "", "a" * 100, "../x"]),
+               "X-Chunk-Index": rng.choice(values).encode().decode("unicode_escape"),
+               "X-Chunk-Total": rng.choice(values).encode().decode("unicode_escape")}
+    r = srv.request("POST", f"incidents/{key}/pcap", node=node, raw=bytes(rng.randrange(256) for _ in range(64)),
+                    headers={k: v.encode().decode("latin-1") for k, v in headers.items()})
+    strict(r, f"chunk {headers} #{round_no}")
+    return 1
+
+
 def fuzz_queries(srv: ServerProc, admin: dict[str, str], node: Node, rng: random.Random, round_no: int) -> int:
     """The admin GET routes with hostile path parts and query values."""
     v = rng.choice(HOSTILE_QUERY)
@@ -148,7 +183,8 @@ def fuzz_queries(srv: ServerProc, admin: dict[str, str], node: Node, rng: random
 
 def fuzz_upload(srv: ServerProc, node: Node, rng: random.Random, incident_id: int, round_no: int) -> int:
     """A pcap upload with damaged multipart bytes or a hostile incident_id."""
-    ident = rng.choice([str(incident_id), "-1", "99999999999999999999", "\ud800", "1e400", "x" * 100])
+    ident = rng.choice([str(incident_id), "-1", "99999999999999999999", "\ud800", "1e400", "x" * 100, "\u00b2",
+                        "\u0663"])
     body, ctype = multipart([("incident_id", None, ident.encode("utf-8", "surrogatepass")),
                              ("file", "c.pcap", b"\xd4\xc3\xb2\xa1" + bytes(100))])
     raw = bytearray(body)
