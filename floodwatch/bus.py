@@ -8,6 +8,7 @@ high-water marks, the consumer binds. Control: the supervisor's ROUTER, a DEALER
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,3 +126,17 @@ def push(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
 
 def pull(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
     return _sock(ctx, zmq.PULL, endpoint, bind=True, hwm=hwm)
+
+
+def udp_listener(host: str, port: int, rcvbuf: int) -> socket.socket:
+    """A non-blocking UDP socket bound to host:port for flow export datagrams (the collector's input)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise BusError(f"cannot listen on udp {host}:{port}: {e.strerror or e}") from e
+    return sock

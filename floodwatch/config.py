@@ -20,6 +20,7 @@ from floodwatch.errors import ConfigError
 from floodwatch.settings.aggregator import AggregatorSettings
 from floodwatch.settings.apiserver import ApiserverSettings
 from floodwatch.settings.capture import CaptureSettings
+from floodwatch.settings.collector import CollectorSettings
 from floodwatch.settings.core import AgentSettings, BusSettings, LogSettings, SupervisorSettings
 from floodwatch.settings.detector import DetectorSettings
 from floodwatch.settings.executor import ExecutorSettings
@@ -33,6 +34,7 @@ SECTIONS: dict[str, type] = {
     "supervisor": SupervisorSettings,
     "log": LogSettings,
     "capture": CaptureSettings,
+    "collector": CollectorSettings,
     "aggregator": AggregatorSettings,
     "detector": DetectorSettings,
     "recorder": RecorderSettings,
@@ -51,6 +53,7 @@ class Config:
     supervisor: SupervisorSettings
     log: LogSettings
     capture: CaptureSettings
+    collector: CollectorSettings
     aggregator: AggregatorSettings
     detector: DetectorSettings
     recorder: RecorderSettings

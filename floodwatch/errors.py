@@ -33,3 +33,7 @@ class CommandRejected(FloodwatchError):
 
 class StorageError(FloodwatchError):
     """A database or file store could not be read or written."""
+
+
+class BadDatagram(FloodwatchError):
+    """A flow export datagram (sFlow, NetFlow, IPFIX) that cannot be decoded: counted and dropped."""

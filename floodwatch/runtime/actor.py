@@ -67,6 +67,7 @@ class Actor(ActorCore[S]):
         super().__init__(config)
         self.poller = zmq.Poller()
         self._readers: dict[zmq.Socket, Callable[[zmq.Socket], None]] = {}
+        self._fd_readers: dict[int, Callable[[], None]] = {}  # plain sockets (the collector's UDP)
         self._timers: list[tuple[float, int, Period, Callable[[], None]]] = []
         self._timer_seq = 0
         self._wake_fd = -1
@@ -105,6 +106,11 @@ class Actor(ActorCore[S]):
         self.poller.register(sock, zmq.POLLIN)
         self._own(sock)
 
+    def add_fd_reader(self, fd: int, handler: Callable[[], None]) -> None:
+        """Call handler when a plain file descriptor (not a ZeroMQ socket) is readable."""
+        self._fd_readers[fd] = handler
+        self.poller.register(fd, zmq.POLLIN)
+
     def pull(self, endpoint: str, handler: Callable[[Message], None], hwm: int, batch: int = 64) -> zmq.Socket:
         """Bind a PULL socket; each valid message goes to handler (up to `batch` per poll)."""
         sock = bus.pull(self.ctx, endpoint, hwm)
@@ -135,6 +141,8 @@ class Actor(ActorCore[S]):
         for sock, _ in self.poller.poll(math.ceil(timeout_ms)):
             if sock == self._wake_fd:
                 self._drain_wakeup()
+            elif sock in self._fd_readers:
+                self._fd_readers[sock]()
             else:
                 self._readers[sock](sock)
         self._run_timers()
