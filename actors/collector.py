@@ -24,6 +24,7 @@ from floodwatch.settings.collector import CollectorSettings
 
 RECV_BURST = 512  # datagrams read from one socket per turn
 RECV_SIZE = 65535
+TICK = 0.1  # seconds between the stream-time ticks to the aggregator (windows close without flows)
 
 
 class CollectorActor(Actor[CollectorSettings]):
@@ -47,6 +48,8 @@ class CollectorActor(Actor[CollectorSettings]):
             self.add_fd_reader(sock.fileno(), lambda s=sock, k=kind: self._read(s, k))  # type: ignore[misc]
             self.log.info("listening for {} on udp {}:{}", proto, host, port)
         self.every(self.settings.batch_interval, self.core.flush_due)
+        self.every(TICK, lambda: self.core.tick(time.time()))
+        self.every(1.0, lambda: self.core.flows.cache.expire(time.time()))
 
     def _read(self, sock: socket.socket, kind: str) -> None:
         now = time.time()

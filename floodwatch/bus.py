@@ -128,12 +128,18 @@ def pull(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
     return _sock(ctx, zmq.PULL, endpoint, bind=True, hwm=hwm)
 
 
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; not exported by Python
+
+
 def udp_listener(host: str, port: int, rcvbuf: int) -> socket.socket:
     """A non-blocking UDP socket bound to host:port for flow export datagrams (the collector's input)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        try:  # as root past net.core.rmem_max: exporters send in bursts
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         sock.bind((host, port))
     except OSError as e:

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 DEV=0
 [ "${1:-}" = "--dev" ] && DEV=1
 
-APT_PKGS=(tshark tcpdump iproute2 nftables iptables ipset netsniff-ng python3-venv python3-pip openssl)
+APT_PKGS=(tshark tcpdump iproute2 nftables iptables ipset netsniff-ng softflowd pmacct python3-venv python3-pip openssl)
 # The dashboard's browser tests drive Debian's headless Chromium (large: only with --dev).
 if [ "$DEV" = 1 ]; then APT_PKGS+=(chromium chromium-driver); fi
 missing=()

@@ -71,8 +71,11 @@ class Engine:
     # -- input ---------------------------------------------------------------------------------------
     def feed_batch(self, batch: PacketBatch) -> list[Message]:
         """Account a batch; returns the windows (and seconds) it closed. BadBatch for bad records."""
-        if batch.count == 0:
-            return []
+        if batch.count == 0:  # a tick (the collector's, while no flow comes): stream time moves on
+            if not 0 <= batch.t_last < MAX_TS or batch.records:
+                self.stats["bad_batches"] += 1
+                raise BadBatch(f"empty batch {batch.seq} from {batch.iface} with time {batch.t_last!r}")
+            return self._advance(batch.t_last - (LIVE_GRACE if self.live else 0.0)) if batch.t_last else []
         if len(batch.records) != batch.count * RECORD_DTYPE.itemsize or batch.sample_rate < 1:
             self.stats["bad_batches"] += 1
             raise BadBatch(f"batch {batch.seq} from {batch.iface}: {len(batch.records)} bytes for "

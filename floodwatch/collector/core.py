@@ -181,6 +181,14 @@ class Collector:
         for rate in list(self.buckets):
             self._flush(rate)
 
+    def tick(self, now: float) -> None:
+        """Tell the aggregator the stream time (wall clock) when no flow came: its windows close on time."""
+        self.flush_all()
+        msg = PacketBatch(source="collector", iface="collector", seq=self.seq, sample_rate=1, count=0,
+                          records=b"", t_first=now, t_last=now)
+        self.seq += 1
+        self.send(msg, "packets")
+
     def due_in_ms(self) -> float:
         born = [self.born[r] for r, b in self.buckets.items() if b.n]
         if len(self.sflow):

@@ -1,0 +1,113 @@
+"""Real exporters -> the collector actor -> the real aggregator and detector processes.
+
+softflowd (NetFlow v5, v9, IPFIX) and pmacctd's sfprobe plugin (sFlow v5) read a flood capture (`-r` /
+pcap_savefile) and export it to the collector over loopback UDP; the flood must open an incident for the
+right victim and family, and the traffic windows' totals scaled by sampling must match what was sent.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
+from pathlib import Path
+
+import pytest
+
+from floodwatch.messages import IncidentOpened, TrafficWindow
+from floodwatch.trafficgen.pcapw import paced, write_pcap
+from floodwatch.trafficgen.vectors import VectorSpec, frames_for
+from tests.helpers import BusHarness, base_config, free_port, start_actor, stop_process, tcp_endpoints, write_config
+
+VICTIM = "198.18.0.1"
+PACKETS = 20_000
+T0 = 1_700_000_000.0
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def flood(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("flood") / "ntp.pcap"
+    write_pcap(path, paced(frames_for(VectorSpec("ntp_amplification", dst=VICTIM, sources=500)), 10_000, PACKETS, T0))
+    return path
+
+
+@contextmanager
+def pipeline(tmp_path: Path, **collector: object) -> Iterator[tuple[BusHarness, dict[str, int]]]:
+    """Collector, aggregator and detector as real processes on a test bus; yields the UDP ports."""
+    ports = {"sflow": free_port(), "netflow": free_port(), "ipfix": free_port()}
+    cfg = base_config(tmp_path, tcp_endpoints(),
+                      collector={"enabled": True, "networks": ["198.18.0.0/24"],
+                                 "listen": {k: f"127.0.0.1:{p}" for k, p in ports.items()}, **collector},
+                      detector={"pps_threshold": 2000, "dynamic": False, "hold_down": 1.0})
+    path = write_config(tmp_path / "fw.toml", cfg)
+    with ExitStack() as stack:
+        harness = stack.enter_context(BusHarness(tcp_endpoints_of(cfg)))
+        for name in ("detector", "aggregator", "collector"):
+            proc = start_actor(name, path, tmp_path / f"{name}.log")
+            stack.callback(stop_process, proc)
+            harness.wait_ready(name)
+        yield harness, ports
+
+
+def tcp_endpoints_of(cfg: dict[str, dict[str, object]]) -> object:
+    from floodwatch.bus import Endpoints
+
+    b = cfg["bus"]
+    return Endpoints(b["events_in"], b["events_out"], b["control"], b["packets"], b["frames"])
+
+
+def softflowd(pcap: Path, port: int, version: int) -> None:
+    subprocess.run(["softflowd", "-r", str(pcap), "-n", f"127.0.0.1:{port}", "-v", str(version), "-d"],
+                   check=True, timeout=60, capture_output=True)
+
+
+def pmacct_sflow(pcap: Path, port: int, rate: int, tmp_path: Path) -> None:
+    conf = tmp_path / "pmacctd.conf"
+    conf.write_text(f"daemonize: false\npcap_savefile: {pcap}\npcap_savefile_wait: false\nplugins: sfprobe\n"
+                    f"sfprobe_receiver: 127.0.0.1:{port}\nsfprobe_agentip: 127.0.0.1\nsampling_rate: {rate}\n")
+    proc = subprocess.Popen(["pmacctd", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=30)  # it exits when the file is read and its plugin flushed
+    finally:
+        stop_process(proc)
+
+
+def check(harness: BusHarness, run: Callable[[], None], expected: int, tolerance: float = 0.1) -> None:
+    """Run the exporter; the incident names the victim and the family; the windows add up to the flood."""
+    sub = harness.subscriber(IncidentOpened, TrafficWindow)
+    with closing(sub):
+        run()
+        done = time.time()  # every datagram was sent: the windows up to here (+ lateness) hold them all
+        opened: IncidentOpened | None = None
+        total, last = 0, 0.0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (opened is None or last < done + 0.5):
+            m = sub.get(timeout=max(deadline - time.monotonic(), 0.1))
+            if isinstance(m, TrafficWindow):
+                total += m.packets_in
+                last = m.t_start
+            elif isinstance(m, IncidentOpened):
+                opened = m
+    assert opened is not None, "no incident"
+    assert VICTIM in opened.target_ips
+    assert (opened.attack_family, opened.attack_subtype) == ("udp_flood", "ntp_amplification")
+    assert abs(total - expected) <= tolerance * expected, (total, expected)
+    counters = harness.counters("collector")
+    assert counters.get("malformed", 0) == 0, counters
+
+
+@pytest.mark.skipif(not shutil.which("softflowd"), reason="softflowd not installed (scripts/setup.sh)")
+@pytest.mark.parametrize(("version", "port_name"), [(5, "netflow"), (9, "netflow"), (10, "ipfix")])
+def test_softflowd_flood_detected(tmp_path: Path, flood: Path, version: int, port_name: str) -> None:
+    with pipeline(tmp_path) as (harness, ports):
+        check(harness, lambda: softflowd(flood, ports[port_name], version), PACKETS)
+
+
+@pytest.mark.skipif(not shutil.which("pmacctd"), reason="pmacct not installed (scripts/setup.sh)")
+def test_pmacct_sfprobe_flood_detected(tmp_path: Path, flood: Path) -> None:
+    with pipeline(tmp_path) as (harness, ports):
+        # 1 in 10 of 20 000 packets: ~2 000 samples; the sampling error of the total is ~2 %
+        check(harness, lambda: pmacct_sflow(flood, ports["sflow"], 10, tmp_path), PACKETS)
