@@ -45,7 +45,7 @@ def make(**kw: object) -> tuple[Collector, Sink]:
     return Collector(CollectorSettings(**kw), sink, lambda: 0.0), sink  # type: ignore[arg-type]
 
 
-FLOOD = [("198.51.100.%d" % (i % 250 + 1), "203.0.113.10", 1024 + i, 53, 17, 0, 3, 3 * 512) for i in range(30)]
+FLOOD = [(f"198.51.100.{i % 250 + 1}", "203.0.113.10", 1024 + i, 53, 17, 0, 3, 3 * 512) for i in range(30)]
 
 
 def test_netflow_v5_scaled_by_header_sampling() -> None:
