@@ -61,11 +61,9 @@ class AggregatorActor(Actor[AggregatorSettings]):
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, ConfigReceived):
             matcher = load_matcher(msg.ioc_patterns)
-            if matcher is not None:
-                self.sampler.matcher = matcher
-                rejected = getattr(matcher, "rejected_iocs", [])
-                self.log.info("signature matcher rebuilt with {} IOC pattern(s), {} rejected",
-                              len(msg.ioc_patterns), len(rejected))
+            self.sampler.matcher = matcher
+            self.log.info("signature matcher rebuilt with {} IOC pattern(s), {} rejected",
+                          len(msg.ioc_patterns), len(matcher.rejected_iocs))
 
     def on_bulk(self, msg: Message) -> None:
         now = time.monotonic()

@@ -3,41 +3,28 @@
 The detector's `floodwatch.signatures.SignatureMatcher` (Aho-Corasick over built-in signatures and IOC
 patterns) is called on at most `budget` records with payload per window, spread evenly over each batch
 and over the batches of the window (as many as the previous window had); counts are scaled to the
-window's records with payload and by the sample rate. Until that module exists
-(or if it fails to load) signature counts are empty.
+window's records with payload and by the sample rate.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
-from loguru import logger
+
+from floodwatch.signatures import SignatureMatcher
 
 _PER_BATCH = 64  # most payload heads checked in one batch
 _MIN_PER_BATCH = 4
 
 
-def load_matcher(ioc_patterns: list[dict[str, Any]] | None = None) -> Any:
-    """SignatureMatcher.default() (plus IOC patterns when given), or None when unavailable."""
-    try:
-        mod = importlib.import_module("floodwatch.signatures")
-        cls = mod.SignatureMatcher
-        if ioc_patterns:
-            for name in ("with_iocs", "from_iocs", "with_patterns"):
-                build = getattr(cls, name, None)
-                if callable(build):
-                    return build(ioc_patterns)
-            logger.warning("SignatureMatcher has no way to add IOC patterns; using the built-in set")
-        return cls.default()
-    except Exception as e:  # noqa: BLE001 - another area's module: degrade to no signatures
-        logger.warning("payload signatures unavailable: {}: {}", type(e).__name__, e)
-        return None
+def load_matcher(ioc_patterns: list[dict[str, Any]] | None = None) -> SignatureMatcher:
+    """The built-in signatures, plus IOC patterns when given (unusable ones listed in `rejected_iocs`)."""
+    return SignatureMatcher.with_iocs(ioc_patterns) if ioc_patterns else SignatureMatcher.default()
 
 
 class WindowSignatures:
-    def __init__(self, matcher: Any, budget: int, sampler: SignatureSampler | None = None) -> None:
+    def __init__(self, matcher: SignatureMatcher | None, budget: int, sampler: SignatureSampler | None = None) -> None:
         self.matcher = matcher
         self.budget = budget
         self.sampler = sampler
@@ -81,7 +68,7 @@ class WindowSignatures:
 class SignatureSampler:
     """Holds the current matcher; each window gets its own bounded counter."""
 
-    def __init__(self, matcher: Any = None) -> None:
+    def __init__(self, matcher: SignatureMatcher | None = None) -> None:
         self.matcher = matcher
         self.last_batches = 0  # batches with payload in the last finished window
 

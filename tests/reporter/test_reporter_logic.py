@@ -15,7 +15,7 @@ from floodwatch.errors import ConfigError
 from floodwatch.messages import CommandFinished, IncidentOpened, IncidentResolved, IncidentUpdated, TrafficSecond
 from floodwatch.reporter import mapping
 from floodwatch.reporter.client import resolve_api_key
-from floodwatch.reporter.config import BadRemoteConfig, parse_remote_config
+from floodwatch.reporter.remote_config import BadRemoteConfig, parse_remote_config
 from floodwatch.reporter.os_info import os_name, parse_os_release
 from floodwatch.reporter.policy import Verdict, backoff, classify, parse_retry_after
 from floodwatch.settings.reporter import ReporterSettings
