@@ -18,9 +18,9 @@ from typing import Any
 from floodwatch.logs import RateLimited
 from floodwatch.messages import CommandReceived, ConfigReceived, Message
 from floodwatch.reporter.client import ApiClient, ApiUnreachable
-from floodwatch.reporter.remote_config import BadRemoteConfig, RemoteConfig, parse_remote_config
 from floodwatch.reporter.outbox import Outbox
 from floodwatch.reporter.policy import Throttle, parse_retry_after
+from floodwatch.reporter.remote_config import BadRemoteConfig, RemoteConfig, parse_remote_config
 
 RECENT_ACKS = 10000  # command ids acked lately, remembered in memory (bounded)
 
