@@ -15,9 +15,9 @@ from floodwatch.errors import ConfigError
 from floodwatch.messages import CommandFinished, IncidentOpened, IncidentResolved, IncidentUpdated, TrafficSecond
 from floodwatch.reporter import mapping
 from floodwatch.reporter.client import resolve_api_key
-from floodwatch.reporter.remote_config import BadRemoteConfig, parse_remote_config
 from floodwatch.reporter.os_info import os_name, parse_os_release
 from floodwatch.reporter.policy import Verdict, backoff, classify, parse_retry_after
+from floodwatch.reporter.remote_config import BadRemoteConfig, parse_remote_config
 from floodwatch.settings.reporter import ReporterSettings
 
 T0 = 1_780_000_000.25  # 2026-05-28T20:26:40.250Z
