@@ -13,11 +13,9 @@ from pathlib import Path
 from floodwatch.executor import policies
 from floodwatch.executor.core import (
     MAX_COMMAND_ID,
-    REJECTED,
     Executor,
     Outcome,
     facts_source,
-    valid_command_id,
 )
 from floodwatch.executor.ledger import Ledger
 from floodwatch.executor.runner import Runner
@@ -98,13 +96,6 @@ class ExecutorActor(Actor[ExecutorSettings]):
             self._policies(msg)
 
     def _command(self, msg: CommandReceived) -> None:
-        if not self.s.enabled and valid_command_id(msg.command_id):  # a bad id: handle() rejects it
-            now = self.executor.clock()
-            if self.ledger.begin(msg.source, msg.command_id, str(msg.command)[:500], now):
-                why = "mitigation is disabled on this agent ([executor] enabled = false)"
-                self.ledger.finish(msg.source, msg.command_id, REJECTED, why, "", now)
-                self._publish(Outcome(msg.source, msg.command_id, REJECTED, why, "", now))
-                return
         self._publish(self.executor.handle(msg.source, msg.command_id, msg.command, msg.incident_key))
 
     def _policies(self, event: IncidentEvent) -> None:

@@ -1,6 +1,7 @@
 """The executor's logic without sockets: one command in, one outcome out; rules remembered and undone.
 
-`Executor.handle` never runs a command id twice (the ledger records it as running before it runs);
+`Executor.handle` never runs a command id twice (the ledger records it as running before it runs), and
+on an agent with `[executor] enabled = false` runs none (each is recorded, audited and counted as rejected);
 `resolve`, `expire` and `remove_all` undo rules by running their inverse commands.
 """
 
@@ -26,6 +27,7 @@ from floodwatch.settings.executor import SYSCTL_DIRECTIONS, ExecutorSettings
 
 APPLIED, REJECTED, FAILED = "applied", "rejected", "failed"
 _HANDLE = re.compile(r"# handle ([0-9]+)")
+DISABLED = "mitigation is disabled on this agent ([executor] enabled = false)"
 MAX_UNDO_ATTEMPTS = 3
 EXPIRE_BATCH = 200
 MAX_COMMAND_ID = 2**63 - 1  # the ledger's (SQLite's) integer range
@@ -75,6 +77,8 @@ class Executor:
         text = command if isinstance(command, str) else repr(command)[:500]
         if not self.ledger.begin(source, command_id, text, now, incident_key):
             return self._replay(source, command_id, now)
+        if not self.s.enabled:  # recorded, audited, counted and logged like any refusal
+            return self._finish(source, command_id, REJECTED, DISABLED, "", [], text)
         try:
             plan = validate_command(command, self.s, self.current_facts())
             self._check_state(plan, source)

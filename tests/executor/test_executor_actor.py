@@ -140,6 +140,7 @@ def test_a_disabled_executor_rejects_commands_and_runs_nothing(
     out = finished(sub, 1)
     assert out.status == "rejected" and "disabled" in out.error
     assert "198.51.100.5" not in ns.iptables()
+    eventually(lambda: harness.counters("executor").get("rejected") == 1, 10)  # counted like any refusal
 
 
 def test_rules_expire_by_ttl_and_are_removed_at_shutdown(

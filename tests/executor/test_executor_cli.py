@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from floodwatch.config import load_config
-from floodwatch.executor.core import Executor, facts_source
+from floodwatch.executor.core import DISABLED, Executor, facts_source
 from floodwatch.executor.ledger import Ledger
 from floodwatch.executor.runner import Runner
 from floodwatch.settings.executor import ExecutorSettings
@@ -94,3 +94,18 @@ def test_check_gives_the_executors_verdict_and_reason_with_this_hosts_facts(tmp_
                 assert rc == 1 and out.strip() == f"rejected: {outcome.error}"
             else:
                 assert outcome.status == "applied" and rc == 0, (outcome, out)
+
+
+def test_a_disabled_executor_records_audits_and_counts_each_refusal(tmp_path: Path) -> None:
+    s = ExecutorSettings(enabled=False)
+    audit = tmp_path / "audit.jsonl"
+    ex = Executor(s, Ledger(tmp_path / "l.sqlite3", audit), Runner(s.timeout, s.max_output_bytes), clock=lambda: 5.0)
+    out = ex.handle("api", 3, "iptables -I INPUT -s 198.51.100.1 -j DROP")
+    assert (out.status, out.error) == ("rejected", DISABLED) and not out.replayed
+    assert ex.counters["rejected"] == 1 and ex.ledger.count_rules() == 0
+    rec = ex.ledger.command("api", 3)
+    assert rec is not None and (rec.status, rec.error) == ("rejected", DISABLED)
+    rows = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(r["event"], r["status"], r["detail"]) for r in rows] == [("command", "rejected", DISABLED)]
+    again = ex.handle("api", 3, "iptables -I INPUT -s 198.51.100.1 -j DROP")
+    assert again.replayed and again.status == "rejected" and ex.counters["replayed"] == 1
