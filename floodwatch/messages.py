@@ -282,6 +282,12 @@ class TrafficWindow(Message):
     # that began mid-window, for the detector's fast rule
     tail_packets_in: int = 0
     tail_bytes_in: int = 0
+    # the packet records' own estimates, also when counters make packets_*/bytes_* exact: the base of the
+    # record-derived shares (bulk exemption, tail) the detector applies to the totals; 0 = not known
+    records_packets_in: int = 0
+    records_bytes_in: int = 0
+    records_packets_out: int = 0
+    records_bytes_out: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # aggregator-specific, documented there
 
 

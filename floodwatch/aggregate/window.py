@@ -330,15 +330,15 @@ class WindowStats:
             conn_count=c.conn_count,
             tail_packets_in=int(self.tail[0]),
             tail_bytes_in=int(self.tail[1]),
+            records_packets_in=int(self.packets[0]),
+            records_bytes_in=int(self.bytes[0]),
+            records_packets_out=int(self.packets[1]),
+            records_bytes_out=int(self.bytes[1]),
             extra=self._extra(),
         )
 
     def _extra(self) -> dict[str, Any]:
         return {
-            "records_packets_in": int(self.packets[0]),
-            "records_packets_out": int(self.packets[1]),
-            "records_bytes_in": int(self.bytes[0]),
-            "records_bytes_out": int(self.bytes[1]),
             "ip_protocols": {int(p): int(self.ipproto[p]) for p in np.flatnonzero(self.ipproto).tolist()},
             "src_exact": self.src.exact,
             "late_records": self.late,

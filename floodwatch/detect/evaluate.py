@@ -78,14 +78,14 @@ def window_rates(w: TrafficWindow, bulk_exemption: bool = True) -> Rates:
     if bulk_exemption and w.bidir_packets > 0 and bulk_shaped(w):
         # bidir and flag counts come from the packet records, packets_in may come from exact kernel
         # counters: apply the records' exempt share to the total rather than subtract mixed counts
-        seen = w.extra.get("records_packets_in") or sum(w.proto_in.values()) or w.packets_in
+        seen = w.records_packets_in or sum(w.proto_in.values()) or w.packets_in
         share = min(1.0, min(w.bidir_packets, ack_like(w.tcp_flags)) / seen) if seen > 0 else 0.0
         exempt = round(share * w.packets_in)
     exempt_bytes = w.bytes_in * exempt / w.packets_in if w.packets_in else 0
     attack_pkts, attack_bytes = w.packets_in - exempt, w.bytes_in - exempt_bytes
     # the second half's share of the inbound records, applied to the (maybe exact) window totals
-    seen = w.extra.get("records_packets_in") or w.packets_in
-    seen_bytes = w.extra.get("records_bytes_in") or w.bytes_in
+    seen = w.records_packets_in or w.packets_in
+    seen_bytes = w.records_bytes_in or w.bytes_in
     half = seconds / 2
     tail_pps = attack_pkts * min(1.0, w.tail_packets_in / seen) / half if seen > 0 else 0.0
     tail_bps = attack_bytes * 8 * min(1.0, w.tail_bytes_in / seen_bytes) / half if seen_bytes > 0 else 0.0

@@ -235,7 +235,7 @@ def test_detect_flood_that_began_mid_window_opens_at_that_windows_end() -> None:
         w = window(t, pps=0.6 * 6 * THRESHOLD, proto="udp", sport=40000)
         tail = round(w.packets_in * share_in_tail)
         return replace(w, tail_packets_in=tail, tail_bytes_in=tail * 100,
-                       extra={**w.extra, "records_packets_in": w.packets_in, "records_bytes_in": w.bytes_in})
+                       records_packets_in=w.packets_in, records_bytes_in=w.bytes_in)
 
     d = Detector(STATIC)
     feed(d, T0, 2, pps=1000)
@@ -252,6 +252,6 @@ def test_detect_a_short_spike_in_the_second_half_below_5x_does_not_open() -> Non
     feed(d, T0, 2, pps=1000)
     w = window(T0 + 2, pps=2 * THRESHOLD, proto="udp", sport=40000)  # all of it in the last 50 ms: 4x there
     events = d.step(replace(w, tail_packets_in=w.packets_in, tail_bytes_in=w.bytes_in,
-                            extra={**w.extra, "records_packets_in": w.packets_in, "records_bytes_in": w.bytes_in}))
+                            records_packets_in=w.packets_in, records_bytes_in=w.bytes_in))
     events += feed(d, T0 + 2.1, 2, pps=1000)
     assert events == []
