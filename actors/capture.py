@@ -8,10 +8,8 @@ block: a batch the aggregator cannot take is dropped and counted (send_drops in 
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -20,6 +18,7 @@ from floodwatch.capture.batch import Directions
 from floodwatch.capture.conns import ConnCounter
 from floodwatch.capture.ifstats import resolve_interfaces
 from floodwatch.capture.output import Output
+from floodwatch.capture.readpolicy import ReadPolicy
 from floodwatch.capture.sampling import SamplingController
 from floodwatch.capture.sources import AfPacketSource, FailedSource, PcapSource
 from floodwatch.config import Config
@@ -28,8 +27,6 @@ from floodwatch.messages import Message, StreamEnded
 from floodwatch.runtime.actor import Actor, Pusher
 from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.capture import CaptureSettings
-
-READING_MARGIN = 0.005  # seconds after window end + lateness at which the counters are read
 
 
 class CaptureActor(Actor[CaptureSettings]):
@@ -43,21 +40,10 @@ class CaptureActor(Actor[CaptureSettings]):
         self.controller: SamplingController | None = None
         self.conns = ConnCounter(self.s.conn_source)
         self.ended = False
-        self._last_wire = -1
-        self._last_time = 0.0
-        self._woken = False  # the next reading was asked for by the first packet after a silence
-        self.lazy = False  # under lazy_pps: the ring is read at each counter reading only
-        self._peek = True  # lazy: look at the first block handed over after a reading
-        self._check_at = 0.0  # lazy: when to count every block handed over since the reading (wall time)
-        # a block with this many packets is no trickle (twice lazy_pps over one ring block timeout)
-        self._flood_block = max(8, 2 * self.s.lazy_pps * self.s.ring_block_timeout_ms // 1000)
-        # a trickle hands over one block per ring_block_timeout_ms: lazy reading needs a ring that holds
-        # one and a half counter intervals of those (the default 16 blocks x 10 ms: 160 ms for 100 ms)
-        self._lazy_fits = 1.5 * self.s.counter_interval <= self.s.ring_blocks * self.s.ring_block_timeout_ms / 1000
-        self.quiet = False  # the link was silent at the last counter reading: counters every quiet_interval
+        # when the ring and the counters are read (lazy / peek / half-way check / quiet): readpolicy.py
+        self.policy = ReadPolicy(self.s, config.aggregator.lateness, time.time)
         self.packets_push: Pusher | None = None
         self.frames_push: Pusher | None = None
-        self.counters["lazy_exits"] = 0  # floods (or busier traffic) seen by a lazy reader between readings
         self.count_from(self._source_counters)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -81,27 +67,29 @@ class CaptureActor(Actor[CaptureSettings]):
                           s.frames_per_second, s.frames_batch, s.snaplen, self._send, clock,
                           Directions(s.local_networks) if not self.source.live else None)
         if self.source.live:
-            self.every(self._next_reading, self._counters, first=0.0)
+            self.every(self.policy.next_reading, self._counters, first=0.0)
             if s.source == "afpacket":
                 self.controller = SamplingController(s.budget_pps, s.max_sample_rate, clock, s.sample_rate)
                 # a silent link needs no sampling decision: the first packet brings back the pace
-                self.every(self._slow(s.controller_interval, 5.0), self._control)
+                self.every(self.policy.slow(s.controller_interval, 5.0), self._control)
         self.log.info("capturing from {} on {}", self.source.name,
                       s.pcap_file if s.source == "pcap" else ", ".join(self.source.ifaces))
 
     def run_loop(self) -> None:
         assert self.out is not None
         while not self.stopping:
-            if self.lazy:  # a low rate: the ring is read at each counter reading, not at every block
-                self._lazy_wait()
+            if self.policy.lazy:  # a low rate: the ring is read at each counter reading, not at every block
+                step = self.policy.lazy_step(self.source, self.next_timeout_ms())
+                if step.eager:
+                    self._go_eager()
+                self.poll_once(step.poll_ms)
                 continue
             n = self.source.pump(self.out)
             self.out.flush_due()
             if self.source.finished and not self.ended:
                 self._end_stream()
             if n:
-                if self.quiet:  # the first packets after a silence: exact counters from now on
-                    self.quiet, self._woken = False, True
+                if self.policy.woke():  # the first packets after a silence: exact counters from now on
                     self.due_now(self._counters)
                     self.due_now(self._control)
                 self.poll_once(0)
@@ -155,36 +143,7 @@ class CaptureActor(Actor[CaptureSettings]):
             self.log.info("end of {}: {} packets", self.s.pcap_file, src.packets)
 
     # -- live: counters and sampling -----------------------------------------------------------
-    def _lazy_wait(self) -> None:
-        """Sleep to the next timer; but look at the first block the kernel hands over after each reading (a
-        full one is a flood starting), and half way to the next reading at every block handed over since
-        (more than a trickle's worth is a flood that began after that first block): a flood is read at
-        once, before it fills the ring (which a trickle is slowly filling too, one block per 10 ms)."""
-        if self._peek:
-            self.source.wait(self.next_timeout_ms())
-            waiting = self.source.ready_packets()
-            if waiting >= self._flood_block:
-                self._go_eager()
-            elif waiting:
-                self._peek = False  # a trickle's block: it waits for the reading
-            self.poll_once(0)
-            return
-        wait = self.next_timeout_ms()
-        if self._check_at:
-            left = self._check_at - time.time()
-            if left <= 0:
-                self._check_at = 0.0
-                since = max(time.time() - self._last_time, 0.01)
-                if self.source.pending_packets() >= max(self._flood_block, 2 * self.s.lazy_pps * since):
-                    self._go_eager()
-                self.poll_once(0)
-                return
-            wait = min(wait, math.ceil(left * 1000))
-        self.poll_once(wait)
-
     def _go_eager(self) -> None:
-        self.lazy = False
-        self.counters["lazy_exits"] += 1
         if self.controller is not None:
             # the sampling rate first, from the counters as they are now: the flood's backlog in the ring
             # was kept whole (1 in 1), and while it is read the flood goes on filling the ring
@@ -192,29 +151,9 @@ class CaptureActor(Actor[CaptureSettings]):
             self._control()
         self.due_now(self._counters)
 
-    def _slow(self, seconds: float, factor: float = 1.0) -> Callable[[], float]:
-        """A timer period that stretches to quiet_interval (x factor) while the link is silent."""
-        quiet = max(seconds, self.s.quiet_interval * factor)
-        return lambda: quiet if self.quiet else seconds
-
-    def _next_reading(self) -> float:
-        """Seconds to the next counter reading. Readings keep to the aggregator's windows: each comes just
-        after a window's end plus the aggregator's lateness, so the records and counters it sends close
-        that window at once (and a reading never straddles a window boundary by much)."""
-        s = self.s
-        if self.quiet:
-            step = max(s.counter_interval, s.quiet_interval)
-        elif self.lazy or s.source != "afpacket":
-            step = s.counter_interval
-        else:
-            step = s.busy_counter_interval
-        phase = self.config.aggregator.lateness + READING_MARGIN
-        now = time.time()
-        return (math.floor((now - phase) / step) + 1) * step + phase - now
-
     def _counters(self) -> None:
         assert self.out is not None and self.packets_push is not None
-        now = time.time()
+        now = self.policy.clock()
         if self.s.source == "afpacket":
             # what the ring holds goes out before the counters: a window the counters close has its records
             for _ in range(self.s.ring_blocks):
@@ -225,23 +164,8 @@ class CaptureActor(Actor[CaptureSettings]):
         for sample in self.source.counter_samples(now, self.out.send_drops, self.conns.count()):
             self.packets_push.send(sample)
             wire += sample.rx_packets + sample.tx_packets
-        # silent since the last reading: downstream still gets windows (the aggregator fills the
-        # gap with empty ones), but every actor on the path wakes once a second instead of ten times
-        self.quiet = self.s.quiet_interval > 0 and wire == self._last_wire
-        # a trickle (background traffic): read the ring only here, ten times a second, rather than at
-        # every block the kernel hands over (each wakes capture, aggregator and recorder); a flood is
-        # seen at the next reading at the latest, and from then on every block is read at once
-        rate = (wire - self._last_wire) / max(now - self._last_time, 1e-3) if self._last_wire >= 0 else 0.0
-        # (not on the reading the first packet after a silence asked for: its rate covers the silence)
-        was_lazy = self.lazy
-        self.lazy = (self.s.source == "afpacket" and not self.quiet and not self._woken and self._lazy_fits
-                     and 0 < rate < self.s.lazy_pps)
-        if was_lazy and not self.lazy and rate >= self.s.lazy_pps and self.controller is not None:
+        if self.policy.on_reading(wire, now) and self.controller is not None:
             self._control()  # a flood this reading found: the sampling rate now, not at the controller's turn
-        self._woken = False
-        self._peek = True
-        self._check_at = now + self.s.counter_interval / 2 if self.lazy else 0.0
-        self._last_wire, self._last_time = wire, now
 
     def _control(self) -> None:
         assert self.controller is not None and self.out is not None
@@ -259,7 +183,8 @@ class CaptureActor(Actor[CaptureSettings]):
         if self.out is None:
             return {}
         src = self.source
-        out: dict[str, Any] = {**self.out.counters, "sample_rate": getattr(src, "rate", 1)}
+        out: dict[str, Any] = {**self.out.counters, "sample_rate": getattr(src, "rate", 1),
+                               "lazy_exits": self.policy.lazy_exits}  # floods a lazy reader saw between readings
         if src.live:
             out["kernel_drops"] = src.kernel_drops()
         else:
