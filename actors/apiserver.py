@@ -8,20 +8,13 @@ for this host exists and writes its credentials (0600) where the reporter finds 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from floodwatch.config import Config
+from floodwatch.paths import local_node_file, server_files
 from floodwatch.runtime.aio import AsyncActor
 from floodwatch.runtime.entry import run_actor
 from floodwatch.server.app import ApiServer
-from floodwatch.server.paths import resolve_paths
 from floodwatch.settings.apiserver import ApiserverSettings
-
-
-def local_node_path(settings: ApiserverSettings, state_dir: str) -> Path | None:
-    if settings.local_node_file == "-":
-        return None
-    return Path(settings.local_node_file or Path(state_dir) / "server-local-node.json")
 
 
 class ApiServerActor(AsyncActor[ApiserverSettings]):
@@ -34,9 +27,9 @@ class ApiServerActor(AsyncActor[ApiserverSettings]):
 
     async def on_start(self) -> None:
         settings = self.settings
-        db, pcaps = resolve_paths(settings, self.config.agent.state_dir)
+        db, pcaps = server_files(settings, self.config.agent.state_dir)
         self.server = ApiServer(settings, db, pcaps, self.config.notify)
-        creds_path = local_node_path(settings, self.config.agent.state_dir)
+        creds_path = local_node_file(settings, self.config.agent.state_dir)
         if creds_path is not None:
             self.server.provision_local_node(creds_path, settings.local_node_name)
         addresses = await self.server.start()

@@ -9,7 +9,6 @@ state directory. `python -m actors.detector --config FILE`.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from floodwatch.config import Config
 from floodwatch.detect.baseline import BaselineError
@@ -23,6 +22,7 @@ from floodwatch.messages import (
     StreamEnded,
     TrafficWindow,
 )
+from floodwatch.paths import baseline_file
 from floodwatch.runtime.actor import Actor
 from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.detector import DetectorSettings
@@ -35,7 +35,7 @@ class DetectorActor(Actor[DetectorSettings]):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.detector = Detector(self.settings)
-        self.baseline_path = Path(config.agent.state_dir) / self.settings.baseline_file
+        self.baseline_path = baseline_file(self.settings, config.agent.state_dir)
         self.counters.update({"baseline_errors": 0, "enrich_unknown": 0})
         self.count_from(self._detector_counters)
         self._dirty = False

@@ -28,6 +28,7 @@ from floodwatch.messages import (
     IncidentUpdated,
     Message,
 )
+from floodwatch.paths import executor_files
 from floodwatch.runtime.actor import Actor
 from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.executor import ExecutorSettings
@@ -56,8 +57,8 @@ class ExecutorActor(Actor[ExecutorSettings]):
         self.s = s
         state = Path(self.config.agent.state_dir)
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        audit = None if s.audit_file == "-" else Path(s.audit_file or state / "executor-audit.jsonl")
-        self.ledger = Ledger(s.ledger_file or state / "executor.sqlite3", audit, s.max_audit_bytes)
+        ledger, audit = executor_files(s, state)
+        self.ledger = Ledger(ledger, audit, s.max_audit_bytes)
         self.runner = Runner(s.timeout, s.max_output_bytes, s.argv_prefix)
         api_url = self.config.reporter.url if self.config.reporter.enabled else ""
         self.executor = Executor(s, self.ledger, self.runner, log=self.log,

@@ -26,6 +26,7 @@ from floodwatch.messages import (
     RecorderDrained,
     StreamEnded,
 )
+from floodwatch.paths import recorder_dir
 from floodwatch.recorder import retention
 from floodwatch.recorder.jobs import DissectJob, DissectQueue, JobResult, JobSpec
 from floodwatch.recorder.retention import FINDINGS_SUFFIX
@@ -55,7 +56,7 @@ class RecorderActor(Actor[RecorderSettings]):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         s = self.settings
-        self.out_dir = Path(s.output_dir) if s.output_dir else Path(config.agent.state_dir) / "pcaps"
+        self.out_dir = recorder_dir(s, config.agent.state_dir)
         self.sessions = Sessions(s, self.out_dir, log=self.log)
         self.policy = retention.Policy(s.retention_days, s.max_total_bytes, s.min_free_bytes)
         self.queue = DissectQueue(self._job, s.dissect_queue)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from floodwatch import __version__
+from floodwatch import __version__, paths
 from floodwatch.config import Config
 from floodwatch.logs import RateLimited
 from floodwatch.messages import (
@@ -39,22 +39,9 @@ NOT_CONFIGURED = ("api: not configured (set reporter.api_key or api_key_file, an
                   "embedded server); reports are queued")
 
 
-def local_node_file(config: Config) -> Path | None:
-    """Where the embedded server (apiserver actor) leaves this host's node credentials."""
-    name = config.apiserver.local_node_file
-    if name == "-":
-        return None
-    return Path(name) if name else config.state_path("server-local-node.json")
-
-
 def pcap_dir(config: Config) -> Path:
     """Only captures the recorder wrote are uploaded: a path elsewhere on the bus is refused."""
-    return Path(config.recorder.output_dir or config.state_path("pcaps")).resolve()
-
-
-def outbox_path(config: Config) -> Path:
-    s: ReporterSettings = config.reporter
-    return Path(s.outbox_path) if s.outbox_path else config.state_path("reporter", "outbox.sqlite")
+    return paths.recorder_dir(config.recorder, config.agent.state_dir).resolve()
 
 
 class Reporter(AsyncActor[ReporterSettings]):
@@ -64,7 +51,8 @@ class Reporter(AsyncActor[ReporterSettings]):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.api_key = resolve_api_key(self.settings)  # ConfigError (exit 1, clear text) on a bad key file
-        self.outbox = Outbox(outbox_path(config), self.settings.outbox_max_metrics)
+        self.outbox = Outbox(paths.reporter_outbox(config.reporter, config.agent.state_dir),
+                             self.settings.outbox_max_metrics)
         self.os_name = os_name()
         self.pcap_dir = pcap_dir(config)
         self.client: ApiClient | None = None
@@ -97,7 +85,7 @@ class Reporter(AsyncActor[ReporterSettings]):
             return self.settings.node_uuid, self.api_key
         if self.api_key or self.settings.node_uuid:
             return None  # half configured: do not mix in other credentials
-        path = local_node_file(self.config)
+        path = paths.local_node_file(self.config.apiserver, self.config.agent.state_dir)
         return local_node_credentials(path) if path is not None else None
 
     def _connect(self) -> bool:

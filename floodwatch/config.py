@@ -67,9 +67,6 @@ class Config:
             raise ConfigError(f"{self.path}: no section named {name!r}")
         return getattr(self, name)
 
-    def state_path(self, *parts: str) -> Path:
-        return Path(self.agent.state_dir, *parts)
-
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a config file."""

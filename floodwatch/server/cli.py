@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from floodwatch.errors import ConfigError, FloodwatchError
+from floodwatch.paths import server_files
 from floodwatch.server import auth
 from floodwatch.server.notify import cli as notify_cli
-from floodwatch.server.paths import resolve_paths
 from floodwatch.server.sqlite_store import SQLiteStore
 from floodwatch.server.store import Conflict
 from floodwatch.settings.apiserver import ApiserverSettings
@@ -80,7 +80,7 @@ def _notify_settings(args: argparse.Namespace) -> NotifySettings:
 
 def _store(args: argparse.Namespace, create: bool = False) -> tuple[SQLiteStore, ApiserverSettings, Path]:
     settings, state_dir = _settings(args)
-    db, pcaps = resolve_paths(settings, state_dir)
+    db, pcaps = server_files(settings, state_dir)
     return SQLiteStore(db, settings.synchronous, create=create), settings, pcaps
 
 
@@ -102,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from floodwatch.server.run import serve
 
     settings, state_dir = _settings(args)
-    db, pcaps = resolve_paths(settings, state_dir)
+    db, pcaps = server_files(settings, state_dir)
     return serve(settings, db, pcaps, port_file=args.port_file, notify=_notify_settings(args))
 
 

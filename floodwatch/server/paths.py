@@ -1,18 +1,10 @@
-"""Where the server keeps its files, and writing private files. No heavy imports (the CLI uses it)."""
+"""Writing private files. No heavy imports (the CLI uses it). Where the server keeps its files:
+floodwatch/paths.py."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from floodwatch.settings.apiserver import ApiserverSettings
-
-
-def resolve_paths(settings: ApiserverSettings, state_dir: str) -> tuple[Path, Path]:
-    """(database file, pcap directory) from the settings, defaults under the state directory."""
-    db = Path(settings.db_path or Path(state_dir) / "server.db")
-    pcaps = Path(settings.pcap_dir) if settings.pcap_dir else db.parent / f"{db.stem}-pcaps"
-    return db, pcaps
 
 
 def write_private(path: Path, text: str) -> None:

@@ -320,7 +320,7 @@ def test_fanout_spreads_one_interface_over_two_capture_processes(live: Any, tmp_
 
 def test_silent_link_then_traffic_every_packet_counted_and_read(live: Any, tmp_path: Path) -> None:
     """A silent link is read once per quiet_interval (readpolicy.py; the cadence is measured by
-    benchmarks/capture_live.py --scenarios reading); traffic after the silence is counted exactly and
+    benchmarks/capture_reading.py); traffic after the silence is counted exactly and
     every packet of it is read."""
     pair, harness, coll, _ = live
     proc = start_capture(pair, harness, tmp_path, quiet_interval=1.0, budget_pps=1_000_000)
@@ -365,7 +365,7 @@ def records_to(batches: Iterable[Any], dst: str, dport: int) -> int:
 def test_background_trickle_is_read_at_the_readings_and_a_flood_after_it_in_full(live: Any, tmp_path: Path) -> None:
     """Under lazy_pps the ring is read at each counter reading: few batches, every packet, each batch ahead
     of the counters that close its windows; a flood after the trickle is read in full. (How soon the
-    flood is read: benchmarks/capture_live.py --scenarios reading.)"""
+    flood is read: benchmarks/capture_reading.py.)"""
     pair, harness, coll, _ = live
     proc = start_capture(pair, harness, tmp_path, counter_interval=0.1, lazy_pps=2000, budget_pps=1_000_000)
     arrivals: list[tuple[float, Any]] = []
@@ -417,7 +417,7 @@ def test_background_trickle_is_read_at_the_readings_and_a_flood_after_it_in_full
 def test_lazy_reader_sees_a_flood_that_starts_between_two_readings(live: Any, tmp_path: Path) -> None:
     """A flood that begins after the first block following a reading (a trickle's block took the peek)
     is found between two readings (lazy_exits; half way, by readpolicy.py: the half-way timing is
-    measured by benchmarks/capture_live.py --scenarios reading) and counted in full. Readings 1 s apart
+    measured by benchmarks/capture_reading.py) and counted in full. Readings 1 s apart
     here (and ring blocks handed over after 100 ms, so that the ring holds a trickle's blocks for 3.2 s)."""
     pair, harness, coll, _ = live
     proc = start_capture(pair, harness, tmp_path, counter_interval=1.0, lazy_pps=2000, quiet_interval=1.0,

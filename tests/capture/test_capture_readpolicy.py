@@ -1,7 +1,7 @@
 """The capture ring's reading policy (lazy / peek / half-way check / quiet) with a fake clock and a fake ring.
 
 The timing of the real thing (how soon a flood after a trickle is read, how many readings a silent link
-costs) is measured by `benchmarks/capture_live.py --scenarios reading`.
+costs) is measured by `benchmarks/capture_reading.py`.
 """
 
 from __future__ import annotations
