@@ -17,7 +17,7 @@ from floodwatch.aggregate.engine import BadBatch, Engine
 from floodwatch.aggregate.geo import CountryLookup, make_lookup
 from floodwatch.aggregate.sigsample import SignatureSampler, load_matcher
 from floodwatch.config import Config
-from floodwatch.logs import RateLimited
+from floodwatch.logs import RateLimitedLog
 from floodwatch.messages import (
     ConfigReceived,
     CounterSample,
@@ -45,7 +45,7 @@ class AggregatorActor(Actor[AggregatorSettings]):
         self.sampler = SignatureSampler(None)
         self.geo: CountryLookup | None = None
         self.engine = Engine(self.settings, self.sampler)
-        self._warn = RateLimited(10.0)
+        self._warn = RateLimitedLog(self.log, 10.0)
         self._next_memory_check = 0.0
         self.counters.update({"bad_batches": 0, "windows": 0, "seconds": 0, "summaries": 0, "streams_ended": 0,
                               "memory_over_cap": 0})
@@ -122,9 +122,7 @@ class AggregatorActor(Actor[AggregatorSettings]):
             self.health = "ok"
 
     def _warn_once(self, fmt: str, *args: Any) -> None:
-        ok, suppressed = self._warn.allow(fmt)
-        if ok:
-            self.log.warning(fmt + (f" ({suppressed} more suppressed)" if suppressed else ""), *args)
+        self._warn.warning(fmt, fmt, *args)
 
 
 def main(argv: list[str] | None = None) -> int:

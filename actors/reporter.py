@@ -13,7 +13,7 @@ from typing import Any
 
 from floodwatch import __version__, paths
 from floodwatch.config import Config
-from floodwatch.logs import RateLimited
+from floodwatch.logs import RateLimitedLog
 from floodwatch.messages import (
     CommandFinished,
     IncidentEvent,
@@ -58,7 +58,7 @@ class Reporter(AsyncActor[ReporterSettings]):
         self.client: ApiClient | None = None
         self.deliverer: Deliverer | None = None
         self.poller: ConfigPoller | None = None
-        self._bad = RateLimited(10.0)
+        self._bad = RateLimitedLog(self.log, 10.0)
         self._workers: list[asyncio.Task[Any]] = []
         self.incident_events = 0  # incident.* events received (ReporterDrained)
         self.pcaps = 0  # pcap.saved events received
@@ -123,9 +123,7 @@ class Reporter(AsyncActor[ReporterSettings]):
             self._enqueue(msg)
         except (ValueError, TypeError, OverflowError) as e:  # e.g. a NaN timestamp: the message is bad
             self.counters["bad_messages"] += 1
-            ok, _ = self._bad.allow("map")
-            if ok:
-                self.log.warning("dropped a {} that cannot be reported: {}", msg.TOPIC, e)
+            self._bad.warning("map", "dropped a {} that cannot be reported: {}", msg.TOPIC, e)
             return
         self._queued()
         if isinstance(msg, IncidentOpened) and self.poller is not None:

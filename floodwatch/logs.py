@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from loguru import logger
 
@@ -48,3 +50,26 @@ class RateLimited:
             self._last.clear()
         self._last[key] = now
         return True, self._suppressed.pop(key, 0)
+
+
+class RateLimitedLog:
+    """A log that says each kind of message at most once per `interval` seconds; the next one it says
+    ends with how many it held back: "... (N more suppressed)". For anything traffic or a peer can repeat."""
+
+    def __init__(self, log: Any, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.log = log
+        self.clock = clock
+        self._rate = RateLimited(interval)
+
+    def say(self, level: str, key: str, fmt: str, *args: Any) -> bool:
+        """Log `fmt.format(*args)` at `level` unless `key` was logged within the interval; True if logged."""
+        ok, suppressed = self._rate.allow(key, self.clock())
+        if ok:
+            self.log.log(level, fmt + (f" ({suppressed} more suppressed)" if suppressed else ""), *args)
+        return ok
+
+    def warning(self, key: str, fmt: str, *args: Any) -> bool:
+        return self.say("WARNING", key, fmt, *args)
+
+    def error(self, key: str, fmt: str, *args: Any) -> bool:
+        return self.say("ERROR", key, fmt, *args)

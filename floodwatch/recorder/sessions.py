@@ -19,7 +19,7 @@ from typing import Any
 from loguru import logger
 
 from floodwatch.errors import StorageError
-from floodwatch.logs import RateLimited
+from floodwatch.logs import RateLimitedLog
 from floodwatch.recorder import retention
 from floodwatch.recorder.ring import MAX_LINKTYPE, Frame, FrameRing, frames_of
 from floodwatch.recorder.writer import CaptureWriter, Limits, SavedCapture, file_name
@@ -61,7 +61,7 @@ class Sessions:
             "frames", "bad_frames", "recordings", "saved", "truncated", "write_errors", "skipped_busy",
             "skipped_low_disk", "empty_recordings", "linktype_changes")}  # fmt: skip
         self.last_error = ""  # why the latest capture failed; cleared by the next one saved
-        self._errlog = RateLimited(10.0)
+        self._errlog = RateLimitedLog(self.log, 10.0)
 
     # -- inputs ------------------------------------------------------------------------------------
     def on_frames(self, frames: list[Any], linktype: int, sample_rate: int) -> list[Saved]:
@@ -223,6 +223,4 @@ class Sessions:
             self.done.popitem(last=False)
 
     def _error(self, kind: str, fmt: str, *args: Any) -> None:
-        ok, suppressed = self._errlog.allow(kind)
-        if ok:
-            self.log.error(fmt + (f" ({suppressed} more suppressed)" if suppressed else ""), *args)
+        self._errlog.error(kind, fmt, *args)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from floodwatch.logs import RateLimited
+from floodwatch.logs import RateLimitedLog
 from floodwatch.reporter import dialect
 from floodwatch.reporter.client import Answer, ApiClient, ApiUnreachable
 from floodwatch.reporter.outbox import METRICS, Outbox, Row
@@ -68,7 +68,7 @@ class Deliverer:
         self.metrics_busy_upto = 0  # rows up to this id are in flight: compaction leaves them alone
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
-        self._rate = RateLimited(10.0)
+        self._say = RateLimitedLog(self.log, 10.0)
         for name in ("delivered", "dead_letters", "retries", "auth_failures", "throttled", "bad_answers"):
             self.counters[name] = 0
         self.counters["dead_letters"] = outbox.dead_letters
@@ -261,9 +261,5 @@ class Deliverer:
         self.counters["last_error"] = outcome.reason[:300]
         self.api_ok = False
         self.outbox.retry_later(head, delay, outcome.reason)
-        ok, suppressed = self._rate.allow(v.value)
-        if ok:
-            more = f" ({suppressed} similar suppressed)" if suppressed else ""
-            level = "ERROR" if v is Verdict.AUTH else "WARNING"
-            self.log.log(level, "{} report not delivered: {}; retry in {:.1f} s{}", head.kind, outcome.reason,
-                         delay, more)
+        self._say.say("ERROR" if v is Verdict.AUTH else "WARNING", v.value,
+                      "{} report not delivered: {}; retry in {:.1f} s", head.kind, outcome.reason, delay)

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from floodwatch.logs import RateLimited
+from floodwatch.logs import RateLimitedLog
 from floodwatch.messages import CommandReceived, ConfigReceived, Message
 from floodwatch.reporter.client import ApiClient, ApiUnreachable
 from floodwatch.reporter.outbox import Outbox
@@ -39,7 +39,7 @@ class ConfigPoller:
         self.throttle = throttle
         self._trigger = asyncio.Event()
         self._recent: OrderedDict[int, None] = OrderedDict()
-        self._rate = RateLimited(30.0)
+        self._say = RateLimitedLog(self.log, 30.0)
         for name in ("config_polls", "config_rejected", "config_errors", "commands_published"):
             self.counters[name] = 0
 
@@ -61,9 +61,7 @@ class ConfigPoller:
 
     def _warn(self, key: str, text: str, *args: Any) -> None:
         self.counters["config_errors"] += 1
-        ok, suppressed = self._rate.allow(key)
-        if ok:
-            self.log.warning(text + (f" ({suppressed} similar suppressed)" if suppressed else ""), *args)
+        self._say.warning(key, text, *args)
 
     async def poll(self) -> RemoteConfig | None:
         if self.throttle.remaining():
