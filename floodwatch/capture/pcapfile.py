@@ -1,8 +1,9 @@
 """pcap and pcapng reader over a read-only mmap: no copy per packet, clear errors on bad files.
 
 `PcapReader(path)` opens the file; iterating it yields `(ts, linktype, off, caplen, wirelen)` with the
-frame at `reader.buf[off:off + caplen]`. A truncated or corrupt file raises CaptureError naming the file,
-the packet number and the byte offset, after the packets before the damage have been yielded.
+frame at `reader.buf[off:off + caplen]`; `read_frames(path)` yields the frames' bytes. A truncated or
+corrupt file raises CaptureError naming the file, the packet number and the byte offset, after the packets
+before the damage have been yielded. The one reader of capture files (the writer: pcapwrite.py).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def _chunk(linktype: int, rows: list[Packet]) -> Chunk:
     a = np.array(rows, dtype=np.float64).reshape(-1, 5)
     ints = a[:, 2:].astype(np.int64)
     return Chunk(linktype, a[:, 0].copy(), ints[:, 0].copy(), ints[:, 1].copy(), ints[:, 2].copy())
+
+
+def read_frames(path: str | os.PathLike[str]) -> Iterator[bytes]:
+    """Every packet's captured bytes, in file order."""
+    with PcapReader(path) as r:
+        for _, _, off, caplen, _ in r:
+            yield bytes(r.buf[off : off + caplen])
 
 
 def _linktype(raw: int, where: str) -> int:

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from floodwatch.errors import CaptureError
 from floodwatch.recorder import evidence
 
 SEP = "\x1f"  # tshark's aggregator between several occurrences of a field
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         findings = dissect(args.file, tshark, job, args.user)
         findings.update({"status": "ok", "file": os.path.basename(args.file), "version": 1})
         write_json_atomic(Path(args.out), findings, args.mode)
-    except (OSError, RuntimeError, ValueError) as e:
+    except (OSError, RuntimeError, ValueError, CaptureError) as e:
         print(f"dissect: {args.file}: {e}", file=sys.stderr)
         return 4
     return 0

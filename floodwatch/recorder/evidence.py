@@ -16,8 +16,8 @@ from typing import Any
 
 import ahocorasick
 
+from floodwatch.capture.pcapfile import read_frames
 from floodwatch.detect.classify import REFLECTION_PORTS, tcp_vector_of
-from floodwatch.recorder.pcapread import read_frames
 from floodwatch.signatures import BUILTIN_CONTENT, parse_ioc
 
 # tshark's protocol name where it differs from the detector's protocol name

@@ -1,4 +1,5 @@
-"""Capture files written atomically: classic pcap, or pcapng with the sampling rate in a comment.
+"""Capture files written atomically: classic pcap, or pcapng with the sampling rate in a comment
+(encoded by floodwatch/capture/pcapwrite.py).
 
 A `CaptureWriter` writes to a hidden temporary name (`.<name>.part`) in the destination directory,
 created exclusively with the configured mode; `commit()` flushes, fsyncs, renames it to its final name
@@ -15,11 +16,11 @@ import contextlib
 import hashlib
 import os
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from floodwatch.capture.pcapwrite import pcap_header, pcap_record, pcapng_header, pcapng_record
 from floodwatch.errors import StorageError
 from floodwatch.recorder.ring import Frame
 
@@ -27,11 +28,6 @@ FORMATS = ("pcap", "pcapng")
 EXTENSIONS = {"pcap": ".pcap", "pcapng": ".pcapng"}
 PART_SUFFIX = ".part"
 
-_PCAP_HDR = struct.Struct("<IHHiIII")
-_PCAP_REC = struct.Struct("<IIII")
-_NG_BLOCK_HEAD = struct.Struct("<II")
-_NG_EPB_HEAD = struct.Struct("<IIIIIII")
-_NG_OPT = struct.Struct("<HH")
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -58,49 +54,6 @@ def file_name(key: str, fmt: str) -> str:
     if not _NAME_OK.match(key) or ".." in key:
         key = "incident-" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
     return key + EXTENSIONS[fmt]
-
-
-def _pad4(n: int) -> int:
-    return (4 - n % 4) % 4
-
-
-def _option(code: int, value: bytes) -> bytes:
-    return _NG_OPT.pack(code, len(value)) + value + b"\0" * _pad4(len(value))
-
-
-def _block(block_type: int, body: bytes) -> bytes:
-    total = len(body) + 12
-    return _NG_BLOCK_HEAD.pack(block_type, total) + body + struct.pack("<I", total)
-
-
-def pcap_header(linktype: int, snaplen: int) -> bytes:
-    return _PCAP_HDR.pack(0xA1B2C3D4, 2, 4, 0, 0, snaplen, linktype)
-
-
-def pcapng_header(linktype: int, snaplen: int, comment: str) -> bytes:
-    """Section header (with the comment and our name) and one interface description block."""
-    shb_opts = _option(1, comment.encode()) + _option(4, b"floodwatch") + _NG_OPT.pack(0, 0)
-    shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + shb_opts)
-    idb = _block(1, struct.pack("<HHI", linktype, 0, snaplen) + _option(9, b"\x06") + _NG_OPT.pack(0, 0))
-    return shb + idb
-
-
-def _usec(ts: float) -> int:
-    return round(ts * 1_000_000)
-
-
-def pcap_record(f: Frame) -> bytes:
-    sec, usec = divmod(_usec(f.ts), 1_000_000)
-    return _PCAP_REC.pack(sec & 0xFFFFFFFF, usec, len(f.data), f.wirelen) + f.data
-
-
-def pcapng_record(f: Frame, comment: str = "") -> bytes:
-    us = _usec(f.ts)
-    n = len(f.data)
-    opts = (_option(1, comment.encode()) + _NG_OPT.pack(0, 0)) if comment else b""
-    body_len = 28 + n + _pad4(n) + len(opts) + 4
-    head = _NG_EPB_HEAD.pack(6, body_len, 0, (us >> 32) & 0xFFFFFFFF, us & 0xFFFFFFFF, n, f.wirelen)
-    return head + f.data + b"\0" * _pad4(n) + opts + struct.pack("<I", body_len)
 
 
 def sampling_comment(sample_rate: int) -> str:
@@ -175,11 +128,11 @@ class CaptureWriter:
                 self.full = True
                 break
             if self.fmt == "pcap":
-                rec = pcap_record(f)
+                rec = pcap_record(f.ts, f.data, f.wirelen)
             else:
                 note = sampling_comment(rate) if rate != self.sample_rate else ""
                 self.sample_rate = rate
-                rec = pcapng_record(f, note)
+                rec = pcapng_record(f.ts, f.data, f.wirelen, note)
             if self.bytes + size + len(rec) > lim.max_bytes:
                 self.full = True
                 break

@@ -14,7 +14,8 @@ import json
 import sys
 from typing import Any
 
-from floodwatch.trafficgen.pcapw import paced, write_pcap
+from floodwatch.capture.pcapwrite import write_pcap
+from floodwatch.trafficgen.pcapw import paced
 from floodwatch.trafficgen.send import send
 from floodwatch.trafficgen.vectors import VECTORS, VectorSpec, frames_for
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from floodwatch.capture import pcapwrite
 from floodwatch.capture.fastparse import parse_many
 from floodwatch.capture.pcapfile import PcapReader
 from floodwatch.records import RECORD_DTYPE, addr_text
@@ -82,13 +83,7 @@ def assert_same_top(ours: Counter[str], ref: Counter[str], k: int = 10) -> None:
 # -- capture file writers ------------------------------------------------------------------------------
 def write_pcap(path: Path, linktype: int, frames: list[tuple[float, bytes]], snaplen: int = 262144,
                wirelens: list[int] | None = None) -> Path:
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, linktype))
-        for i, (ts, data) in enumerate(frames):
-            sec = int(ts)
-            wl = wirelens[i] if wirelens else len(data)
-            f.write(struct.pack("<IIII", sec, round((ts - sec) * 1e6), len(data), wl))
-            f.write(data)
+    pcapwrite.write_pcap(path, frames, linktype, snaplen, wirelens)
     return path
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from floodwatch.capture.pcapfile import PcapReader
+from floodwatch.capture import pcapwrite
+from floodwatch.capture.pcapfile import PcapReader, read_frames
 from floodwatch.errors import CaptureError
 from tests.capture.capture_support import (
     assert_same_top,
@@ -142,3 +143,26 @@ def test_chunks_never_exceed_their_size(pcaps_dir: Path) -> None:
     with PcapReader(pcaps_dir / "amp.TCP.reflection.SYNACK.pcap") as r:
         sizes = [len(c) for c in r.chunks(100)]
     assert max(sizes) == 100 and sum(sizes) == 8000
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_the_writer_and_the_reader_agree_and_tshark_reads_the_files(tmp_path: Path, fmt: str) -> None:
+    """One writer (pcapwrite), one reader (pcapfile): stamps to the microsecond, cut frames keep their
+    wire length, and tshark reads the same packets."""
+    frames = [(1_700_000_000.0 + i * 0.001001, bytes([i]) * (60 + i)) for i in range(50)]
+    path = tmp_path / f"w.{fmt}"
+    if fmt == "pcap":
+        assert pcapwrite.write_pcap(path, frames, snaplen=80) == 50
+    else:
+        with open(path, "wb") as f:
+            f.write(pcapwrite.pcapng_header(1, 80, "a test"))
+            for ts, data in frames:
+                f.write(pcapwrite.pcapng_record(ts, data[:80], len(data), "c" if ts == frames[3][0] else ""))
+    with PcapReader(path) as r:
+        got = [(ts, lt, bytes(r.buf[o : o + c]), w) for ts, lt, o, c, w in r]
+    assert [g[2] for g in got] == [d[:80] for _, d in frames] == list(read_frames(path))
+    assert [g[3] for g in got] == [len(d) for _, d in frames] and {g[1] for g in got} == {1}
+    assert [round(g[0] * 1e6) for g in got] == [round(ts * 1e6) for ts, _ in frames]
+    out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.len", "-e", "frame.cap_len"],
+                         check=True, capture_output=True, text=True).stdout.split()
+    assert out == [str(v) for _, d in frames for v in (len(d), min(len(d), 80))]

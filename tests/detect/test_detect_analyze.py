@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from floodwatch.trafficgen.pcapw import paced, write_pcap
+from floodwatch.capture.pcapwrite import write_pcap
+from floodwatch.trafficgen.pcapw import paced
 from floodwatch.trafficgen.vectors import VectorSpec, frames_for
 from tests.helpers import PYTHON, REPO
 

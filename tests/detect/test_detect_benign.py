@@ -8,11 +8,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from floodwatch.capture.pcapwrite import write_pcap
 from floodwatch.detect.evaluate import Detector
 from floodwatch.messages import IncidentEvent, IncidentOpened, TrafficWindow
 from floodwatch.settings.detector import DetectorSettings
 from floodwatch.trafficgen.benign import bulk_transfer, merge
-from floodwatch.trafficgen.pcapw import paced, write_pcap
+from floodwatch.trafficgen.pcapw import paced
 from floodwatch.trafficgen.vectors import VectorSpec, frames_for
 from tests.detect.detect_pipeline import windows_of
 

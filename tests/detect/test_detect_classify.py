@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from floodwatch.capture.pcapwrite import write_pcap
 from floodwatch.detect.classify import classify_capture, flag_set, tcp_vector_of_label
 from floodwatch.detect.evaluate import Detector
 from floodwatch.messages import IncidentEvent, IncidentOpened, TrafficWindow
 from floodwatch.settings.detector import DetectorSettings
-from floodwatch.trafficgen.pcapw import paced, write_pcap
+from floodwatch.trafficgen.pcapw import paced
 from floodwatch.trafficgen.vectors import REFLECTION, TCP_VECTORS, VectorSpec, frames_for
 from tests.detect.detect_pipeline import SHARED_PCAPS, windows_of
 

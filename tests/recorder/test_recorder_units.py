@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from floodwatch.capture.pcapfile import read_frames
 from floodwatch.config import config_from_dict
 from floodwatch.errors import ConfigError
 from floodwatch.recorder import retention
-from floodwatch.recorder.pcapread import read_frames
 from floodwatch.recorder.retention import DAY, Policy, Stored
 from floodwatch.recorder.ring import Frame, FrameRing, frames_of
 from floodwatch.recorder.sessions import Sessions
