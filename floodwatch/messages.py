@@ -288,6 +288,9 @@ class TrafficWindow(Message):
     records_bytes_in: int = 0
     records_packets_out: int = 0
     records_bytes_out: int = 0
+    # country -> packets of the window's heaviest inbound sources, by the lookup [aggregator] geo names
+    # (empty when it is "off"): the incidents' geo_breakdown is summed from these
+    geo: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # aggregator-specific, documented there
 
 

@@ -10,6 +10,7 @@ open; the capture sends the records a reading covers before it), and records onl
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -225,7 +226,7 @@ class Engine:
         out: list[Message] = []
         msg = ws.to_message()
         if self.geo is not None and ws.sampled:
-            msg.extra["geo"] = breakdown(self.geo, [(ip, c) for ip, c, _ in hh_rows(ws.src, GEO_WINDOW)])
+            msg = replace(msg, geo=breakdown(self.geo, [(ip, c) for ip, c, _ in hh_rows(ws.src, GEO_WINDOW)]))
         self.stats["windows"] += 1
         self.run.add(ws, msg)
         self.prev_peers = ws.out_peers

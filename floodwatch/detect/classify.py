@@ -12,8 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import iptocc
-
+from floodwatch.aggregate.geo import UNKNOWN
 from floodwatch.detect.profile import Profile, profile_of
 from floodwatch.detect.spoofing import spoofing_verdict
 from floodwatch.messages import TrafficWindow
@@ -262,17 +261,11 @@ def confidence_of(top: Vector | None, share: float, ratio: float, duration: floa
     return max(0, min(100, score))
 
 
-def geo_of(src_ips: Counter[str], limit: int = 200) -> dict[str, int]:
-    """Country -> packets over the biggest sources (bounded: `limit` look-ups)."""
-    out: Counter[str] = Counter()
-    for ip, n in src_ips.most_common(limit):
-        try:
-            cc = iptocc.country_code(ip)
-        except (ValueError, TypeError):
-            cc = None
-        if cc:
-            out[cc] += n
-    return dict(out.most_common(TOP_N * 2))
+def geo_of(countries: Counter[str]) -> dict[str, int]:
+    """Country -> packets, from the windows' country counts (their heaviest sources, looked up by the
+    aggregator with the configured [aggregator] geo source); addresses of no known country are left out."""
+    known = [(cc, int(n)) for cc, n in countries.most_common() if cc != UNKNOWN and n > 0]
+    return dict(known[: TOP_N * 2])
 
 
 def indicators_of(p: Profile) -> tuple[list[dict[str, Any]], bool]:
@@ -321,7 +314,7 @@ def classify_profile(p: Profile, threshold_pps: float = 0.0, peak_pps: int = 0, 
                                if round(100.0 * v / proto_total, 1) > 0}
         if proto_total else {},
         "tcp_flag_breakdown": {str(k): int(v) for k, v in p.tcp_flags.most_common() if v},
-        "geo_breakdown": geo_of(p.src_ips),
+        "geo_breakdown": geo_of(p.countries),
         "source_ip_count": int(max(p.sources, min(len(p.src_ips), p.packets_in))),
         "top_src_ips": [{"ip": ip, "count": int(n)} for ip, n in p.src_ips.most_common(TOP_N)],
         "top_dst_ports": [{"port": int(port), "proto": proto_name(proto), "count": int(n)}

@@ -54,6 +54,7 @@ class Profile:
     dst_bytes: Counter[str] = field(default_factory=Counter)
     src_ports: Counter[tuple[str, int]] = field(default_factory=Counter)
     dst_ports: Counter[tuple[str, int]] = field(default_factory=Counter)
+    countries: Counter[str] = field(default_factory=Counter)  # the windows' geo: at most ~250 keys
     src_distinct: int = 0
     sampled: int = 0
     peak_pps: int = 0  # the busiest window's inbound rates
@@ -98,6 +99,7 @@ class Profile:
         _add(self.ipver, w.ipver_in)
         _add(self.fragments, w.fragments)
         _add(self.signatures, w.signatures)
+        _add(self.countries, w.geo)
         for k, v in w.ttl_hist.items():
             self.ttl[int(k)] += int(v)
         rows = self._focus_rows(w)
@@ -171,7 +173,7 @@ class Profile:
         self.peak_pps = max(self.peak_pps, other.peak_pps)
         self.peak_bps = max(self.peak_bps, other.peak_bps)
         for name in ("proto", "ipver", "tcp_flags", "fragments", "ttl", "signatures", "src_ips", "dst_ips",
-                     "dst_bytes", "src_ports", "dst_ports"):
+                     "dst_bytes", "src_ports", "dst_ports", "countries"):
             getattr(self, name).update(getattr(other, name))
 
     @property

@@ -91,6 +91,7 @@ def test_aggregate_actor_publishes_windows_seconds_summary_then_stream_end(
     assert any(w.tcp_flags["SYN"] > 0 and w.victims and w.victims[0]["ip"] == "10.10.10.10" for w in windows)
     assert any(isinstance(m, TrafficSecond) for m in seen)
     assert "geo" in s.extra and sum(s.extra["geo"].values()) > 0
+    assert sum(sum(w.geo.values()) for w in windows) > 0  # the windows' countries, for the incidents
     eventually(lambda: harness.counters("aggregator").get("records") == total, 10)
 
 
