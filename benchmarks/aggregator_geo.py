@@ -17,6 +17,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from floodwatch.aggregate.geo import IptoccLookup, MaxmindLookup
@@ -42,7 +43,7 @@ def build_mmdb(path: Path, networks: int) -> bool:
     return True
 
 
-def rate(fn, ips: list[str], runs: int) -> float:
+def rate(fn: Callable[[list[str]], object], ips: list[str], runs: int) -> float:
     times = []
     for _ in range(runs):
         t = time.process_time()

@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -68,7 +69,7 @@ def dissect_seconds(tmp: Path) -> float:
     sess.on_opened("dissect", "dns_amplification")
     msg = messages.decode(batch_bytes("dns"))
     assert isinstance(msg, FrameBatch)
-    saved = []
+    saved: list[Any] = []
     while not saved:  # until the default 10,000-packet limit closes the file
         saved = sess.on_frames(msg.frames, 1, 1)
     path = saved[0].capture.path

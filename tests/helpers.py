@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import zmq
 
@@ -30,7 +30,8 @@ PYTHON = sys.executable
 T = TypeVar("T")
 
 
-def eventually(pred: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, message: str = "") -> T:
+def eventually(pred: Callable[[], T | Literal[False] | None], timeout: float = 10.0, interval: float = 0.02,
+               message: str = "") -> T:
     """Wait until pred() is truthy and return its value; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None

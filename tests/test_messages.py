@@ -6,17 +6,18 @@ import contextlib
 import dataclasses
 import os
 import random
+from typing import Any
 
 import msgpack
 import pytest
 
 from floodwatch import messages
 from floodwatch.errors import MessageDecodeError
-from floodwatch.messages import REGISTRY, SCHEMA_VERSION, StreamEnded
+from floodwatch.messages import REGISTRY, SCHEMA_VERSION, Message, StreamEnded
 
 
-def _sample(cls: type) -> object:
-    values = {}
+def _sample(cls: Any) -> Message:
+    values: dict[str, object] = {}
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
             continue
@@ -63,10 +64,10 @@ def test_fuzzed_envelopes_never_raise_anything_else() -> None:
     good = messages.encode(StreamEnded("pcap", 10, 1.5))
     for i in range(20000):
         if i % 2:
-            data = bytearray(good)
+            flipped = bytearray(good)
             for _ in range(rng.randint(1, 4)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-            data = bytes(data[: rng.randint(0, len(data))])
+                flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+            data = bytes(flipped[: rng.randint(0, len(flipped))])
         else:
             data = os.urandom(rng.randint(0, 64))
         with contextlib.suppress(MessageDecodeError):

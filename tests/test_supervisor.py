@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,7 +222,7 @@ def test_sighup_restarts_only_the_actor_whose_section_changed(make_sys: Any) -> 
     # flip one setting of [executor] (whatever its first non-`enabled` scalar field is)
     field = next(f for f in dataclasses.fields(ExecutorSettings) if f.name != "enabled"
                  and isinstance(f.default, bool | int | float | str) and not isinstance(f.default, list))
-    default = field.default
+    default: Any = field.default
     new_value: Any = (not default) if isinstance(default, bool) else (
         default + 1 if isinstance(default, int | float) else default + "-changed")
     s.cfg.setdefault("executor", {})[field.name] = new_value
@@ -337,6 +338,6 @@ def test_standalone_actor_without_supervisor_exits_with_a_clear_message(tmp_path
     path = write_config(tmp_path / "c.toml", cfg)
     out = subprocess.run(["python", "-m", "tests.dummy_actor", "--config", str(path)], capture_output=True,
                          text=True, timeout=30, cwd=Path(__file__).resolve().parent.parent,
-                         env=dict(os.environ, PATH=os.path.dirname(os.sys.executable) + ":" + os.environ["PATH"]))
+                         env=dict(os.environ, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"]))
     assert out.returncode == 2
     assert "no supervisor answered" in out.stderr and "floodwatch run" in out.stderr

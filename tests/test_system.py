@@ -3,6 +3,7 @@ namespaces, the embedded API server, the reporter's outbox, the recorder's files
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -111,15 +112,24 @@ def test_udp_flood_is_detected_reported_with_its_capture(agent: Agent) -> None:
     assert st["reporter"]["counters"].get("outbox_pending", 0) == 0
 
 
+def restarted(agent: Agent, name: str, old_pid: int) -> bool:
+    pid = agent.status().get(name, {}).get("pid")
+    return bool(pid) and pid != old_pid
+
+
+def running(agent: Agent, name: str) -> dict[str, Any] | None:
+    st = agent.status()
+    return st if st[name]["state"] == "running" else None
+
+
 def test_kill_9_of_each_real_actor_is_restarted_within_a_second(agent: Agent) -> None:
     for name in ACTORS:
         old = agent.status()[name]["pid"]
         os.kill(old, signal.SIGKILL)
         t0 = time.monotonic()
-        eventually(lambda n=name, o=old: (p := agent.status().get(n, {}).get("pid")) and p != o, 1.0,
-                   interval=0.02, message=f"{name} restarted")
+        eventually(functools.partial(restarted, agent, name, old), 1.0, interval=0.02, message=f"{name} restarted")
         assert time.monotonic() - t0 < 1.0
         assert not pid_alive(old)
-        st = eventually(lambda n=name: (s := agent.status()) and s[n]["state"] == "running" and s, 30)
+        st = eventually(functools.partial(running, agent, name), 30)
         assert st[name]["restarts"] == 1
     eventually(agent.all_running, 30)

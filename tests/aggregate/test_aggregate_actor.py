@@ -112,13 +112,14 @@ def test_aggregate_actor_counts_bad_input_and_takes_ioc_patterns(
                                                                "attack_family": "botnet"}]))
     payload = b"xx EVILBOT-77 yy".ljust(32, b"\x00")
 
+    sent = [0.0]
+
     def ioc_counted() -> bool:  # send until the rebuilt matcher is in use (config and bulk race)
-        ioc_counted.t += 1.0
-        send(push, batch(records(10, ts=2000.0 + ioc_counted.t, proto=17, flags=0, paylen=40,
+        sent[0] += 1.0
+        send(push, batch(records(10, ts=2000.0 + sent[0], proto=17, flags=0, paylen=40,
                                  payload=np.array([payload] * 10)), rate=2))
         return any(w.signatures.get("ioc:evil") == 20 for w in sub.drain(0.3) if isinstance(w, TrafficWindow))
 
-    ioc_counted.t = 0.0  # type: ignore[attr-defined]
     eventually(ioc_counted, 20, interval=0.0)
 
 
@@ -135,7 +136,11 @@ def test_aggregate_actor_live_counters_give_exact_windows(
                             conn=42))
         send(push, batch(records(100, ts=ts + 0.05, proto=17, flags=0), rate=50))
     got: list[TrafficWindow] = []
-    eventually(lambda: got.extend(m for m in sub.drain(0.2) if isinstance(m, TrafficWindow)) or len(got) >= 20, 20)
+    def twenty() -> bool:
+        got.extend(m for m in sub.drain(0.2) if isinstance(m, TrafficWindow))
+        return len(got) >= 20
+
+    eventually(twenty, 20)
     assert all(w.exact and w.packets_in == 5000 and w.bytes_in == 300_000 for w in got[:20])
     assert all(w.packets_out == 50 and w.conn_count == 42 for w in got[:20])
     assert all(w.proto_in["udp"] == 5000 and w.sample_rate == 50.0 for w in got[:20])

@@ -7,7 +7,7 @@ import pytest
 
 from floodwatch.aggregate.counters import CounterTracker, counter_delta
 from floodwatch.aggregate.engine import Engine
-from floodwatch.messages import Message, TrafficSecond, TrafficWindow
+from floodwatch.messages import CounterSample, Message, PacketBatch, TrafficSecond, TrafficSummary, TrafficWindow
 from floodwatch.settings.aggregator import AggregatorSettings
 from tests.aggregate.agg_factory import batch, counters, records
 
@@ -47,7 +47,8 @@ def feed_all(e: Engine, items: list) -> list[Message]:
 
 def test_aggregate_windows_are_exact_from_counters_with_wrap_and_reset() -> None:
     e = Engine(AggregatorSettings())
-    rx, items = 2**32 - 5000, []  # eth0 counts on 32 bits and wraps; eth1 gets reset once
+    rx = 2**32 - 5000  # eth0 counts on 32 bits and wraps; eth1 gets reset once
+    items: list[CounterSample | PacketBatch] = []
     rx1 = 0
     for i in range(31):  # 3 s of samples every 100 ms, aligned to the windows
         ts = 1000.0 + i * 0.1
@@ -69,5 +70,6 @@ def test_aggregate_windows_are_exact_from_counters_with_wrap_and_reset() -> None
     assert [s.pps_in for s in seconds] == [13000, 12900, 13000]
     assert all(s.exact for s in seconds)
     summary = out[-1]
+    assert isinstance(summary, TrafficSummary)
     assert summary.packets == 30 * 1310 - 100
     assert summary.extra["counter_wraps"] >= 1 and summary.extra["counter_resets"] == 1

@@ -6,12 +6,12 @@ import numpy as np
 
 from floodwatch.aggregate.engine import Engine
 from floodwatch.aggregate.sigsample import SignatureSampler, load_matcher
-from floodwatch.messages import TrafficWindow
+from floodwatch.messages import PacketBatch, TrafficWindow
 from floodwatch.settings.aggregator import AggregatorSettings
 from tests.aggregate.agg_factory import batch, records, v4_addrs
 
 
-def windows(engine: Engine, *batches) -> list[TrafficWindow]:
+def windows(engine: Engine, *batches: PacketBatch) -> list[TrafficWindow]:
     out = []
     for b in batches:
         out += engine.feed_batch(b)

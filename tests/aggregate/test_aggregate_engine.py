@@ -34,6 +34,12 @@ def of(out: list[Message], cls: type) -> list:
     return [m for m in out if isinstance(m, cls)]
 
 
+def summary_of(out: list[Message]) -> TrafficSummary:
+    """The last message of a finished run: its summary."""
+    assert isinstance(out[-1], TrafficSummary)
+    return out[-1]
+
+
 def run(e: Engine, *batches: PacketBatch) -> list[Message]:
     out: list[Message] = []
     for b in batches:
@@ -67,7 +73,7 @@ def test_aggregate_gap_publishes_bounded_empty_windows_and_late_records_count() 
     assert windows[-1].t_start == pytest.approx(1100.0)
     assert sum(w.packets_in for w in windows) == 25
     assert sum(w.extra["late_records"] for w in windows) == 5
-    assert out[-1].packets == 25
+    assert summary_of(out).packets == 25
 
 
 def test_aggregate_sample_rate_scales_every_count() -> None:
@@ -77,7 +83,7 @@ def test_aggregate_sample_rate_scales_every_count() -> None:
     assert (w.packets_in, w.bytes_in, w.sampled, w.sample_rate) == (8000, 800_000, 1000, 8.0)
     assert w.proto_in["udp"] == 8000 and w.top_src_ports == [["udp", 53, 8000]]
     assert w.size_hist["65-127"] == 8000 and w.ttl_hist == {64: 8000}
-    assert out[-1].packets == 8000 and out[-1].sample_rate == 8.0
+    assert summary_of(out).packets == 8000 and summary_of(out).sample_rate == 8.0
 
 
 def test_aggregate_directions_unknown_counts_inbound_and_bidir() -> None:
@@ -149,14 +155,14 @@ def test_aggregate_bad_batch_is_refused_and_counted() -> None:
     with pytest.raises(BadBatch, match="negative"):
         e.feed_counters(counters(1000.0, -5, 1))
     assert e.stats["bad_batches"] == 5
-    assert run(e, good)[-1].packets == 4
+    assert summary_of(run(e, good)).packets == 4
 
 
 def test_aggregate_summary_counts_sources_exactly_then_by_hll() -> None:
     srcs = v4_addrs(np.arange(5000, dtype=np.uint32) + 0x0B000000)
-    exact = run(engine(), batch(records(5000, ts=1000.0, src=srcs)))[-1]
+    exact = summary_of(run(engine(), batch(records(5000, ts=1000.0, src=srcs))))
     assert (exact.source_ip_count, exact.source_ip_count_exact) == (5000, True)
-    small = run(engine(run_capacity=1000), batch(records(5000, ts=1000.0, src=srcs)))[-1]
+    small = summary_of(run(engine(run_capacity=1000), batch(records(5000, ts=1000.0, src=srcs))))
     assert not small.source_ip_count_exact
     assert abs(small.source_ip_count - 5000) <= 3 * 0.0163 * 5000
     assert small.extra["source_ip_count_rel_error"] > 0

@@ -4,6 +4,7 @@ IPv4 sources (and a burst of random IPv6 ones) fed straight into the aggregator'
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from tests.aggregate.agg_factory import records
 BATCH = 65536
 
 
-def random_batches(total: int, ipv6_every: int = 0):
+def random_batches(total: int, ipv6_every: int = 0) -> Iterator[PacketBatch]:
     rng = np.random.default_rng(2026)
     base = records(BATCH, proto=6, flags=2)
     raw = np.zeros((BATCH, 16), dtype=np.uint8)

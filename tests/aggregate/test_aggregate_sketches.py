@@ -74,12 +74,11 @@ def test_aggregate_heavy_hitters_guarantees_when_pruning(capacity: int) -> None:
     n_total = int(weights.sum())
     assert hh.total == n_total and len(hh) <= capacity and not hh.exact
     assert hh.error <= (n_total - int(hh.counts.sum())) / (capacity + 1)
-    truth: dict[int, int] = {}
     uk, inv = np.unique(keys, return_inverse=True)
     tw = np.bincount(inv, weights=weights).astype(np.int64)
-    truth = dict(zip(uk.tolist(), tw.tolist(), strict=True))
-    for k, c in zip(hh.keys.tolist(), hh.counts.tolist(), strict=True):
-        assert c <= truth[k] <= c + hh.error
+    truth: dict[int, int] = dict(zip(uk.tolist(), tw.tolist(), strict=True))
+    for key, cnt in zip(hh.keys.tolist(), hh.counts.tolist(), strict=True):
+        assert cnt <= truth[key] <= cnt + hh.error
     heavy = [k for k, c in truth.items() if c > n_total / (capacity + 1)]
     assert set(heavy) <= set(hh.keys.tolist())
 

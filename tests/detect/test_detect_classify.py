@@ -86,7 +86,7 @@ def family_of(vector: str) -> str:
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_detect_every_generated_vector_detected_and_named(tmp_path: Path, v6: bool) -> None:
-    wrong = []
+    wrong: list[tuple[str, object]] = []
     for vector in GENERATED:
         path = tmp_path / f"{vector}.pcap"
         write_pcap(path, paced(frames_for(VectorSpec(vector, v6, variety=600, sources=600)), 10_000, 4_000,

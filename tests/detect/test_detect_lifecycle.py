@@ -6,7 +6,7 @@ import itertools
 from dataclasses import replace
 
 from floodwatch.detect.evaluate import Detector
-from floodwatch.messages import IncidentEvent, IncidentOpened, IncidentResolved, IncidentUpdated
+from floodwatch.messages import IncidentEvent, IncidentOpened, IncidentResolved, IncidentUpdated, TrafficWindow
 from floodwatch.settings.detector import DetectorSettings
 from tests.detect.detect_factory import window
 
@@ -231,7 +231,7 @@ def test_detect_waits_for_packets_when_counters_run_ahead() -> None:
 def test_detect_flood_that_began_mid_window_opens_at_that_windows_end() -> None:
     """The fast rule reads the window's second half too: a 6x flood that began at 40 % of a window
     (3.6x over the whole window) opens at that window's end, not one window later."""
-    def begun_mid_window(t: float, share_in_tail: float) -> object:
+    def begun_mid_window(t: float, share_in_tail: float) -> TrafficWindow:
         w = window(t, pps=0.6 * 6 * THRESHOLD, proto="udp", sport=40000)
         tail = round(w.packets_in * share_in_tail)
         return replace(w, tail_packets_in=tail, tail_bytes_in=tail * 100,

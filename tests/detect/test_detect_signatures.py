@@ -45,7 +45,7 @@ def test_detect_signatures_need_their_ports() -> None:
 
 
 def test_detect_ioc_patterns_hex_text_and_objects() -> None:
-    iocs = ["de ad be ef", {"pattern": "hex:c0ffee", "name": "coffee", "attack_family": "udp_flood"},
+    iocs: list[object] = ["de ad be ef", {"pattern": "hex:c0ffee", "name": "coffee", "attack_family": "udp_flood"},
             {"pattern": "evilbot/1.0", "name": "evilbot"}, "cafebabe"]
     got = count(rec(17, 1, 2, b"xx\xde\xad\xbe\xefyy"), rec(17, 1, 2, b"\xc0\xff\xee"),
                 rec(6, 3, 4, b"UA: evilbot/1.0"), rec(17, 1, 2, b"\xca\xfe\xba\xbe"),

@@ -275,8 +275,9 @@ class ServerProc:
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "floodwatch.server", "--listen", f"127.0.0.1:{self.port}", "--db", str(self.db),
              "--port-file", str(port_file), *self.extra], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        eventually(lambda: port_file.exists() or self.proc.poll() is not None, 30, message="server listening")
-        assert self.proc.poll() is None, (self.dir / "server.log").read_text()
+        proc = self.proc
+        eventually(lambda: port_file.exists() or proc.poll() is not None, 30, message="server listening")
+        assert proc.poll() is None, (self.dir / "server.log").read_text()
         return self
 
     def stop(self) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import ssl
 from pathlib import Path
+from typing import Any
 
 from floodwatch.messages import CommandReceived, ConfigReceived, IncidentUpdated
 from tests.helpers import BusHarness
@@ -28,7 +29,7 @@ def test_reporter_garbage_config_is_logged_and_ignored(tmp_path: Path, harness: 
             (200, json.dumps({"pps_threshold": "lots", "ioc_patterns": [{"pattern": 42}]}).encode(), js),
             (200, b"\xff\xfe\x00garbage", {"Content-Type": "application/octet-stream"}),
         ]
-        commands = [
+        commands: list[dict[str, Any]] = [
             {"id": 11, "command": "iptables -I INPUT -s 198.18.0.9 -j DROP; rm -rf / #"},
             {"id": 12, "command": {"action": "block", "ip": "198.18.0.10", "extra": [1, None]}},
             {"id": "13", "command": "not acked: bad id"},
@@ -39,7 +40,7 @@ def test_reporter_garbage_config_is_logged_and_ignored(tmp_path: Path, harness: 
             cfg = sub.get(ConfigReceived, timeout=20)  # after five garbage answers, a good one
             assert cfg.pps_threshold == 50000 and cfg.node_id == 3
             assert cfg.ioc_patterns == [{"pattern": "deadbeef", "name": "deadbeef", "attack_family": ""}]
-            got = {}
+            got: dict[int, CommandReceived] = {}
             while len(got) < 2:
                 msg = sub.get(CommandReceived, timeout=10)
                 got[msg.command_id] = msg

@@ -37,7 +37,8 @@ def test_reporter_outbox_streams_in_order_and_independent(tmp_path: Path) -> Non
     ob.retry_later(heads[0], 30.0, "boom")
     assert [h.stream for h in ob.heads(clock(), set(), 10)] == [b, METRICS]
     assert [h.stream for h in ob.heads(clock(), {b}, 10)] == [METRICS]
-    assert ob.next_due() <= clock()  # b and metrics are due now
+    due = ob.next_due()
+    assert due is not None and due <= clock()  # b and metrics are due now
     ob.delivered([heads[1], heads[2]])
     assert ob.next_due() == clock() + 30.0
     clock.t += 31

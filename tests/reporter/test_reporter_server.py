@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ from tests.helpers import (
     tcp_endpoints,
     write_config,
 )
-from tests.reporter.support import ServerProc, reporter, reporter_settings, server, wait_for
+from tests.reporter.support import ReporterProc, ServerProc, reporter, reporter_settings, server, wait_for
 from tests.reporter.test_reporter_logic import T0, incident, second
 
 # metric samples an hour old: recent enough for the server's retention sweep (which drops old ones)
@@ -51,6 +52,10 @@ def _peaks(srv: ServerProc, incident_id: int) -> list[tuple[str, str, int]]:
 
 
 @pytest.mark.slow
+def retried(rp: ReporterProc, at_least: int) -> bool:
+    return bool(rp.fresh_counters()["retries"] >= at_least)
+
+
 def test_reporter_server_outage_loses_nothing(tmp_path: Path, harness: BusHarness) -> None:
     """The server goes away mid-attack and comes back: every report arrives once, in order, as recorded."""
     with server(tmp_path) as srv:
@@ -72,7 +77,7 @@ def test_reporter_server_outage_loses_nothing(tmp_path: Path, harness: BusHarnes
                 if step == 5:
                     harness.publish(incident(IncidentUpdated, key="out-2", seq=1, peak_pps=501))
                 r = rp.fresh_counters()["retries"]
-                wait_for(lambda r=r: rp.fresh_counters()["retries"] >= r + 3, message="the reporter retries")
+                wait_for(functools.partial(retried, rp, r + 3), message="the reporter retries")
             harness.publish(incident(IncidentResolved, key="out-1", seq=10, status="resolved", ended_at=T0 + 220,
                                      peak_pps=110))
             counters = rp.fresh_counters()
