@@ -12,7 +12,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar, NotRequired, TypedDict, TypeVar, Union
 
 import msgpack
 
@@ -242,6 +242,54 @@ class StreamEnded(Message):
 
 # --------------------------------------------------------------------------------------------------
 # Traffic: aggregator -> detector, reporter, analyze
+# Rows inside the messages are typed dicts (the codec checks the top-level type: a list or a dict).
+# Rows written [a, b, c] stay lists of values (msgpack has no tuples): their order is in the comments.
+
+
+class PortPackets(TypedDict):
+    proto: str  # "tcp" "udp" "icmp" "other"
+    port: int
+    packets: int
+
+
+class Victim(TypedDict):
+    """One heavy destination of a window (TrafficWindow.victims), counted apart from the others."""
+
+    ip: str
+    packets: int
+    bytes: int
+    proto: dict[str, int]  # "tcp" "udp" "icmp" "other" -> packets
+    tcp_flags: dict[str, int]  # flag combination -> packets
+    top_src_port: PortPackets | None  # its heaviest source port
+    src_distinct: int  # HyperLogLog estimate of its sources
+
+
+class IpCount(TypedDict):
+    ip: str
+    count: int
+    bytes: NotRequired[int]  # top_dst_ips only
+
+
+class PortCount(TypedDict):
+    port: int
+    proto: str
+    count: int
+
+
+class VectorShare(TypedDict):
+    """One attack vector of an incident (IncidentEvent.vectors)."""
+
+    family: str
+    subtype: str
+    share: float  # percent of the incident's packets
+    packets: int
+    confirmed: bool
+
+
+class IocPattern(TypedDict):
+    pattern: str
+    name: str
+    attack_family: str
 
 
 @register
@@ -272,7 +320,7 @@ class TrafficWindow(Message):
     top_dst_ips: list[Any]  # [[ip, packets, bytes], ...] inbound (the victims)
     top_src_ports: list[Any]  # [[proto, port, packets], ...] inbound
     top_dst_ports: list[Any]  # [[proto, port, packets], ...] inbound
-    victims: list[dict[str, Any]]  # per top victim: ip, packets, bytes, proto{}, tcp_flags{}
+    victims: list[Victim]
     signatures: dict[str, int]  # payload signature name -> packets (scaled)
     bidir_packets: int  # inbound TCP packets of conversations with outbound traffic too
     malformed: int
@@ -333,10 +381,10 @@ class TrafficSummary(Message):
     protocols: dict[str, int]
     source_ip_count: int
     source_ip_count_exact: bool
-    top_src_ips: list[dict[str, Any]]  # [{"ip", "count"}]
-    top_dst_ips: list[dict[str, Any]]
-    top_src_ports: list[dict[str, Any]]  # [{"port", "proto", "count"}]
-    top_dst_ports: list[dict[str, Any]]
+    top_src_ips: list[IpCount]
+    top_dst_ips: list[IpCount]  # with bytes
+    top_src_ports: list[PortCount]
+    top_dst_ports: list[PortCount]
     tcp_flags: dict[str, int]
     fragments: dict[str, int]
     malformed: int
@@ -368,13 +416,13 @@ class IncidentEvent(Message):
     tcp_flag_breakdown: dict[str, int]
     geo_breakdown: dict[str, int]
     source_ip_count: int
-    top_src_ips: list[dict[str, Any]]
-    top_dst_ports: list[dict[str, Any]]
+    top_src_ips: list[IpCount]
+    top_dst_ports: list[PortCount]
     target_ips: list[str]
     ioc_matches: list[Any]
     spoofing_detected: bool
     botnet_detected: bool
-    vectors: list[dict[str, Any]] = field(default_factory=list)  # per vector: family, subtype, share
+    vectors: list[VectorShare] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -436,7 +484,7 @@ class ConfigReceived(Message):
     pps_threshold: int | None
     bps_threshold: int | None
     baseline: dict[str, Any]
-    ioc_patterns: list[dict[str, Any]]  # normalised to {"pattern", "name", "attack_family"}
+    ioc_patterns: list[IocPattern]  # normalised
 
 
 @register

@@ -10,7 +10,7 @@ from floodwatch.aggregate.features import FLAG_NAMES, PROTO_NAMES
 from floodwatch.aggregate.hll import HyperLogLog, relative_error
 from floodwatch.aggregate.spacesaving import HeavyHitters
 from floodwatch.aggregate.window import PORT_SPACE, WindowStats, hh_rows, top_ports
-from floodwatch.messages import TrafficSecond, TrafficSummary, TrafficWindow
+from floodwatch.messages import PortCount, TrafficSecond, TrafficSummary, TrafficWindow
 
 
 class SecondRollup:
@@ -156,5 +156,5 @@ class RunSummary:
         )
 
 
-def _port_dicts(rows: list[list[Any]]) -> list[dict[str, Any]]:
+def _port_dicts(rows: list[list[Any]]) -> list[PortCount]:
     return [{"port": port, "proto": proto, "count": c} for proto, port, c in rows]

@@ -8,6 +8,7 @@ window's records with payload and by the sample rate.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ _PER_BATCH = 64  # most payload heads checked in one batch
 _MIN_PER_BATCH = 4
 
 
-def load_matcher(ioc_patterns: list[dict[str, Any]] | None = None) -> SignatureMatcher:
+def load_matcher(ioc_patterns: Sequence[Mapping[str, Any]] | None = None) -> SignatureMatcher:
     """The built-in signatures, plus IOC patterns when given (unusable ones listed in `rejected_iocs`)."""
     return SignatureMatcher.with_iocs(ioc_patterns) if ioc_patterns else SignatureMatcher.default()
 

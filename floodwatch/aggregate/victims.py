@@ -10,13 +10,12 @@ destinations than rows (the usual case: the host's own addresses), every row is 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from floodwatch.aggregate.features import FLAG_NAMES, PROTO_NAMES
 from floodwatch.aggregate.hll import estimate_regs, index_rank
 from floodwatch.aggregate.keys import halves_bytes, key_text
+from floodwatch.messages import Victim
 
 VICTIM_HLL_P = 8
 _PORTS_KEPT = 64  # source ports remembered per row (pruned to the busiest half beyond that)
@@ -117,12 +116,12 @@ class VictimTable:
                 best = sorted(ports.items(), key=lambda kv: -kv[1])[: _PORTS_KEPT // 2]
                 self.ports[k // 131072] = dict(best)
 
-    def top(self, n: int) -> list[dict[str, Any]]:
+    def top(self, n: int) -> list[Victim]:
         """The n heaviest rows as TrafficWindow.victims entries."""
         order = [int(r) for r in np.lexsort((self.keys, -self.packets)) if self.used[r]][:n]
         return [self._row_dict(r) for r in order]
 
-    def _row_dict(self, r: int) -> dict[str, Any]:
+    def _row_dict(self, r: int) -> Victim:
         key = int(self.keys[r])
         ip = key_text(key, halves_bytes(int(self.addr[r, 0]), int(self.addr[r, 1])))
         port = max(self.ports[r].items(), key=lambda kv: (kv[1], -kv[0]), default=(0, 0))

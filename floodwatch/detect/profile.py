@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from floodwatch.aggregate.hll import estimate_regs
-from floodwatch.messages import TrafficWindow
+from floodwatch.messages import TrafficWindow, Victim
 
 TOP_KEEP = 2000  # entries kept per merged top list (pruned to the biggest when it grows past 2x)
 VICTIM_KEEP = 512
@@ -110,7 +110,7 @@ class Profile:
         else:
             self._add_victims(w, rows)
 
-    def _focus_rows(self, w: TrafficWindow) -> list[dict[str, Any]] | None:
+    def _focus_rows(self, w: TrafficWindow) -> list[Victim] | None:
         if not (self.focus_ip or self.focus_prefix):
             return None
         from floodwatch.detect.victims import prefix_of
@@ -124,7 +124,7 @@ class Profile:
                 rows.append(v)
         return rows
 
-    def _add_victims(self, w: TrafficWindow, rows: list[dict[str, Any]]) -> None:
+    def _add_victims(self, w: TrafficWindow, rows: list[Victim]) -> None:
         """Protocol, flag and source-port evidence of the focused victims only."""
         for v in rows:
             if isinstance(v.get("proto"), dict):

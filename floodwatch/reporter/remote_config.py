@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from floodwatch.messages import IocPattern
+
 MAX_IOC_PATTERNS = 10000
 MAX_PATTERN_CHARS = 1024
 MAX_COMMANDS = 1000
@@ -27,7 +29,7 @@ class RemoteConfig:
     pps_threshold: int | None = None
     bps_threshold: int | None = None
     baseline: dict[str, Any] = field(default_factory=dict)
-    ioc_patterns: list[dict[str, Any]] = field(default_factory=list)
+    ioc_patterns: list[IocPattern] = field(default_factory=list)
     settings_ok: bool = True  # False: thresholds/baseline/IOCs had errors and must not be applied
     commands: list[tuple[int, Any]] = field(default_factory=list)  # (id, command as sent)
     problems: list[str] = field(default_factory=list)
@@ -69,7 +71,7 @@ def _baseline(v: Any, problems: list[str]) -> dict[str, Any]:
     return dict(v)
 
 
-def _ioc(item: Any) -> dict[str, Any] | None:
+def _ioc(item: Any) -> IocPattern | None:
     if isinstance(item, str):
         item = {"pattern": item}
     if not isinstance(item, dict):
@@ -84,7 +86,7 @@ def _ioc(item: Any) -> dict[str, Any] | None:
     return {"pattern": pattern, "name": name[:128] or pattern[:64], "attack_family": family[:64]}
 
 
-def _iocs(v: Any, problems: list[str]) -> list[dict[str, Any]]:
+def _iocs(v: Any, problems: list[str]) -> list[IocPattern]:
     if v is None:
         return []
     if not isinstance(v, list) or len(v) > MAX_IOC_PATTERNS:

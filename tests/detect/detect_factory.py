@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from floodwatch.messages import TrafficWindow
+from floodwatch.messages import TrafficWindow, Victim
 
 FLAGS = ("SYN", "SYN-ACK", "ACK", "PSH-ACK", "RST", "RST-ACK", "FIN", "FIN-ACK", "XMAS", "NULL", "SYN-ECE", "OTHER")
 
@@ -24,8 +24,8 @@ def window(t: float, pps: float = 0.0, *, width: float = 0.1, size: int = 100, p
     for part in parts:
         _add_part(acc, part, width)
     n_out = int(out_pps * width)
-    victims = [{"ip": ip, "packets": v[0], "bytes": v[1], "proto": v[2], "tcp_flags": v[3],
-                "top_src_port": max(v[4], key=lambda r: r["packets"]) if v[4] else None}
+    victims: list[Victim] = [{"ip": ip, "packets": v[0], "bytes": v[1], "proto": v[2], "tcp_flags": v[3],
+                "top_src_port": max(v[4], key=lambda r: r["packets"]) if v[4] else None, "src_distinct": acc["srcs"]}
                for ip, v in sorted(acc["victims"].items(), key=lambda kv: -kv[1][0])]
     return TrafficWindow(
         t_start=t, t_end=t + width, exact=False, sample_rate=1.0,
