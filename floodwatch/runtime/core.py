@@ -20,7 +20,7 @@ from loguru import logger
 from floodwatch import bus, messages
 from floodwatch.config import Config
 from floodwatch.errors import BusError, MessageDecodeError, PeersAbsent
-from floodwatch.logs import RateLimited
+from floodwatch.logs import RateLimitedLog
 from floodwatch.messages import ActorHeartbeat, ActorHello, ActorHelloAck, ActorReady, Message
 
 S = TypeVar("S")
@@ -84,7 +84,7 @@ class ActorCore(Generic[S]):
         self.health = "ok"
         self.stopping = False
         self.started_at = time.time()
-        self._bad_log = RateLimited(10.0)
+        self._bad_log = RateLimitedLog(self.log, 10.0)
         self.ctx = zmq.Context()
         self._sockets: list[zmq.Socket] = []
         self.control: zmq.Socket | None = None
@@ -136,10 +136,7 @@ class ActorCore(Generic[S]):
             return messages.decode_frames(parts)
         except MessageDecodeError as e:
             self.counters["bad_messages"] += 1
-            ok, suppressed = self._bad_log.allow("decode")
-            if ok:
-                more = f" ({suppressed} more suppressed)" if suppressed else ""
-                self.log.warning("dropped a bad bus message: {}{}", e, more)
+            self._bad_log.warning("decode", "dropped a bad bus message: {}", e)
             return None
 
     def _accept(self, parts: list[bytes]) -> Message | None:
