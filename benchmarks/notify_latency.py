@@ -12,6 +12,7 @@ own round trip (the server storing the incident and its outbox rows, fsync inclu
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
@@ -22,7 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.helpers import eventually
 from tests.server.fwserver_util import ServerProc, incident_body
+from tests.server.notify_peers import Got
 from tests.server.notify_setup import Peers
+
+
+def nth_webhook(peers: Peers, i: int) -> Got | None:
+    got = peers.rx.messages("webhook")
+    return got[i] if len(got) > i else None
+
+
+def nth_mail_at(peers: Peers, i: int) -> float | None:
+    return time.time() if len(peers.smtp.mails) > i else None
 
 
 def pct(values: list[float], p: float) -> float:
@@ -42,9 +53,8 @@ def run_once(tmp: Path, n: int) -> dict[str, list[float]]:
             reply = srv.post("incident", incident_body(), node)
             out["post"].append(time.time() - t0)
             assert reply.status == 201, reply.raw
-            got = eventually(lambda i=i: len(peers.rx.messages("webhook")) > i and peers.rx.messages("webhook")[i],
-                             10, interval=0.001)
-            mail_at = eventually(lambda i=i: len(peers.smtp.mails) > i and time.time(), 10, interval=0.001)
+            got = eventually(functools.partial(nth_webhook, peers, i), 10, interval=0.001)
+            mail_at = eventually(functools.partial(nth_mail_at, peers, i), 10, interval=0.001)
             out["webhook"].append(got.at - t0)
             out["email"].append(mail_at - t0)
             time.sleep(0.05)

@@ -21,7 +21,8 @@ from floodwatch.server.notify.rules import Event, Pending, backoff, events_for, 
 from floodwatch.server.notify.summary import Message
 from floodwatch.server.sqlite_store import SQLiteStore
 
-HOOK = {"name": "hook", "kind": "webhook", "url": "https://rx.example/hook", "secret_env": "FW_TEST_HOOK"}
+HOOK: dict[str, object] = {"name": "hook", "kind": "webhook", "url": "https://rx.example/hook",
+                           "secret_env": "FW_TEST_HOOK"}
 
 
 def channel_error(table: dict[str, Any]) -> str:
@@ -180,7 +181,10 @@ def test_outbox_rows_are_written_with_the_incident(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     outbox.init(store)
     chans = [Channel("all", "webhook"), Channel("crit", "webhook", min_severity="critical")]
-    store.incident_hooks.append(lambda s, i, before: outbox.queue_incident_change(s, chans, i, before, 1000.0) and None)
+    def queue(s: SQLiteStore, i: int, before: dict[str, Any] | None) -> None:
+        outbox.queue_incident_change(s, chans, i, before, 1000.0)
+
+    store.incident_hooks.append(queue)
     node = store.add_node("web-1", "u-1", "h", 0)["node_id"]
 
     def rows() -> list[tuple[str, str, str]]:
