@@ -7,7 +7,8 @@ already received is acknowledged again without being written (a retry after a lo
 else is 409. Each chunk is streamed to a private temporary file (never held whole in memory) and hashed
 as it arrives; the last one hands the whole file to the caller.
 
-Bounds: at most MAX_OPEN uploads in progress at once (503 + Retry-After past that), each at most the
+Bounds: at most MAX_OPEN uploads in progress at once, MAX_OPEN_PER_NODE of one node (503 + Retry-After
+past either), each at most the
 server's `max_upload_bytes` (413), a chunk at most MAX_CHUNK_BYTES; an upload untouched for
 `stale_after` seconds is deleted by `expire()` (the server calls it every few seconds). Temporary files
 carry upload.TMP_PREFIX, so a restart removes any left over.
@@ -33,6 +34,7 @@ from floodwatch.server.upload import TMP_PREFIX, Received
 from floodwatch.server.validate import is_decimal
 
 MAX_OPEN = 16
+MAX_OPEN_PER_NODE = 4  # one node cannot take every slot
 MAX_CHUNK_BYTES = 4 * 1024 * 1024  # the agent sends 2 MB
 MAX_CHUNKS = 100_000
 STALE_AFTER = 300.0
@@ -109,7 +111,8 @@ class ChunkedUploads:
 
     def _start(self, key: tuple[int, int, str], total: int) -> Partial:
         self._drop(key)  # a new chunk 0: the agent starts the upload again
-        if len(self._open) >= self.max_open:
+        mine = sum(1 for k in self._open if k[0] == key[0])
+        if len(self._open) >= self.max_open or mine >= MAX_OPEN_PER_NODE:
             self.counters["uploads_busy"] += 1
             raise error(503, "capture uploads: too many in progress, retry later", headers={"Retry-After": "30"})
         path = self.pcap_dir / f"{TMP_PREFIX}{secrets.token_hex(8)}.part"

@@ -251,6 +251,8 @@ def test_stale_chunked_uploads_expire_and_in_progress_ones_are_bounded(tmp_path:
 
     t = [1000.0]
     uploads = ChunkedUploads(tmp_path, 1 << 20, 1.0, stale_after=300.0, max_open=2, clock=lambda: t[0])
+    few = ChunkedUploads(tmp_path / "few", 1 << 20, 1.0, max_open=100)
+    (tmp_path / "few").mkdir()
 
     async def scenario() -> None:
         uploads._start((1, 1, "a"), 3)
@@ -259,6 +261,12 @@ def test_stale_chunked_uploads_expire_and_in_progress_ones_are_bounded(tmp_path:
         with pytest.raises(Exception, match="too many") as refused:
             uploads._start((1, 2, "c"), 3)
         assert getattr(refused.value, "status", None) == 503
+        for n in range(3):  # one node holds at most MAX_OPEN_PER_NODE, whatever room is left
+            few._start((7, 1, f"n{n}"), 2)
+        with pytest.raises(Exception, match="too many"):
+            [few._start((7, 1, f"m{n}"), 2) for n in range(2)]
+        assert few.in_progress() == 4
+        few.close()
         t[0] += 150  # "a" untouched for 350 s, "b" for 150 s
         assert uploads.expire() == 1 and uploads.in_progress() == 1
         assert len(list(tmp_path.glob(".upload-*"))) == 1
