@@ -134,7 +134,7 @@ def test_fuzz_random_and_mutated_datagrams() -> None:
         seed = bytearray(rnd.choice(seeds))
         if i % 3 == 0:
             data = bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 300)))
-            data = seed[:2] + data if i % 2 else data
+            data = bytes(seed[:2]) + data if i % 2 else data
         else:
             for _ in range(rnd.randrange(1, 6)):
                 seed[rnd.randrange(len(seed))] = rnd.getrandbits(8)

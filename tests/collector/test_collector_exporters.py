@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from floodwatch.bus import Endpoints
+from floodwatch.capture.pcapwrite import write_pcap
 from floodwatch.messages import IncidentOpened, TrafficWindow
-from floodwatch.trafficgen.pcapw import paced, write_pcap
+from floodwatch.trafficgen.pcapw import paced
 from floodwatch.trafficgen.vectors import VectorSpec, frames_for
 from tests.helpers import BusHarness, base_config, free_port, start_actor, stop_process, tcp_endpoints, write_config
 
@@ -52,9 +54,7 @@ def pipeline(tmp_path: Path, **collector: object) -> Iterator[tuple[BusHarness, 
         yield harness, ports
 
 
-def tcp_endpoints_of(cfg: dict[str, dict[str, object]]) -> object:
-    from floodwatch.bus import Endpoints
-
+def tcp_endpoints_of(cfg: dict[str, dict[str, str]]) -> Endpoints:
     b = cfg["bus"]
     return Endpoints(b["events_in"], b["events_out"], b["control"], b["packets"], b["frames"])
 
@@ -85,7 +85,7 @@ def check(harness: BusHarness, run: Callable[[], None], expected: int, tolerance
         total, last = 0, 0.0
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (opened is None or last < done + 0.5):
-            m = sub.get(timeout=max(deadline - time.monotonic(), 0.1))
+            m: IncidentOpened | TrafficWindow = sub.get(timeout=max(deadline - time.monotonic(), 0.1))
             if isinstance(m, TrafficWindow):
                 total += m.packets_in
                 last = m.t_start
