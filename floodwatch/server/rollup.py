@@ -27,6 +27,7 @@ CREATE INDEX IF NOT EXISTS metrics_1m_time ON metrics_1m (t);
 CREATE TABLE IF NOT EXISTS node_latest (
   node_id INTEGER PRIMARY KEY, recorded_at REAL NOT NULL, pps INTEGER NOT NULL, bps INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS incidents_status_node ON incidents (status, node_id);
+CREATE INDEX IF NOT EXISTS incidents_status_id ON incidents (status, id);
 CREATE INDEX IF NOT EXISTS incidents_node_id ON incidents (node_id, id);
 CREATE INDEX IF NOT EXISTS incidents_family_id ON incidents (attack_family, id);
 CREATE INDEX IF NOT EXISTS incidents_node_started ON incidents (node_id, started_at);
@@ -122,10 +123,12 @@ def series(conn: sqlite3.Connection, node_id: int, since: float, until: float) -
                         round(r[7], 1)] for r in rows]}
 
 
-def sparklines(conn: sqlite3.Connection, since: float) -> dict[int, list[tuple[int, float]]]:
-    """Every node's per-minute average pps since `since` (the fleet page's sparklines), in one query."""
+def sparklines(conn: sqlite3.Connection, since: float, node_ids: list[int]) -> dict[int, list[tuple[int, float]]]:
+    """These nodes' per-minute average pps since `since` (the fleet page's sparklines), in one query."""
     out: dict[int, list[tuple[int, float]]] = {}
-    for node_id, t, pps in conn.execute("SELECT node_id, t, pps_sum * 1.0 / n FROM metrics_1m WHERE t >= ? "
-                                        "ORDER BY node_id, t", (int(since) // 60 * 60,)):
+    marks = ",".join("?" * len(node_ids))
+    for node_id, t, pps in conn.execute(f"SELECT node_id, t, pps_sum * 1.0 / n FROM metrics_1m WHERE node_id IN "  # noqa: S608
+                                        f"({marks}) AND t >= ? ORDER BY node_id, t",
+                                        (*node_ids, int(since) // 60 * 60)):
         out.setdefault(node_id, []).append((t, pps))
     return out

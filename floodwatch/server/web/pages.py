@@ -21,10 +21,10 @@ def _srv(request: web.Request) -> Any:
 async def fleet(request: web.Request) -> web.Response:
     require(request)
     srv = _srv(request)
-    nodes = await srv.db.call(q.fleet, srv.store, time.time(), srv.settings.offline_after)
-    online = sum(1 for n in nodes if n["status"] == "online")
-    attacked = sum(1 for n in nodes if n["active_incidents"])
-    return render(request, "fleet.html", nodes=nodes, online=online, attacked=attacked)
+    page_text, search = request.query.get("page", "0"), request.query.get("q", "")[:64]
+    page = int(page_text) if page_text.isdigit() and len(page_text) < 7 else 0
+    data = await srv.db.call(q.fleet, srv.store, time.time(), srv.settings.offline_after, page, search)
+    return render(request, "fleet.html", page=page, search=search, **data)
 
 
 async def node(request: web.Request) -> web.Response:

@@ -10,23 +10,37 @@ from floodwatch.server import rollup
 from floodwatch.server.sqlite_store import _INCIDENT_SELECT, SQLiteStore, _incident
 
 PAGE_SIZE = 50
+FLEET_PAGE = 100
 SPARK_SECONDS = 900
 
 
-def fleet(store: SQLiteStore, now: float, offline_after: float) -> list[dict[str, Any]]:
-    """Every node with its newest sample, 15-minute sparkline and active incidents; attacked first."""
-    nodes = store.list_nodes(now, offline_after)
-    latest = {r[0]: (r[1], r[2], r[3]) for r in store.conn.execute("SELECT * FROM node_latest")}
-    active = dict(store.conn.execute("SELECT node_id, count(*) FROM incidents WHERE status = 'active' "
-                                     "GROUP BY node_id").fetchall())
-    sparks = rollup.sparklines(store.conn, now - SPARK_SECONDS)
-    for n in nodes:
-        nid = n["node_id"]
+def fleet(store: SQLiteStore, now: float, offline_after: float, page: int = 0, search: str = "",
+          per_page: int = FLEET_PAGE) -> dict[str, Any]:
+    """One page of nodes, attacked first (then by name), each with its newest sample, 15-minute sparkline
+    and active incidents; and the fleet's totals. A few indexed queries whatever the fleet's size."""
+    like = f"%{search}%" if search else "%"
+    rows = store.conn.execute(
+        "SELECT n.id, coalesce(a.k, 0) AS active FROM nodes n LEFT JOIN (SELECT node_id, count(*) AS k FROM "
+        "incidents WHERE status = 'active' GROUP BY node_id) a ON a.node_id = n.id WHERE n.name LIKE ? "
+        "ORDER BY active DESC, n.name LIMIT ? OFFSET ?", (like, per_page + 1, page * per_page)).fetchall()
+    more = len(rows) > per_page
+    active = {r[0]: r[1] for r in rows[:per_page]}
+    marks = ",".join("?" * len(active))
+    by_id = {r["id"]: store._node(r, now, offline_after) for r in store.conn.execute(
+        f"SELECT * FROM nodes WHERE id IN ({marks})", tuple(active)).fetchall()}  # noqa: S608 - placeholders
+    latest = {r[0]: r[1:] for r in store.conn.execute(
+        f"SELECT node_id, recorded_at, pps, bps FROM node_latest WHERE node_id IN ({marks})", tuple(active))}  # noqa: S608
+    sparks = rollup.sparklines(store.conn, now - SPARK_SECONDS, list(active))
+    nodes = []
+    for nid, count in active.items():
+        n = by_id[nid]
         t, pps, bps = latest.get(nid, (None, None, None))
-        n.update(pps=pps, bps=bps, sample_at=t, active_incidents=active.get(nid, 0),
-                 spark=[p for _, p in sparks.get(nid, [])])
-    nodes.sort(key=lambda n: (-n["active_incidents"], n["status"] != "online", n["name"]))
-    return nodes
+        n.update(pps=pps, bps=bps, sample_at=t, active_incidents=count, spark=[p for _, p in sparks.get(nid, [])])
+        nodes.append(n)
+    total, online = store.conn.execute("SELECT count(*), coalesce(sum(last_seen_at >= ?), 0) FROM nodes",
+                                       (now - offline_after,)).fetchone()
+    attacked = store.conn.execute("SELECT count(DISTINCT node_id) FROM incidents WHERE status = 'active'").fetchone()[0]
+    return {"nodes": nodes, "more": more, "total": total, "online": online, "attacked": attacked}
 
 
 def node_page(store: SQLiteStore, ref: str, now: float, offline_after: float) -> dict[str, Any] | None:
