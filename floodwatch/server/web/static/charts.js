@@ -65,7 +65,7 @@
     var X = function (t) { return m.l + (t - xmin) / (xmax - xmin) * (W - m.l - m.r); };
     var Y = function (v) { return H - m.b - v / ymax * (H - m.t - m.b); };
     var svg = el("svg", {viewBox: "0 0 " + W + " " + H, role: "img"}, box);
-    (opts.bands || []).forEach(function (b) {
+    mergeBands(opts.bands || []).forEach(function (b) {
       var x0 = X(Math.max(b[0], xmin)), x1 = X(Math.min(b[1], xmax));
       if (x1 > x0 - 1) el("rect", {x: x0, y: m.t, width: Math.max(2, x1 - x0), height: H - m.t - m.b, "class": "shade"}, svg);
     });
@@ -101,6 +101,15 @@
     legend(box, opts);
     tooltip(box, svg, opts, X, xmin, xmax, W, m);
   };
+
+  function mergeBands(bands) {  // overlapping incidents shade once, not darker and darker
+    var out = [];
+    bands.slice().sort(function (a, b) { return a[0] - b[0]; }).forEach(function (b) {
+      var last = out[out.length - 1];
+      if (last && b[0] <= last[1]) last[1] = Math.max(last[1], b[1]); else out.push([b[0], b[1]]);
+    });
+    return out;
+  }
 
   function legend(box, opts) {
     var lg = document.createElement("div"); lg.className = "legend";
