@@ -4,8 +4,10 @@ every run."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
+import re
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -193,3 +195,70 @@ def fuzz_upload(srv: ServerProc, node: Node, rng: random.Random, incident_id: in
     strict(srv.request("POST", "pcap", node=node, raw=bytes(raw), headers={"Content-Type": ctype}),
            f"upload {ident[:20]!r} #{round_no}")
     return 1
+
+
+def test_hostile_dashboard_requests_signed_in_never_fail_the_server(tmp_path: Path) -> None:
+    """The web pages and their forms, signed in as the admin (valid session and CSRF token)."""
+    rng = random.Random(20261201)
+    with running(tmp_path) as srv:
+        node = srv.add_node("web-node")
+        incident_id = strict(srv.post("incident", incident_body("web-1"), node), "incident")["incident_id"]
+        cookie, token = sign_in(srv)
+        headers = {"Cookie": cookie, "X-CSRF-Token": token}
+        values = ["\ud800", "\xff", "\u00b2", "-1", "99999999999999999999", "x" * 5000, "\x00", "1e400", "nan",
+                  "9999-12-31T23:59:59-01:00", str(incident_id), "web-node"]
+        for round_no in range(ROUNDS):
+            v = rng.choice(values)
+            q = urllib.parse.quote(v.encode("utf-8", "surrogatepass"), safe="")
+            for path in (f"/nodes/{q}", f"/incidents?node={q}&status=active&before={q}", f"/incidents/{q}",
+                         f"/incidents/{q}/pcap", f"/dash/api/nodes/web-node/series?since={q}&step={q}"):
+                r = page(srv, "GET", path, headers=headers)
+                assert r.status < 500, (path, r.status, r.raw[:200])
+            for path, form in (("/nodes/web-node/threshold", {"pps_threshold": v, "bps_threshold": v}),
+                               ("/commands", {"node": "web-node", "commands": v, "incident_id": v, "block_top": v}),
+                               ("/users", {"action": "add", "name": v, "role": v})):
+                body = urllib.parse.urlencode({k: x.encode("utf-8", "surrogatepass")
+                                               for k, x in {**form, "csrf": token}.items()})
+                r = page(srv, "POST", path, body.encode(), {
+                    **headers, "Content-Type": "application/x-www-form-urlencoded"})
+                assert r.status < 500, (path, v[:20], r.status, r.raw[:200])
+            preview = {"node": "web-node", "commands": "iptables -I INPUT -s 198.51.100.7 -j DROP",
+                       "incident_id": str(incident_id), "block_top": "3"}
+            r = page(srv, "POST", "/dash/api/commands/preview", mutate(rng, preview),
+                     {**headers, "Content-Type": "application/json"})
+            assert r.status < 500, ("preview", r.status, r.raw[:200])
+        r = page(srv, "POST", "/nodes/web-node/threshold",
+                 urllib.parse.urlencode({"pps_threshold": "4242", "csrf": token}).encode(),
+                 {**headers, "Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status < 400, r.raw[:200]
+        admin = admin_headers(srv)
+        shown = strict(srv.request("GET", "/api/v1/admin/nodes/web-node", headers=admin), "node")
+        assert shown["config"]["pps_threshold"] == 4242
+        counters = strict(srv.request("GET", "/api/v1/admin/health", headers=admin), "health")["counters"]
+        assert counters["errors_5xx"] == 0
+
+
+def sign_in(srv: ServerProc) -> tuple[str, str]:
+    """The admin's session cookie and CSRF token, as a browser gets them."""
+    password = (srv.tmp / "dashboard-admin-password").read_text().strip()
+    body = urllib.parse.urlencode({"username": "admin", "password": password}).encode()
+    r = page(srv, "POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded"})
+    m = re.search(r"fw_session=([^;]+)", r.headers.get("Set-Cookie", ""))
+    assert m, (r.status, r.headers)
+    cookie = f"fw_session={m.group(1)}"
+    html = page(srv, "GET", "/", headers={"Cookie": cookie}).raw.decode()
+    token = re.search(r'data-csrf="([^"]+)"', html)
+    assert token, "no CSRF token on the page"
+    return cookie, token.group(1)
+
+
+def page(srv: ServerProc, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> Reply:
+    """A request to the dashboard (outside /api/), without following redirects."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return Reply(resp.status, dict(resp.getheaders()), resp.read())
+    finally:
+        conn.close()

@@ -13,7 +13,9 @@ from aiohttp import web
 from floodwatch.errors import CommandRejected
 from floodwatch.executor.hostfacts import HostFacts
 from floodwatch.executor.validate import validate_command
+from floodwatch.server.http import read_json
 from floodwatch.server.store import Conflict
+from floodwatch.server.validate import is_decimal
 from floodwatch.server.web import check_csrf, dash_of, render, require, secure_headers, users
 from floodwatch.server.web.sessions import COOKIE
 from floodwatch.settings.executor import ExecutorSettings
@@ -73,7 +75,7 @@ async def set_threshold(request: web.Request) -> web.Response:
     for key in ("pps_threshold", "bps_threshold"):
         text = str(form.get(key, "")).strip()
         if text:
-            if not text.isdigit() or int(text) > 2**53:
+            if not is_decimal(text) or int(text) > 2**53:
                 raise web.HTTPBadRequest(reason=f"{key}: a whole number")
             changes[key] = int(text)
     if changes:
@@ -126,12 +128,12 @@ async def _commands_from(request: web.Request, body: Any) -> tuple[dict[str, Any
     texts = [t.strip() for t in str(body.get("commands", "")).splitlines() if t.strip()]
     top_n, inc_id = str(body.get("block_top", "")), str(body.get("incident_id", ""))
     facts = HostFacts()
-    if inc_id.isdigit() and len(inc_id) < 19:
+    if is_decimal(inc_id) and len(inc_id) < 19:
         inc = await srv.db.call(srv.store.incident, int(inc_id), False)
         if inc is None or inc["node_uuid"] != node["node_uuid"]:
             raise web.HTTPNotFound(reason="no such incident on this node")
         facts = host_facts(inc.get("target_ips") or [])
-        if top_n.isdigit():
+        if is_decimal(top_n):
             ips = [str(s.get("ip")) for s in (inc.get("top_src_ips") or []) if isinstance(s, dict)]
             texts += block_commands(ips[:min(int(top_n), MAX_COMMANDS)])
     if not texts or len(texts) > MAX_COMMANDS:
@@ -142,7 +144,7 @@ async def _commands_from(request: web.Request, body: Any) -> tuple[dict[str, Any
 async def command_preview(request: web.Request) -> web.Response:
     session = require(request, "operator", page=False)
     check_csrf(request, session)
-    body = await request.json()
+    body = await read_json(request)  # limits and a 400 for what is not JSON, as the API's
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(reason="body: a JSON object")
     _, texts, facts = await _commands_from(request, body)

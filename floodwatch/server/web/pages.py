@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from floodwatch.server import rollup
-from floodwatch.server.validate import FAMILIES, STATUSES
+from floodwatch.server.validate import FAMILIES, STATUSES, is_decimal
 from floodwatch.server.web import dash_of, render, require, secure_headers
 from floodwatch.server.web import queries as q
 
@@ -72,7 +72,7 @@ async def _filters(request: web.Request) -> dict[str, Any]:
     if f["family"] is not None and f["family"] not in FAMILIES:
         raise web.HTTPBadRequest(reason="family: unknown attack family")
     before = qs.get("before", "")
-    f["before"] = int(before) if before.isdigit() and len(before) < 19 else None
+    f["before"] = int(before) if is_decimal(before) and len(before) < 19 else None
     if qs.get("node"):
         found = await srv.db.call(srv.store.find_node, qs["node"])
         f["node_id"] = found["node_id"] if found else -1
@@ -95,7 +95,7 @@ async def incidents(request: web.Request) -> web.Response:
 
 def incident_id_of(request: web.Request) -> int:
     text = request.match_info["incident_id"]
-    if not text.isdigit() or not 0 < int(text) < 2**63:
+    if not is_decimal(text) or not 0 < int(text) < 2**63:
         raise web.HTTPNotFound(reason="no such incident")
     return int(text)
 
