@@ -135,11 +135,20 @@ def test_incident_page_charts_and_capture_download(env: Env) -> None:
     eventually(lambda: env.js("return document.querySelector('#chart-incident').dataset.drawn") == "1", 5)
     assert env.js("return document.querySelectorAll('#chart-incident svg path').length") >= 1
     assert env.js("return document.querySelectorAll('svg.bars rect').length") >= 3  # protocols, flags, countries
-    shoot(env.driver, "incident")
     env.driver.find_element("id", "pcap-download").click()
     target = env.downloads / f"incident-{incident_id}.pcap"
     eventually(lambda: target.exists() and target.stat().st_size == len(capture), 15, message="the download")
     assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(capture).digest()
+
+    env.driver.find_element("id", "dissect-btn").click()  # tshark on the server, as nobody
+
+    def dissected() -> bool:
+        env.driver.get(f"{env.base}/incidents/{incident_id}")
+        return env.js("return document.getElementById('dissection').dataset.state") == "done"
+
+    eventually(dissected, 60, interval=0.5, message="the dissection")
+    assert "53" in _text(env, "#dissection") and "198.18.0.9" in _text(env, "#dissection")
+    shoot(env.driver, "incident")
 
 
 def test_node_page_draws_its_charts(env: Env) -> None:

@@ -116,6 +116,7 @@ def test_csrf_and_roles_are_enforced_by_the_server(env: Any) -> None:
     assert viewer.call("POST", "/dash/api/commands/preview", json_body='{"node": "1", "commands": "x"}',
                        headers={"X-CSRF-Token": token})[0] == 403
     assert viewer.call("GET", "/users")[0] == 403
+    assert viewer.call("POST", "/incidents/1/dissect", {"csrf": token})[0] == 403
     assert viewer.call("POST", "/users", {"action": "add", "name": "mallory", "role": "admin", "csrf": token})[0] == 403
     assert srv.request("GET", "config", node=node).json["pps_threshold"] == 777
     assert srv.request("GET", "config", node=node).json["pending_commands"] == []

@@ -20,6 +20,7 @@ from loguru import logger
 
 from floodwatch.server import rollup
 from floodwatch.server.web import charts, users
+from floodwatch.server.web.dissection import Dissections
 from floodwatch.server.web.live import Hub
 from floodwatch.server.web.sessions import COOKIE, Session, Sessions, csrf_ok
 
@@ -37,6 +38,7 @@ class Dash:
     env: jinja2.Environment
     sessions: Sessions = field(default_factory=Sessions)
     hub: Hub | None = None
+    dissections: Dissections | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -128,7 +130,9 @@ async def _start(app: web.Application) -> None:
     srv.store.listeners.append(dash.hub.from_store)
     if await srv.db.call(users.ensure_admin, srv.store, dash.admin_file, time.time()):
         logger.bind(actor="apiserver").info("dashboard: created user admin; its password is in {}", dash.admin_file)
-    dash.tasks += [asyncio.ensure_future(dash.hub.run()), asyncio.ensure_future(_prune(dash))]
+    dash.dissections = Dissections(srv.pcap_dir)
+    dash.tasks += [asyncio.ensure_future(dash.hub.run()), asyncio.ensure_future(_prune(dash)),
+                   asyncio.ensure_future(dash.dissections.run())]
 
 
 async def _stop(app: web.Application) -> None:
@@ -138,6 +142,8 @@ async def _stop(app: web.Application) -> None:
     for task in dash.tasks:
         task.cancel()
     await asyncio.gather(*dash.tasks, return_exceptions=True)
+    if dash.dissections is not None:
+        dash.dissections.stop()
     if dash.hub is not None:
         with contextlib.suppress(ValueError):
             dash.server.store.listeners.remove(dash.hub.from_store)

@@ -168,6 +168,22 @@ async def queue_commands(request: web.Request) -> web.Response:
     raise web.HTTPFound(back if back.startswith("/") and not back.startswith("//") else "/commands")
 
 
+async def dissect(request: web.Request) -> web.Response:
+    """Operator: dissect the incident's stored capture (queued; the page shows the findings when done)."""
+    from floodwatch.server.web.pages import incident_id_of
+
+    session = require(request, "operator", page=False)
+    check_csrf(request, session, await request.post())
+    dash = dash_of(request)
+    incident_id = incident_id_of(request)
+    meta = await dash.server.db.call(dash.server.store.pcap, incident_id)
+    if meta is None or dash.dissections is None:
+        raise web.HTTPNotFound(reason="no capture stored for this incident")
+    inc = await dash.server.db.call(dash.server.store.incident, incident_id, False)
+    dash.dissections.submit(incident_id, meta["file_name"], (inc or {}).get("attack_subtype") or "")
+    raise web.HTTPFound(f"/incidents/{incident_id}")
+
+
 async def users_page(request: web.Request) -> web.Response:
     require(request, "admin")
     srv = dash_of(request).server
@@ -208,6 +224,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/nodes/{node}/threshold", set_threshold)
     r.add_post("/dash/api/commands/preview", command_preview)
     r.add_post("/commands", queue_commands)
+    r.add_post("/incidents/{incident_id}/dissect", dissect)
     r.add_get("/users", users_page)
     r.add_post("/users", users_change)
 

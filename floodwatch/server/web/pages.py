@@ -107,16 +107,19 @@ async def incident(request: web.Request) -> web.Response:
     if found is None:
         raise web.HTTPNotFound(reason="no such incident")
     curve = [[h["received_at"], h["body"].get("peak_pps"), h["body"].get("peak_bps")] for h in found["history"]]
-    dissection = await _dissection(srv, found)
+    dissection = _dissection(request, found)
     return render(request, "incident.html", inc=found, curve=curve, dissection=dissection)
 
 
-async def _dissection(srv: Any, inc: dict[str, Any]) -> dict[str, Any] | None:
-    """The capture's dissection summary, when the node sent one with the incident (vectors carry it)."""
-    for v in inc.get("vectors") or []:
-        if isinstance(v, dict) and isinstance(v.get("dissection"), dict):
-            return dict(v["dissection"])
-    return None
+def _dissection(request: web.Request, inc: dict[str, Any]) -> dict[str, Any]:
+    """The capture's dissection: its state, and the findings once done (see dissection.py)."""
+    dissections = dash_of(request).dissections
+    meta = inc.get("pcap_file")
+    if dissections is None or not meta:
+        return {"state": "none", "findings": None, "error": None}
+    state, value = dissections.state(meta)
+    return {"state": state, "findings": value if state == "done" else None,
+            "error": value if state == "failed" else None}
 
 
 async def commands(request: web.Request) -> web.Response:

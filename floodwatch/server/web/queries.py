@@ -95,6 +95,8 @@ def incident_page(store: SQLiteStore, incident_id: int) -> dict[str, Any] | None
         return None
     row = store.conn.execute("SELECT node_id, created_at FROM incidents WHERE id = ?", (incident_id,)).fetchone()
     inc["node_id"] = row[0]
+    pcap = store.pcap(incident_id)
+    inc["pcap_file"] = pcap["file_name"] if pcap else None
     inc["commands"] = commands(store, row[0], since=row[1], limit=100)
     return inc
 
