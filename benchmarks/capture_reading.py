@@ -11,7 +11,7 @@ trafgen in namespace A, the capture actor in B (as tests/capture/test_capture_li
             batch (the half-way check: about 0.5; the next reading: 1.0)
 Medians over --runs.
 
-    sudo .venv/bin/python benchmarks/capture_reading.py [--runs 5]
+    sudo .venv/bin/python benchmarks/capture_reading.py [--runs 5] [--scenarios silent,trickle,between]
 """
 
 from __future__ import annotations
@@ -142,17 +142,23 @@ def between(pair: NetnsPair, tmp: Path) -> dict[str, float]:
         return {"flood_after_reading_s": big[0] - t_reading if big else 99.0}
 
 
+SCENARIOS: dict[str, Callable[[NetnsPair, Path], dict[str, float]]] = {
+    "silent": silent, "trickle": trickle, "between": between}
+
+
 def main() -> int:
     exit_on_sigterm()  # a killed run still removes its namespaces and stops its processes
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--scenarios", default="silent,trickle,between")
     args = ap.parse_args()
+    scenarios = [SCENARIOS[name] for name in args.scenarios.split(",")]
     runs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="fwrdbench") as d:
         tmp = Path(d)
         for i in range(args.runs):
             with netns_pair("fwrdb") as pair:
-                run = {**silent(pair, tmp), **trickle(pair, tmp), **between(pair, tmp)}
+                run = {k: v for scenario in scenarios for k, v in scenario(pair, tmp).items()}
             runs.append(run)
             print(f"run {i + 1}: {run}", file=sys.stderr)
     for key in runs[0]:
