@@ -201,3 +201,28 @@ def test_unknown_paths_stay_errors(env: Any) -> None:
     assert b.call("GET", "/incidents?status=bogus")[0] == 400
     assert b.call("GET", "/static/../app.py")[0] in (403, 404)
     assert Path(srv.db).exists()
+
+
+def test_the_session_cookie_is_secure_under_tls(tmp_path: Path) -> None:
+    import ssl
+
+    from tests.reporter.support import make_tls
+
+    ca, cert, key = make_tls(tmp_path / "tls")
+    key.chmod(0o600)
+    srv = ServerProc(tmp_path / "srv", ["--tls-cert", str(cert), "--tls-key", str(key)])
+    (tmp_path / "srv").mkdir()
+    srv.start()
+    try:
+        password = (srv.tmp / "dashboard-admin-password").read_text().strip()
+        conn = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=30,
+                                           context=ssl.create_default_context(cafile=str(ca)))
+        conn.request("POST", "/login", urllib.parse.urlencode({"username": "admin", "password": password}),
+                     {"Content-Type": "application/x-www-form-urlencoded"})
+        resp = conn.getresponse()
+        cookie = resp.getheader("Set-Cookie") or ""
+        conn.close()
+        assert resp.status == 302
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    finally:
+        srv.stop()
