@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from floodwatch.capture.batch import Directions, FrameBudget, RecordBatch
-from floodwatch.collector.flows import Flows, sane, weighted_rows
+from floodwatch.collector.flows import Flows, base_rows, sane, weighted_rows
 from floodwatch.collector.netflow import FlowDecoder
 from floodwatch.collector.sflow import SflowBatch, decode_sflow, sflow_rows
 from floodwatch.collector.templates import TemplateCache
@@ -27,7 +27,8 @@ from floodwatch.settings.collector import CollectorSettings
 Send = Callable[[Message, str], bool]
 MAX_BUCKETS = 64  # sample-rate batches open at once
 EXPORTER_MEMO = 4096
-SFLOW_BATCH = 256  # sFlow samples parsed together at most
+SFLOW_BATCH = 4096  # sFlow samples parsed together at most
+FLOW_BATCH = 8192  # flow records decoded together at most
 
 
 class Collector:
@@ -66,9 +67,9 @@ class Collector:
                 self._feed_sflow(data, exporter, ts)
             else:
                 rate = self.s.sampling.get(exporter, self.default_rate)
-                parts = self.flows.decode(data, exporter, rate, ts)
-                if parts:
-                    self._add_flows(Flows.concat(parts), ts)
+                self.flows.decode(data, exporter, rate, ts)
+                if self.flows.queued >= FLOW_BATCH:
+                    self.decode_flows()
         except BadDatagram:
             self.counters["malformed"] += 1
         except (ValueError, IndexError, OverflowError):  # numpy on a lying length: malformed too
@@ -99,11 +100,9 @@ class Collector:
         if idx is None and len(self.exporter_names) < EXPORTER_MEMO:
             idx = self._exporter_idx[exporter] = len(self.exporter_names)
             self.exporter_names.append(exporter)
-        before = len(self.sflow)
         try:
             self.counters["bad_sampling"] += decode_sflow(data, self.sflow, idx or 0, self.s.max_sampling_rate)
         finally:
-            self.counters["samples"] += len(self.sflow) - before
             self.sflow_ts = ts
             if len(self.sflow) >= SFLOW_BATCH:
                 self.parse_sflow()
@@ -113,7 +112,9 @@ class Collector:
         batch, self.sflow = self.sflow, SflowBatch()
         if not len(batch):
             return
-        rows, cols = sflow_rows(batch)
+        rows, cols = sflow_rows(batch, self.s.max_sampling_rate)
+        self.counters["bad_sampling"] += batch.bad_rate
+        self.counters["samples"] += len(rows)
         rows["ts"] = self.sflow_ts
         keep = self._direct(rows)
         if self.s.frames_per_second:
@@ -122,13 +123,20 @@ class Collector:
         for rate in np.unique(rates).tolist():
             self._emit(int(rate), rows[rates == rate])
 
-    def _add_flows(self, flows: Flows, ts: float) -> None:
+    def decode_flows(self) -> None:
+        """Decode the queued flow records (many datagrams at once) into records."""
+        parts = self.flows.drain()
+        if parts:
+            self._add_flows(Flows.concat(parts))
+
+    def _add_flows(self, flows: Flows) -> None:
         flows, bad_rate, bad_len = sane(flows, self.s.max_sampling_rate)
         self.counters["bad_sampling"] += bad_rate
         self.counters["bad_lengths"] += bad_len
         self.counters["flows"] += len(flows)
-        for rate, rows in weighted_rows(flows, ts):
-            rows = rows[self._direct(rows)]
+        base = base_rows(flows)
+        keep = self._direct(base)  # per flow, before a flow becomes several rows
+        for rate, rows in weighted_rows(base[keep], (flows.packets * flows.rate)[keep]):
             self._emit(rate, rows)
 
     def _direct(self, rows: np.ndarray) -> np.ndarray:
@@ -171,6 +179,7 @@ class Collector:
 
     def flush_due(self) -> None:
         self.parse_sflow()
+        self.decode_flows()
         now = self.clock()
         for rate, batch in self.buckets.items():
             if batch.n and now - self.born[rate] >= self.s.batch_interval:
@@ -178,6 +187,7 @@ class Collector:
 
     def flush_all(self) -> None:
         self.parse_sflow()
+        self.decode_flows()
         for rate in list(self.buckets):
             self._flush(rate)
 
@@ -191,7 +201,7 @@ class Collector:
 
     def due_in_ms(self) -> float:
         born = [self.born[r] for r, b in self.buckets.items() if b.n]
-        if len(self.sflow):
+        if len(self.sflow) or self.flows.queued:
             return 0.0
         if not born:
             return 1000.0

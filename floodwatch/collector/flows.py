@@ -39,6 +39,7 @@ class Flows:
     packets: np.ndarray  # uint64, packets the exporter counted (sampled)
     octets: np.ndarray  # uint64, bytes (IP lengths) the exporter counted
     rate: np.ndarray  # uint64, 1 in N sampling of each flow
+    ts: np.ndarray  # float64, arrival time of the datagram
 
     def __len__(self) -> int:
         return len(self.packets)
@@ -48,7 +49,7 @@ class Flows:
         z = np.zeros
         return Flows(z((n, 16), np.uint8), z((n, 16), np.uint8), z(n, np.int64), z(n, np.int64),
                      z(n, np.int64), z(n, np.int64), z(n, np.int64), z(n, np.int64), z(n, np.uint64),
-                     z(n, np.uint64), np.ones(n, np.uint64))
+                     z(n, np.uint64), np.ones(n, np.uint64), z(n, np.float64))
 
     def take(self, keep: np.ndarray) -> Flows:
         return Flows(*(getattr(self, f)[keep] for f in FIELDS))
@@ -60,7 +61,7 @@ class Flows:
         return Flows(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
 
 
-FIELDS = ("src", "dst", "sport", "dport", "proto", "flags", "ttl", "ipver", "packets", "octets", "rate")
+FIELDS = ("src", "dst", "sport", "dport", "proto", "flags", "ttl", "ipver", "packets", "octets", "rate", "ts")
 
 
 def v4_addrs(col: np.ndarray) -> np.ndarray:
@@ -102,13 +103,11 @@ def _round_sig(total: np.ndarray) -> np.ndarray:
     return ((total + half) >> shift) << shift
 
 
-def weighted_rows(flows: Flows, ts: float | np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """[(rate 2**b, RECORD_DTYPE rows)] standing for every flow's packets x sampling rate."""
+def base_rows(flows: Flows) -> np.ndarray:
+    """One RECORD_DTYPE row per flow (its average packet), direction unknown."""
     n = len(flows)
-    if n == 0:
-        return []
     base = np.zeros(n, dtype=RECORD_DTYPE)
-    base["ts"] = ts
+    base["ts"] = flows.ts
     pk = np.maximum(flows.packets, np.uint64(1))
     wire = np.minimum(flows.octets // pk, np.uint64(65535)).astype(np.int64)
     base["wirelen"] = wire
@@ -120,7 +119,14 @@ def weighted_rows(flows: Flows, ts: float | np.ndarray) -> list[tuple[int, np.nd
     so, do = RECORD_DTYPE.fields["src"][1], RECORD_DTYPE.fields["dst"][1]  # type: ignore[index]
     u8[:, so : so + 16] = flows.src
     u8[:, do : do + 16] = flows.dst
-    total = _round_sig(flows.packets * flows.rate)
+    return base
+
+
+def weighted_rows(base: np.ndarray, total: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """[(rate 2**b, RECORD_DTYPE rows)] standing for `total` packets of each base row (a flow's packets x
+    its sampling rate)."""
+    n = len(base)
+    total = _round_sig(total)
     out = []
     top = int(total.max()).bit_length() if n else 0
     for b in range(min(top, MAX_WEIGHT_BITS)):

@@ -28,15 +28,11 @@ IPFIX_HEADER = struct.Struct(">HHIII")  # version length export_time seq domain
 SET_HEADER = struct.Struct(">HH")
 
 
-def decode_v5(data: bytes, default_rate: int) -> Flows:
-    if len(data) < 24:
-        raise BadDatagram("NetFlow v5: short header")
-    _, count, _, _, _, _, _, _, sampling = V5_HEADER.unpack_from(data)
-    if not 1 <= count <= 30 or len(data) < 24 + 48 * count:
-        raise BadDatagram(f"NetFlow v5: {count} records in {len(data)} bytes")
-    rec = np.frombuffer(data, dtype=V5_RECORD, count=count, offset=24)
-    rate = sampling & 0x3FFF or default_rate
-    f = Flows.empty(count)
+V5 = Template(0, False, (), V5_RECORD, 48)  # stands for v5 in the queue of data sets
+
+
+def v5_flows(rec: np.ndarray, rate: np.ndarray, ts: np.ndarray) -> Flows:
+    f = Flows.empty(len(rec))
     f.src, f.dst = v4_addrs(rec["src"]), v4_addrs(rec["dst"])
     f.sport, f.dport = rec["sport"].astype(np.int64), rec["dport"].astype(np.int64)
     f.proto, f.flags = rec["proto"].astype(np.int64), rec["flags"].astype(np.int64)
@@ -44,39 +40,50 @@ def decode_v5(data: bytes, default_rate: int) -> Flows:
     icmp = f.proto == 1  # v5 puts ICMP type << 8 | code in the destination port
     f.sport[icmp], f.dport[icmp] = f.dport[icmp] >> 8, f.dport[icmp] & 0xFF
     f.packets, f.octets = rec["packets"].astype(np.uint64), rec["octets"].astype(np.uint64)
-    f.rate[:] = rate
+    f.rate, f.ts = rate, ts
     return f
 
 
 class FlowDecoder:
-    """v9 and IPFIX with their templates; v5 too. One per collector (templates of every exporter)."""
+    """v5, v9 and IPFIX with their templates. decode() checks a datagram and queues its data sets by
+    template; drain() decodes every queued set of a template with one np.frombuffer."""
 
     def __init__(self, cache: TemplateCache) -> None:
         self.cache = cache
+        self.queue: dict[int, tuple[Template, list[bytes], list[int], list[int], list[float]]] = {}
+        self.queued = 0  # records waiting in the queue
         self.stats = {"sets_pending": 0, "sets_unknown_dropped": 0, "templates": 0, "options": 0}
 
-    def decode(self, data: bytes, exporter: str, default_rate: int, now: float) -> list[Flows]:
+    def decode(self, data: bytes, exporter: str, default_rate: int, now: float) -> None:
         if len(data) < 2:
             raise BadDatagram("flow export: empty datagram")
         version = int.from_bytes(data[:2], "big")
         if version == 5:
-            return [decode_v5(data, default_rate)]
-        if version == 9:
+            self._v5(data, default_rate, now)
+        elif version == 9:
             if len(data) < V9_HEADER.size:
                 raise BadDatagram("NetFlow v9: short header")
             source_id = V9_HEADER.unpack_from(data)[5]
-            return self._sets(data, V9_HEADER.size, len(data), (exporter, 9, source_id), default_rate, now)
-        if version == 10:
+            self._sets(data, V9_HEADER.size, len(data), (exporter, 9, source_id), default_rate, now)
+        elif version == 10:
             if len(data) < IPFIX_HEADER.size:
                 raise BadDatagram("IPFIX: short header")
-            length, domain = IPFIX_HEADER.unpack_from(data)[1], IPFIX_HEADER.unpack_from(data)[4]
+            _, length, _, _, domain = IPFIX_HEADER.unpack_from(data)
             if not IPFIX_HEADER.size <= length <= len(data):
                 raise BadDatagram(f"IPFIX: message length {length} in a {len(data)}-byte datagram")
-            return self._sets(data, IPFIX_HEADER.size, length, (exporter, 10, domain), default_rate, now)
-        raise BadDatagram(f"flow export: unknown version {version}")
+            self._sets(data, IPFIX_HEADER.size, length, (exporter, 10, domain), default_rate, now)
+        else:
+            raise BadDatagram(f"flow export: unknown version {version}")
 
-    def _sets(self, data: bytes, pos: int, end: int, key: Domain, default_rate: int, now: float) -> list[Flows]:
-        out: list[Flows] = []
+    def _v5(self, data: bytes, default_rate: int, now: float) -> None:
+        if len(data) < 24:
+            raise BadDatagram("NetFlow v5: short header")
+        _, count, _, _, _, _, _, _, sampling = V5_HEADER.unpack_from(data)
+        if not 1 <= count <= 30 or len(data) < 24 + 48 * count:
+            raise BadDatagram(f"NetFlow v5: {count} records in {len(data)} bytes")
+        self._queue(V5, data[24 : 24 + 48 * count], count, sampling & 0x3FFF or default_rate, now)
+
+    def _sets(self, data: bytes, pos: int, end: int, key: Domain, default_rate: int, now: float) -> None:
         ipfix = key[1] == 10
         while pos + 4 <= end:
             set_id, length = SET_HEADER.unpack_from(data, pos)
@@ -89,7 +96,7 @@ class FlowDecoder:
                 for tmpl in parse_templates(body, options, ipfix):
                     self.stats["options" if options else "templates"] += 1
                     for late in self.cache.put(key, tmpl, now):
-                        out += self._data(late[1], key, tmpl, default_rate)
+                        self._data(late[1], key, tmpl, default_rate, now)
             elif set_id >= 256:
                 known = self.cache.get(key, set_id, now)
                 if known is None:
@@ -98,15 +105,44 @@ class FlowDecoder:
                     else:
                         self.stats["sets_unknown_dropped"] += 1
                     continue
-                out += self._data(body, key, known, default_rate)
-        return out
+                self._data(body, key, known, default_rate, now)
 
-    def _data(self, body: bytes, key: Domain, tmpl: Template, default_rate: int) -> list[Flows]:
+    def _data(self, body: bytes, key: Domain, tmpl: Template, default_rate: int, now: float) -> None:
         if tmpl.options:
             rate = tmpl.sampling_rate(body)
             if rate:
                 self.cache.set_rate(key, rate)
-            return []
+            return
         rate = self.cache.rate(key) or default_rate
-        f = flows_of(tmpl, body, rate)
-        return [f] if len(f) else []
+        if tmpl.reclen:
+            n = len(body) // tmpl.reclen
+            self._queue(tmpl, body[: n * tmpl.reclen], n, rate, now)
+        else:
+            packed = tmpl.records(body)
+            self._queue(tmpl, packed.tobytes(), len(packed), rate, now)
+
+    def _queue(self, tmpl: Template, body: bytes, n: int, rate: int, now: float) -> None:
+        if n <= 0:
+            return
+        entry = self.queue.get(id(tmpl))
+        if entry is None:
+            entry = self.queue[id(tmpl)] = (tmpl, [], [], [], [])
+        entry[1].append(body)
+        entry[2].append(n)
+        entry[3].append(rate)
+        entry[4].append(now)
+        self.queued += n
+
+    def drain(self) -> list[Flows]:
+        """Every queued record as Flows, one numpy pass per template."""
+        out = []
+        for tmpl, bodies, counts, rates, times in self.queue.values():
+            rec = np.frombuffer(b"".join(bodies), dtype=tmpl.dtype)
+            rate = np.repeat(np.asarray(rates, dtype=np.uint64), counts)
+            ts = np.repeat(np.asarray(times, dtype=np.float64), counts)
+            f = v5_flows(rec, rate, ts) if tmpl is V5 else flows_of(tmpl, rec, rate, ts)
+            if len(f):
+                out.append(f)
+        self.queue.clear()
+        self.queued = 0
+        return out

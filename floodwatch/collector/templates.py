@@ -186,9 +186,9 @@ def _rate_column(rec: np.ndarray, rate: np.ndarray) -> np.ndarray:
     return rate
 
 
-def flows_of(tmpl: Template, body: bytes, rate: int) -> Flows:
-    """The flows of one data set (records without addresses or counters are left out)."""
-    rec = tmpl.records(body)
+def flows_of(tmpl: Template, rec: np.ndarray, rate: np.ndarray, ts: np.ndarray) -> Flows:
+    """The flows of records of one template (rate and ts per record); records without addresses or
+    counters are left out."""
     names = tmpl.names
     n = len(rec)
     if n == 0 or "packets" not in names:
@@ -212,7 +212,8 @@ def flows_of(tmpl: Template, body: bytes, rate: int) -> Flows:
         f.sport[icmp], f.dport[icmp] = code[icmp] >> 8, code[icmp] & 0xFF
     f.packets = _col(rec, "packets")
     f.octets = _col(rec, "octets") if "octets" in names else f.packets * np.uint64(64)
-    f.rate = _rate_column(rec, np.full(n, rate, dtype=np.uint64))
+    f.rate = _rate_column(rec, rate)
+    f.ts = ts
     return f
 
 

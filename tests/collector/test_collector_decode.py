@@ -116,6 +116,7 @@ def test_exporters_allow_list_absurd_rates_and_lengths_counted() -> None:
     c.feed("flow", G.netflow_v5(FLOOD), "192.0.2.200", 1.0)
     assert c.counters["not_allowed"] == 1
     c.feed("sflow", G.sflow_v5([(G.eth_ipv4_udp("1.1.1.1", "2.2.2.2", 1, 2, 3), 60)], rate=10**9), "192.0.2.1", 1.0)
+    c.flush_all()
     assert c.counters["bad_sampling"] == 1
     bad = [("1.1.1.1", "2.2.2.2", 1, 2, 17, 0, 10, 10)]  # 1-byte packets
     c.feed("flow", G.netflow_v5(bad), "192.0.2.1", 1.0)
