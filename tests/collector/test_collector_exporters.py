@@ -37,13 +37,13 @@ def flood(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def pipeline(tmp_path: Path, **collector: object) -> Iterator[tuple[BusHarness, dict[str, int]]]:
+def pipeline(tmp_path: Path, detector: dict[str, object] | None = None) -> Iterator[tuple[BusHarness, dict[str, int]]]:
     """Collector, aggregator and detector as real processes on a test bus; yields the UDP ports."""
     ports = {"sflow": free_port(), "netflow": free_port(), "ipfix": free_port()}
     cfg = base_config(tmp_path, tcp_endpoints(),
                       collector={"enabled": True, "networks": ["198.18.0.0/24"],
-                                 "listen": {k: f"127.0.0.1:{p}" for k, p in ports.items()}, **collector},
-                      detector={"pps_threshold": 2000, "dynamic": False, "hold_down": 1.0})
+                                 "listen": {k: f"127.0.0.1:{p}" for k, p in ports.items()}},
+                      detector=detector or {"pps_threshold": 2000, "dynamic": False, "hold_down": 1.0})
     path = write_config(tmp_path / "fw.toml", cfg)
     with ExitStack() as stack:
         harness = stack.enter_context(BusHarness(tcp_endpoints_of(cfg)))
@@ -111,3 +111,37 @@ def test_pmacct_sfprobe_flood_detected(tmp_path: Path, flood: Path) -> None:
     with pipeline(tmp_path) as (harness, ports):
         # 1 in 10 of 20 000 packets: ~2 000 samples; the sampling error of the total is ~2 %
         check(harness, lambda: pmacct_sflow(flood, ports["sflow"], 10, tmp_path), PACKETS)
+
+
+@pytest.fixture(scope="module")
+def carpet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An NTP reflection flood spread over 198.18.0.1-200: 100 packets per address."""
+    pool: list[bytes] = []
+    for i in range(1, 201):
+        pool += frames_for(VectorSpec("ntp_amplification", dst=f"198.18.0.{i}", sources=50, variety=8, seed=i))
+    path = tmp_path_factory.mktemp("carpet") / "carpet.pcap"
+    write_pcap(path, paced(pool, 10_000, PACKETS, T0))
+    return path
+
+
+@pytest.mark.skipif(not shutil.which("softflowd"), reason="softflowd not installed (scripts/setup.sh)")
+def test_carpet_flood_over_a_prefix_is_one_incident(tmp_path: Path, carpet: Path) -> None:
+    # ~100 packets per address (~1 000 pps at most in a window, under 1 200); the /24 is far over
+    detector = {"pps_threshold": 10_000_000, "victim_pps_threshold": 1200, "dynamic": False,
+                "bps_threshold": 10**12, "victim_bps_threshold": 10**12, "hold_down": 3.0}
+    with pipeline(tmp_path, detector) as (harness, ports):
+        sub = harness.subscriber(IncidentOpened, TrafficWindow)
+        with closing(sub):
+            softflowd(carpet, ports["netflow"], 9)
+            done = time.time()
+            opened: list[IncidentOpened] = []
+            last = 0.0
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and last < done + 1.0:
+                m = sub.get(timeout=max(deadline - time.monotonic(), 0.1))
+                if isinstance(m, IncidentOpened):
+                    opened.append(m)
+                elif isinstance(m, TrafficWindow):
+                    last = m.t_start
+    assert len(opened) == 1, [o.target_ips for o in opened]
+    assert opened[0].target_ips == ["198.18.0.0/24"] and opened[0].extra["carpet_bombing"] is True
