@@ -127,7 +127,7 @@ def carpet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.skipif(not shutil.which("softflowd"), reason="softflowd not installed (scripts/setup.sh)")
 def test_carpet_flood_over_a_prefix_is_one_incident(tmp_path: Path, carpet: Path) -> None:
     # ~100 packets per address (~1 000 pps at most in a window, under 1 200); the /24 is far over
-    detector = {"pps_threshold": 10_000_000, "victim_pps_threshold": 1200, "dynamic": False,
+    detector: dict[str, object] = {"pps_threshold": 10_000_000, "victim_pps_threshold": 1200, "dynamic": False,
                 "bps_threshold": 10**12, "victim_bps_threshold": 10**12, "hold_down": 3.0}
     with pipeline(tmp_path, detector) as (harness, ports):
         sub = harness.subscriber(IncidentOpened, TrafficWindow)
@@ -138,7 +138,7 @@ def test_carpet_flood_over_a_prefix_is_one_incident(tmp_path: Path, carpet: Path
             last = 0.0
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and last < done + 1.0:
-                m = sub.get(timeout=max(deadline - time.monotonic(), 0.1))
+                m: object = sub.get(timeout=max(deadline - time.monotonic(), 0.1))
                 if isinstance(m, IncidentOpened):
                     opened.append(m)
                 elif isinstance(m, TrafficWindow):
