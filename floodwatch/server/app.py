@@ -23,6 +23,7 @@ from floodwatch.server.listening import ConnectionLimits, Guard, GuardedHandler,
 from floodwatch.server.netaddr import parse_listen
 from floodwatch.server.notify.service import Notifier
 from floodwatch.server.paths import write_private
+from floodwatch.server.prom import ServerMetrics
 from floodwatch.server.sqlite_store import SQLiteStore
 from floodwatch.server.store import Conflict, NotFound
 from floodwatch.server.upload import clean_pcap_dir
@@ -72,6 +73,7 @@ class ApiServer:
         self.notifier: Notifier | None = None
         if notify is not None and notify.channel:  # ConfigError naming the key when a secret cannot be read
             self.notifier = Notifier(notify, self.store, self.db)
+        self.metrics = ServerMetrics(self)  # GET /metrics and request/storage latency (server/prom.py)
 
     # -- state used by handlers ------------------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:
@@ -113,14 +115,15 @@ class ApiServer:
 
     # -- the application -------------------------------------------------------------------------
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors], client_max_size=self.settings.max_body_bytes)
+        app = web.Application(middlewares=[self.metrics.middleware, self._errors],
+                              client_max_size=self.settings.max_body_bytes)
         app[SERVER_KEY] = self
         handlers.add_routes(app, AGENT_PREFIX)
         partc.add_routes(app, AGENT_PREFIX)  # the official agent's dialect, beside part A
         admin.add_routes(app, ADMIN_PREFIX)
         app.router.add_get("/api/v1/health", self._health)
         web_dashboard.setup(app, self)  # the pages, /events and /static/ (floodwatch/server/web/)
-        # (GET /metrics, the Prometheus scrape endpoint, is left free for its own module)
+        self.metrics.add_routes(app)
         return app
 
     async def _health(self, request: web.Request) -> web.Response:

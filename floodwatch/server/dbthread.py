@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -39,6 +40,8 @@ class DbWorker:
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="server-db", daemon=True)
         self._stopped = False
+        # (seconds, operation) after each store call and each commit ("commit"), in this thread
+        self.on_timing: Callable[[float, str], None] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -77,15 +80,24 @@ class DbWorker:
             if stop:
                 return
 
+    def _timed(self, started: float, operation: str) -> float:
+        now = time.perf_counter()
+        if self.on_timing is not None:
+            self.on_timing(now - started, operation)
+        return now
+
     def _run_batch(self, batch: list[_Item]) -> None:
         results: list[tuple[bool, Any]] = []
         try:
             with self.store.group():
+                t = time.perf_counter()
                 for fn, args, _, _ in batch:
                     try:
                         results.append((True, fn(*args)))
                     except Exception as e:  # noqa: BLE001 - handed to the caller, who maps it
                         results.append((False, e))
+                    t = self._timed(t, getattr(fn, "__name__", "other"))
+            self._timed(t, "commit")
         except Exception as e:  # noqa: BLE001 - the commit failed: every caller gets the error
             logger.bind(actor="apiserver").error("database commit failed: {}", e)
             self.stats["db_errors"] += 1

@@ -46,6 +46,12 @@ class ApiserverSettings:
     keepalive_timeout: float = 30.0
     max_connections: int = 1000  # open connections in total (503 and closed beyond)
     max_connections_per_address: int = 100  # open connections from one client address (503 beyond)
+    # GET /metrics (Prometheus, docs/metrics.md): with a token (this 0600 file's content, or
+    # $FLOODWATCH_METRICS_TOKEN) every scrape needs `Authorization: Bearer <token>`; without one only
+    # loopback clients are answered. Per-node series cover the most recently seen metrics_max_nodes.
+    metrics_endpoint: bool = True
+    metrics_token_file: str = ""
+    metrics_max_nodes: int = 500
 
     def validate(self) -> None:
         from floodwatch.server.netaddr import parse_listen
@@ -55,7 +61,7 @@ class ApiserverSettings:
         if self.synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError("synchronous: must be OFF, NORMAL, FULL or EXTRA")
         for name in ("max_body_bytes", "max_upload_bytes", "pcap_quota_bytes", "max_metrics_batch", "rate_burst",
-                     "max_connections", "max_connections_per_address"):
+                     "max_connections", "max_connections_per_address", "metrics_max_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1")
         for name in ("metrics_retention_days", "read_timeout", "offline_after", "header_timeout",
