@@ -51,6 +51,7 @@ class AggregatorActor(Actor[AggregatorSettings]):
                               "memory_over_cap": 0})
         self._ended_stats = {"batches": 0, "records": 0, "late_records": 0}  # of the streams that ended
         self.count_from(self._engine_counters)
+        self.declare_gauges("rss_mb")
 
     def on_start(self) -> None:
         self.sampler.matcher = load_matcher()

@@ -44,7 +44,7 @@ class CaptureActor(Actor[CaptureSettings]):
         self.policy = ReadPolicy(self.s, config.aggregator.lateness, time.time)
         self.packets_push: Pusher | None = None
         self.frames_push: Pusher | None = None
-        self.count_from(self._source_counters)
+        self.count_from(self._source_counters, gauges=("sample_rate", "wire_pps"))
 
     # -- lifecycle -------------------------------------------------------------------------------
     def on_start(self) -> None:

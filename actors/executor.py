@@ -63,7 +63,7 @@ class ExecutorActor(Actor[ExecutorSettings]):
         api_url = self.config.reporter.url if self.config.reporter.enabled else ""
         self.executor = Executor(s, self.ledger, self.runner, log=self.log,
                                  facts=facts_source(s, self.runner, api_url))
-        self.count_from(self._counters)
+        self.count_from(self._counters, gauges=("rules_in_force",))
         forgotten = self.executor.forget_after_reboot(boot_id())
         if forgotten:
             self.log.info("the host rebooted: {} remembered rules were gone with it", forgotten)

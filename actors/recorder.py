@@ -63,7 +63,7 @@ class RecorderActor(Actor[RecorderSettings]):
         self.ioc_patterns: list[Any] = []
         self.counters.update({"dissected": 0, "dissect_failed": 0, "dissect_timeouts": 0, "retention_deleted": 0})
         self.saved = 0  # captures announced on pcap.saved
-        self.count_from(self._counters)
+        self.count_from(self._counters, gauges=("ring_frames", "open_captures", "dissect_pending"))
 
     def on_start(self) -> None:
         s = self.settings

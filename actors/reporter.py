@@ -62,7 +62,7 @@ class Reporter(AsyncActor[ReporterSettings]):
         self._workers: list[asyncio.Task[Any]] = []
         self.incident_events = 0  # incident.* events received (ReporterDrained)
         self.pcaps = 0  # pcap.saved events received
-        self.count_from(self._outbox_counters)
+        self.count_from(self._outbox_counters, gauges=("outbox_pending", "dead_letters"))
 
     async def on_start(self) -> None:
         s = self.settings

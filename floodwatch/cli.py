@@ -58,10 +58,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def query_status(config: Config, timeout: float = 3.0) -> StatusReply:
-    """Ask the supervisor over the control socket; ConnectionError when nobody answers."""
+def query_status(config: Config, timeout: float = 3.0, context: zmq.Context | None = None) -> StatusReply:
+    """Ask the supervisor over the control socket; ConnectionError when nobody answers. With `context`
+    (a caller's own, e.g. the metrics actor's), only the socket is made and closed here."""
     ep = bus.endpoints(config.bus, config.agent)
-    ctx = zmq.Context()
+    ctx = context or zmq.Context()
     sock = bus.dealer(ctx, ep.control, f"cli-{secrets.token_hex(4)}")
     try:
         nonce = secrets.token_hex(4)
@@ -76,7 +77,8 @@ def query_status(config: Config, timeout: float = 3.0) -> StatusReply:
         raise ConnectionError(f"no supervisor answered at {ep.control} within {timeout:g} s")
     finally:
         sock.close(0)
-        ctx.term()
+        if context is None:
+            ctx.term()
 
 
 def _fmt_age(v: Any) -> str:

@@ -24,6 +24,7 @@ from floodwatch.settings.collector import CollectorSettings
 from floodwatch.settings.core import AgentSettings, BusSettings, LogSettings, SupervisorSettings
 from floodwatch.settings.detector import DetectorSettings
 from floodwatch.settings.executor import ExecutorSettings
+from floodwatch.settings.metrics import MetricsSettings
 from floodwatch.settings.notify import NotifySettings
 from floodwatch.settings.recorder import RecorderSettings
 from floodwatch.settings.reporter import ReporterSettings
@@ -42,6 +43,7 @@ SECTIONS: dict[str, type] = {
     "reporter": ReporterSettings,
     "apiserver": ApiserverSettings,
     "notify": NotifySettings,
+    "metrics": MetricsSettings,
 }
 
 
@@ -61,6 +63,7 @@ class Config:
     reporter: ReporterSettings
     apiserver: ApiserverSettings
     notify: NotifySettings
+    metrics: MetricsSettings
 
     def section(self, name: str) -> Any:
         if name not in SECTIONS:

@@ -160,6 +160,9 @@ class ActorHeartbeat(Message):
     cpu_seconds: float
     rss_bytes: int
     health: str = "ok"  # free text the actor sets, e.g. "api: 401 unauthorized"
+    # which of `counters` are gauges (levels that go up and down); the other numbers only grow while
+    # the actor lives (Prometheus counters: floodwatch_<actor>_<name>_total, docs/metrics.md)
+    gauges: list[str] = field(default_factory=list)
 
 
 @register

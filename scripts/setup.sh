@@ -9,6 +9,8 @@ DEV=0
 APT_PKGS=(tshark tcpdump iproute2 nftables iptables ipset netsniff-ng softflowd pmacct python3-venv python3-pip openssl)
 # The dashboard's browser tests drive Debian's headless Chromium (large: only with --dev).
 if [ "$DEV" = 1 ]; then APT_PKGS+=(chromium chromium-driver); fi
+# The /metrics tests scrape the server and the agent with Debian's real Prometheus (only with --dev).
+if [ "$DEV" = 1 ]; then APT_PKGS+=(prometheus); fi
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -79,6 +79,7 @@ def base_config(tmp_path: Path, endpoints: Endpoints, **sections: dict[str, Any]
             "start_timeout": 20.0,
         },
         "log": {"level": "INFO"},
+        "metrics": {"listen": "127.0.0.1:0"},  # the agent's /metrics on any free port (tests run side by side)
     }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import zmq
@@ -81,6 +81,7 @@ class ActorCore(Generic[S]):
         self.log = logger.bind(actor=self.name)
         self.counters: dict[str, Any] = {"in": 0, "out": 0, "dropped": 0, "bad_messages": 0, "errors": 0}
         self._counter_sources: list[CounterSource] = []
+        self.gauges: set[str] = set()  # counters that are levels, not totals (see declare_gauges)
         self.health = "ok"
         self.stopping = False
         self.started_at = time.time()
@@ -92,11 +93,19 @@ class ActorCore(Generic[S]):
         self._drained_sent: Message | None = None
 
     # -- counters: one bridge from the logic to the heartbeat --------------------------------------
-    def count_from(self, source: CounterSource) -> None:
+    def count_from(self, source: CounterSource, gauges: Iterable[str] = ()) -> None:
         """Counters kept elsewhere (the logic's own dict, a queue's length, a server's snapshot): `source`
         is read at every heartbeat (and for the last one, after on_stop) and merged into self.counters.
-        It must stay cheap; an actor that releases what a source reads calls freeze_counters() first."""
+        It must stay cheap; an actor that releases what a source reads calls freeze_counters() first.
+        `gauges` names those of its values that are levels (see declare_gauges)."""
         self._counter_sources.append(source)
+        self.declare_gauges(*gauges)
+
+    def declare_gauges(self, *names: str) -> None:
+        """Name the counters that are levels (a queue's length, a rate, a size): they go up and down.
+        Every other number is a total that only grows while the actor lives. Heartbeats carry the
+        list, so `/metrics` types each one (counter or gauge) without knowing the actor."""
+        self.gauges.update(names)
 
     def read_counters(self) -> dict[str, Any]:
         for source in self._counter_sources:
@@ -111,7 +120,8 @@ class ActorCore(Generic[S]):
 
     def heartbeat(self) -> ActorHeartbeat:
         return ActorHeartbeat(actor=self.name, pid=os.getpid(), ts=time.time(), counters=self.read_counters(),
-                              cpu_seconds=cpu_seconds(), rss_bytes=rss_bytes(), health=self.health)
+                              cpu_seconds=cpu_seconds(), rss_bytes=rss_bytes(), health=self.health,
+                              gauges=sorted(self.gauges))
 
     # -- drain events ------------------------------------------------------------------------------
     def drained(self) -> Message | None:

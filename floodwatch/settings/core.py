@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Start order: consumers (which bind the bulk channels) before producers. Stop is the reverse.
-ACTOR_ORDER = ("apiserver", "reporter", "executor", "detector", "recorder", "aggregator", "collector", "capture")
+# The metrics actor starts first, so /metrics shows the others starting.
+ACTOR_ORDER = ("metrics", "apiserver", "reporter", "executor", "detector", "recorder", "aggregator", "collector",
+               "capture")
 
 
 @dataclass(frozen=True)

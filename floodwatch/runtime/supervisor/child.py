@@ -66,6 +66,7 @@ class Child:
             "cpu_seconds": hb.cpu_seconds if hb else 0.0,
             "rss_bytes": hb.rss_bytes if hb else 0,
             "health": hb.health if hb else "",
+            "gauges": list(hb.gauges) if hb else [],
         }
 
 
