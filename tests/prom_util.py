@@ -19,6 +19,7 @@ import pytest
 
 from tests.helpers import PYTHON, eventually, stop_process
 
+TARGET_LABELS = ("__name__", "instance", "job")
 _CLIENT = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
 
 
@@ -76,7 +77,7 @@ class Prometheus:
     def _get(self, path: str) -> str:
         url = f"http://127.0.0.1:{self.port}{path}"
         if not self.wrap:
-            with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - our own loopback server
+            with urllib.request.urlopen(url, timeout=5) as r:
                 return str(r.read().decode())
         out = subprocess.run([*self.wrap, PYTHON, "-c", _CLIENT, url], capture_output=True, text=True,
                              timeout=30, check=True)
@@ -91,7 +92,7 @@ class Prometheus:
         """An instant query -> {its labels as k=v,... (without job and instance): value}."""
         out = {}
         for item in self.api("query", query=expr)["result"]:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(item["metric"].items()) if k not in ("__name__", "instance", "job"))
+            labels = ",".join(f"{k}={v}" for k, v in sorted(item["metric"].items()) if k not in TARGET_LABELS)
             out[labels] = float(item["value"][1])
         return out
 
