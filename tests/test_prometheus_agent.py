@@ -73,7 +73,13 @@ def test_prometheus_scrapes_every_actor_and_counts_traffic(scraped: tuple[NetnsP
     age = prom.value('floodwatch_actor_last_heartbeat_age_seconds{actor="detector"}')
     assert age is not None and 0 <= age < 5
     assert prom.value("floodwatch_server_nodes{status=\"online\"}") == 1  # the embedded server's own node
-    before = eventually(lambda: prom.value("floodwatch_capture_records_total"), 20, interval=0.5)
+    def records() -> tuple[float] | None:  # a tuple: 0 records is a value, not "not yet"
+        v = prom.value("floodwatch_capture_records_total")
+        return None if v is None else (v,)
+
+    found = eventually(records, 20, interval=0.5, message="capture's records scraped")
+    assert found is not None
+    before = found[0]
 
     pair.run(pair.ns_a, [PYTHON, "-m", "floodwatch.cli", "traffic", "send", "udp_flood", "--iface", pair.if_a,
                          "--dst", pair.ip4_b, "--dst-mac", pair.mac_b, "--pps", "2000", "--duration", "1.5"],
