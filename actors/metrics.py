@@ -28,8 +28,6 @@ from floodwatch.runtime.entry import run_actor
 from floodwatch.server.netaddr import parse_listen
 from floodwatch.settings.metrics import MetricsSettings
 
-TOKEN_ENV = "FLOODWATCH_METRICS_TOKEN"  # noqa: S105 - the variable's name, not a secret
-
 
 class MetricsActor(AsyncActor[MetricsSettings]):
     name = "metrics"
@@ -44,7 +42,7 @@ class MetricsActor(AsyncActor[MetricsSettings]):
         self._lock = asyncio.Lock()
 
     async def on_start(self) -> None:
-        self.token = read_token(self.settings.token_file, TOKEN_ENV, "metrics.token_file")
+        self.token = read_token(self.settings.token_file, "metrics.token_file")
         app = web.Application()
         app.router.add_get("/metrics", self.scrape)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -68,15 +68,15 @@ def test_access_rule(remote: str | None, header: str | None, token: str | None, 
 
 def test_token_file_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FW_TEST_TOKEN", raising=False)
-    assert read_token("", "FW_TEST_TOKEN", "metrics.token_file") is None
+    assert read_token("", "metrics.token_file", "FW_TEST_TOKEN") is None
     with pytest.raises(ConfigError, match=r"metrics.token_file: cannot read"):
-        read_token(str(tmp_path / "missing"), "FW_TEST_TOKEN", "metrics.token_file")
+        read_token(str(tmp_path / "missing"), "metrics.token_file", "FW_TEST_TOKEN")
     short = tmp_path / "short"
     short.write_text("abc\n")
     with pytest.raises(ConfigError, match="at least 16"):
-        read_token(str(short), "FW_TEST_TOKEN", "metrics.token_file")
+        read_token(str(short), "metrics.token_file", "FW_TEST_TOKEN")
     monkeypatch.setenv("FW_TEST_TOKEN", "e" * 20)
-    assert read_token("", "FW_TEST_TOKEN", "metrics.token_file") == "e" * 20
+    assert read_token("", "metrics.token_file", "FW_TEST_TOKEN") == "e" * 20
 
 
 def test_agent_counters_are_typed_by_the_gauges_the_heartbeat_declares() -> None:

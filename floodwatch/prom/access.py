@@ -16,9 +16,10 @@ from floodwatch.errors import ConfigError
 from floodwatch.server.auth import bearer
 
 MIN_TOKEN_CHARS = 16
+TOKEN_ENV = "FLOODWATCH_METRICS_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 
-def read_token(path: str, env_var: str, key: str) -> str | None:
+def read_token(path: str, key: str, env_var: str = TOKEN_ENV) -> str | None:
     """The scrape token from `path` (its content, stripped) or $`env_var`; None when neither is set.
     ConfigError naming `key` when the file cannot be read or the token is too short to be a secret."""
     token = ""

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 MAX_FAMILIES = 50  # incident families exported one by one; the rest are summed as "other"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-TOKEN_ENV = "FLOODWATCH_METRICS_TOKEN"  # noqa: S105 - the variable's name, not a secret
 OPEN_INDEX = "CREATE INDEX IF NOT EXISTS incidents_open ON incidents (attack_family) WHERE status != 'resolved'"
 
 
@@ -67,7 +66,7 @@ class ServerMetrics:
     def __init__(self, server: ApiServer) -> None:
         self.server = server
         settings = server.settings
-        self.token = read_token(settings.metrics_token_file, TOKEN_ENV, "apiserver.metrics_token_file")
+        self.token = read_token(settings.metrics_token_file, "apiserver.metrics_token_file")
         self.requests = Histogram(("route", "method", "code"))
         self.storage = Histogram(("operation",))
         self.started = time.time()
