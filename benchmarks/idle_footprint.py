@@ -7,6 +7,7 @@ pages the Python processes have in common fairly; RSS counts them once per proce
 
     .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30
     .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30 --background-pps 50
+    .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30 --no-metrics   # without /metrics
 
 `--background-pps N`: a quiet but not silent host, N small UDP packets per second from the other
 namespace for the whole run (a real host always sees some traffic: ARP, DNS, monitoring, ssh).
@@ -83,6 +84,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=15)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--background-pps", type=float, default=0.0)
+    ap.add_argument("--no-metrics", action="store_true", help="without the metrics actor (the baseline for its cost)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, netns_pair("fwidl") as pair:
         tmp = Path(d)
@@ -95,6 +97,7 @@ def main() -> int:
             capture={"interfaces": [pair.if_b]},
             apiserver={"listen": f"127.0.0.1:{port}"},
             reporter={"url": f"http://127.0.0.1:{port}/api/v1/agent"},
+            metrics={"enabled": not a.no_metrics},
         )
         config = write_config(tmp / "idle.toml", cfg)
         log = open(tmp / "sup.log", "wb")  # noqa: SIM115

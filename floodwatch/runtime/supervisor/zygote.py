@@ -35,6 +35,7 @@ PRELOAD = (
     "floodwatch.records",
     "floodwatch.config",
     "aiohttp",  # the reporter and the API server
+    "aiohttp.web",  # the API server and the metrics actor
     "sqlite3",
 )
 PR_SET_PDEATHSIG = 1
