@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import eventually, free_port, write_config
+from tests.conftest import require_netns
+from tests.helpers import PYTHON, eventually, free_port, netns_pair, write_config
 from tests.prom_util import Prometheus, Target, require_prometheus
 from tests.server.fwserver_util import Node, ServerProc, incident_body
 
@@ -65,6 +66,8 @@ def test_prometheus_sees_the_fleet_requests_and_storage(fleet: tuple[ServerProc,
     assert srv.post("incident", incident_body(attack_family="syn_flood", status="resolved",
                                               ended_at="2026-11-28T10:05:00Z"), beta).status == 201
     assert srv.post("heartbeat", {"agent_version": "0.1.0"}, Node(alpha.uuid, "fwk_wrong")).status == 401
+    probe = f"/api/v1/agent/no-such-route-{secrets.token_hex(4)}"
+    assert srv.request("GET", probe).status == 404
 
     eventually(lambda: prom.value('up{job="server"}') == 1, 20, interval=0.3, message="server scraped")
 
@@ -84,6 +87,7 @@ def test_prometheus_sees_the_fleet_requests_and_storage(fleet: tuple[ServerProc,
     assert prom.value(f'{requests}{{route="/api/v1/agent/heartbeat",method="POST",code="4xx"}}') == 1
     assert prom.value('floodwatch_server_storage_operation_duration_seconds_count{operation="upsert_incident"}') == 4
     assert prom.value("floodwatch_server_auth_failures_total") == 1
+    assert prom.value(f'{requests}{{route="unmatched",method="GET",code="4xx"}}') == 1  # never the raw path
     assert prom.metric_type("floodwatch_server_http_request_duration_seconds") == "histogram"
     assert prom.metric_type("floodwatch_server_requests_total") == "counter"
 
@@ -93,5 +97,32 @@ def test_prometheus_sees_the_fleet_requests_and_storage(fleet: tuple[ServerProc,
     status, body = scrape(srv, token)
     assert status == 200
     assert token not in body and alpha.key not in body and alpha.uuid not in body
+    assert probe not in body
     checked = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_without_a_token_only_loopback_clients_are_answered(tmp_path: Path) -> None:
+    """The server on a veth address in a namespace; a client in the other namespace gets 403."""
+    require_netns()
+    get = ("import sys, urllib.request, urllib.error\n"
+           "try:\n    print(urllib.request.urlopen(sys.argv[1], timeout=10).status)\n"
+           "except urllib.error.HTTPError as e:\n    print(e.code)")
+    with netns_pair("fwpra") as pair:
+        srv = ServerProc(tmp_path, ["--listen", f"{pair.ip4_b}:0"], wrap=["ip", "netns", "exec", pair.ns_b]).start()
+        try:
+            url = f"http://{pair.ip4_b}:{srv.port}"
+            remote = pair.run(pair.ns_a, [PYTHON, "-c", get, f"{url}/metrics"], timeout=30).stdout.strip()
+            health = pair.run(pair.ns_a, [PYTHON, "-c", get, f"{url}/api/v1/health"], timeout=30).stdout.strip()
+        finally:
+            srv.stop()
+    assert (remote, health) == ("403", "200")
+
+
+def test_metrics_endpoint_off(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "server.toml", {"apiserver": {"metrics_endpoint": False}})
+    srv = ServerProc(tmp_path, ["--config", str(cfg)]).start()
+    try:
+        assert scrape(srv, None)[0] == 404
+    finally:
+        srv.stop()
