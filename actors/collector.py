@@ -36,7 +36,7 @@ class CollectorActor(Actor[CollectorSettings]):
         self.socks: list[socket.socket] = []
         self.packets_push: Pusher | None = None
         self.frames_push: Pusher | None = None
-        self.count_from(self._core_counters)
+        self.count_from(self._core_counters, gauges=("templates_cached",))
 
     def on_start(self) -> None:
         self.packets_push = self.push(self.endpoints.packets, self.config.bus.hwm_packets, "packets")
