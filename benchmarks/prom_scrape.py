@@ -47,6 +47,8 @@ def fill(db: Path, a: argparse.Namespace) -> None:
                              rows)
             rows = []
     conn.executemany("INSERT INTO metrics (node_id, recorded_at, received_at, pps, bps) VALUES (?,?,?,?,?)", rows)
+    conn.execute("INSERT INTO node_latest SELECT node_id, recorded_at, pps, bps FROM metrics "
+                 "WHERE id IN (SELECT MAX(id) FROM metrics GROUP BY node_id)")  # what the server keeps as it goes
     families = sorted(FAMILIES) + [f"custom_{i}" for i in range(60)]
     conn.executemany(
         "INSERT INTO incidents (node_id, incident_key, status, attack_family, severity, created_at, updated_at) "
