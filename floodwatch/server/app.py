@@ -59,6 +59,9 @@ class ApiServer:
         self.pcap_dir = pcap_dir
         self.log = logger.bind(actor="apiserver")
         self.store = SQLiteStore(db_path, settings.synchronous)
+        if self.store.migrated:
+            self.log.info("database schema upgraded from version {} to {} (copy before: {})",
+                          self.store.schema_before, self.store.migrated[-1].version, self.store.backup_path)
         self.db = DbWorker(self.store)
         self.limiter = auth.RateLimiter(settings.rate_limit, settings.rate_burst)
         self.counters: dict[str, int] = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0, "bad_requests": 0,

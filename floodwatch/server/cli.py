@@ -13,6 +13,7 @@
     floodwatch server admin-token --db PATH [--name NAME] [--json]
     floodwatch server notify test CHANNEL --config FILE         send a test message, print the answer
     floodwatch server notify status --config FILE [--json]      each channel's deliveries and last error
+    floodwatch server migrate --db PATH [--json]                upgrade an older database's schema
     floodwatch server add-user NAME --role viewer|operator|admin --db PATH [--json]
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 
 from floodwatch.errors import ConfigError, FloodwatchError
 from floodwatch.paths import server_files
-from floodwatch.server import auth
+from floodwatch.server import auth, migrations
 from floodwatch.server.notify import cli as notify_cli
 from floodwatch.server.sqlite_store import SQLiteStore
 from floodwatch.server.store import Conflict
@@ -220,6 +221,19 @@ def cmd_add_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    store, _, _ = _store(args)
+    store.close()
+    before, applied = store.schema_before, [m.version for m in store.migrated]
+    lines = [f"schema version {before} -> {migrations.CURRENT}: applied {', '.join(map(str, applied))}"
+             if applied else f"schema version {before}: up to date"]
+    if store.backup_path:
+        lines.append(f"copy of the database before the upgrade: {store.backup_path}")
+    _print(args, {"before": before, "after": migrations.CURRENT, "applied": applied,
+                  "backup": str(store.backup_path) if store.backup_path else None}, lines)
+    return 0
+
+
 def _db_args(p: argparse.ArgumentParser, top: bool = False) -> None:
     d: Any = None if top else argparse.SUPPRESS  # a subcommand must not reset the top-level value
     p.add_argument("--db", dest="db_path", default=d, help="SQLite database (default: <state_dir>/server.db)")
@@ -281,6 +295,7 @@ def build(p: argparse.ArgumentParser) -> None:
     au = _sub(sub, "add-user", cmd_add_user, "create a dashboard user; prints its generated password once")
     au.add_argument("name")
     au.add_argument("--role", choices=("viewer", "operator", "admin"), required=True)
+    _sub(sub, "migrate", cmd_migrate, "upgrade the database's schema to this version's (after a copy)")
     _sub(sub, "admin-token", cmd_admin_token, "create an admin API token; prints it once").add_argument(
         "--name", default="admin")
     notify_cli.register(sub, _sub)

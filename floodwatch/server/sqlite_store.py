@@ -12,46 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from floodwatch.errors import StorageError
-from floodwatch.server import rollup
+from floodwatch.server import migrations, rollup
 from floodwatch.server.store import Conflict, NotFound
 from floodwatch.server.validate import iso_from_epoch, stored_details, stored_json
 
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS nodes (
-  id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE, key_hash TEXT NOT NULL,
-  created_at REAL NOT NULL, last_seen_at REAL, agent_version TEXT, os TEXT, uptime INTEGER,
-  pps_threshold INTEGER, bps_threshold INTEGER,
-  baseline TEXT NOT NULL DEFAULT '{}', ioc_patterns TEXT NOT NULL DEFAULT '[]');
-CREATE TABLE IF NOT EXISTS metrics (
-  id INTEGER PRIMARY KEY, node_id INTEGER NOT NULL REFERENCES nodes(id),
-  recorded_at REAL NOT NULL, received_at REAL NOT NULL, pps INTEGER NOT NULL, bps INTEGER NOT NULL,
-  tcp_pct REAL, udp_pct REAL, icmp_pct REAL, conn_count INTEGER);
-CREATE INDEX IF NOT EXISTS metrics_node_time ON metrics (node_id, recorded_at);
-CREATE INDEX IF NOT EXISTS metrics_time ON metrics (recorded_at);
-CREATE TABLE IF NOT EXISTS incidents (
-  id INTEGER PRIMARY KEY, node_id INTEGER NOT NULL REFERENCES nodes(id), incident_key TEXT,
-  status TEXT NOT NULL, attack_family TEXT NOT NULL, severity TEXT NOT NULL, attack_subtype TEXT,
-  confidence INTEGER, started_at REAL, ended_at REAL, peak_pps INTEGER, peak_bps INTEGER,
-  source_ip_count INTEGER, spoofing_detected INTEGER, botnet_detected INTEGER,
-  details TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, updated_at REAL NOT NULL,
-  updates INTEGER NOT NULL DEFAULT 0, UNIQUE (node_id, incident_key));
-CREATE TABLE IF NOT EXISTS incident_history (
-  id INTEGER PRIMARY KEY, incident_id INTEGER NOT NULL REFERENCES incidents(id),
-  received_at REAL NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS history_incident ON incident_history (incident_id);
-CREATE TABLE IF NOT EXISTS pcaps (
-  incident_id INTEGER PRIMARY KEY REFERENCES incidents(id), node_id INTEGER NOT NULL,
-  file_name TEXT NOT NULL, bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, uploaded_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS commands (
-  id INTEGER PRIMARY KEY, node_id INTEGER NOT NULL REFERENCES nodes(id), command TEXT NOT NULL,
-  created_at REAL NOT NULL, delivered_at REAL, acked_at REAL, ack_status TEXT, ack_error TEXT,
-  ack_output TEXT, executed_at REAL);
-CREATE INDEX IF NOT EXISTS commands_pending ON commands (node_id) WHERE acked_at IS NULL;
-CREATE TABLE IF NOT EXISTS admin_tokens (
-  id INTEGER PRIMARY KEY, name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
-"""
 # Columns of `incidents` set straight from the validated body; the rest of the body goes to `details`.
 INCIDENT_COLUMNS = ("status", "attack_family", "severity", "attack_subtype", "confidence", "started_at",
                     "ended_at", "peak_pps", "peak_bps", "source_ip_count", "spoofing_detected",
@@ -100,17 +64,25 @@ class SQLiteStore:
             self.conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA busy_timeout=10000")
-            with self._tx():
-                self._init_schema()
+            self._init_schema()
         except (sqlite3.Error, OSError) as e:
             raise StorageError(f"{self.path}: cannot open the database: {e}") from e
 
     def _init_schema(self) -> None:
-        for stmt in SCHEMA.split(";"):
-            if stmt.strip():
-                self.conn.execute(stmt)
-        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        rollup.init_schema(self.conn)
+        """Create or upgrade the schema (migrations.py); a newer one is refused before anything changes."""
+        self.schema_before = migrations.version(self.conn)
+        self.backup_path: Path | None = None
+        self.migrated: list[migrations.Migration] = []
+        try:
+            migrations.refuse_newer(self.schema_before, str(self.path))
+        except migrations.SchemaTooNew:
+            self.conn.close()
+            raise
+        if 0 < self.schema_before < migrations.CURRENT:
+            self.backup_path = migrations.backup(self.conn, self.path, self.schema_before, time.time())
+        with self._tx():
+            self.migrated = migrations.upgrade(self.conn, time.time())
+            rollup.init_schema(self.conn)  # tables and indexes added IF NOT EXISTS since the last migration
 
     def close(self) -> None:
         self.conn.close()

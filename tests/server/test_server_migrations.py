@@ -1,0 +1,120 @@
+"""Schema versions: a database written by the server as shipped (version 1) is upgraded with its data by
+`floodwatch server migrate` and by a server start; a database newer than this code is refused untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fwserver_util import Node, ServerProc, cli, cli_json, incident_body, running
+
+from floodwatch.server import auth, migrations
+from floodwatch.server.sqlite_store import SQLiteStore
+
+SHIPPED = Path(__file__).parent / "data" / "sqlite_store_890339c.py.txt"
+T0 = 1_764_410_400.0  # 2025-11-29T10:00:00Z, on a minute and an hour boundary
+
+
+def shipped_store_module() -> types.ModuleType:
+    """The store module as released (before migrations), loaded from its copy."""
+    mod = types.ModuleType("sqlite_store_890339c")
+    sys.modules[mod.__name__] = mod
+    exec(compile(SHIPPED.read_text(), str(SHIPPED), "exec"), mod.__dict__)  # our own copy, in the repository
+    return mod
+
+
+def write_v1_database(path: Path) -> dict[str, Any]:
+    """A version-1 database with data in it, written by the shipped code itself."""
+    old = shipped_store_module().SQLiteStore(path)
+    key, node_uuid = auth.new_api_key(), auth.new_node_uuid()
+    a = old.add_node("edge-a", node_uuid, auth.hash_secret(key), T0)["node_id"]
+    b = old.add_node("edge-b", auth.new_node_uuid(), auth.hash_secret(auth.new_api_key()), T0)["node_id"]
+    # two minutes of samples on a, one on b
+    old.add_metrics(a, [{"recorded_at": T0 + i, "pps": 100 + i, "bps": 8000, "tcp_pct": 50.0} for i in range(120)],
+                    T0 + 120)
+    old.add_metrics(b, [{"recorded_at": T0 + 5, "pps": 7, "bps": 56}], T0 + 6)
+    inc, created = old.upsert_incident(a, {"incident_key": "k-shipped", "status": "active",
+                                           "attack_family": "udp_flood", "severity": "high",
+                                           "started_at": T0 + 30, "peak_pps": 9000}, T0 + 31)
+    assert created
+    acked = old.queue_command(a, {"action": "block", "ip": "198.18.0.9"}, T0)
+    pending = old.queue_command(a, "status", T0)
+    assert old.ack_command(a, {"command_id": acked, "status": "success", "error": None, "output": "ok"}, T0 + 1)
+    old.add_admin_token("ops", auth.hash_secret("fwa_" + "x" * 30), T0)
+    old.close()
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == ("1",)
+    return {"node": Node(node_uuid, key), "a": a, "b": b, "incident": inc, "pending": pending}
+
+
+def test_migrate_upgrades_the_shipped_schema_keeping_every_row(tmp_path: Path) -> None:
+    db = tmp_path / "server.db"
+    made = write_v1_database(db)
+
+    out = cli_json("migrate", "--db", str(db))
+    assert out["before"] == 1 and out["after"] == migrations.CURRENT == 2 and out["applied"] == [2]
+    backup = Path(out["backup"])
+    assert backup.stat().st_mode & 0o777 == 0o600
+    assert sqlite3.connect(backup).execute("SELECT count(*) FROM metrics").fetchone() == (121,)
+
+    store = SQLiteStore(db, create=False)
+    assert store.schema_before == 2 and store.migrated == []  # nothing left to do
+    assert [n["name"] for n in store.list_nodes(T0, 90)] == ["edge-a", "edge-b"]
+    assert len(store.metrics(made["a"], 0, 1000)) == 120
+    assert store.incident_by_key(made["a"], "k-shipped") == (made["incident"], T0 + 30)
+    assert [c["id"] for c in store.pending_commands(made["a"], T0 + 2)] == [made["pending"]]
+    assert store.admin_token_hashes() == [auth.hash_secret("fwa_" + "x" * 30)]
+    # the rollups the dashboard charts read were filled from the stored samples
+    rows = store.execute("SELECT node_id, t, n, pps_sum, pps_max FROM metrics_1m ORDER BY node_id, t").fetchall()
+    assert [tuple(r) for r in rows] == [(made["a"], int(T0), 60, sum(range(100, 160)), 159),
+                                        (made["a"], int(T0) + 60, 60, sum(range(160, 220)), 219),
+                                        (made["b"], int(T0), 1, 7, 7)]
+    assert tuple(store.execute("SELECT n, pps_max FROM metrics_1h WHERE node_id = ?", (made["a"],)).fetchone()) \
+        == (120, 219)
+    latest = {r[0]: tuple(r[1:]) for r in store.execute("SELECT node_id, recorded_at, pps FROM node_latest")}
+    assert latest == {made["a"]: (T0 + 119, 219), made["b"]: (T0 + 5, 7)}
+    assert [r[0] for r in store.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+    assert store.check() == []
+    store.close()
+
+    assert cli_json("migrate", "--db", str(db)) == {"before": 2, "after": 2, "applied": [], "backup": None}
+
+
+def test_a_server_started_on_the_shipped_schema_upgrades_it_and_serves_its_nodes(tmp_path: Path) -> None:
+    made = write_v1_database(tmp_path / "server.db")
+    with running(tmp_path) as srv:
+        assert "database schema upgraded from version 1 to 2" in srv.log()
+        node = made["node"]
+        assert srv.post("heartbeat", {"agent_version": "2"}, node).status == 200
+        r = srv.post("incident", incident_body("k-shipped"), node)  # the open the agent retries: same incident
+        assert r.status in (200, 201) and r.json["incident_id"] == made["incident"], r.raw
+        pending = srv.request("GET", "config", node=node).json["pending_commands"]
+        assert [c["id"] for c in pending] == [made["pending"]]  # the command acked before the upgrade stays acked
+
+
+def test_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    db = tmp_path / "server.db"
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO schema_migrations VALUES (99, 'from the future', 0)")
+    conn.commit()
+    conn.close()
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+
+    for args in (["migrate", "--db", str(db)], ["nodes", "--db", str(db)]):
+        proc = cli(*args, check=False)
+        assert proc.returncode == 1
+        assert "schema is version 99, newer than this floodwatch knows (up to 2)" in proc.stderr, proc.stderr
+    srv = ServerProc(tmp_path)
+    try:
+        with pytest.raises(AssertionError, match="server exited"):
+            srv.start()
+    finally:
+        srv.stop()
+    assert "newer than this floodwatch knows" in srv.log()
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    assert not list(tmp_path.glob("server.db.*.bak"))
