@@ -14,10 +14,14 @@ import sys
 import time
 from typing import Any
 
+import zmq
+
 from floodwatch import bus
 from floodwatch.collector.core import Collector
+from floodwatch.collector.pcapsource import datagrams
 from floodwatch.config import Config
-from floodwatch.messages import Message
+from floodwatch.errors import CaptureError
+from floodwatch.messages import Message, StreamEnded
 from floodwatch.runtime.actor import Actor, Pusher
 from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.collector import CollectorSettings
@@ -36,11 +40,14 @@ class CollectorActor(Actor[CollectorSettings]):
         self.socks: list[socket.socket] = []
         self.packets_push: Pusher | None = None
         self.frames_push: Pusher | None = None
+        self.file_stats: dict[str, int] = {}
         self.count_from(self._core_counters, gauges=("templates_cached",))
 
     def on_start(self) -> None:
         self.packets_push = self.push(self.endpoints.packets, self.config.bus.hwm_packets, "packets")
         self.frames_push = self.push(self.endpoints.frames, self.config.bus.hwm_frames, "frames")
+        if self.settings.pcap_file:
+            return  # run_loop reads the file
         for proto, (host, port) in self.settings.addresses().items():
             sock = bus.udp_listener(host, port, self.settings.recv_buffer)
             self.socks.append(sock)
@@ -50,6 +57,35 @@ class CollectorActor(Actor[CollectorSettings]):
         self.every(self.settings.batch_interval, self.core.flush_due)
         self.every(TICK, lambda: self.core.tick(time.time()))
         self.every(1.0, lambda: self.core.flows.cache.expire(time.time()))
+
+    def run_loop(self) -> None:
+        if self.settings.pcap_file:
+            self._replay()
+        super().run_loop()
+
+    def _replay(self) -> None:
+        """A capture of flow export traffic: every datagram at its file time, then StreamEnded."""
+        path, stats = self.settings.pcap_file, self.file_stats
+        last, error = 0.0, ""
+        try:
+            for n, (ts, exporter, kind, data) in enumerate(datagrams(path, stats)):
+                self.core.feed(kind, data, exporter, ts)
+                last = ts
+                if n % 256 == 0:
+                    self.poll_once(0)
+                    if self.stopping:
+                        return
+        except CaptureError as e:
+            error = str(e)
+            self.health = f"stream ended: {e}"
+            self.log.error("{}", e)
+        self.core.flush_all()
+        msg = StreamEnded(source=path, packets=stats.get("packets", 0), ts=last, error=error)
+        self._send(msg, "packets")
+        self._send(msg, "frames")
+        if error:
+            self.publish(msg)
+        self.log.info("end of {}: {} flow export datagrams", path, stats.get("datagrams", 0))
 
     def _read(self, sock: socket.socket, kind: str) -> None:
         now = time.time()
@@ -73,7 +109,13 @@ class CollectorActor(Actor[CollectorSettings]):
     def _send(self, msg: Message, channel: str) -> bool:
         pusher = self.packets_push if channel == "packets" else self.frames_push
         assert pusher is not None
-        return pusher.send(msg)
+        if not self.settings.pcap_file:
+            return pusher.send(msg)  # live: never wait for a full peer
+        while not pusher.sock.poll(100, zmq.POLLOUT):  # a file: wait rather than lose a batch
+            self.poll_once(0)
+            if self.stopping:
+                return pusher.send(msg)
+        return pusher.send(msg, block=True, timeout=1.0)
 
     def _core_counters(self) -> dict[str, Any]:
         c = self.core
@@ -82,6 +124,7 @@ class CollectorActor(Actor[CollectorSettings]):
         out.update(c.flows.cache.stats)
         out["templates_cached"] = len(c.flows.cache.templates)
         out["exporters"] = dict(list(c.exporters_seen.items())[:64])
+        out.update({f"file_{k}": v for k, v in self.file_stats.items()})
         return out
 
 

@@ -54,6 +54,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--bps-threshold", type=int, default=None, help="static bits/s threshold for this run")
     p.add_argument("--classify", action="store_true",
                    help="fingerprint the whole capture as one attack, regardless of thresholds")
+    p.add_argument("--flows", action="store_true",
+                   help="the file holds sFlow/NetFlow/IPFIX export traffic (found by itself when most of it is)")
     p.add_argument("--local-net", action="append", default=[], metavar="CIDR",
                    help="the host's own networks (decides in/out); default: every packet counts as inbound")
     p.add_argument("--pcap-dir", default=None, help="also write each incident's capture file here")
@@ -70,7 +72,8 @@ def register(subparsers: Any) -> None:
 
 def analysis_config(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]:
     """The config of one analysis run: private dirs, ipc endpoints, a file source."""
-    actors = ["capture", "aggregator", "detector"]
+    flows = args.flows or _flow_export(args.file)
+    actors = ["collector" if flows else "capture", "aggregator", "detector"]
     cfg: dict[str, dict[str, Any]] = {
         "agent": {"state_dir": str(tmp / "state"), "runtime_dir": str(tmp / "run")},
         "supervisor": {
@@ -86,6 +89,10 @@ def analysis_config(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, 
                     "local_networks": list(args.local_net)},
         "detector": {},
     }
+    if flows:  # the routers' datagrams: the protected networks are --local-net (empty: every flow counts)
+        del cfg["capture"]
+        cfg["collector"] = {"enabled": True, "pcap_file": str(Path(args.file).resolve()),
+                            "networks": list(args.local_net)}
     if args.pps_threshold is not None:
         cfg["detector"]["pps_threshold"] = args.pps_threshold
     if args.bps_threshold is not None:
@@ -108,6 +115,16 @@ def analysis_config(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, 
             rep["ca_bundle"] = args.ca_bundle
         cfg["reporter"] = rep
     return cfg
+
+
+def _flow_export(path: str) -> bool:
+    from floodwatch.collector.pcapsource import looks_like_flow_export
+    from floodwatch.errors import CaptureError
+
+    try:
+        return looks_like_flow_export(path)
+    except (CaptureError, OSError):
+        return False  # the capture actor reports the file's problem
 
 
 class Analysis:

@@ -44,6 +44,8 @@ class CollectorSettings:
     batch_interval: float = 0.05  # seconds: a partial batch is sent after this long
     frames_per_second: int = 2000  # sFlow raw headers per second to the recorder at most; 0 = none
     recv_buffer: int = 4 << 20  # SO_RCVBUF bytes per socket
+    # Read the flow export datagrams of this capture file instead of listening (floodwatch analyze)
+    pcap_file: str = ""
 
     def validate(self) -> None:
         for proto, text in self.listen.items():
