@@ -102,10 +102,15 @@ def parse_many(buf: P.Buf, offs: np.ndarray, caps: np.ndarray, wires: np.ndarray
     out["wirelen"] = wires
     out["vlan"] = vlan
     out["direction"] = _directions(m, linktype, n)
+    bad = np.zeros(n, dtype=bool)  # not IP after all: malformed rows with no IP fields, set here
+    if linktype not in (P.LINKTYPE_ETHERNET, P.LINKTYPE_LINUX_SLL, P.LINKTYPE_LINUX_SLL2):
+        bad = (caps >= 1) & (et < 0)  # raw IP whose version is neither 4 nor 6 (or an unknown link)
+        slow &= ~bad
     is4 = (et == P.ETH_P_IP) & ~slow
     is6 = (et == P.ETH_P_IPV6) & ~slow
     u8 = np.frombuffer(out_buf, dtype=np.uint8).reshape(n, RECORD_SIZE)
-    slow |= _fill_ip(m, flat, offs, caps, wires, l3, is4, is6, out, u8)
+    slow |= _fill_ip(m, flat, offs, caps, wires, l3, is4, is6, out, u8, bad)
+    out["malformed"][bad] = 1
     slow_rows = np.flatnonzero(slow)
     if len(slow_rows):
         _scalar(buf, offs, caps, wires, linktype, slow_rows, out_buf)
@@ -113,8 +118,10 @@ def parse_many(buf: P.Buf, offs: np.ndarray, caps: np.ndarray, wires: np.ndarray
 
 
 def _fill_ip(m: np.ndarray, flat: np.ndarray, offs: np.ndarray, caps: np.ndarray, wires: np.ndarray,
-             l3: np.ndarray, is4: np.ndarray, is6: np.ndarray, out: np.ndarray, u8: np.ndarray) -> np.ndarray:
-    """Fill IP/L4 columns of the fast rows; returns the rows that need the per-packet parser."""
+             l3: np.ndarray, is4: np.ndarray, is6: np.ndarray, out: np.ndarray, u8: np.ndarray,
+             bad: np.ndarray) -> np.ndarray:
+    """Fill IP/L4 columns of the fast rows; returns the rows that need the per-packet parser. Rows whose
+    IP header does not add up are marked in `bad` (no IP fields: parse.parse_frame's `_bad`)."""
     n = len(offs)
     slow = np.zeros(n, dtype=bool)
     r4, r6 = np.flatnonzero(is4), np.flatnonzero(is6)
@@ -123,10 +130,10 @@ def _fill_ip(m: np.ndarray, flat: np.ndarray, offs: np.ndarray, caps: np.ndarray
     proto = np.zeros(n, dtype=np.int64)
     later = np.zeros(n, dtype=bool)
     if len(r4):
-        slow |= _ipv4(m, r4, caps, wires, l3, l4, ip_end, proto, later, out, u8)
+        slow |= _ipv4(m, r4, caps, wires, l3, l4, ip_end, proto, later, out, u8, bad)
     if len(r6):
-        slow |= _ipv6(m, r6, caps, wires, l3, l4, ip_end, proto, out, u8)
-    ipr = np.flatnonzero((is4 | is6) & ~slow)
+        slow |= _ipv6(m, r6, caps, wires, l3, l4, ip_end, proto, out, u8, bad)
+    ipr = np.flatnonzero((is4 | is6) & ~slow & ~bad)
     if len(ipr) == 0:
         return slow
     pay = l4.copy()
@@ -141,16 +148,25 @@ def _fill_ip(m: np.ndarray, flat: np.ndarray, offs: np.ndarray, caps: np.ndarray
     return slow
 
 
+def _header_bad(version: np.ndarray, own: int, lengths_bad: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """Rows whose (fully captured) IP header is not one: a version that is neither 4 nor 6, or the
+    expected version with lengths that do not add up."""
+    return whole & (((version != 4) & (version != 6)) | ((version == own) & lengths_bad))
+
+
 def _ipv4(m: np.ndarray, r: np.ndarray, caps: np.ndarray, wires: np.ndarray, l3: np.ndarray, l4: np.ndarray,
-          ip_end: np.ndarray, proto: np.ndarray, later: np.ndarray, out: np.ndarray, u8: np.ndarray) -> np.ndarray:
+          ip_end: np.ndarray, proto: np.ndarray, later: np.ndarray, out: np.ndarray, u8: np.ndarray,
+          not_ip: np.ndarray) -> np.ndarray:
     slow = np.zeros(len(caps), dtype=bool)
     b = l3[r]
     vihl = _b(m, r, b)
     ihl = (vihl & 0x0F) * 4
     totlen = _be16(m, r, b + 2)
+    hdr = _header_bad(vihl >> 4, 4, (ihl < 20) | (totlen < ihl) | (totlen > wires[r] - b), caps[r] >= b + 20)
+    not_ip[r[hdr]] = True
     bad = ((vihl >> 4) != 4) | (caps[r] < b + 20) | (ihl < 20) | (totlen < ihl) | (totlen > wires[r] - b)
     bad |= caps[r] < b + ihl
-    slow[r[bad]] = True
+    slow[r[bad & ~hdr]] = True
     r, b, ihl, totlen = r[~bad], b[~bad], ihl[~bad], totlen[~bad]
     fragw = _be16(m, r, b + 6)
     out["ipver"][r] = 4
@@ -172,14 +188,16 @@ def _ipv4(m: np.ndarray, r: np.ndarray, caps: np.ndarray, wires: np.ndarray, l3:
 
 
 def _ipv6(m: np.ndarray, r: np.ndarray, caps: np.ndarray, wires: np.ndarray, l3: np.ndarray, l4: np.ndarray,
-          ip_end: np.ndarray, proto: np.ndarray, out: np.ndarray, u8: np.ndarray) -> np.ndarray:
+          ip_end: np.ndarray, proto: np.ndarray, out: np.ndarray, u8: np.ndarray, not_ip: np.ndarray) -> np.ndarray:
     slow = np.zeros(len(caps), dtype=bool)
     b = l3[r]
     plen = _be16(m, r, b + 4)
     nh = _b(m, r, b + 6)
+    hdr = _header_bad(m[r, b] >> 4, 6, (plen != 0) & (40 + plen > wires[r] - b), caps[r] >= b + 40)
+    not_ip[r[hdr]] = True
     bad = ((m[r, b] >> 4) != 6) | (caps[r] < b + 40) | (plen == 0) | (40 + plen > wires[r] - b)
     bad |= _EXT6[nh]
-    slow[r[bad]] = True
+    slow[r[bad & ~hdr]] = True
     r, b, plen, nh = r[~bad], b[~bad], plen[~bad], nh[~bad]
     out["ipver"][r] = 6
     out["ttl"][r] = m[r, b + 7]

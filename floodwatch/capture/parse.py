@@ -3,7 +3,10 @@
 `parse_frame(buf, off, end, wirelen, linktype)` reads the frame in `buf[off:end]` (bytes, memoryview or
 mmap: no copy is made except the payload head) and returns a `Parsed` tuple. Anything that does not add
 up (short headers, bogus lengths, wrong IP version, endless VLAN or extension header chains) sets
-`malformed = 1` and keeps what was read so far; the packet is still counted.
+`malformed = 1` and keeps what was read so far; the packet is still counted. An IP header whose own
+lengths do not add up (IPv4 IHL < 5, total length under the header or beyond the frame, IPv6 payload
+length beyond the frame) or whose version is neither 4 nor 6 is not an IP packet at all: the record
+has no IP version, protocol or addresses (random bytes name no source and no target).
 
 A frame cut by the capture's snaplen (`end - off < wirelen`) is not malformed: lengths are taken from
 the IP headers, fields that lie beyond the captured bytes stay zero.
@@ -146,7 +149,9 @@ def _ipv4(buf: Buf, p: int, end: int, wire_left: int, vlan: int, pkttype: int) -
     vihl, totlen, fragw, ttl, proto, s4, d4 = _IP4(buf, p)
     src, dst = V4_MAPPED_PREFIX + s4, V4_MAPPED_PREFIX + d4
     ihl = (vihl & 0x0F) * 4
-    if ihl < 20 or totlen < ihl or totlen > wire_left or p + ihl > end:
+    if ihl < 20 or totlen < ihl or totlen > wire_left:
+        return _bad(vlan, pkttype)  # the header does not add up: none of it (addresses) is trusted
+    if p + ihl > end:  # options cut by the snaplen
         return Parsed(vlan, 4, proto, 0, ttl, FRAG_NONE, 0, 0, 0, src, dst, b"", 1, pkttype)
     ip_end = p + totlen
     offset = fragw & 0x1FFF
@@ -166,7 +171,7 @@ def _ipv6(buf: Buf, p: int, end: int, wire_left: int, vlan: int, pkttype: int) -
     if plen == 0:  # jumbogram or bogus: take the frame as it is
         ip_end = p + wire_left
     elif 40 + plen > wire_left:
-        return Parsed(vlan, 6, nh, 0, hlim, FRAG_NONE, 0, 0, 0, src, dst, b"", 1, pkttype)
+        return _bad(vlan, pkttype)  # longer than the frame: not an IPv6 header to trust
     q = p + 40
     frag = FRAG_NONE
     for _ in range(MAX_EXT_HEADERS):
