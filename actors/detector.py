@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import sys
 
+from floodwatch.capture.ifstats import interface_addresses, resolve_interfaces
 from floodwatch.config import Config
 from floodwatch.detect.baseline import BaselineError
 from floodwatch.detect.evaluate import Detector
+from floodwatch.errors import CaptureError
 from floodwatch.messages import (
     AnalysisFinished,
     ConfigReceived,
@@ -27,6 +29,8 @@ from floodwatch.runtime.actor import Actor
 from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.detector import DetectorSettings
 
+MAX_HOST_ADDRESSES = 16
+
 
 class DetectorActor(Actor[DetectorSettings]):
     name = "detector"
@@ -40,7 +44,22 @@ class DetectorActor(Actor[DetectorSettings]):
         self.count_from(self._detector_counters)
         self._dirty = False
 
+    def host_addresses(self) -> list[str]:
+        """The host's own addresses (the capture interfaces', else the configured local networks): the
+        target of an attack whose frames name none."""
+        cap = self.config.capture
+        nets = [n.removesuffix("/32").removesuffix("/128") for n in cap.local_networks]
+        if cap.source == "pcap":
+            return nets[:MAX_HOST_ADDRESSES]
+        try:
+            names = resolve_interfaces(cap.interfaces)
+        except CaptureError:
+            return nets[:MAX_HOST_ADDRESSES]
+        found = [a for n in names for a in interface_addresses(n) if not a.lower().startswith("fe80:")]
+        return (found or nets)[:MAX_HOST_ADDRESSES]
+
     def on_start(self) -> None:
+        self.detector.host_addresses = self.host_addresses()
         try:
             if self.detector.baseline.load(self.baseline_path):
                 self.log.info("baseline loaded from {}", self.baseline_path)

@@ -343,6 +343,8 @@ class TrafficWindow(Message):
     # (empty when it is "off"): the incidents' geo_breakdown is summed from these
     geo: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # aggregator-specific, documented there
+    # inbound frames whose IP header does not parse (scaled; counted in proto_in "other" too)
+    malformed_in: int = 0
 
 
 @register

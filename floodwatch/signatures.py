@@ -110,8 +110,10 @@ BUILTIN_HEADER: tuple[HeaderSig, ...] = (
         _ports(123),
         (((0, 0x87, 0x07), (3, 0xFF, 0x2A)), ((0, 0x87, 0x07), (3, 0xFF, 0x14))),
     ),
-    HeaderSig("dns_response", PROTO_UDP, _ports(53), None, (((2, 0x80, 0x80),),)),
-    HeaderSig("dns_query", PROTO_UDP, None, _ports(53), (((2, 0x80, 0x00),),)),
+    # DNS answer / query: QR bit, opcode 0 (standard query) and one question (what resolvers send and
+    # answer), not the QR bit alone, which half of all random payloads have
+    HeaderSig("dns_response", PROTO_UDP, _ports(53), None, (((2, 0xF8, 0x80), (4, 0xFF, 0x00), (5, 0xFF, 0x01)),)),
+    HeaderSig("dns_query", PROTO_UDP, None, _ports(53), (((2, 0xF8, 0x00), (4, 0xFF, 0x00), (5, 0xFF, 0x01)),)),
     HeaderSig("mdns_response", PROTO_UDP, _ports(5353), None, (((2, 0x80, 0x80),),)),
     HeaderSig("netbios_response", PROTO_UDP, _ports(137), None, (((2, 0x80, 0x80),),)),
     HeaderSig("cldap", PROTO_UDP, _ports(389), None, (((0, 0xFF, 0x30),),)),

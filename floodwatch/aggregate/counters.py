@@ -8,6 +8,8 @@ The delta between two samples at t0 < t1 is split over the windows overlapping (
 to the packet records each window holds in that stretch of time when there are enough of them (the
 records say when the packets came; a flood that began late in the interval is not spread back over its
 start), else in proportion to the overlap; with cumulative rounding so the parts add up exactly.
+Records are only a fair sample of the interval when none were lost in it: an interval whose kernel
+drops or send drops grew is split by time.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class CounterTracker:
         self.last: dict[str, CounterSample] = {}
         self.wraps = 0
         self.resets = 0
+        self.unweighed = 0  # intervals split by time because records were lost in them
         self.conn_count = -1
 
     def feed(self, s: CounterSample, weigh: Weigh | None = None) -> list[Piece]:
@@ -78,6 +81,12 @@ class CounterTracker:
             self.resets += 1
         elif "wrap" in kinds:
             self.wraps += 1
+        if deltas["kernel_drops"] or deltas["send_drops"]:
+            # records were lost in this interval (ring overflow, batches dropped): those left are no
+            # fair sample of when the packets came, and weighing by them would pile the interval's
+            # packets into the windows that kept records (a 5x peak out of a steady flood)
+            weigh = None
+            self.unweighed += 1
         return self.split(prev.ts, s.ts, deltas, weigh)
 
     def split(self, t0: float, t1: float, deltas: dict[str, int], weigh: Weigh | None = None) -> list[Piece]:

@@ -162,6 +162,7 @@ class WindowStats:
         self.size = np.zeros(len(SIZE_NAMES), dtype=np.int64)
         self.ttl = np.zeros(256, dtype=np.int64)
         self.malformed = 0
+        self.malformed_in = 0  # inbound, with no parseable IP header
         self.late = 0
         self.t_half = (self.t_start + self.t_end) / 2
         self.slots = np.zeros(2 * SLOTS, dtype=np.int64)  # [in x SLOTS, out x SLOTS] scaled records by time
@@ -214,6 +215,7 @@ class WindowStats:
         self.size += np.bincount(np.searchsorted(SIZE_EDGES, recs["wirelen"], side="right") - 1,
                                  minlength=len(SIZE_NAMES)) * rate
         if not ip.all():
+            self.malformed_in += int(np.count_nonzero(recs["malformed"][~ip])) * rate
             recs, addr, pidx = recs[ip], addr[ip], pidx[ip]
         self.ttl += np.bincount(recs["ttl"], minlength=256) * rate
         tcp = recs["proto"] == PROTO_TCP
@@ -326,6 +328,7 @@ class WindowStats:
             signatures=self.sigs.result(),
             bidir_packets=int(self.bidir),
             malformed=self.malformed,
+            malformed_in=self.malformed_in,
             kernel_drops=c.kernel_drops,
             conn_count=c.conn_count,
             tail_packets_in=int(self.tail[0]),

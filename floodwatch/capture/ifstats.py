@@ -5,7 +5,9 @@ The counters are read with pread on descriptors kept open (four small reads per 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +95,15 @@ def resolve_interfaces(names: list[str]) -> list[str]:
         if real not in out:
             out.append(real)
     return out
+
+
+def interface_addresses(ifname: str) -> list[str]:
+    """The interface's own IPv4 and IPv6 addresses (`ip -j addr`), [] when unknown."""
+    try:
+        out = subprocess.run(["ip", "-j", "addr", "show", "dev", ifname], capture_output=True, text=True,
+                             timeout=5, check=True).stdout
+        info = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+    return [str(a["local"]) for link in info for a in link.get("addr_info", [])
+            if a.get("family") in ("inet", "inet6") and a.get("local")]

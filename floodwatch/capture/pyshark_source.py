@@ -10,9 +10,7 @@ empty, from the interface's own addresses.
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
-import subprocess
 import threading
 from typing import Any
 
@@ -20,7 +18,7 @@ import numpy as np
 
 from floodwatch.capture.batch import Directions
 from floodwatch.capture.fastparse import parse_many
-from floodwatch.capture.ifstats import ARPHRD_NONE, IfStats, if_type
+from floodwatch.capture.ifstats import ARPHRD_NONE, IfStats, if_type, interface_addresses
 from floodwatch.capture.output import Output
 from floodwatch.capture.parse import LINKTYPE_ETHERNET, LINKTYPE_RAW
 from floodwatch.errors import CaptureError
@@ -36,19 +34,8 @@ DRAIN_MAX = 4096
 
 
 def interface_networks(ifname: str) -> list[str]:
-    """The interface's own addresses as /32 and /128 networks (`ip -j addr`), [] when unknown."""
-    try:
-        out = subprocess.run(["ip", "-j", "addr", "show", "dev", ifname], capture_output=True, text=True,
-                             timeout=5, check=True).stdout
-        info = json.loads(out)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return []
-    nets = []
-    for link in info:
-        for a in link.get("addr_info", []):
-            if a.get("family") in ("inet", "inet6") and a.get("local"):
-                nets.append(f"{a['local']}/{32 if a['family'] == 'inet' else 128}")
-    return nets
+    """The interface's own addresses as /32 and /128 networks, [] when unknown."""
+    return [f"{a}/{128 if ':' in a else 32}" for a in interface_addresses(ifname)]
 
 
 class PysharkSource:

@@ -14,27 +14,13 @@ from typing import Any
 
 from floodwatch.aggregate.geo import UNKNOWN
 from floodwatch.detect.profile import Profile, profile_of
+from floodwatch.detect.reflection import REFLECTION_PORTS, above_chance, confirmed_by
 from floodwatch.detect.spoofing import spoofing_verdict
 from floodwatch.messages import TrafficWindow
 
-# UDP reflection/amplification: reflector source port -> protocol name (subtype `<name>_amplification`)
-REFLECTION_PORTS: dict[int, str] = {
-    53: "dns", 123: "ntp", 1900: "ssdp", 11211: "memcached", 389: "cldap", 19: "chargen", 161: "snmp",
-    137: "netbios", 17: "qotd", 5353: "mdns", 3702: "ws_discovery", 111: "portmap", 520: "rip",
-    69: "tftp", 3283: "arms", 1194: "openvpn", 5683: "coap", 427: "slp", 5060: "sip", 500: "isakmp",
-    4500: "isakmp", 10001: "ubiquiti", 47808: "bacnet", 37810: "dvr", 1434: "mssql", 27015: "steam",
-}
-# payload signatures (floodwatch.signatures) that confirm a reflection protocol
-CONFIRMING_SIGNATURES: dict[str, tuple[str, ...]] = {
-    "dns": ("dns_response",), "ntp": ("ntp_monlist",), "ssdp": ("ssdp",), "memcached": ("memcached",),
-    "cldap": ("cldap",), "chargen": ("chargen",), "snmp": ("snmp_response",),
-    "netbios": ("netbios_response",), "mdns": ("mdns_response",), "ws_discovery": ("ws_discovery",),
-    "portmap": ("portmap_response",), "coap": ("coap",), "ubiquiti": ("ubiquiti",), "bacnet": ("bacnet",),
-    "mssql": ("mssql_ssrp",), "slp": ("slp",), "rip": ("rip",), "openvpn": ("openvpn",), "sip": ("sip",),
-    "steam": ("steam",),
-}
 FAMILIES = ("udp_flood", "syn_flood", "http_flood", "icmp_flood", "dns_flood", "multi_vector", "unknown",
-            "tcp_flood", "fragment_flood")
+            "tcp_flood", "fragment_flood", "malformed_flood")
+__all__ = ["REFLECTION_PORTS", "classify_capture", "classify_profile", "tcp_vector_of"]
 ICMP_TYPES = {8: "icmp_echo_flood", 128: "icmp_echo_flood", 0: "icmp_echo_reply_flood",
               129: "icmp_echo_reply_flood", 3: "icmp_unreachable_flood", 1: "icmp_unreachable_flood",
               11: "icmp_time_exceeded_flood", 5: "icmp_redirect_flood"}
@@ -53,11 +39,15 @@ class Vector:
     packets: int
     confirmed: bool = False  # a payload signature agrees
     detail: str = ""
+    # what names it: "payload" (a signature on its packets), "port" (a port far above chance, no
+    # payload agreeing), "header" (the packets' own headers: protocol, TCP flags, fragment offset, or
+    # an IP header that does not parse)
+    evidence: str = "header"
 
     def as_dict(self, total: int) -> dict[str, Any]:
         share = round(100.0 * self.packets / total, 1) if total else 0.0
         return {"family": self.family, "subtype": self.subtype, "share": share, "packets": self.packets,
-                "confirmed": self.confirmed}
+                "confirmed": self.confirmed, "evidence": "payload" if self.confirmed else self.evidence}
 
 
 def flag_set(label: str) -> frozenset[str]:
@@ -119,7 +109,8 @@ def _tcp_vectors(p: Profile, http_requests: int) -> list[Vector]:
                 take = min(left, by_sub[sub].packets)
                 by_sub[sub].packets -= take
                 left -= take
-        by_sub["http_flood"] = Vector("http_flood", "http_request_flood", http_requests, confirmed=True)
+        by_sub["http_flood"] = Vector("http_flood", "http_request_flood", http_requests, confirmed=True,
+                                      evidence="payload")
     _single_flow(p, by_sub)
     total_tcp = sum(v.packets for v in by_sub.values())
     refl = by_sub.get("synack_reflection")
@@ -149,24 +140,36 @@ def _single_flow(p: Profile, by_sub: dict[str, Vector]) -> None:
         by_sub["tcp_connections"] = merged
 
 
+def _port_pool(ports: Counter[tuple[str, int]], proto: str) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for (pr, port), n in ports.items():
+        if proto_name(pr) == proto:
+            out[int(port)] = out.get(int(port), 0) + int(n)
+    return out
+
+
 def _udp_vectors(p: Profile, later_frags: int) -> list[Vector]:
+    """Reflection by source port and DNS queries by destination port, each only when its port stands far
+    above chance (floodwatch.detect.reflection); every other UDP packet is a plain UDP flood."""
     udp_total = p.proto.get("udp", 0)
+    pool = max(0, udp_total - later_frags)  # UDP packets that carry ports
+    attack, per_record = p.proto_total() or p.packets_in, p.per_record
     by_name: dict[str, Vector] = {}
-    for (proto, port), n in p.src_ports.items():
-        if proto_name(proto) != "udp" or port not in REFLECTION_PORTS:
+    for port, n in sorted(_port_pool(p.src_ports, "udp").items()):
+        name = REFLECTION_PORTS.get(port)
+        if name is None or not above_chance(n, pool, per_record, attack):
             continue
-        name = REFLECTION_PORTS[port]
         family = "dns_flood" if name == "dns" else "udp_flood"
-        v = by_name.setdefault(name, Vector(family, f"{name}_amplification", 0))
-        v.packets += int(n)
+        v = by_name.setdefault(name, Vector(family, f"{name}_amplification", 0, evidence="port"))
+        v.packets += n
     for name, v in by_name.items():
-        v.confirmed = any(p.signatures.get(s, 0) > 0 for s in CONFIRMING_SIGNATURES.get(name, ()))
+        v.confirmed = confirmed_by(name, v.packets, p.signatures)
     vectors = list(by_name.values())
-    dns_queries = sum(int(n) for (proto, port), n in p.dst_ports.items() if proto_name(proto) == "udp" and port == 53)
+    dns_queries = _port_pool(p.dst_ports, "udp").get(53, 0)
     dns_queries = max(0, dns_queries - by_name["dns"].packets) if "dns" in by_name else dns_queries
-    if dns_queries:
-        confirmed = p.signatures.get("dns_query", 0) > 0
-        vectors.append(Vector("dns_flood", "dns_query_flood", dns_queries, confirmed=confirmed))
+    if above_chance(dns_queries, pool, per_record, attack):
+        vectors.append(Vector("dns_flood", "dns_query_flood", dns_queries, evidence="port",
+                              confirmed=confirmed_by("dns_query", dns_queries, p.signatures)))
     explained = sum(v.packets for v in vectors)
     rest = udp_total - explained - later_frags
     if rest > 0:
@@ -216,7 +219,10 @@ def vectors_of(p: Profile) -> tuple[list[Vector], bool]:
     later = int(p.fragments.get("later", 0))
     vectors = _tcp_vectors(p, http) + _udp_vectors(p, later) + _icmp_vectors(p)
     vectors, fragmented = _frag_vectors(p, vectors)
-    other = int(p.proto.get("other", 0))
+    malformed = min(int(p.malformed), int(p.proto.get("other", 0)))
+    other = int(p.proto.get("other", 0)) - malformed
+    if malformed:
+        vectors.append(Vector("malformed_flood", "malformed_flood", malformed))
     if other:
         vectors.append(Vector("unknown", "ip_protocol_flood", other))
     vectors.sort(key=lambda v: v.packets, reverse=True)
@@ -290,6 +296,20 @@ def target_ips_of(p: Profile) -> tuple[list[str], bool]:
     return victims or [p.dst_ips.most_common(1)[0][0]], False
 
 
+def protocol_shares(p: Profile) -> dict[str, float]:
+    """Percent of inbound packets by protocol; frames whose IP header does not parse are `malformed`,
+    apart from `other` (other IP protocols and non-IP frames)."""
+    counts = Counter(p.proto)
+    malformed = min(int(p.malformed), counts["other"])
+    if malformed:
+        counts["other"] -= malformed
+        counts["malformed"] = malformed
+    total = sum(counts.values())
+    if not total:
+        return {}
+    return {k: round(100.0 * v / total, 1) for k, v in sorted(counts.items()) if round(100.0 * v / total, 1) > 0}
+
+
 def classify_profile(p: Profile, threshold_pps: float = 0.0, peak_pps: int = 0, peak_bps: int = 0) -> dict[str, Any]:
     """The incident fields that describe the attack in `p` (no identity or lifecycle fields)."""
     total = p.proto_total() or p.packets_in
@@ -302,7 +322,6 @@ def classify_profile(p: Profile, threshold_pps: float = 0.0, peak_pps: int = 0, 
     iocs, botnet = indicators_of(p)
     targets, carpet = target_ips_of(p)
     ratio = peak_pps / threshold_pps if threshold_pps > 0 else 0.0
-    proto_total = p.proto_total()
     return {
         "attack_family": family,
         "attack_subtype": subtype,
@@ -310,9 +329,7 @@ def classify_profile(p: Profile, threshold_pps: float = 0.0, peak_pps: int = 0, 
         "confidence": confidence_of(top, share, ratio, p.duration, family),
         "peak_pps": int(peak_pps),
         "peak_bps": int(peak_bps),
-        "protocol_breakdown": {k: round(100.0 * v / proto_total, 1) for k, v in sorted(p.proto.items())
-                               if round(100.0 * v / proto_total, 1) > 0}
-        if proto_total else {},
+        "protocol_breakdown": protocol_shares(p),
         "tcp_flag_breakdown": {str(k): int(v) for k, v in p.tcp_flags.most_common() if v},
         "geo_breakdown": geo_of(p.countries),
         "source_ip_count": int(max(p.sources, min(len(p.src_ips), p.packets_in))),

@@ -28,7 +28,7 @@ from floodwatch.detect.baseline import Baseline, Thresholds
 from floodwatch.detect.classify import flag_set
 from floodwatch.detect.incident import Incident
 from floodwatch.detect.profile import Profile
-from floodwatch.detect.victims import prefix_of
+from floodwatch.detect.victims import Targets, prefix_of, rate_targets, share_targets
 from floodwatch.messages import IncidentEvent, TrafficWindow
 from floodwatch.settings.detector import DetectorSettings
 
@@ -107,6 +107,7 @@ class Run:
     gaps: int = 0
     max_ratio: float = 0.0
     profile: Profile = field(default_factory=Profile)
+    targets: Targets = field(default_factory=Targets)
     peak_pps: float = 0.0
     peak_bps: float = 0.0
 
@@ -124,6 +125,9 @@ class Detector:
         self.api_bps: int | None = None
         self.incident: Incident | None = None
         self.run: Run | None = None
+        # the host's own addresses: the target of an attack whose packets name none (frames that do
+        # not parse); set by the actor from the capture interfaces
+        self.host_addresses: list[str] = []
         self.recent: OrderedDict[str, Incident] = OrderedDict()
         self.cooldown_until = float("-inf")
         self.quiet_since: float | None = None
@@ -210,11 +214,31 @@ class Detector:
         """The evidence of a victim or prefix incident is that victim's own traffic (see Profile)."""
         kind, _, target = trigger.partition(" ")
         lens = (self.s.carpet_prefix_v4, self.s.carpet_prefix_v6)
-        if kind == "victim":
-            return Profile(focus_ip=target, prefix_lens=lens)
-        if kind == "prefix":
-            return Profile(focus_prefix=target, prefix_lens=lens)
+        if kind in ("victim", "prefix"):
+            return Profile(focus={target}, prefix_lens=lens)
         return Profile()
+
+    def _new_run(self, start: float, thr: Thresholds, trigger: str) -> Run:
+        lens = (self.s.carpet_prefix_v4, self.s.carpet_prefix_v6)
+        run = Run(start, thr, trigger, profile=self._profile_for(trigger), targets=Targets(*lens))
+        if run.profile.focus:
+            run.targets.add(dict.fromkeys(run.profile.focus, 0))
+        return run
+
+    def _add_evidence(self, profile: Profile, targets: Targets, w: TrafficWindow, r: Rates,
+                      thr: Thresholds) -> None:
+        """One window into a run's or incident's evidence. The destinations it hits join the targets:
+        for an incident about victims, each address (else prefix) at resolve_ratio x the victim
+        threshold, which then joins the focus; for the host, the shares of the window (victims.py)."""
+        lens = (self.s.carpet_prefix_v4, self.s.carpet_prefix_v6)
+        if profile.focus:
+            limit = self.s.resolve_ratio * (self.s.victim_pps_threshold or thr.pps) * r.seconds
+            rows = [(str(v.get("ip")), float(v.get("packets", 0))) for v in w.victims if isinstance(v, dict)]
+            profile.focus.update(targets.add(rate_targets(rows, limit, *lens)))
+        else:
+            dst = {str(row[0]): int(row[1]) for row in w.top_dst_ips}
+            targets.add(share_targets(dst, sum(w.proto_in.values()) or w.packets_in, *lens))
+        profile.add(w)
 
     def _drop_run(self) -> None:
         self.counters["bursts_ignored"] += 1
@@ -224,11 +248,11 @@ class Detector:
                    thr: Thresholds) -> list[IncidentEvent]:
         run = self.run
         if run is None:
-            run = self.run = Run(w.t_start, thr, trigger, profile=self._profile_for(trigger))
+            run = self.run = self._new_run(w.t_start, thr, trigger)
         run.windows += 1
         run.gaps = 0
         run.max_ratio = max(run.max_ratio, ratio)
-        run.profile.add(w)
+        self._add_evidence(run.profile, run.targets, w, r, thr)
         run.peak_pps = max(run.peak_pps, r.pps)
         run.peak_bps = max(run.peak_bps, r.bps)
         # a flood that began mid-window: its rate over the window's second half (50 ms) counts too
@@ -246,7 +270,7 @@ class Detector:
         run = self.run
         assert run is not None
         inc = Incident(run.start, run.thresholds.pps, run.thresholds.bps, run.thresholds.source, run.trigger,
-                       profile=run.profile)
+                       profile=run.profile, targets=run.targets, host_addresses=list(self.host_addresses))
         inc.note_peak(run.peak_pps, run.peak_bps)
         self.incident, self.run = inc, None
         self.quiet_since = None
@@ -263,7 +287,7 @@ class Detector:
             self.quiet_since = silence_from
         if ratio >= self.s.resolve_ratio:
             self.quiet_since = None
-            inc.profile.add(w)
+            self._add_evidence(inc.profile, inc.targets, w, r, thr)
             inc.note_peak(r.pps, r.bps)
         else:
             self.quiet_since = w.t_start if self.quiet_since is None else self.quiet_since

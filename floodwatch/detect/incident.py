@@ -8,6 +8,7 @@ from typing import Any
 
 from floodwatch.detect.classify import classify_profile
 from floodwatch.detect.profile import Profile
+from floodwatch.detect.victims import Targets
 from floodwatch.messages import IncidentEvent, IncidentOpened, IncidentResolved, IncidentUpdated
 
 MAX_IOC_MATCHES = 100
@@ -21,6 +22,8 @@ class Incident:
     threshold_source: str
     trigger: str  # "host" | "victim <ip>" | "prefix <cidr>"
     profile: Profile = field(default_factory=Profile)
+    targets: Targets = field(default_factory=Targets)  # every victim over the incident's life
+    host_addresses: list[str] = field(default_factory=list)  # the target when the packets name none
     key: str = field(default_factory=lambda: str(uuid.uuid4()))
     status: str = "active"
     seq: int = -1  # the last event's seq; opened is 0
@@ -49,6 +52,13 @@ class Incident:
     def fields(self) -> dict[str, Any]:
         """Every IncidentEvent field (without seq), from the evidence so far."""
         c = classify_profile(self.profile, self.threshold_pps, self.peak_pps, self.peak_bps)
+        listed = self.targets.listed()
+        if listed:
+            c["target_ips"] = listed
+            c["extra"]["carpet_bombing"] = self.targets.carpet()
+        elif self.host_addresses:
+            c["target_ips"] = list(self.host_addresses)
+            c["extra"]["carpet_bombing"] = False
         if self.enriched_subtype:
             c["extra"]["subtype_from_packets"] = c["attack_subtype"]
             c["attack_subtype"] = self.enriched_subtype

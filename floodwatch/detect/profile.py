@@ -57,14 +57,21 @@ class Profile:
     countries: Counter[str] = field(default_factory=Counter)  # the windows' geo: at most ~250 keys
     src_distinct: int = 0
     sampled: int = 0
+    scaled: float = 0.0  # the sampled records scaled by their sample rate (packets per record: per_record)
+    malformed: int = 0  # inbound frames whose IP header did not parse (no addresses, no ports)
     peak_pps: int = 0  # the busiest window's inbound rates
     peak_bps: int = 0
     hll: np.ndarray | None = None  # merged source registers
-    # When an incident is about one victim (or one prefix), its protocol, flag and source-port counts
-    # come from the windows' per-victim rows, so busy traffic to other addresses does not name it.
-    focus_ip: str = ""
-    focus_prefix: str = ""
+    # When an incident is about victims (addresses, or prefixes written with a "/"), its protocol, flag
+    # and source-port counts come from the windows' per-victim rows of those, so busy traffic to other
+    # addresses does not name it. Victims found later in the incident join the focus.
+    focus: set[str] = field(default_factory=set)
     prefix_lens: tuple[int, int] = (24, 64)
+
+    @property
+    def per_record(self) -> float:
+        """Packets each sampled record stands for (1.0 unsampled): the noise of every count."""
+        return max(1.0, self.scaled / self.sampled) if self.sampled else 1.0
 
     @property
     def sources(self) -> int:
@@ -91,6 +98,7 @@ class Profile:
         self.packets_out += w.packets_out
         self.bidir_packets += w.bidir_packets
         self.sampled += w.sampled
+        self.scaled += w.sample_rate * w.sampled
         self.src_distinct = max(self.src_distinct, w.src_distinct)
         self._merge_hll(w.src_hll)
         seconds = max(w.t_end - w.t_start, 1e-3)
@@ -104,6 +112,7 @@ class Profile:
             self.ttl[int(k)] += int(v)
         rows = self._focus_rows(w)
         if rows is None:
+            self.malformed += w.malformed_in
             _add(self.proto, w.proto_in)
             _add(self.tcp_flags, w.tcp_flags)
             self._add_tops(w)
@@ -111,7 +120,7 @@ class Profile:
             self._add_victims(w, rows)
 
     def _focus_rows(self, w: TrafficWindow) -> list[Victim] | None:
-        if not (self.focus_ip or self.focus_prefix):
+        if not self.focus:
             return None
         from floodwatch.detect.victims import prefix_of
 
@@ -120,7 +129,7 @@ class Profile:
             if not isinstance(v, dict):
                 continue
             ip = str(v.get("ip", ""))
-            if ip == self.focus_ip or (self.focus_prefix and prefix_of(ip, *self.prefix_lens) == self.focus_prefix):
+            if ip in self.focus or prefix_of(ip, *self.prefix_lens) in self.focus:
                 rows.append(v)
         return rows
 
@@ -165,7 +174,7 @@ class Profile:
             self.t_first = other.t_first
         self.windows += other.windows
         self.t_last = max(self.t_last, other.t_last)
-        for name in ("packets_in", "bytes_in", "packets_out", "bidir_packets", "sampled"):
+        for name in ("packets_in", "bytes_in", "packets_out", "bidir_packets", "sampled", "scaled", "malformed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.src_distinct = max(self.src_distinct, other.src_distinct)
         if other.hll is not None:
