@@ -168,8 +168,10 @@ def _ipv6(buf: Buf, p: int, end: int, wire_left: int, vlan: int, pkttype: int) -
         return _bad(vlan, pkttype)
     _, plen, nh, hlim, src, dst = _IP6(buf, p)
     ip_end = p + 40 + plen
-    if plen == 0:  # jumbogram or bogus: take the frame as it is
+    if plen == 0 and nh == 0:  # a jumbogram (its length is in the hop-by-hop header): the frame as it is
         ip_end = p + wire_left
+    elif plen == 0:
+        return _bad(vlan, pkttype)  # no payload length and no hop-by-hop header: not IPv6
     elif 40 + plen > wire_left:
         return _bad(vlan, pkttype)  # longer than the frame: not an IPv6 header to trust
     q = p + 40

@@ -29,6 +29,7 @@ BACKGROUND_PORT_SHARE = 0.8
 BACKGROUND_SOURCE_SHARE = 0.5
 SIGNIFICANT_SHARE = 0.2  # a vector with at least this share of inbound packets counts for multi_vector
 TOP_N = 10
+TOP_MAX_ERROR = 0.25  # a top source or port is stated only when its count may miss at most this share
 _FLAG_NAMES = {"FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"}
 
 
@@ -267,6 +268,18 @@ def confidence_of(top: Vector | None, share: float, ratio: float, duration: floa
     return max(0, min(100, score))
 
 
+def known_tops(p: Profile, name: str, n: int = TOP_N) -> list[tuple[Any, int]]:
+    """The biggest entries of a top list whose counts are known within TOP_MAX_ERROR (an entry the
+    windows often left out is not stated: with many equal sources or random ports, none is)."""
+    out: list[tuple[Any, int]] = []
+    for key, count in getattr(p, name).most_common():
+        if count <= 0 or len(out) >= n:
+            break
+        if p.error(name, key) <= TOP_MAX_ERROR * count:
+            out.append((key, int(count)))
+    return out
+
+
 def geo_of(countries: Counter[str]) -> dict[str, int]:
     """Country -> packets, from the windows' country counts (their heaviest sources, looked up by the
     aggregator with the configured [aggregator] geo source); addresses of no known country are left out."""
@@ -283,17 +296,13 @@ def indicators_of(p: Profile) -> tuple[list[dict[str, Any]], bool]:
 
 
 def target_ips_of(p: Profile) -> tuple[list[str], bool]:
-    """The victims (>= 10% of inbound each, biggest first) and whether it is a spread over a prefix."""
-    from floodwatch.detect.victims import carpet_prefix
+    """The victims and whether it is a spread over a prefix (victims.share_targets over the whole
+    profile); none when no destination holds a share (frames that name no address)."""
+    from floodwatch.detect.victims import share_targets
 
-    total = sum(p.dst_ips.values())
-    if not total:
-        return [], False
-    prefix = carpet_prefix(p.dst_ips, total)
-    if prefix:
-        return [prefix], True
-    victims = [ip for ip, n in p.dst_ips.most_common(TOP_N) if n >= 0.1 * total]
-    return victims or [p.dst_ips.most_common(1)[0][0]], False
+    found = share_targets(p.dst_ips, p.proto_total() or p.packets_in, *p.prefix_lens)
+    ranked = sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_N]
+    return [t for t, _ in ranked], any("/" in t for t in found)
 
 
 def protocol_shares(p: Profile) -> dict[str, float]:
@@ -333,9 +342,9 @@ def classify_profile(p: Profile, threshold_pps: float = 0.0, peak_pps: int = 0, 
         "tcp_flag_breakdown": {str(k): int(v) for k, v in p.tcp_flags.most_common() if v},
         "geo_breakdown": geo_of(p.countries),
         "source_ip_count": int(max(p.sources, min(len(p.src_ips), p.packets_in))),
-        "top_src_ips": [{"ip": ip, "count": int(n)} for ip, n in p.src_ips.most_common(TOP_N)],
-        "top_dst_ports": [{"port": int(port), "proto": proto_name(proto), "count": int(n)}
-                          for (proto, port), n in p.dst_ports.most_common(TOP_N)],
+        "top_src_ips": [{"ip": ip, "count": n} for ip, n in known_tops(p, "src_ips")],
+        "top_dst_ports": [{"port": int(port), "proto": proto_name(proto), "count": n}
+                          for (proto, port), n in known_tops(p, "dst_ports")],
         "target_ips": targets,
         "ioc_matches": iocs,
         "spoofing_detected": spoofed,

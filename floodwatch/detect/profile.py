@@ -18,6 +18,8 @@ from floodwatch.messages import TrafficWindow, Victim
 
 TOP_KEEP = 2000  # entries kept per merged top list (pruned to the biggest when it grows past 2x)
 VICTIM_KEEP = 512
+WINDOW_TOP = 10  # a window's top list this long is full: a key left out of it had at most its last count
+TOPS = ("src_ips", "dst_ips", "src_ports", "dst_ports")
 
 
 def _add(dst: Counter[Any], src: dict[Any, int]) -> None:
@@ -26,10 +28,12 @@ def _add(dst: Counter[Any], src: dict[Any, int]) -> None:
             dst[k] += int(v)
 
 
-def _prune(c: Counter[Any], keep: int) -> None:
+def _prune(c: Counter[Any], keep: int, floors: Counter[Any] | None = None) -> None:
     if len(c) > 2 * keep:
         for k, _ in c.most_common()[keep:]:
             del c[k]
+            if floors is not None:
+                floors.pop(k, None)
 
 
 @dataclass
@@ -62,11 +66,29 @@ class Profile:
     peak_pps: int = 0  # the busiest window's inbound rates
     peak_bps: int = 0
     hll: np.ndarray | None = None  # merged source registers
+    # Top lists are sums of the windows' own top lists: a key left out of a full window list may have had
+    # up to that list's smallest count there. floor_total[name] sums those smallest counts over the
+    # windows, floors[name][key] over the windows that listed the key: the difference bounds what the
+    # key's sum may miss (error()).
+    floor_total: Counter[str] = field(default_factory=Counter)
+    floors: dict[str, Counter[Any]] = field(default_factory=lambda: {name: Counter() for name in TOPS})
     # When an incident is about victims (addresses, or prefixes written with a "/"), its protocol, flag
     # and source-port counts come from the windows' per-victim rows of those, so busy traffic to other
     # addresses does not name it. Victims found later in the incident join the focus.
     focus: set[str] = field(default_factory=set)
     prefix_lens: tuple[int, int] = (24, 64)
+
+    def error(self, name: str, key: Any) -> int:
+        """How many packets the top list `name` may be missing for `key` (windows that left it out)."""
+        return int(self.floor_total[name] - self.floors[name][key])
+
+    def _note(self, name: str, keys: list[Any], counts: list[int]) -> None:
+        floor = min(counts) if len(counts) >= WINDOW_TOP else 0
+        if floor:
+            self.floor_total[name] += floor
+            f = self.floors[name]
+            for k in keys:
+                f[k] += floor
 
     @property
     def per_record(self) -> float:
@@ -145,26 +167,24 @@ class Profile:
                 self.src_ports[(str(port.get("proto")), int(port.get("port", 0)))] += int(port["packets"])
             self.dst_ips[str(v.get("ip"))] += int(v.get("packets", 0))
             self.dst_bytes[str(v.get("ip"))] += int(v.get("bytes", 0))
-        for row in w.top_src_ips:
-            self.src_ips[str(row[0])] += int(row[1])
-        _prune(self.src_ips, TOP_KEEP)
+        self._add_list("src_ips", [(str(row[0]), int(row[1])) for row in w.top_src_ips], TOP_KEEP)
+
+    def _add_list(self, name: str, rows: list[tuple[Any, int]], keep: int) -> None:
+        counter: Counter[Any] = getattr(self, name)
+        for k, n in rows:
+            counter[k] += n
+        self._note(name, [k for k, _ in rows], [n for _, n in rows])
+        _prune(counter, keep, self.floors[name])
 
     def _add_tops(self, w: TrafficWindow) -> None:
-        for row in w.top_src_ips:
-            self.src_ips[str(row[0])] += int(row[1])
+        self._add_list("src_ips", [(str(row[0]), int(row[1])) for row in w.top_src_ips], TOP_KEEP)
+        self._add_list("dst_ips", [(str(row[0]), int(row[1])) for row in w.top_dst_ips], VICTIM_KEEP)
         for row in w.top_dst_ips:
-            self.dst_ips[str(row[0])] += int(row[1])
             if len(row) > 2:
                 self.dst_bytes[str(row[0])] += int(row[2])
-        for row in w.top_src_ports:
-            self.src_ports[(str(row[0]), int(row[1]))] += int(row[2])
-        for row in w.top_dst_ports:
-            self.dst_ports[(str(row[0]), int(row[1]))] += int(row[2])
-        _prune(self.src_ips, TOP_KEEP)
-        _prune(self.dst_ips, VICTIM_KEEP)
         _prune(self.dst_bytes, VICTIM_KEEP)
-        _prune(self.src_ports, TOP_KEEP)
-        _prune(self.dst_ports, TOP_KEEP)
+        self._add_list("src_ports", [((str(r[0]), int(r[1])), int(r[2])) for r in w.top_src_ports], TOP_KEEP)
+        self._add_list("dst_ports", [((str(r[0]), int(r[1])), int(r[2])) for r in w.top_dst_ports], TOP_KEEP)
 
     def merge(self, other: Profile) -> None:
         """Add another profile (e.g. the confirmation run) into this one."""
@@ -184,6 +204,9 @@ class Profile:
         for name in ("proto", "ipver", "tcp_flags", "fragments", "ttl", "signatures", "src_ips", "dst_ips",
                      "dst_bytes", "src_ports", "dst_ports", "countries"):
             getattr(self, name).update(getattr(other, name))
+        self.floor_total.update(other.floor_total)
+        for name in TOPS:
+            self.floors[name].update(other.floors[name])
 
     @property
     def duration(self) -> float:

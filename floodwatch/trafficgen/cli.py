@@ -56,6 +56,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ttl", type=int, default=0, help="fixed TTL / hop limit (default: by source kind)")
     p.add_argument("--variety", type=int, default=2048, help="distinct frames to cycle (default 2048)")
     p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same frames)")
+    p.add_argument("--sport", default="", help="UDP vectors: source port, a number or 'random' (0-65535)")
+    p.add_argument("--dport", default="", help="UDP vectors: destination port, a number or 'random'")
+    p.add_argument("--dst-spread", type=int, default=0, metavar="N",
+                   help="random destinations in the victim's /N (default: the victim alone)")
 
 
 def spec_of(args: argparse.Namespace, dst_mac: bytes = b"\xff" * 6) -> VectorSpec:
@@ -64,7 +68,7 @@ def spec_of(args: argparse.Namespace, dst_mac: bytes = b"\xff" * 6) -> VectorSpe
     if args.sources < 1 or args.variety < 1:
         raise ValueError("--sources and --variety must be at least 1")
     return VectorSpec(args.vector, args.ipv6, args.dst, args.sources, args.spoofed, args.ttl, args.variety,
-                      args.seed, dst_mac)
+                      args.seed, dst_mac, args.sport, args.dport, args.dst_spread)
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ TCP_VECTORS = {"syn_flood": "S", "synack_reflection": "SA", "ack_flood": "A", "r
                "fin_flood": "F", "psh_ack_flood": "PA", "xmas_flood": "FPU", "null_flood": "",
                "syn_ece_flood": "SEC"}
 OTHER_VECTORS = ("udp_flood", "icmp_flood", "fragment_flood", "dns_query_flood", "http_flood", "multi_vector",
-                 "web_dns_mix")
+                 "web_dns_mix", "malformed_flood")
 VECTORS = tuple(f"{n}_amplification" for n in REFLECTION) + tuple(TCP_VECTORS) + OTHER_VECTORS
 # sources are real hosts (reflectors, a botnet, clients): the rest are spoofed by default
 REAL_SOURCES = {*(f"{n}_amplification" for n in REFLECTION), "synack_reflection", "http_flood",
@@ -65,9 +65,25 @@ class VectorSpec:
     variety: int = 2048  # distinct frames in the pool
     seed: int = 1
     dst_mac: bytes = P.BROADCAST
+    sport: str = ""  # "" the vector's usual, "random" (uniform 0-65535) or a port number
+    dport: str = ""
+    dst_spread: int = 0  # random destinations in the victim's /N (0: the victim alone)
 
     def victim(self) -> str:
         return self.dst or ("fd00::1" if self.v6 else "198.18.0.1")
+
+
+def port_choice(text: str) -> Callable[[random.Random, int], int]:
+    """--sport/--dport: "" keeps the vector's port, "random" draws 0-65535, a number fixes it."""
+    if text in ("", "random"):
+        return (lambda rng, usual: rng.randint(0, 65535)) if text else (lambda rng, usual: usual)
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {text!r} is not 0-65535 or 'random'")
+    return lambda rng, usual: port
 
 
 class _Sources:
@@ -105,14 +121,17 @@ def _chargen(i: int, length: int) -> bytes:
 
 
 Builder = Callable[[int, bytes, int, bytes, random.Random], bytes]  # i, src, ttl, dst, rng -> IP packet
+PortFn = Callable[[random.Random, int], int]  # (rng, the vector's usual port) -> the port to use
+_USUAL: PortFn = port_choice("")
 
 
-def _reflection(name: str) -> Builder:
+def _reflection(name: str, sport: PortFn = _USUAL, dport: PortFn = _USUAL) -> Builder:
     port, head, length = REFLECTION[name]
 
     def build(i: int, src: bytes, ttl: int, dst: bytes, rng: random.Random) -> bytes:
         pay = _chargen(i, length) if name == "chargen" else _payload(head, length, rng)
-        return P.ip_packet(src, dst, P.PROTO_UDP, P.udp(src, dst, port, rng.randint(1024, 65535), pay), ttl, i)
+        seg = P.udp(src, dst, sport(rng, port), dport(rng, rng.randint(1024, 65535)), pay)
+        return P.ip_packet(src, dst, P.PROTO_UDP, seg, ttl, i)
 
     return build
 
@@ -131,9 +150,18 @@ def _tcp(name: str) -> Builder:
     return build
 
 
-def _udp_flood(i: int, src: bytes, ttl: int, dst: bytes, rng: random.Random) -> bytes:
-    seg = P.udp(src, dst, rng.randint(1024, 65535), rng.randint(1, 65535), rng.randbytes(rng.randint(64, 512)))
-    return P.ip_packet(src, dst, P.PROTO_UDP, seg, ttl, i)
+def _udp_flood(sport: PortFn = _USUAL, dport: PortFn = _USUAL) -> Builder:
+    def build(i: int, src: bytes, ttl: int, dst: bytes, rng: random.Random) -> bytes:
+        seg = P.udp(src, dst, sport(rng, rng.randint(1024, 65535)), dport(rng, rng.randint(1, 65535)),
+                    rng.randbytes(rng.randint(64, 512)))
+        return P.ip_packet(src, dst, P.PROTO_UDP, seg, ttl, i)
+
+    return build
+
+
+def _malformed(i: int, src: bytes, ttl: int, dst: bytes, rng: random.Random) -> bytes:
+    """Random bytes where the IP header should be (the frame says IPv4 or IPv6 all the same)."""
+    return rng.randbytes(rng.randint(46, 200))
 
 
 def _icmp_flood(i: int, src: bytes, ttl: int, dst: bytes, rng: random.Random) -> bytes:
@@ -151,11 +179,15 @@ def _fragment_flood(i: int, src: bytes, ttl: int, dst: bytes, rng: random.Random
     return P.ipv4(src, dst, P.PROTO_UDP, chunk, ttl, i // 4, offset, True)
 
 
-def _dns_query(i: int, src: bytes, ttl: int, dst: bytes, rng: random.Random) -> bytes:
-    label = f"{rng.getrandbits(40):x}".encode()
-    q = struct.pack("!HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + bytes([len(label)]) + label
-    q += b"\x07example\x03com\x00\x00\x01\x00\x01"
-    return P.ip_packet(src, dst, P.PROTO_UDP, P.udp(src, dst, rng.randint(1024, 65535), 53, q), ttl, i)
+def _dns_query(sport: PortFn = _USUAL, dport: PortFn = _USUAL) -> Builder:
+    def build(i: int, src: bytes, ttl: int, dst: bytes, rng: random.Random) -> bytes:
+        label = f"{rng.getrandbits(40):x}".encode()
+        q = struct.pack("!HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + bytes([len(label)]) + label
+        q += b"\x07example\x03com\x00\x00\x01\x00\x01"
+        seg = P.udp(src, dst, sport(rng, rng.randint(1024, 65535)), dport(rng, 53), q)
+        return P.ip_packet(src, dst, P.PROTO_UDP, seg, ttl, i)
+
+    return build
 
 
 def _http_flood(i: int, src: bytes, ttl: int, dst: bytes, rng: random.Random) -> bytes:
@@ -186,14 +218,16 @@ def _reflection_small(i: int, src: bytes, ttl: int, dst: bytes, rng: random.Rand
     return P.ip_packet(src, dst, P.PROTO_UDP, seg, ttl, i)
 
 
-def builder_of(vector: str) -> Builder:
+def builder_of(vector: str, sport: PortFn = _USUAL, dport: PortFn = _USUAL) -> Builder:
+    """The frame factory of a vector; `sport`/`dport` override the UDP vectors' ports."""
     if vector.endswith("_amplification") and vector[: -len("_amplification")] in REFLECTION:
-        return _reflection(vector[: -len("_amplification")])
+        return _reflection(vector[: -len("_amplification")], sport, dport)
     if vector in TCP_VECTORS:
         return _tcp(vector)
-    table: dict[str, Builder] = {"udp_flood": _udp_flood, "icmp_flood": _icmp_flood,
-                                 "fragment_flood": _fragment_flood, "dns_query_flood": _dns_query,
-                                 "http_flood": _http_flood, "multi_vector": _multi, "web_dns_mix": _web_dns_mix}
+    table: dict[str, Builder] = {"udp_flood": _udp_flood(sport, dport), "icmp_flood": _icmp_flood,
+                                 "fragment_flood": _fragment_flood, "dns_query_flood": _dns_query(sport, dport),
+                                 "http_flood": _http_flood, "multi_vector": _multi, "web_dns_mix": _web_dns_mix,
+                                 "malformed_flood": _malformed}
     if vector not in table:
         raise ValueError(f"unknown vector {vector!r}; known: {', '.join(VECTORS)}")
     return table[vector]
@@ -201,14 +235,20 @@ def builder_of(vector: str) -> Builder:
 
 def frames_for(spec: VectorSpec) -> list[bytes]:
     """A pool of `spec.variety` distinct Ethernet frames of the vector."""
-    build = builder_of(spec.vector)
+    build = builder_of(spec.vector, port_choice(spec.sport), port_choice(spec.dport))
     rng = random.Random(spec.seed)
     sources = _Sources(spec, rng)
     dst = P.addr(spec.victim())
     if (len(dst) == 16) != spec.v6:
         raise ValueError(f"victim {spec.victim()} is not an IPv{6 if spec.v6 else 4} address")
+    bits = 8 * len(dst)
+    if not 0 <= spec.dst_spread <= bits:
+        raise ValueError(f"--dst-spread must be 0-{bits}")
+    host_bits = bits - spec.dst_spread if spec.dst_spread else 0
+    base = int.from_bytes(dst, "big") >> host_bits << host_bits
     out = []
     for i in range(max(1, spec.variety)):
         src, ttl = sources.pick(i)
-        out.append(P.ether(build(i, src, ttl, dst, rng), spec.v6, spec.dst_mac))
+        to = (base | rng.getrandbits(host_bits)).to_bytes(len(dst), "big") if host_bits else dst
+        out.append(P.ether(build(i, src, ttl, to, rng), spec.v6, spec.dst_mac))
     return out
