@@ -149,9 +149,9 @@ def _fill_ip(m: np.ndarray, flat: np.ndarray, offs: np.ndarray, caps: np.ndarray
 
 
 def _header_bad(version: np.ndarray, own: int, lengths_bad: np.ndarray, whole: np.ndarray) -> np.ndarray:
-    """Rows whose (fully captured) IP header is not one: a version that is neither 4 nor 6, or the
-    expected version with lengths that do not add up."""
-    return whole & (((version != 4) & (version != 6)) | ((version == own) & lengths_bad))
+    """Rows whose (fully captured) IP header is not one: another version than the link announced, or
+    lengths that do not add up."""
+    return whole & ((version != own) | lengths_bad)
 
 
 def _ipv4(m: np.ndarray, r: np.ndarray, caps: np.ndarray, wires: np.ndarray, l3: np.ndarray, l4: np.ndarray,

@@ -5,7 +5,8 @@ mmap: no copy is made except the payload head) and returns a `Parsed` tuple. Any
 up (short headers, bogus lengths, wrong IP version, endless VLAN or extension header chains) sets
 `malformed = 1` and keeps what was read so far; the packet is still counted. An IP header whose own
 lengths do not add up (IPv4 IHL < 5, total length under the header or beyond the frame, IPv6 payload
-length beyond the frame) or whose version is neither 4 nor 6 is not an IP packet at all: the record
+length beyond the frame) or whose version is not the one the ethertype announced (neither 4 nor 6 on
+raw IP links) is not an IP packet at all: the record
 has no IP version, protocol or addresses (random bytes name no source and no target).
 
 A frame cut by the capture's snaplen (`end - off < wirelen`) is not malformed: lengths are taken from
@@ -125,17 +126,20 @@ def parse_frame(buf: Buf, off: int, end: int, wirelen: int, linktype: int) -> Pa
                 tags += 1
                 p += 4
         if et in (ETH_P_IP, ETH_P_IPV6):
-            return parse_ip(buf, p, end, wirelen - (p - off), vlan, pkttype)
+            return parse_ip(buf, p, end, wirelen - (p - off), vlan, pkttype, 4 if et == ETH_P_IP else 6)
         return _not_ip(vlan, pkttype)
     except (struct.error, IndexError):  # a defect above: still never let one frame kill capture
         return _bad(0, pkttype)
 
 
-def parse_ip(buf: Buf, p: int, end: int, wire_left: int, vlan: int, pkttype: int) -> Parsed:
-    """The IP packet at `buf[p:end]` (`wire_left` bytes of it were on the wire)."""
+def parse_ip(buf: Buf, p: int, end: int, wire_left: int, vlan: int, pkttype: int, expect: int = 0) -> Parsed:
+    """The IP packet at `buf[p:end]` (`wire_left` bytes of it were on the wire); `expect` is the version
+    the link layer announced (its ethertype), 0 for raw IP links."""
     if p >= end:
         return _bad(vlan, pkttype)
     version = buf[p] >> 4
+    if expect and version != expect:
+        return _bad(vlan, pkttype)  # the kernel drops these too: not the packet the frame announced
     if version == 4:
         return _ipv4(buf, p, end, wire_left, vlan, pkttype)
     if version == 6:
