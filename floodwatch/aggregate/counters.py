@@ -9,7 +9,10 @@ to the packet records each window holds in that stretch of time when there are e
 records say when the packets came; a flood that began late in the interval is not spread back over its
 start), else in proportion to the overlap; with cumulative rounding so the parts add up exactly.
 Records are only a fair sample of the interval when none were lost in it: an interval whose kernel
-drops or send drops grew is split by time.
+drops or send drops grew is split by time. Records may also lag the counters (capture behind): they
+then cover the interval only up to the last record's time; that part gets the share of the delta the
+records account for, and the rest of the kernel's count goes by time to the part not covered yet
+(never onto the windows that happen to have records already: a steady flood read late is no 3x burst).
 """
 
 from __future__ import annotations
@@ -64,8 +67,10 @@ class CounterTracker:
         self.unweighed = 0  # intervals split by time because records were lost in them
         self.conn_count = -1
 
-    def feed(self, s: CounterSample, weigh: Weigh | None = None) -> list[Piece]:
-        """One sample -> the pieces of its delta per window (nothing for an interface's first sample)."""
+    def feed(self, s: CounterSample, weigh: Weigh | None = None, records_until: float = math.inf) -> list[Piece]:
+        """One sample -> the pieces of its delta per window (nothing for an interface's first sample).
+        `records_until`: the time up to which this interface's records have arrived (they lag the
+        kernel's count when capture is behind)."""
         if s.conn_count >= 0:
             self.conn_count = s.conn_count
         prev = self.last.get(s.iface)
@@ -84,12 +89,13 @@ class CounterTracker:
         if deltas["kernel_drops"] or deltas["send_drops"]:
             # records were lost in this interval (ring overflow, batches dropped): those left are no
             # fair sample of when the packets came, and weighing by them would pile the interval's
-            # packets into the windows that kept records (a 5x peak out of a steady flood)
+            # packets into the windows that kept records
             weigh = None
             self.unweighed += 1
-        return self.split(prev.ts, s.ts, deltas, weigh)
+        return self.split(prev.ts, s.ts, deltas, weigh, records_until)
 
-    def split(self, t0: float, t1: float, deltas: dict[str, int], weigh: Weigh | None = None) -> list[Piece]:
+    def split(self, t0: float, t1: float, deltas: dict[str, int], weigh: Weigh | None = None,
+              records_until: float = math.inf) -> list[Piece]:
         w1 = window_index(t1 - 2 * BOUNDARY_SLACK, self.width)  # the interval is (t0, t1]
         w0 = window_index(t0, self.width)
         if t1 <= t0 or w1 == w0 or w1 - w0 > self.max_windows:
@@ -99,12 +105,34 @@ class CounterTracker:
         by_time = [(b - a) / (t1 - t0) for a, b in itertools.pairwise(edges)]
         shares = [by_time, by_time]  # [inbound, outbound] fraction of the delta per window
         if weigh is not None:
-            weights = [weigh(w0 + i, a, b) for i, (a, b) in enumerate(itertools.pairwise(edges))]
-            if all(w is not None for w in weights):
-                for d in (0, 1):
-                    total = sum(w[d] for w in weights if w is not None)
-                    if total >= MIN_WEIGHT:
-                        shares[d] = [w[d] / total for w in weights if w is not None]
+            shares = self._weighed(edges, w0, deltas, weigh, min(max(records_until, t0), t1), shares)
+        return self._pieces(w0, by_time, shares, deltas)
+
+    @staticmethod
+    def _weighed(edges: list[float], w0: int, deltas: dict[str, int], weigh: Weigh, until: float,
+                 fallback: list[list[float]]) -> list[list[float]]:
+        """Shares by the records up to `until` (the part of the interval they cover), the rest of the
+        kernel's count by time over the part they do not cover yet: records that lag are never taken
+        as a flood that stopped (nor their windows' share as the whole interval's)."""
+        parts = list(itertools.pairwise(edges))
+        weights = [weigh(w0 + i, a, min(b, until)) if a < until else (0.0, 0.0) for i, (a, b) in enumerate(parts)]
+        if any(w is None for w in weights):
+            return fallback
+        late = [max(0.0, b - max(a, until)) for a, b in parts]
+        late_total = sum(late)
+        out = []
+        for d, count in ((0, deltas["rx_packets"]), (1, deltas["tx_packets"])):
+            seen = sum(w[d] for w in weights if w is not None)
+            if seen < MIN_WEIGHT:
+                out.append(fallback[d])
+                continue
+            covered = 1.0 if late_total <= 0 or count <= 0 else min(1.0, seen / count)
+            rest = [(1.0 - covered) * x / late_total for x in late] if late_total > 0 else [0.0] * len(parts)
+            out.append([covered * w[d] / seen + r for w, r in zip(weights, rest, strict=True) if w is not None])
+        return out
+
+    def _pieces(self, w0: int, by_time: list[float], shares: list[list[float]],
+                deltas: dict[str, int]) -> list[Piece]:
         # cumulative fractions at each window end: [time, inbound, outbound]
         cum = [[0.0, 0.0, 0.0]]
         for i in range(len(by_time)):

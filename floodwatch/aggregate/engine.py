@@ -57,6 +57,7 @@ class Engine:
         self.open: dict[int, WindowStats] = {}
         self.next_emit: int | None = None  # index of the oldest window not yet published
         self.watermark = -math.inf
+        self.records_until: dict[str, float] = {}  # per interface: the newest record time so far
         self.live = False  # counter readings arrive: they, not the records, close windows
         self.second: SecondRollup | None = None
         self.run = RunSummary(settings.run_capacity, settings.buffer, settings.hll_precision, settings.top_n)
@@ -89,6 +90,7 @@ class Engine:
         if not (np.isfinite(ts).all() and ts.min() >= 0 and ts.max() < MAX_TS):
             self.stats["bad_batches"] += 1
             raise BadBatch(f"batch {batch.seq} from {batch.iface}: non-finite or out-of-range timestamps")
+        self.records_until[batch.iface] = max(self.records_until.get(batch.iface, -math.inf), float(ts.max()))
         widx = np.floor((ts + BOUNDARY_SLACK) * self.per_second).astype(np.int64)
         grace = LIVE_GRACE if self.live else 0.0
         out = self._advance(float(ts.min()) - grace)  # windows this batch cannot touch any more are done
@@ -115,7 +117,9 @@ class Engine:
         out: list[Message] = []
         self.live = True
         self._flush()  # queued records count when the delta is placed in time
-        for piece in self.counters.feed(sample, self._records_between):
+        # records of another name than the counters (or none yet): taken as up to date
+        until = self.records_until.get(sample.iface, math.inf)
+        for piece in self.counters.feed(sample, self._records_between, until):
             self._add_counters(piece)
         out += self._advance(sample.ts)
         return out

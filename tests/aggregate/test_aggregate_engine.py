@@ -251,3 +251,20 @@ def test_aggregate_empty_window_fast_path_equals_the_full_message() -> None:
         assert fast == full and fast.t_start == 1_700_000_012.3 and fast.exact is present
         fast.proto_in["tcp"] = 99  # the template is not shared with the messages made from it
         assert WindowStats(1, 0.1, spec, SignatureSampler(None)).to_message().proto_in["tcp"] == 0
+
+
+def test_aggregate_counter_delta_is_not_piled_onto_records_that_lag() -> None:
+    """A steady flood whose records lag the counters (capture behind): a reading that covers three
+    windows while only the first window's records have arrived gives each window its third, not the
+    first window the whole delta (a 3x peak out of a steady flood)."""
+    from tests.aggregate.agg_factory import counters
+
+    e = engine(lateness=0.03)
+    e.feed_counters(counters(1000.0, 0, 0, iface="test"))
+    flood = records(3000, ts=1000.0 + np.arange(3000) * 0.0001, wirelen=100)  # 1000.0-1000.3, steady
+    out = e.feed_batch(batch(flood[:1000]))  # only 1000.0-1000.1 read so far
+    out += e.feed_counters(counters(1000.3, 3000, 300_000, iface="test"))
+    out += e.feed_batch(batch(flood[1000:]))
+    out += e.feed_counters(counters(1000.5, 3000, 300_000, iface="test"))
+    wins = of(out, TrafficWindow)[:3]
+    assert [w.packets_in for w in wins] == [1000, 1000, 1000], [w.packets_in for w in wins]
