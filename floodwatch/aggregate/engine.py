@@ -20,7 +20,7 @@ from floodwatch.aggregate.geo import CountryLookup, breakdown
 from floodwatch.aggregate.keys import ADDR_VIEW
 from floodwatch.aggregate.rollup import RunSummary, SecondRollup
 from floodwatch.aggregate.sigsample import SignatureSampler
-from floodwatch.aggregate.window import WindowSpec, WindowStats, hh_rows
+from floodwatch.aggregate.window import RecordTimes, WindowSpec, WindowStats, hh_rows
 from floodwatch.messages import CounterSample, Message, PacketBatch, TrafficSummary
 from floodwatch.records import RECORD_DTYPE
 from floodwatch.settings.aggregator import AggregatorSettings
@@ -31,6 +31,7 @@ COALESCE = 2048  # records accounted together at most
 MAX_TS = 1e11  # timestamps are epoch seconds: anything past the year 5000 is corrupt
 GEO_WINDOW = 256  # heaviest sources of a window looked up for its country breakdown
 GEO_RUN = 1000
+PUBLISHED_KEEP = 64  # published windows whose record times are kept for late counter readings
 
 
 class BadBatch(ValueError):
@@ -58,6 +59,7 @@ class Engine:
         self.next_emit: int | None = None  # index of the oldest window not yet published
         self.watermark = -math.inf
         self.records_until: dict[str, float] = {}  # per interface: the newest record time so far
+        self.published: dict[int, RecordTimes] = {}  # the last windows published, by index
         self.live = False  # counter readings arrive: they, not the records, close windows
         self.second: SecondRollup | None = None
         self.run = RunSummary(settings.run_capacity, settings.buffer, settings.hll_precision, settings.top_n)
@@ -68,7 +70,8 @@ class Engine:
         self._pend_ws: WindowStats | None = None
         self._pend_rate = 0
         self._pend_n = 0
-        self.stats = {"batches": 0, "records": 0, "bad_batches": 0, "late_records": 0, "windows": 0}
+        self.stats = {"batches": 0, "records": 0, "bad_batches": 0, "late_records": 0, "windows": 0,
+                      "late_counter_packets": 0}
 
     # -- input ---------------------------------------------------------------------------------------
     def feed_batch(self, batch: PacketBatch) -> list[Message]:
@@ -181,13 +184,19 @@ class Engine:
         self._pend, self._pend_ws, self._pend_n = [], None, 0
 
     def _records_between(self, index: int, a: float, b: float) -> tuple[float, float] | None:
-        """Records of window `index` in (a, b]: None when the window is already published."""
+        """Records of window `index` in (a, b]: None for a window published too long ago to know."""
         if self.next_emit is not None and index < self.next_emit:
-            return None
+            times = self.published.get(index)
+            return times.records_between(a, b) if times is not None else None
         ws = self.open.get(index)
         return ws.records_between(a, b) if ws is not None else (0.0, 0.0)
 
     def _add_counters(self, piece: Piece) -> None:
+        if self.next_emit is not None and piece.window < self.next_emit:
+            # a reading that came late (capture starved): that window went out with its records' count;
+            # adding its share to the next open window would count those packets twice
+            self.stats["late_counter_packets"] += piece.values["rx_packets"]
+            return
         ws = self._window(piece.window)
         c, v = ws.counters, piece.values
         c.present = True
@@ -232,6 +241,9 @@ class Engine:
         if self.geo is not None and ws.sampled:
             msg = replace(msg, geo=breakdown(self.geo, [(ip, c) for ip, c, _ in hh_rows(ws.src, GEO_WINDOW)]))
         self.stats["windows"] += 1
+        self.published[ws.index] = ws.times()
+        if len(self.published) > PUBLISHED_KEEP:
+            del self.published[min(self.published)]
         self.run.add(ws, msg)
         self.prev_peers = ws.out_peers
         sec = ws.index // self.per_second

@@ -137,6 +137,28 @@ def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
     return out
 
 
+@dataclass(frozen=True)
+class RecordTimes:
+    """When a window's records came (scaled records per tenth of the window, in and out): kept a while
+    after the window is published, to place counter deltas that arrive late."""
+
+    t_start: float
+    t_end: float
+    slots: np.ndarray
+
+    def records_between(self, a: float, b: float) -> tuple[float, float]:
+        """(inbound, outbound) scaled records with a time in (a, b], slots prorated."""
+        width = (self.t_end - self.t_start) / SLOTS
+        got = [0.0, 0.0]
+        for k in range(SLOTS):
+            lo = self.t_start + k * width
+            share = (min(b, lo + width) - max(a, lo)) / width
+            if share > 0:
+                got[0] += float(self.slots[k]) * min(share, 1.0)
+                got[1] += float(self.slots[SLOTS + k]) * min(share, 1.0)
+        return got[0], got[1]
+
+
 _EMPTY: dict[WindowSpec, dict[str, Any]] = {}  # the fields of an empty window's message, per spec
 SLOTS = 10  # a window's records are also counted by tenth of the window, to place counter deltas in time
 
@@ -263,15 +285,10 @@ class WindowStats:
 
     def records_between(self, a: float, b: float) -> tuple[float, float]:
         """(inbound, outbound) scaled records of this window with a time in (a, b], slots prorated."""
-        width = (self.t_end - self.t_start) / SLOTS
-        got = [0.0, 0.0]
-        for k in range(SLOTS):
-            lo = self.t_start + k * width
-            share = (min(b, lo + width) - max(a, lo)) / width
-            if share > 0:
-                got[0] += float(self.slots[k]) * min(share, 1.0)
-                got[1] += float(self.slots[SLOTS + k]) * min(share, 1.0)
-        return got[0], got[1]
+        return self.times().records_between(a, b)
+
+    def times(self) -> RecordTimes:
+        return RecordTimes(self.t_start, self.t_end, self.slots)
 
     def add_late(self, count: int) -> None:
         self.late += count

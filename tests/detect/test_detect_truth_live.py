@@ -56,14 +56,14 @@ def busiest_window(samples: list[tuple[float, int]], width: float = 0.1) -> floa
 
 
 class TruthAgent(Agent):
-    """The system test's agent on a free port, with a short hold-down."""
+    """The system test's agent on a free port, with the default hold-down (5 s)."""
 
     def __init__(self, tmp: Path, pair: Any) -> None:
         super().__init__(tmp, pair)
         port = free_port()
         self.cfg["apiserver"]["listen"] = f"127.0.0.1:{port}"
         self.cfg["reporter"]["url"] = f"http://127.0.0.1:{port}/api/v1/agent"
-        self.cfg["detector"].update(hold_down=2.0, cooldown=1.0)
+        self.cfg["detector"].update(hold_down=5.0, cooldown=1.0)  # the default hold-down
         self.config = write_config(tmp / "floodwatch.toml", self.cfg)
 
     def send(self, vector: str, pps: int, seconds: float, *extra: str, dst: str = "") -> dict[str, Any]:
@@ -155,7 +155,7 @@ def test_later_phases_add_their_targets(agent: TruthAgent) -> None:
     seen = len(agent.server("incidents"))
     base = agent.pair.ip4_b.rsplit(".", 1)[0]
     agent.send("syn_flood", 20_000, 2.0)
-    agent.send("udp_flood", 20_000, 2.0, dst=f"{base}.77")  # within the 2 s hold-down
+    agent.send("udp_flood", 20_000, 2.0, dst=f"{base}.77")  # within the hold-down (a sender starts in ~1 s)
     agent.send("udp_flood", 20_000, 2.0, "--dst-spread", "24", dst="203.0.113.1")
     inc = agent.resolved_after(seen)
     assert len(agent.server("incidents")) == seen + 1, "one incident for the three phases"
