@@ -10,8 +10,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -79,20 +80,28 @@ class Agent:
                                        "--pps", str(pps), "--duration", str(seconds), *extra], timeout=120)
 
 
+A = TypeVar("A", bound=Agent)
+
+
+@contextmanager
+def running(a: A) -> Iterator[A]:
+    """Start the agent, wait for every actor, stop it (its log printed with FLOODWATCH_TEST_LOGS=1)."""
+    a.start()
+    try:
+        eventually(a.all_running, 90, interval=0.2, message="every actor running")
+        yield a
+    finally:
+        if a.proc is not None:
+            stop_process(a.proc, 60)
+        if os.environ.get("FLOODWATCH_TEST_LOGS"):
+            print(a.log.read_text(errors="replace")[-20000:])
+
+
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     require_netns()
-    with netns_pair("fwsys") as pair:
-        a = Agent(tmp_path, pair)
-        a.start()
-        try:
-            eventually(a.all_running, 90, interval=0.2, message="every actor running")
-            yield a
-        finally:
-            if a.proc is not None:
-                stop_process(a.proc, 60)
-            if os.environ.get("FLOODWATCH_TEST_LOGS"):
-                print(a.log.read_text(errors="replace")[-20000:])
+    with netns_pair("fwsys") as pair, running(Agent(tmp_path, pair)) as a:
+        yield a
 
 
 def test_udp_flood_is_detected_reported_with_its_capture(agent: Agent) -> None:

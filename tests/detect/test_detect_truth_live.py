@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_netns
-from tests.helpers import PYTHON, eventually, free_port, netns_pair, stop_process, write_config
-from tests.test_system import Agent
+from tests.helpers import PYTHON, eventually, free_port, netns_pair, write_config
+from tests.test_system import Agent, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 REFLECTION = {"chargen", "portmap", "ntp", "snmp", "dns", "tftp", "qotd", "netbios", "rip", "mdns", "ssdp"}
@@ -99,15 +99,8 @@ class TruthAgent(Agent):
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TruthAgent]:
     require_netns()
     tmp = tmp_path_factory.mktemp("truth")
-    with netns_pair("fwtru") as pair:
-        a = TruthAgent(tmp, pair)
-        a.start()
-        try:
-            eventually(a.all_running, 90, interval=0.2, message="every actor running")
-            yield a
-        finally:
-            if a.proc is not None:
-                stop_process(a.proc, 60)
+    with netns_pair("fwtru") as pair, running(TruthAgent(tmp, pair)) as a:
+        yield a
 
 
 def reflection_vectors(inc: dict[str, Any]) -> list[str]:
