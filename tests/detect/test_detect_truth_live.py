@@ -141,7 +141,7 @@ def test_malformed_frames_agree_with_the_kernel_and_target_the_host(agent: Truth
     assert inc["attack_subtype"] == "malformed_flood"
     assert inc["protocol_breakdown"].get("malformed", 0) >= 99
     assert sorted(inc["target_ips"]) == sorted([agent.pair.ip4_b, agent.pair.ip6_b])
-    assert inc["top_src_ips"] == []
+    assert not inc.get("top_src_ips")  # random bytes name no source
 
 
 def test_later_phases_add_their_targets(agent: TruthAgent) -> None:
