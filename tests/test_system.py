@@ -84,7 +84,7 @@ A = TypeVar("A", bound=Agent)
 
 
 @contextmanager
-def running(a: A) -> Iterator[A]:
+def agent_running(a: A) -> Iterator[A]:
     """Start the agent, wait for every actor, stop it (its log printed with FLOODWATCH_TEST_LOGS=1)."""
     a.start()
     try:
@@ -100,7 +100,7 @@ def running(a: A) -> Iterator[A]:
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     require_netns()
-    with netns_pair("fwsys") as pair, running(Agent(tmp_path, pair)) as a:
+    with netns_pair("fwsys") as pair, agent_running(Agent(tmp_path, pair)) as a:
         yield a
 
 

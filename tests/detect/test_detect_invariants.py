@@ -21,10 +21,11 @@ import iptocc
 import pytest
 
 from floodwatch.aggregate.features import flag_combo
+from floodwatch.capture.pcapwrite import write_pcap
 from floodwatch.detect.classify import tcp_vector_of_label
 from floodwatch.detect.reflection import REFLECTION_PORTS
 from floodwatch.signatures import WEB_PORTS
-from floodwatch.trafficgen.pcapw import paced, write_pcap
+from floodwatch.trafficgen.pcapw import paced
 from floodwatch.trafficgen.vectors import VectorSpec, frames_for
 from tests.detect.truth_oracle import HTTP, Truth, truth_of
 from tests.helpers import PYTHON, REPO
@@ -104,7 +105,7 @@ def vector_packets(t: Truth, subtype: str, fragmented: bool) -> int:
         return t.count(lambda p: p.kind == "icmp")
     rst_too = subtype == "synack_reflection"
     return t.count(lambda p: p.kind == "tcp" and p.flags >= 0 and (
-        tcp_vector_of_label(flag_combo(p.flags))[1] == subtype or (rst_too and p.flags & 4)))
+        tcp_vector_of_label(flag_combo(p.flags))[1] == subtype or (rst_too and bool(p.flags & 4))))
 
 
 def check_shares(inc: dict[str, Any], t: Truth, stated_packets: int) -> None:
@@ -134,7 +135,7 @@ def check_vectors(inc: dict[str, Any], t: Truth, expected: set[str]) -> None:
 
 
 def check_tops(inc: dict[str, Any], t: Truth) -> None:
-    sources = t.by("src")
+    sources: Counter[str] = Counter({str(ip): n for ip, n in t.by("src").items()})
     for row in inc["top_src_ips"]:
         true = sources[row["ip"]]
         assert row["count"] <= true + 1 and true <= 1.3 * row["count"] + 1, (row, true)

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import require_netns
 from tests.helpers import PYTHON, eventually, free_port, netns_pair, write_config
-from tests.test_system import Agent, running
+from tests.test_system import Agent, agent_running
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 REFLECTION = {"chargen", "portmap", "ntp", "snmp", "dns", "tftp", "qotd", "netbios", "rip", "mdns", "ssdp"}
@@ -99,7 +99,7 @@ class TruthAgent(Agent):
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TruthAgent]:
     require_netns()
     tmp = tmp_path_factory.mktemp("truth")
-    with netns_pair("fwtru") as pair, running(TruthAgent(tmp, pair)) as a:
+    with netns_pair("fwtru") as pair, agent_running(TruthAgent(tmp, pair)) as a:
         yield a
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +31,8 @@ class Pkt:
 class Truth:
     pkts: list[Pkt] = field(default_factory=list)
 
-    def count(self, pred: object) -> int:
-        return sum(1 for p in self.pkts if pred(p))  # type: ignore[operator]
+    def count(self, pred: Callable[[Pkt], bool]) -> int:
+        return sum(1 for p in self.pkts if pred(p))
 
     def by(self, attr: str) -> Counter[object]:
         return Counter(getattr(p, attr) for p in self.pkts if getattr(p, attr) not in ("", -1))
