@@ -11,6 +11,8 @@ APT_PKGS=(tshark tcpdump iproute2 nftables iptables ipset netsniff-ng softflowd 
 if [ "$DEV" = 1 ]; then APT_PKGS+=(chromium chromium-driver); fi
 # The /metrics tests scrape the server and the agent with Debian's real Prometheus (only with --dev).
 if [ "$DEV" = 1 ]; then APT_PKGS+=(prometheus); fi
+# The server's PostgreSQL backend is tested against a throwaway cluster of Debian's PostgreSQL (--dev).
+if [ "$DEV" = 1 ]; then APT_PKGS+=(postgresql); fi
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

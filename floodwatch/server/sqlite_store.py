@@ -403,7 +403,7 @@ _INCIDENT_SELECT = ("SELECT i.*, n.uuid AS node_uuid, n.name AS node_name, p.byt
                     "LEFT JOIN pcaps p ON p.incident_id = i.id")
 
 
-def _incident(r: sqlite3.Row) -> dict[str, Any]:
+def _incident(r: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"incident_id": r["id"], "incident_key": r["incident_key"], "node_uuid": r["node_uuid"],
                            "node_name": r["node_name"]}
     for k in INCIDENT_COLUMNS:
@@ -422,7 +422,7 @@ def _incident(r: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
-def _history_entry(r: sqlite3.Row) -> dict[str, Any]:
+def _history_entry(r: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     body, withheld = stored_details(r["body"])
     entry = {"received_at": _ts(r["received_at"]), "kind": r["kind"], "body": body}
     if withheld:

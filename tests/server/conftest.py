@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pgcluster import PgCluster, bindir
 from tests.server.notify_setup import Peers
 
 
@@ -18,3 +19,15 @@ def peers(tmp_path: Path) -> Iterator[Peers]:
         yield p
     finally:
         p.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the whole session (tests/pgcluster.py), removed afterwards."""
+    if bindir() is None:
+        pytest.skip("PostgreSQL is not installed (scripts/setup.sh --dev installs it)")
+    cluster = PgCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

@@ -1,0 +1,384 @@
+"""The Store on PostgreSQL (psycopg 3 with its connection pool), the same contract as SQLiteStore.
+
+The server's database thread (dbthread.py) calls the store from one thread, so a synchronous driver fits:
+each top-level call (or a whole `group()`) borrows a pooled connection for one transaction; calls inside
+a group are savepoints. The pool replaces broken connections (a PostgreSQL restart costs the batch in
+flight, which its callers see as an error, not the server). psycopg prepares a statement on the server
+once it has run a few times (prepare_threshold), so per-request queries are prepared. Metrics go in by
+COPY. The password comes from the caller (a file or FLOODWATCH_DB_PASSWORD), never from the URL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from floodwatch.errors import StorageError
+from floodwatch.server import migrations, pg_schema, rollup
+from floodwatch.server.sqlite_store import (
+    _INCIDENT_SELECT,
+    DETAIL_FIELDS,
+    INCIDENT_COLUMNS,
+    _history_entry,
+    _incident,
+    _ts,
+)
+from floodwatch.server.store import Conflict, NotFound
+from floodwatch.server.validate import stored_details, stored_json
+
+_METRIC_COLS = "node_id, recorded_at, received_at, pps, bps, tcp_pct, udp_pct, icmp_pct, conn_count"
+_UPSERT = ("INSERT INTO {table} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (node_id, t) DO UPDATE SET "
+           "n = {table}.n + excluded.n, pps_sum = {table}.pps_sum + excluded.pps_sum, "
+           "pps_max = greatest({table}.pps_max, excluded.pps_max), bps_sum = {table}.bps_sum + excluded.bps_sum, "
+           "bps_max = greatest({table}.bps_max, excluded.bps_max), tcp_sum = {table}.tcp_sum + excluded.tcp_sum, "
+           "udp_sum = {table}.udp_sum + excluded.udp_sum, icmp_sum = {table}.icmp_sum + excluded.icmp_sum")
+
+
+def redact(url: str) -> str:
+    """The URL without anything after a ':' in its user part (for messages)."""
+    scheme, sep, rest = url.partition("://")
+    cred, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{cred.split(':')[0]}{at}{host}" if at else url
+
+
+class PGStore:
+    """See floodwatch.server.store.Store for the methods' contract."""
+
+    def __init__(self, url: str, password: str | None = None, min_size: int = 1, max_size: int = 4) -> None:
+        self.where = redact(url)
+        self.incident_hooks: list[Callable[[PGStore, int, dict[str, Any] | None], None]] = []
+        self.listeners: list[Callable[[list[tuple[str, dict[str, Any]]]], None]] = []
+        self._events: list[tuple[str, dict[str, Any]]] = []
+        self._conn: psycopg.Connection[Any] | None = None
+        kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
+        if password is not None:
+            kwargs["password"] = password
+        try:
+            self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False)
+            self.pool.open(wait=True, timeout=15)
+        except (psycopg.Error, Exception) as e:  # PoolTimeout names no secret; the URL is redacted
+            raise StorageError(f"{self.where}: cannot connect to the database: {type(e).__name__}") from e
+        self.schema_before, self.migrated = 0, list[migrations.Migration]()
+        with self._tx() as cur:
+            self.schema_before, self.migrated = pg_schema.upgrade(cur, time.time(), self.where)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- transactions ----------------------------------------------------------------------------
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+        if self._conn is not None:  # inside group(): a savepoint
+            mark = len(self._events)
+            try:
+                with self._conn.transaction(), self._conn.cursor() as cur:
+                    yield cur
+            except BaseException:
+                del self._events[mark:]
+                raise
+            return
+        with self.group():
+            assert self._conn is not None
+            with self._conn.cursor() as cur:
+                yield cur
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                self._conn = conn
+                try:
+                    yield
+                finally:
+                    self._conn = None
+        except BaseException:
+            self._events.clear()
+            raise
+        events, self._events = self._events, []
+        for listener in self.listeners if events else ():
+            listener(events)
+
+    def _exec(self, cur: psycopg.Cursor[Any], sql: str, args: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
+        try:
+            return cur.execute(sql, args)
+        except psycopg.errors.IntegrityError as e:
+            raise Conflict(str(e).splitlines()[0]) from e
+        except psycopg.Error as e:
+            raise StorageError(f"{self.where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> dict[str, Any] | None:
+        with self._tx() as cur:
+            row: dict[str, Any] | None = self._exec(cur, sql, args).fetchone()
+        return row
+
+    def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self._tx() as cur:
+            return self._exec(cur, sql, args).fetchall()
+
+    # -- nodes -----------------------------------------------------------------------------------
+    def add_node(self, name: str, node_uuid: str, key_hash: str, now: float) -> dict[str, Any]:
+        with self._tx() as cur:
+            if self._exec(cur, "SELECT 1 FROM nodes WHERE name = %s", (name,)).fetchone():
+                raise Conflict(f"a node named {name!r} exists")
+            row = _fetch1(self._exec(cur, "INSERT INTO nodes (uuid, name, key_hash, created_at) "
+                                     "VALUES (%s, %s, %s, %s) RETURNING id", (node_uuid, name, key_hash, now)))
+        return {"node_id": row["id"], "node_uuid": node_uuid, "name": name}
+
+    def node_auth(self, node_uuid: str) -> tuple[int, str] | None:
+        row = self._one("SELECT id, key_hash FROM nodes WHERE uuid = %s", (node_uuid,))
+        return None if row is None else (int(row["id"]), str(row["key_hash"]))
+
+    def find_node(self, ref: str, now: float = 0.0, offline_after: float = 90.0) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM nodes WHERE name = %s OR uuid = %s OR id::text = %s "
+                        "ORDER BY name = %s DESC LIMIT 1", (ref, ref.lower(), ref, ref))
+        return None if row is None else _node(row, now or time.time(), offline_after)
+
+    def list_nodes(self, now: float, offline_after: float) -> list[dict[str, Any]]:
+        return [_node(r, now, offline_after) for r in self._all("SELECT * FROM nodes ORDER BY id")]
+
+    def record_heartbeat(self, node_id: int, hb: dict[str, Any], now: float) -> None:
+        with self._tx() as cur:
+            self._exec(cur, "UPDATE nodes SET last_seen_at = %s, agent_version = coalesce(%s, agent_version), "
+                       "os = coalesce(%s, os), uptime = coalesce(%s, uptime) WHERE id = %s",
+                       (now, hb.get("agent_version"), hb.get("os"), hb.get("uptime"), node_id))
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def add_metrics(self, node_id: int, samples: list[dict[str, Any]], now: float) -> int:
+        rows = [(node_id, s["recorded_at"], now, s["pps"], s["bps"], s.get("tcp_pct"), s.get("udp_pct"),
+                 s.get("icmp_pct"), s.get("conn_count")) for s in samples]
+        if not rows:
+            return 0
+        with self._tx() as cur:
+            try:
+                with cur.copy(f"COPY metrics ({_METRIC_COLS}) FROM STDIN") as copy:
+                    for r in rows:
+                        copy.write_row(r)
+                for width, table in rollup.TABLES.items():
+                    cur.executemany(_UPSERT.format(table=table), rollup.buckets(node_id, samples, width))
+                newest = max(samples, key=lambda s: s["recorded_at"])
+                cur.execute("INSERT INTO node_latest VALUES (%s,%s,%s,%s) ON CONFLICT (node_id) DO UPDATE SET "
+                            "recorded_at = excluded.recorded_at, pps = excluded.pps, bps = excluded.bps "
+                            "WHERE excluded.recorded_at >= node_latest.recorded_at",
+                            (node_id, newest["recorded_at"], newest["pps"], newest["bps"]))
+            except psycopg.Error as e:
+                raise StorageError(f"{self.where}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+            self._events.append(("metrics", {"node_id": node_id, **newest}))
+        return len(rows)
+
+    def metrics(self, node_id: int, since: float, limit: int) -> list[dict[str, Any]]:
+        rows = self._all("SELECT * FROM metrics WHERE node_id = %s AND recorded_at >= %s "
+                         "ORDER BY recorded_at, id LIMIT %s", (node_id, since, limit))
+        return [{"pps": r["pps"], "bps": r["bps"], "tcp_pct": r["tcp_pct"], "udp_pct": r["udp_pct"],
+                 "icmp_pct": r["icmp_pct"], "conn_count": r["conn_count"],
+                 "recorded_at": _ts(r["recorded_at"]), "received_at": _ts(r["received_at"])} for r in rows]
+
+    def prune_metrics(self, before: float) -> int:
+        with self._tx() as cur:
+            return self._exec(cur, "DELETE FROM metrics WHERE recorded_at < %s", (before,)).rowcount
+
+    # -- incidents -------------------------------------------------------------------------------
+    def upsert_incident(self, node_id: int, inc: dict[str, Any], now: float) -> tuple[int, bool]:
+        with self._tx() as cur:
+            if inc.get("incident_id") is not None:
+                row = self._exec(cur, "SELECT id, incident_key, status, details FROM incidents WHERE id = %s "
+                                 "AND node_id = %s FOR UPDATE", (inc["incident_id"], node_id)).fetchone()
+                if row is None:
+                    raise NotFound(f"incident_id: no incident {inc['incident_id']} for this node")
+                if inc.get("incident_key") and row["incident_key"] and inc["incident_key"] != row["incident_key"]:
+                    raise Conflict("incident_key: does not match the incident's key")
+                before = self.incident(int(row["id"]), history=False) if self.incident_hooks else None
+                self._update_incident(cur, row, inc, now)
+                self._run_hooks(int(row["id"]), before)
+                self._events.append(("incident", {"incident_id": int(row["id"]), "created": False}))
+                return int(row["id"]), False
+            incident_id = self._insert_incident(cur, node_id, inc, now)
+            if incident_id is None:  # a retried open (here or on another replica): same id, nothing changed
+                row = _fetch1(self._exec(cur, "SELECT id FROM incidents WHERE node_id = %s AND incident_key = %s",
+                                         (node_id, inc["incident_key"])))
+                return int(row["id"]), False
+            self._run_hooks(incident_id, None)
+            self._events.append(("incident", {"incident_id": incident_id, "created": True}))
+            return incident_id, True
+
+    def _run_hooks(self, incident_id: int, before: dict[str, Any] | None) -> None:
+        for hook in self.incident_hooks:
+            hook(self, incident_id, before)
+
+    def _insert_incident(self, cur: psycopg.Cursor[Any], node_id: int, inc: dict[str, Any], now: float) -> int | None:
+        """The new incident's id; None when the node already has one with this key (ON CONFLICT: no race)."""
+        values: dict[str, Any] = {k: inc.get(k) for k in INCIDENT_COLUMNS}
+        values["status"] = values["status"] or "active"
+        for k in ("spoofing_detected", "botnet_detected"):
+            values[k] = None if values[k] is None else int(values[k])
+        details = {k: inc[k] for k in DETAIL_FIELDS if inc.get(k) is not None}
+        cols = ["node_id", "incident_key", *values, "details", "created_at", "updated_at"]
+        args = (node_id, inc.get("incident_key"), *values.values(), json.dumps(details), now, now)
+        row = self._exec(cur, f"INSERT INTO incidents ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))}) "  # noqa: S608
+                         "ON CONFLICT (node_id, incident_key) DO NOTHING RETURNING id", args).fetchone()
+        if row is None:
+            return None
+        self._history(cur, int(row["id"]), "open", inc, now)
+        return int(row["id"])
+
+    def _update_incident(self, cur: psycopg.Cursor[Any], row: dict[str, Any], inc: dict[str, Any], now: float) -> None:
+        changes = {k: inc[k] for k in INCIDENT_COLUMNS if inc.get(k) is not None}
+        for k in ("spoofing_detected", "botnet_detected"):
+            if k in changes:
+                changes[k] = int(changes[k])
+        if row["status"] == "resolved" and changes.get("status") == "active":
+            del changes["status"]  # a late update never reopens a resolved incident
+        details, _ = stored_details(row["details"])
+        details.update({k: inc[k] for k in DETAIL_FIELDS if inc.get(k) is not None})
+        sets = "".join(f"{k} = %s, " for k in changes)
+        self._exec(cur, f"UPDATE incidents SET {sets}details = %s, updated_at = %s, updates = updates + 1 "  # noqa: S608
+                   "WHERE id = %s", (*changes.values(), json.dumps(details), now, row["id"]))
+        self._history(cur, int(row["id"]), "resolve" if changes.get("status") == "resolved" else "update", inc, now)
+
+    def _history(self, cur: psycopg.Cursor[Any], incident_id: int, kind: str, inc: dict[str, Any], now: float) -> None:
+        body = inc.get("raw")
+        if not isinstance(body, dict):
+            body = {k: _ts(v) if k in ("started_at", "ended_at") else v for k, v in inc.items() if v is not None}
+        self._exec(cur, "INSERT INTO incident_history (incident_id, received_at, kind, body) VALUES (%s, %s, %s, %s)",
+                   (incident_id, now, kind, json.dumps(body)))
+
+    def incident(self, incident_id: int, history: bool = True) -> dict[str, Any] | None:
+        row = self._one(_INCIDENT_SELECT + " WHERE i.id = %s", (incident_id,))
+        if row is None:
+            return None
+        out = _incident(row)
+        if history:
+            out["history"] = [_history_entry(r) for r in self._all(
+                "SELECT received_at, kind, body FROM incident_history WHERE incident_id = %s ORDER BY id",
+                (incident_id,))]
+        return out
+
+    def list_incidents(self, node_id: int | None = None, status: str | None = None,
+                       limit: int = 1000) -> list[dict[str, Any]]:
+        sql = _INCIDENT_SELECT + " WHERE (%s::bigint IS NULL OR i.node_id = %s) " \
+            "AND (%s::text IS NULL OR i.status = %s) ORDER BY i.id DESC LIMIT %s"
+        return [_incident(r) for r in self._all(sql, (node_id, node_id, status, status, limit))]
+
+    def incident_by_key(self, node_id: int, incident_key: str) -> tuple[int, float | None] | None:
+        row = self._one("SELECT id, started_at FROM incidents WHERE node_id = %s AND incident_key = %s",
+                        (node_id, incident_key))
+        return None if row is None else (int(row["id"]), row["started_at"])
+
+    def incident_node(self, incident_id: int) -> int | None:
+        row = self._one("SELECT node_id FROM incidents WHERE id = %s", (incident_id,))
+        return None if row is None else int(row["node_id"])
+
+    # -- pcaps -----------------------------------------------------------------------------------
+    def set_pcap(self, incident_id: int, node_id: int, file_name: str, size: int, sha256: str,
+                 now: float) -> str | None:
+        with self._tx() as cur:
+            old = self._exec(cur, "SELECT file_name FROM pcaps WHERE incident_id = %s FOR UPDATE",
+                             (incident_id,)).fetchone()
+            self._exec(cur, "INSERT INTO pcaps VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (incident_id) DO UPDATE "
+                       "SET node_id = excluded.node_id, file_name = excluded.file_name, bytes = excluded.bytes, "
+                       "sha256 = excluded.sha256, uploaded_at = excluded.uploaded_at",
+                       (incident_id, node_id, file_name, size, sha256, now))
+        return None if old is None else str(old["file_name"])
+
+    def pcap(self, incident_id: int) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM pcaps WHERE incident_id = %s", (incident_id,))
+        if row is None:
+            return None
+        return {"incident_id": incident_id, "file_name": row["file_name"], "bytes": row["bytes"],
+                "sha256": row["sha256"], "uploaded_at": _ts(row["uploaded_at"])}
+
+    def pcap_bytes_total(self) -> int:
+        row = self._one("SELECT coalesce(sum(bytes), 0) AS n FROM pcaps")
+        return int(row["n"]) if row else 0
+
+    def pcap_files(self) -> set[str]:
+        return {str(r["file_name"]) for r in self._all("SELECT file_name FROM pcaps")}
+
+    # -- remote config and commands --------------------------------------------------------------
+    def node_config(self, node_id: int) -> dict[str, Any]:
+        row = self._one("SELECT pps_threshold, bps_threshold, baseline, ioc_patterns FROM nodes WHERE id = %s",
+                        (node_id,))
+        if row is None:
+            raise NotFound(f"no node {node_id}")
+        return {"node_id": node_id, "pps_threshold": row["pps_threshold"], "bps_threshold": row["bps_threshold"],
+                "baseline": stored_json(row["baseline"])[0] or {},
+                "ioc_patterns": stored_json(row["ioc_patterns"])[0] or []}
+
+    def update_node_config(self, node_id: int, changes: dict[str, Any]) -> None:
+        cols = {k: (json.dumps(v) if k in ("baseline", "ioc_patterns") else v) for k, v in changes.items()
+                if k in ("pps_threshold", "bps_threshold", "baseline", "ioc_patterns")}
+        if not cols:
+            return
+        with self._tx() as cur:
+            sets = ", ".join(f"{k} = %s" for k in cols)
+            if self._exec(cur, f"UPDATE nodes SET {sets} WHERE id = %s", (*cols.values(), node_id)).rowcount != 1:  # noqa: S608
+                raise NotFound(f"no node {node_id}")
+
+    def queue_command(self, node_id: int, command: Any, now: float) -> int:
+        with self._tx() as cur:
+            row = _fetch1(self._exec(cur, "INSERT INTO commands (node_id, command, created_at) "
+                                     "VALUES (%s, %s, %s) RETURNING id", (node_id, json.dumps(command), now)))
+        return int(row["id"])
+
+    def pending_commands(self, node_id: int, now: float) -> list[dict[str, Any]]:
+        with self._tx() as cur:
+            rows = self._exec(cur, "SELECT id, command FROM commands WHERE node_id = %s AND acked_at IS NULL "
+                              "ORDER BY id LIMIT 1000", (node_id,)).fetchall()
+            self._exec(cur, "UPDATE commands SET delivered_at = %s WHERE node_id = %s AND acked_at IS NULL "
+                       "AND delivered_at IS NULL", (now, node_id))
+        return [{"id": r["id"], "command": stored_json(r["command"])[0]} for r in rows]
+
+    def ack_command(self, node_id: int, ack: dict[str, Any], now: float) -> bool:
+        with self._tx() as cur:
+            row = self._exec(cur, "SELECT acked_at FROM commands WHERE id = %s AND node_id = %s FOR UPDATE",
+                             (ack["command_id"], node_id)).fetchone()
+            if row is None:
+                raise NotFound(f"command_id: no command {ack['command_id']} for this node")
+            if row["acked_at"] is not None:
+                return False
+            self._exec(cur, "UPDATE commands SET acked_at = %s, ack_status = %s, ack_error = %s, ack_output = %s, "
+                       "executed_at = %s WHERE id = %s", (now, ack["status"], ack["error"], ack["output"],
+                                                          ack.get("executed_at"), ack["command_id"]))
+        return True
+
+    def list_commands(self, node_id: int) -> list[dict[str, Any]]:
+        rows = self._all("SELECT * FROM commands WHERE node_id = %s ORDER BY id", (node_id,))
+        return [{"id": r["id"], "command": stored_json(r["command"])[0], "created_at": _ts(r["created_at"]),
+                 "delivered_at": _ts(r["delivered_at"]), "acked_at": _ts(r["acked_at"]),
+                 "status": r["ack_status"] or "pending", "error": r["ack_error"], "output": r["ack_output"],
+                 "executed_at": _ts(r["executed_at"])} for r in rows]
+
+    # -- operators -------------------------------------------------------------------------------
+    def add_admin_token(self, name: str, token_hash: str, now: float) -> None:
+        with self._tx() as cur:
+            self._exec(cur, "INSERT INTO admin_tokens (name, token_hash, created_at) VALUES (%s, %s, %s)",
+                       (name, token_hash, now))
+
+    def admin_token_hashes(self) -> list[str]:
+        return [str(r["token_hash"]) for r in self._all("SELECT token_hash FROM admin_tokens")]
+
+    def check(self) -> list[str]:
+        """PostgreSQL keeps its own integrity (constraints are enforced): nothing to find here."""
+        return []
+
+
+def _fetch1(cur: psycopg.Cursor[Any]) -> dict[str, Any]:
+    row: dict[str, Any] | None = cur.fetchone()
+    if row is None:
+        raise StorageError("the database returned no row")
+    return row
+
+
+def _node(r: dict[str, Any], now: float, offline_after: float) -> dict[str, Any]:
+    seen = r["last_seen_at"]
+    status = "new" if seen is None else ("online" if now - seen <= offline_after else "offline")
+    return {"node_id": r["id"], "node_uuid": r["uuid"], "name": r["name"], "status": status,
+            "last_seen_at": _ts(seen), "agent_version": r["agent_version"], "os": r["os"],
+            "uptime": r["uptime"], "created_at": _ts(r["created_at"]),
+            "pps_threshold": r["pps_threshold"], "bps_threshold": r["bps_threshold"]}

@@ -1,0 +1,148 @@
+"""One contract, two backends: the same store tests on SQLite and on a real PostgreSQL (a throwaway
+cluster), so neither drifts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from floodwatch.server import auth, migrations
+from floodwatch.server.store import Conflict, NotFound
+from tests.pgcluster import PgCluster
+
+T0 = 1_764_410_400.0
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "sqlite":
+        from floodwatch.server.sqlite_store import SQLiteStore
+
+        s: Any = SQLiteStore(tmp_path / "server.db")
+    else:
+        from floodwatch.server.pg_store import PGStore
+
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        s = PGStore(cluster.new_database(), password=cluster.password)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _node(store: Any, name: str = "edge-a") -> int:
+    return int(store.add_node(name, auth.new_node_uuid(), auth.hash_secret(auth.new_api_key()), T0)["node_id"])
+
+
+def _inc(key: str | None, **over: Any) -> dict[str, Any]:
+    return {"incident_key": key, "status": "active", "attack_family": "udp_flood", "severity": "high",
+            "started_at": T0, "peak_pps": 1000, "spoofing_detected": True, "top_src_ips": [{"ip": "198.18.0.9"}],
+            **over}
+
+
+def test_schema_is_at_the_current_version(store: Any) -> None:
+    assert store.schema_before == 0 and [m.version for m in store.migrated] == [1, 2]
+    assert migrations.CURRENT == 2
+
+
+def test_nodes_heartbeats_and_names(store: Any) -> None:
+    a = _node(store)
+    with pytest.raises(Conflict):
+        _node(store)
+    store.record_heartbeat(a, {"agent_version": "1.2", "os": "linux"}, T0 + 10)
+    store.record_heartbeat(a, {"uptime": 5}, T0 + 20)
+    n = store.find_node("edge-a", now=T0 + 30)
+    assert (n["node_id"], n["status"], n["agent_version"], n["os"], n["uptime"]) == (a, "online", "1.2", "linux", 5)
+    assert store.find_node(str(a))["name"] == "edge-a" and store.find_node("nobody") is None
+    assert [x["status"] for x in store.list_nodes(T0 + 500, 90)] == ["offline"]
+    uuid = n["node_uuid"]
+    assert store.node_auth(uuid)[0] == a and store.node_auth("00000000-0000-4000-8000-000000000000") is None
+
+
+def test_metrics_keep_each_sample_and_fill_the_rollups(store: Any) -> None:
+    a = _node(store)
+    assert store.add_metrics(a, [{"recorded_at": T0 + i, "pps": 10 * i, "bps": 80} for i in range(90)], T0 + 90) == 90
+    got = store.metrics(a, T0 + 60, 1000)
+    assert len(got) == 30 and got[0]["pps"] == 600 and got[0]["recorded_at"] == "2025-11-29T10:01:00.000Z"
+    with store.group():
+        rows = [(r[0], r[1], r[2]) for r in _rows(store, "SELECT t, n, pps_max FROM metrics_1m ORDER BY t")]
+    assert rows == [(int(T0), 60, 590), (int(T0) + 60, 30, 890)]
+    assert store.prune_metrics(T0 + 60) == 60 and len(store.metrics(a, 0, 1000)) == 30
+
+
+def _rows(store: Any, sql: str) -> list[Any]:
+    if hasattr(store, "pool"):
+        with store._tx() as cur:
+            return [tuple(r.values()) for r in cur.execute(sql).fetchall()]
+    return [tuple(r) for r in store.execute(sql).fetchall()]
+
+
+def test_incident_keys_are_idempotent_per_node_and_updates_never_reopen(store: Any) -> None:
+    a, b = _node(store), _node(store, "edge-b")
+    first, created = store.upsert_incident(a, _inc("k1"), T0)
+    assert created and store.upsert_incident(a, _inc("k1", peak_pps=5), T0 + 1) == (first, False)
+    other, created = store.upsert_incident(b, _inc("k1"), T0)  # the same key on another node: its own
+    assert created and other != first
+    assert store.upsert_incident(a, {"incident_id": first, "status": "resolved", "ended_at": T0 + 60},
+                                 T0 + 60) == (first, False)
+    store.upsert_incident(a, {"incident_id": first, "status": "active", "peak_pps": 9}, T0 + 61)
+    inc = store.incident(first)
+    assert inc["status"] == "resolved" and inc["peak_pps"] == 9 and inc["updates"] == 2
+    assert inc["spoofing_detected"] is True and inc["top_src_ips"] == [{"ip": "198.18.0.9"}]
+    assert [h["kind"] for h in inc["history"]] == ["open", "resolve", "update"]
+    assert inc["ended_at"] == "2025-11-29T10:01:00.000Z" and inc["node_name"] == "edge-a"
+    with pytest.raises(Conflict):
+        store.upsert_incident(a, {"incident_id": first, "incident_key": "other"}, T0)
+    with pytest.raises(NotFound):
+        store.upsert_incident(b, {"incident_id": first}, T0)  # another node's incident
+    assert store.incident_by_key(a, "k1") == (first, T0) and store.incident_node(other) == b
+    assert [i["incident_id"] for i in store.list_incidents()] == [other, first]
+    assert [i["incident_id"] for i in store.list_incidents(node_id=a, status="resolved")] == [first]
+    assert store.list_incidents(status="active", node_id=a) == []
+
+
+def test_acked_commands_are_never_pending_again(store: Any) -> None:
+    a, b = _node(store), _node(store, "edge-b")
+    c1, c2 = store.queue_command(a, {"action": "block"}, T0), store.queue_command(a, "status", T0)
+    assert [c["id"] for c in store.pending_commands(a, T0 + 1)] == [c1, c2]
+    assert store.ack_command(a, {"command_id": c1, "status": "success", "error": None, "output": "ok"}, T0 + 2)
+    assert not store.ack_command(a, {"command_id": c1, "status": "failed", "error": "x", "output": None}, T0 + 3)
+    with pytest.raises(NotFound):
+        store.ack_command(b, {"command_id": c2, "status": "success", "error": None, "output": None}, T0)
+    assert [c["id"] for c in store.pending_commands(a, T0 + 4)] == [c2]
+    listed = store.list_commands(a)
+    assert [(c["status"], c["output"], c["command"]) for c in listed] == [("success", "ok", {"action": "block"}),
+                                                                          ("pending", None, "status")]
+    assert listed[1]["delivered_at"] == "2025-11-29T10:00:01.000Z"
+
+
+def test_remote_config_pcaps_and_admin_tokens(store: Any) -> None:
+    a = _node(store)
+    store.update_node_config(a, {"pps_threshold": 5000, "ioc_patterns": ["x"], "ignored": 1})
+    assert store.node_config(a) == {"node_id": a, "pps_threshold": 5000, "bps_threshold": None, "baseline": {},
+                                    "ioc_patterns": ["x"]}
+    with pytest.raises(NotFound):
+        store.update_node_config(a + 100, {"pps_threshold": 1})
+    inc, _ = store.upsert_incident(a, _inc("p"), T0)
+    assert store.set_pcap(inc, a, "one.pcap", 100, "ab" * 32, T0) is None
+    assert store.set_pcap(inc, a, "two.pcap", 250, "cd" * 32, T0 + 1) == "one.pcap"
+    assert store.pcap(inc)["file_name"] == "two.pcap" and store.pcap_bytes_total() == 250
+    assert store.incident(inc, history=False)["pcap_bytes"] == 250
+    store.add_admin_token("ops", "h1", T0)
+    with pytest.raises(Conflict):
+        store.add_admin_token("ops2", "h1", T0)
+    assert store.admin_token_hashes() == ["h1"]
+    assert store.check() == []
+
+
+def test_a_failing_call_in_a_group_is_rolled_back_alone(store: Any) -> None:
+    a = _node(store)
+    with store.group():
+        store.queue_command(a, "one", T0)
+        with pytest.raises(Conflict):
+            _node(store)  # duplicate name
+        store.queue_command(a, "two", T0)
+    assert [c["command"] for c in store.list_commands(a)] == ["one", "two"]
