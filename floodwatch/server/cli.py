@@ -14,6 +14,8 @@
     floodwatch server notify test CHANNEL --config FILE         send a test message, print the answer
     floodwatch server notify status --config FILE [--json]      each channel's deliveries and last error
     floodwatch server migrate --db PATH [--json]                upgrade an older database's schema
+    floodwatch server export --db PATH --out FILE               the data, for import
+    floodwatch server import FILE --database postgresql://... [--password-file F]
     floodwatch server add-user NAME --role viewer|operator|admin --db PATH [--json]
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -234,6 +237,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from floodwatch.server import transfer
+
+    settings, state_dir = _settings(args)
+    db, _ = server_files(settings, state_dir)
+    out = Path(args.out)
+    with open(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:  # key hashes: 0600
+        counts = transfer.export(db, f)
+    _print(args, counts, [f"{t}: {n} rows" for t, n in counts.items()] + [f"written to {out}"])
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from floodwatch.server import pg_store, transfer
+
+    with open(args.file) as f:
+        counts = transfer.import_pg(f, args.database, pg_store.read_password(args.password_file))
+    where = pg_store.redact(args.database)
+    _print(args, counts, [f"{t}: {n} rows" for t, n in counts.items()] + [f"imported into {where}"])
+    return 0
+
+
 def _db_args(p: argparse.ArgumentParser, top: bool = False) -> None:
     d: Any = None if top else argparse.SUPPRESS  # a subcommand must not reset the top-level value
     p.add_argument("--db", dest="db_path", default=d, help="SQLite database (default: <state_dir>/server.db)")
@@ -296,6 +321,13 @@ def build(p: argparse.ArgumentParser) -> None:
     au.add_argument("name")
     au.add_argument("--role", choices=("viewer", "operator", "admin"), required=True)
     _sub(sub, "migrate", cmd_migrate, "upgrade the database's schema to this version's (after a copy)")
+    _sub(sub, "export", cmd_export, "write the database's data to a file (for import)").add_argument(
+        "--out", required=True)
+    im = _sub(sub, "import", cmd_import, "load an export into an empty PostgreSQL database")
+    im.add_argument("file")
+    im.add_argument("--database", required=True, help="postgresql://user@host:port/db (no password in it)")
+    im.add_argument("--password-file", dest="password_file", default=None,
+                    help="the database password (default: $FLOODWATCH_DB_PASSWORD)")
     _sub(sub, "admin-token", cmd_admin_token, "create an admin API token; prints it once").add_argument(
         "--name", default="admin")
     notify_cli.register(sub, _sub)

@@ -11,9 +11,11 @@ COPY. The password comes from the caller (a file or FLOODWATCH_DB_PASSWORD), nev
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -46,6 +48,16 @@ def redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     cred, at, host = rest.rpartition("@")
     return f"{scheme}{sep}{cred.split(':')[0]}{at}{host}" if at else url
+
+
+def read_password(path: str | None) -> str | None:
+    """The database password: from `path` (its first line) when given, else FLOODWATCH_DB_PASSWORD."""
+    if path:
+        try:
+            return Path(path).read_text().splitlines()[0] if Path(path).stat().st_size else ""
+        except OSError as e:
+            raise StorageError(f"database password file {path}: {e.strerror}") from e
+    return os.environ.get("FLOODWATCH_DB_PASSWORD")
 
 
 class PGStore:
