@@ -7,6 +7,7 @@ Capture packs rows with `RECORD_STRUCT.pack_into`; the aggregator reads a whole 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 
 import numpy as np
@@ -56,7 +57,7 @@ def addr_text(addr16: bytes) -> str:
     """16 record bytes -> '1.2.3.4' for v4-mapped addresses, else the compressed IPv6 text."""
     addr16 = addr16.ljust(16, b"\x00")  # numpy strips trailing NULs from S16 values
     if addr16[:12] == V4_MAPPED_PREFIX:
-        return str(ipaddress.IPv4Address(addr16[12:]))
+        return socket.inet_ntoa(addr16[12:])  # the same text as ipaddress, ~10x faster (windows' top lists)
     return str(ipaddress.IPv6Address(addr16))
 
 

@@ -7,9 +7,11 @@ Sorting and counting uint64 keys is ten times faster in numpy than 16-byte strin
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 
-from floodwatch.records import RECORD_DTYPE, V4_MAPPED_PREFIX, addr_text
+from floodwatch.records import RECORD_DTYPE, addr_text
 
 _OFF = {name: RECORD_DTYPE.fields[name][1] for name in ("src", "dst")}  # type: ignore[index]
 
@@ -53,7 +55,7 @@ def addr_keys(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 def key_text(key: int, addr: bytes | None = None) -> str:
     """A key back to its address text; IPv6 keys need the 16 address bytes kept beside them."""
     if not key >> 63:
-        return addr_text(V4_MAPPED_PREFIX + int(key & 0xFFFFFFFF).to_bytes(4, "big"))
+        return socket.inet_ntoa((key & 0xFFFFFFFF).to_bytes(4, "big"))
     if addr is None:
         return f"ipv6-hash-{key:016x}"
     return addr_text(addr)

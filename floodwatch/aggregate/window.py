@@ -130,11 +130,10 @@ def _top_of(idx: np.ndarray, counts: np.ndarray, n: int) -> list[list[Any]]:
 def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
     """Heavy-hitter table -> [(ip text, count, aux...)] for the top n."""
     keys, counts, payload, aux = hh.top(n)
-    out = []
-    for i in range(keys.size):
-        addr = halves_bytes(int(payload[i, 0]), int(payload[i, 1])) if payload.shape[1] else None
-        out.append((key_text(int(keys[i]), addr), int(counts[i]), [int(a) for a in aux[i]]))
-    return out
+    # one tolist() per array, not numpy scalars per row: a window's top lists are built ten times a second
+    pay = [halves_bytes(hi, lo) for hi, lo in payload.tolist()] if payload.shape[1] else [None] * keys.size
+    return [(key_text(k, a), c, x) for k, a, c, x in zip(keys.tolist(), pay, counts.tolist(), aux.tolist(),
+                                                        strict=True)]
 
 
 @dataclass(frozen=True)
