@@ -16,7 +16,7 @@ CPU is utime+stime from /proc/<pid>/stat (a loaded machine slows wall time far m
 dir, run with the same venv), so the comparison comes from one run on one machine state.
 
     sudo .venv/bin/python benchmarks/flood_cost.py [--ref main] [--rates 100000,max] [--runs 2]
-        [--seconds 8] [--idle 20]
+        [--seconds 8] [--idle 20] [--capture budget_pps=5000]
 """
 
 from __future__ import annotations
@@ -98,9 +98,10 @@ def rx_packets(pair: NetnsPair) -> int:
 
 
 class Agent:
-    def __init__(self, tree_dir: Path, tmp: Path, pair: NetnsPair, port: int) -> None:
+    def __init__(self, tree_dir: Path, tmp: Path, pair: NetnsPair, port: int,
+                 capture: dict[str, Any] | None = None) -> None:
         self.tree_dir, self.tmp, self.pair = tree_dir, tmp, pair
-        cfg = base_config(tmp, ipc_endpoints(tmp / "run"), capture={"interfaces": [pair.if_b]},
+        cfg = base_config(tmp, ipc_endpoints(tmp / "run"), capture={"interfaces": [pair.if_b], **(capture or {})},
                           apiserver={"listen": f"127.0.0.1:{port}"},
                           reporter={"url": f"http://127.0.0.1:{port}/api/v1/agent"})
         del cfg["supervisor"], cfg["log"]  # the shipping defaults, not base_config's fast test ones
@@ -202,7 +203,7 @@ def one_flood(agent: Agent, pair: NetnsPair, rate: str, seconds: float, max_pack
 def run_tree(label: str, tree_dir: Path, args: argparse.Namespace) -> tuple[dict[str, Any], list[RateResult]]:
     results = [RateResult(r) for r in args.rates.split(",")]
     with tempfile.TemporaryDirectory(prefix="fwflood") as d, netns_pair("fwflc") as pair:
-        agent = Agent(tree_dir, Path(d), pair, 18900 + random.randrange(50))
+        agent = Agent(tree_dir, Path(d), pair, 18900 + random.randrange(50), capture=dict(args.capture))
         try:
             agent.wait_running()
             time.sleep(args.warmup)  # benchmark: start-up work settles
@@ -245,6 +246,8 @@ def main() -> int:
     ap.add_argument("--max-packets", type=int, default=1_000_000)
     ap.add_argument("--warmup", type=float, default=10.0)
     ap.add_argument("--idle", type=float, default=20.0)
+    ap.add_argument("--capture", action="append", default=[], type=lambda kv: (kv.split("=")[0], int(kv.split("=")[1])),
+                    help="KEY=INT: a [capture] setting away from the default (e.g. budget_pps=5000)")
     args = ap.parse_args()
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     trees: list[tuple[str, Path]] = []
