@@ -37,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.capture_live import rx_packets
 from benchmarks.idle_footprint import cpu_of, mem_of, tree
 from tests.capture.capture_support import eth_to, ipv4, trafgen_conf, udp
 from tests.helpers import (
@@ -91,10 +92,6 @@ def flood_frames(pair: NetnsPair, n: int = 1024) -> list[bytes]:
         out.append(eth_to(pair.mac_b, pair.mac_a, ipv4(src, pair.ip4_b, 17,
                                                        udp(rnd.randint(1024, 65535), 80, b"F" * 32))))
     return out
-
-
-def rx_packets(pair: NetnsPair) -> int:
-    return int(pair.run(pair.ns_b, ["cat", f"/sys/class/net/{pair.if_b}/statistics/rx_packets"]).stdout)
 
 
 class Agent:
