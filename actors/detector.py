@@ -38,7 +38,7 @@ class DetectorActor(Actor[DetectorSettings]):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.detector = Detector(self.settings)
+        self.detector = Detector(self.settings, groups=self.config.hostgroup)
         self.baseline_path = baseline_file(self.settings, config.agent.state_dir)
         self.counters.update({"baseline_errors": 0, "enrich_unknown": 0})
         self.count_from(self._detector_counters)

@@ -24,6 +24,7 @@ from floodwatch.settings.collector import CollectorSettings
 from floodwatch.settings.core import AgentSettings, BusSettings, LogSettings, SupervisorSettings
 from floodwatch.settings.detector import DetectorSettings
 from floodwatch.settings.executor import ExecutorSettings
+from floodwatch.settings.hostgroup import HostGroupSettings
 from floodwatch.settings.metrics import MetricsSettings
 from floodwatch.settings.notify import NotifySettings
 from floodwatch.settings.recorder import RecorderSettings
@@ -46,6 +47,8 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsSettings,
 }
 
+LIST_SECTIONS: dict[str, type] = {"hostgroup": HostGroupSettings}  # [[name]]: arrays of tables
+
 
 @dataclass(frozen=True)
 class Config:
@@ -64,6 +67,7 @@ class Config:
     apiserver: ApiserverSettings
     notify: NotifySettings
     metrics: MetricsSettings
+    hostgroup: list[HostGroupSettings] = dataclasses.field(default_factory=list)
 
     def section(self, name: str) -> Any:
         if name not in SECTIONS:
@@ -86,10 +90,15 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def config_from_dict(data: dict[str, Any], path: str = "<dict>") -> Config:
-    unknown = sorted(set(data) - set(SECTIONS))
+    unknown = sorted(set(data) - set(SECTIONS) - set(LIST_SECTIONS))
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; known: {sorted([*SECTIONS, *LIST_SECTIONS])}")
     built: dict[str, Any] = {"path": path}
+    for name, cls in LIST_SECTIONS.items():
+        raw = data.get(name, [])
+        if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+            raise ConfigError(f"{path}: [[{name}]] must be an array of tables")
+        built[name] = [build_section(cls, t, f"{path}: {name}[{i}]") for i, t in enumerate(raw)]
     for name, cls in SECTIONS.items():
         raw = data.get(name, {})
         if not isinstance(raw, dict):

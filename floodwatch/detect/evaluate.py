@@ -20,17 +20,20 @@ causes. Time comes only from the windows (file time for captures), so results ar
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from floodwatch.detect.baseline import Baseline, Thresholds
 from floodwatch.detect.classify import flag_set
+from floodwatch.detect.hostgroups import HostGroups
 from floodwatch.detect.incident import Incident
 from floodwatch.detect.profile import Profile
 from floodwatch.detect.victims import Targets, prefix_of, rate_targets, share_targets
 from floodwatch.messages import IncidentEvent, TrafficWindow
 from floodwatch.settings.detector import DetectorSettings
+from floodwatch.settings.hostgroup import HostGroupSettings
 
 RECENT_KEEP = 32  # resolved incidents kept for late enrichment
 GAP_SLACK = 0.05  # seconds: a hole between windows bigger than this counts as silence
@@ -115,7 +118,8 @@ class Run:
 class Detector:
     """The detector's state machine (no sockets, no clock but the windows')."""
 
-    def __init__(self, settings: DetectorSettings, baseline: Baseline | None = None) -> None:
+    def __init__(self, settings: DetectorSettings, baseline: Baseline | None = None,
+                 groups: Sequence[HostGroupSettings] = ()) -> None:
         self.s = settings
         self.baseline = baseline or Baseline(
             settings.floor_pps, settings.floor_bps, settings.multiplier, settings.mean_multiplier,
@@ -128,6 +132,7 @@ class Detector:
         # the host's own addresses: the target of an attack whose packets name none (frames that do
         # not parse); set by the actor from the capture interfaces
         self.host_addresses: list[str] = []
+        self.groups = HostGroups(groups)  # [[hostgroup]]: victim thresholds of their own per prefix
         self.recent: OrderedDict[str, Incident] = OrderedDict()
         self.cooldown_until = float("-inf")
         self.quiet_since: float | None = None
@@ -160,7 +165,7 @@ class Detector:
         best, trigger = max(r.attack_pps / thr.pps, r.attack_bps / thr.bps), "host"
         vpps = self.s.victim_pps_threshold or thr.pps
         vbps = self.s.victim_bps_threshold or thr.bps
-        if vpps >= thr.pps and vbps >= thr.bps:
+        if vpps >= thr.pps and vbps >= thr.bps and not self.groups:
             return best, trigger  # no victim can be over when the whole host is not
         prefixes: dict[str, list[float]] = {}
         for v in w.victims:
@@ -169,7 +174,8 @@ class Detector:
             flags = v.get("tcp_flags") if isinstance(v.get("tcp_flags"), dict) else {}
             pkts = float(v.get("packets", 0)) - min(ack_like(flags or {}), r.exempt)
             byts = float(v.get("bytes", 0))
-            ratio = max(pkts / r.seconds / vpps, byts * 8 / r.seconds / vbps)
+            gpps, gbps = self.groups.thresholds(str(v.get("ip")), vpps, vbps)
+            ratio = max(pkts / r.seconds / gpps, byts * 8 / r.seconds / gbps)
             if ratio > best:
                 best, trigger = ratio, f"victim {v.get('ip')}"
             acc = prefixes.setdefault(prefix_of(str(v.get("ip")), self.s.carpet_prefix_v4,
@@ -179,7 +185,8 @@ class Detector:
         if best >= 1.0:
             return best, trigger  # a prefix counts only for a spread no single address shows
         for prefix, (pkts, byts) in prefixes.items():
-            ratio = max(pkts / r.seconds / vpps, byts * 8 / r.seconds / vbps)
+            gpps, gbps = self.groups.thresholds(prefix.split("/")[0], vpps, vbps)
+            ratio = max(pkts / r.seconds / gpps, byts * 8 / r.seconds / gbps)
             if ratio > best:
                 best, trigger = ratio, f"prefix {prefix}"
         return best, trigger
