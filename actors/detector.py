@@ -14,6 +14,7 @@ from floodwatch.capture.ifstats import interface_addresses, resolve_interfaces
 from floodwatch.config import Config
 from floodwatch.detect.baseline import BaselineError
 from floodwatch.detect.evaluate import Detector
+from floodwatch.detect.http import HttpDetector
 from floodwatch.errors import CaptureError
 from floodwatch.messages import (
     AnalysisFinished,
@@ -23,6 +24,7 @@ from floodwatch.messages import (
     Message,
     StreamEnded,
     TrafficWindow,
+    WebWindow,
 )
 from floodwatch.paths import baseline_file
 from floodwatch.runtime.actor import Actor
@@ -34,7 +36,7 @@ MAX_HOST_ADDRESSES = 16
 
 class DetectorActor(Actor[DetectorSettings]):
     name = "detector"
-    subscribes = (TrafficWindow, ConfigReceived, IncidentEnriched, StreamEnded)
+    subscribes = (TrafficWindow, ConfigReceived, IncidentEnriched, StreamEnded, WebWindow)
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -43,6 +45,10 @@ class DetectorActor(Actor[DetectorSettings]):
         self.counters.update({"baseline_errors": 0, "enrich_unknown": 0})
         self.count_from(self._detector_counters)
         self._dirty = False
+        # http floods from the weblog actor's windows (floodwatch/detect/http.py): a state machine of its own
+        self.http = HttpDetector(config.weblog.detect)
+        self.http_baseline_path = Path(config.agent.state_dir) / config.weblog.detect.baseline_file
+        self.count_from(lambda: dict(self.http.counters))
 
     def host_addresses(self) -> list[str]:
         """The host's own addresses (the capture interfaces', else the configured local networks): the
@@ -66,12 +72,20 @@ class DetectorActor(Actor[DetectorSettings]):
         except BaselineError as e:
             self.counters["baseline_errors"] += 1
             self.log.warning("baseline not loaded, learning afresh: {}", e)
+        if self.config.weblog.enabled:
+            try:
+                self.http.load(self.http_baseline_path)
+            except BaselineError as e:
+                self.counters["baseline_errors"] += 1
+                self.log.warning("http baseline not loaded, learning afresh: {}", e)
         if self.settings.dynamic and self.settings.baseline_save_interval > 0:
             self.every(self.settings.baseline_save_interval, self.save_baseline)
 
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, TrafficWindow):
             self.on_window(msg)
+        elif isinstance(msg, WebWindow):
+            self.emit(self.http.step(msg))
         elif isinstance(msg, ConfigReceived):
             self.detector.set_api_config(msg.pps_threshold, msg.bps_threshold, msg.baseline)
             self.log.info("API config: pps_threshold={} bps_threshold={} baseline={}",
@@ -103,6 +117,12 @@ class DetectorActor(Actor[DetectorSettings]):
                           ev.attack_subtype, ev.peak_pps, ev.seq)
 
     def save_baseline(self) -> None:
+        if self.config.weblog.enabled:
+            try:
+                self.http.save(self.http_baseline_path)
+            except OSError as e:
+                self.counters["baseline_errors"] += 1
+                self.log.warning("cannot save the http baseline to {}: {}", self.http_baseline_path, e)
         if not self._dirty:
             return
         try:

@@ -29,6 +29,7 @@ from floodwatch.settings.metrics import MetricsSettings
 from floodwatch.settings.notify import NotifySettings
 from floodwatch.settings.recorder import RecorderSettings
 from floodwatch.settings.reporter import ReporterSettings
+from floodwatch.settings.weblog import WeblogSettings
 
 SECTIONS: dict[str, type] = {
     "agent": AgentSettings,
@@ -45,6 +46,7 @@ SECTIONS: dict[str, type] = {
     "apiserver": ApiserverSettings,
     "notify": NotifySettings,
     "metrics": MetricsSettings,
+    "weblog": WeblogSettings,
 }
 
 LIST_SECTIONS: dict[str, type] = {"hostgroup": HostGroupSettings}  # [[name]]: arrays of tables
@@ -67,6 +69,7 @@ class Config:
     apiserver: ApiserverSettings
     notify: NotifySettings
     metrics: MetricsSettings
+    weblog: WeblogSettings
     hostgroup: list[HostGroupSettings] = dataclasses.field(default_factory=list)
 
     def section(self, name: str) -> Any:

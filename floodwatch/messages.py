@@ -349,6 +349,32 @@ class TrafficWindow(Message):
 
 @register
 @dataclass(frozen=True)
+class WebWindow(Message):
+    """Requests read from web server access logs in one window of read time (actors/weblog.py).
+
+    Tops are [[name, requests], ...] from heavy-hitter tables (bounded whatever the clients send)."""
+
+    TOPIC: ClassVar[str] = "weblog.window"
+    t_start: float
+    t_end: float
+    requests: int
+    lines: int  # lines read (requests + malformed)
+    malformed: int
+    methods: dict[str, int]  # GET POST HEAD ... (others as OTHER)
+    status: dict[str, int]  # 2xx 3xx 4xx 5xx other
+    with_query: int  # requests with a query string
+    distinct_queries: int  # HyperLogLog estimate of the distinct query strings
+    distinct_clients: int  # HyperLogLog estimate of the client addresses
+    top_clients: list[Any]
+    top_prefixes: list[Any]
+    top_paths: list[Any]
+    top_agents: list[Any]
+    top_sites: list[Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@register
+@dataclass(frozen=True)
 class TrafficSecond(Message):
     """The per-second summary: what the reporter sends as a metrics sample."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 # Start order: consumers (which bind the bulk channels) before producers. Stop is the reverse.
 # The metrics actor starts first, so /metrics shows the others starting.
 ACTOR_ORDER = ("metrics", "apiserver", "reporter", "executor", "detector", "recorder", "aggregator", "collector",
-               "capture")
+               "capture", "weblog")
 
 
 @dataclass(frozen=True)
