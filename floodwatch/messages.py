@@ -365,6 +365,7 @@ class WebWindow(Message):
     with_query: int  # requests with a query string
     distinct_queries: int  # HyperLogLog estimate of the distinct query strings
     distinct_clients: int  # HyperLogLog estimate of the client addresses
+    client_hll: bytes  # its registers (mergeable across windows)
     top_clients: list[Any]
     top_prefixes: list[Any]
     top_paths: list[Any]

@@ -7,6 +7,8 @@ DEV=0
 [ "${1:-}" = "--dev" ] && DEV=1
 
 APT_PKGS=(tshark tcpdump iproute2 nftables iptables ipset netsniff-ng softflowd pmacct python3-venv python3-pip openssl)
+# The weblog tests run nginx (with TLS) and flood it with h2load (nghttp2-client) and ab (apache2-utils).
+if [ "$DEV" = 1 ]; then APT_PKGS+=(nginx nghttp2-client apache2-utils); fi
 # The dashboard's browser tests drive Debian's headless Chromium (large: only with --dev).
 if [ "$DEV" = 1 ]; then APT_PKGS+=(chromium chromium-driver); fi
 # The /metrics tests scrape the server and the agent with Debian's real Prometheus (only with --dev).

@@ -8,18 +8,21 @@ over it for `sustain_seconds` opens too; resolved after `hold_down` s under `res
 
 A flood from few versus a crowd (a sale, a launch): over the threshold, a window counts towards a flood
 only when its top 10 clients carry `concentration` of the requests, or the mean rate per distinct client
-(HyperLogLog) is `client_rps` or more. Many clients each at a human rate is a crowd: counted
-(`crowd_windows`), never an incident. A flood spread over thousands of addresses at a few requests/s
-each looks like a crowd here; that is the limit of what logs alone can tell.
+over the last `client_horizon` seconds (requests / the union of the windows' HyperLogLogs: one short
+window would make every client look fast) is `client_rps` or more. Many clients each at a human rate
+is a crowd: counted (`crowd_windows`), never an incident. A flood spread over thousands of addresses at
+a few requests/s each looks like a crowd here; that is the limit of what logs alone can tell.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from floodwatch.aggregate.hll import HyperLogLog
 from floodwatch.detect.baseline import Baseline, BaselineError
 from floodwatch.detect.http_incident import Evidence, HttpIncident
 from floodwatch.messages import IncidentEvent, WebWindow
@@ -51,6 +54,7 @@ class HttpDetector:
         self.cooldown_until = float("-inf")
         self.quiet_since: float | None = None
         self.last_update = 0.0
+        self.recent: deque[tuple[float, int, float, bytes]] = deque(maxlen=256)
         self.counters = {"web_windows": 0, "http_incidents": 0, "crowd_windows": 0, "http_bursts_ignored": 0}
 
     def _baseline(self) -> Baseline:
@@ -72,12 +76,34 @@ class HttpDetector:
                 best = (n / seconds / t.pps, t.pps, t.source, f"site {name}")
         return best
 
+    def note_clients(self, w: WebWindow) -> None:
+        """Keep the recent windows' requests and client sketches (the last client_horizon seconds)."""
+        self.recent.append((w.t_end, w.requests, max(w.t_end - w.t_start, 1e-3), w.client_hll))
+        while self.recent and self.recent[0][0] <= w.t_end - self.s.client_horizon:
+            self.recent.popleft()
+
+    def client_rate(self) -> float:
+        """Mean requests/s per distinct client over the recent windows."""
+        hll: HyperLogLog | None = None
+        for _, _, _, regs in self.recent:
+            try:
+                other = HyperLogLog.from_bytes(regs)
+            except ValueError:
+                continue
+            if hll is None:
+                hll = other
+            elif hll.p == other.p:
+                hll.merge(other)
+        clients = hll.estimate() if hll is not None else 0
+        seconds = sum(r[2] for r in self.recent) or 1e-3
+        return sum(r[1] for r in self.recent) / seconds / max(clients, 1)
+
     def flood_shaped(self, w: WebWindow) -> bool:
         """Few clients carry it: concentrated, or each client far faster than a person."""
-        seconds = max(w.t_end - w.t_start, 1e-3)
-        top = sum(int(r[1]) for r in w.top_clients[:10])
-        per_client = w.requests / seconds / max(w.distinct_clients, 1)
-        return (w.requests > 0 and top / w.requests >= self.s.concentration) or per_client >= self.s.client_rps
+        top = sum(int(r[1]) for r in w.top_clients[:10] if isinstance(r, list | tuple) and len(r) == 2)
+        if w.requests > 0 and top / w.requests >= self.s.concentration:
+            return True
+        return self.client_rate() >= self.s.client_rps
 
     def learn(self, w: WebWindow) -> None:
         seconds = max(w.t_end - w.t_start, 1e-3)
@@ -91,6 +117,7 @@ class HttpDetector:
 
     def step(self, w: WebWindow) -> list[IncidentEvent]:
         self.counters["web_windows"] += 1
+        self.note_clients(w)
         if self.incident is not None:
             return self._step_active(w)
         ratio, thr, source, trigger = self.ratio(w)

@@ -42,10 +42,12 @@ class HttpDetectSettings:
     min_learn_seconds: float = 600.0
     fast_ratio: float = 5.0  # a window at this multiple opens at once ...
     sustain_seconds: float = 1.0  # ... below it the rate must hold this long
-    # A flood comes from few: the top 10 clients carry this share, or the mean rate per client is this
-    # high. A crowd (a sale: many clients at human rates) over the threshold opens nothing.
+    # A flood comes from few: the top 10 clients carry this share, or the mean rate per distinct client
+    # over the last `client_horizon` seconds is this high. A crowd (a sale: many clients at human rates)
+    # over the threshold opens nothing.
     concentration: float = 0.5
-    client_rps: float = 5.0
+    client_rps: float = 15.0
+    client_horizon: float = 2.0
     resolve_ratio: float = 0.7
     hold_down: float = 5.0
     cooldown: float = 5.0
@@ -60,6 +62,8 @@ class HttpDetectSettings:
             raise ValueError("floor_rps: floor_rps >= 1, fast_ratio >= 1, multipliers > 0")
         if not (0 < self.concentration <= 1 and 0 < self.resolve_ratio <= 1 and 0 < self.block_share <= 1):
             raise ValueError("concentration: shares and ratios must be in (0, 1]")
+        if self.client_rps <= 0 or self.client_horizon <= 0:
+            raise ValueError("client_rps: client_rps and client_horizon must be > 0")
         if any(not 0 < p < 65536 for p in self.web_ports) or self.hashlimit_rps < 1:
             raise ValueError("web_ports: ports in 1..65535, hashlimit_rps >= 1")
         if self.baseline_file.startswith("/") or ".." in self.baseline_file.split("/"):

@@ -122,6 +122,7 @@ class WindowBuilder:
             methods=dict(self.methods), status=dict(self.status), with_query=self.with_query,
             distinct_queries=self.query_hll.estimate() if self.with_query else 0,
             distinct_clients=self.client_hll.estimate() if self.requests else 0,
+            client_hll=self.client_hll.to_bytes(),
             top_clients=self.clients.top(n), top_prefixes=self.prefixes.top(n), top_paths=self.paths.top(n),
             top_agents=self.agents.top(n), top_sites=self.sites.top(n),
         )

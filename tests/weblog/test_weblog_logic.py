@@ -8,8 +8,10 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from floodwatch.aggregate.hll import HyperLogLog
 from floodwatch.config import config_from_dict
 from floodwatch.detect.http import HttpDetector
 from floodwatch.errors import CommandRejected, ConfigError
@@ -122,10 +124,17 @@ def test_window_memory_is_bounded_under_random_clients_paths_and_agents() -> Non
     assert w.top_paths[0][0] == "/" and w.top_sites == [["site", 80_000]]
 
 
+def sketch(distinct: int, first: int = 0) -> bytes:
+    """HyperLogLog registers of `distinct` clients numbered from `first`."""
+    hll = HyperLogLog(10)
+    hll.add_keys(np.arange(first, first + distinct, dtype=np.uint64))
+    return hll.to_bytes()
+
+
 def window(t: float, requests: int, clients: list[tuple[str, int]], distinct: int, seconds: float = 0.25,
            path: str = "/", status: dict[str, int] | None = None, agent: str = "h2load", with_query: int = 0,
-           method: str = "GET") -> WebWindow:
-    return WebWindow(t_start=t, t_end=t + seconds, requests=requests, lines=requests, malformed=0,
+           method: str = "GET", first: int = 0) -> WebWindow:
+    return WebWindow(client_hll=sketch(distinct, first), t_start=t, t_end=t + seconds, requests=requests, lines=requests, malformed=0,
                      methods={method: requests}, status=status or {"2xx": requests}, with_query=with_query,
                      distinct_queries=with_query, distinct_clients=distinct, top_clients=[list(c) for c in clients],
                      top_prefixes=[], top_paths=[[path, requests]], top_agents=[[agent, requests]],
@@ -154,11 +163,14 @@ def test_flood_from_few_opens_fast_and_resolves_as_one_incident() -> None:
 
 def test_a_crowd_of_ordinary_clients_opens_nothing_a_few_fast_clients_do() -> None:
     det = HttpDetector(HttpDetectSettings())
-    # a sale: 4,000 r/s from 2,000 addresses at 2 r/s each, the top 10 carrying 1 %
-    crowd = [window(i * 0.25, 1000, [(f"203.0.113.{k}", 5) for k in range(10)], 2000) for i in range(40)]
+    # a sale: 4,000 r/s from 4,000 addresses at 1 r/s each (a quarter of them in each 0.25 s window, each
+    # looking like 4 r/s there), the top 10 carrying 1 %
+    crowd = [window(i * 0.25, 1000, [(f"203.0.113.{k}", 10) for k in range(10)], 1000, first=1000 * (i % 4))
+             for i in range(40)]
     assert run(det, crowd) == [] and det.counters["crowd_windows"] == 40
-    # the same rate from 40 addresses (25 r/s each): a flood even though no address dominates
-    flood = [window(20 + i * 0.25, 1000, [(f"198.51.100.{k}", 25) for k in range(10)], 40) for i in range(4)]
+    # the same rate from 100 addresses (40 r/s each): a flood even though no address dominates
+    flood = [window(20 + i * 0.25, 1000, [(f"198.51.100.{k}", 10) for k in range(10)], 100, first=10**6)
+             for i in range(8)]
     assert run(det, flood)[:1] == ["incident.opened:bot_flood"]
 
 
