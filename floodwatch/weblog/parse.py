@@ -79,16 +79,26 @@ def _split_aligned(chunk: bytes, n: int) -> list[bytes] | None:
     return pieces
 
 
-def _prefixes(out: Counts, prefixes: Counter[bytes]) -> None:
-    """`[vhost ]client ident user [time] ` pieces -> clients and hosts."""
-    for piece, k in prefixes.items():
-        tokens = piece.split(b"[", 1)[0].split()
-        if len(tokens) == 3:
-            out.clients[tokens[0]] += k
+def _prefixes(out: Counts, pieces: list[bytes], n: int) -> None:
+    """`[vhost ]client ident user [time] ` pieces -> clients and hosts.
+
+    The usual `client ident user [time zone] ` has five space-separated tokens: joined and split once
+    (C), the clients are every fifth token. Otherwise (a virtual host first, a user name with a space)
+    each distinct piece is taken apart in Python."""
+    tokens = b"".join(pieces).split(b" ")
+    if len(tokens) == 5 * n + 1 and all(map(bytes.startswith, tokens[3::5], repeat(b"["))):
+        for client, k in Counter(tokens[0:-1:5]).items():
+            out.clients[client.lstrip(b"\n")] += k
+        out.hosts[b""] += n
+        return
+    for piece, k in Counter(pieces).items():
+        words = piece.split(b"[", 1)[0].split()
+        if len(words) == 3:
+            out.clients[words[0]] += k
             out.hosts[b""] += k
-        elif len(tokens) == 4:
-            out.clients[tokens[1]] += k
-            out.hosts[strip_port(tokens[0])] += k
+        elif len(words) == 4:
+            out.clients[words[1]] += k
+            out.hosts[strip_port(words[0])] += k
         else:
             out.malformed += k
 
@@ -99,7 +109,7 @@ def parse_combined(chunk: bytes) -> Counts:
     if pieces is None:
         return _parse_combined_regex(chunk, n)
     out = Counts(lines=n)
-    _prefixes(out, Counter(pieces[0:-1:6]))
+    _prefixes(out, pieces[0:-1:6], n)
     statuses: Counter[bytes] = Counter(pieces[2::6])
     good = n - out.malformed
     if out.malformed:  # rare: recount the other fields from the lines that parsed

@@ -9,9 +9,8 @@ the column (C), so Python work is per distinct value of a chunk, not per line.
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from collections import Counter
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -60,15 +59,16 @@ def _hashes(counts: Counter[bytes]) -> np.ndarray:
     return np.fromiter((hash(k) & MASK for k in counts), dtype=np.uint64, count=len(counts))
 
 
-@lru_cache(maxsize=65536)
 def prefix_of(client: bytes, v4: int, v6: int) -> bytes:
     """The client's network (b"198.51.100.0/24"); the client itself when it is not an address."""
     try:
-        ip = ipaddress.ip_address(client.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+        text = client.decode("ascii")
+        family, bits, width = (socket.AF_INET6, v6, 128) if ":" in text else (socket.AF_INET, v4, 32)
+        packed = socket.inet_pton(family, text)
+    except (UnicodeDecodeError, OSError, ValueError):
         return client
-    net = ipaddress.ip_network(f"{ip}/{v4 if ip.version == 4 else v6}", strict=False)
-    return str(net).encode()
+    masked = int.from_bytes(packed, "big") >> (width - bits) << (width - bits)
+    return f"{socket.inet_ntop(family, masked.to_bytes(width // 8, 'big'))}/{bits}".encode()
 
 
 class WindowBuilder:

@@ -134,7 +134,8 @@ def sketch(distinct: int, first: int = 0) -> bytes:
 def window(t: float, requests: int, clients: list[tuple[str, int]], distinct: int, seconds: float = 0.25,
            path: str = "/", status: dict[str, int] | None = None, agent: str = "h2load", with_query: int = 0,
            method: str = "GET", first: int = 0) -> WebWindow:
-    return WebWindow(client_hll=sketch(distinct, first), t_start=t, t_end=t + seconds, requests=requests, lines=requests, malformed=0,
+    return WebWindow(client_hll=sketch(distinct, first), t_start=t, t_end=t + seconds, requests=requests,
+                     lines=requests, malformed=0,
                      methods={method: requests}, status=status or {"2xx": requests}, with_query=with_query,
                      distinct_queries=with_query, distinct_clients=distinct, top_clients=[list(c) for c in clients],
                      top_prefixes=[], top_paths=[[path, requests]], top_agents=[[agent, requests]],
@@ -177,7 +178,7 @@ def test_a_crowd_of_ordinary_clients_opens_nothing_a_few_fast_clients_do() -> No
 def test_rates_just_over_the_threshold_need_to_be_sustained() -> None:
     det = HttpDetector(HttpDetectSettings(sustain_seconds=1.0))
     burst = [window(i * 0.25, 100, [("198.51.100.9", 100)], 1) for i in range(3)]  # 400 r/s for 0.75 s
-    assert run(det, burst + [window(1.0, 0, [], 0), window(1.25, 0, [], 0)]) == []
+    assert run(det, [*burst, window(1.0, 0, [], 0), window(1.25, 0, [], 0)]) == []
     held = [window(5 + i * 0.25, 100, [("198.51.100.9", 100)], 1) for i in range(5)]
     assert run(det, held) == ["incident.opened:bot_flood"]
 
