@@ -82,11 +82,10 @@ def nginx(pair: NetnsPair, d: Path) -> Iterator[Path]:
             proc.wait(5)
 
 
-def h2load(pair: NetnsPair, seconds: float, http2: bool, clients: int = 40,
-           src: str = "") -> subprocess.Popen[str]:
+def h2load(pair: NetnsPair, seconds: float, http2: bool, clients: int = 40) -> subprocess.Popen[str]:
     """A flood from namespace A: HTTP/2 over TLS (10 streams per connection) or HTTP/1.1 keep-alive."""
     url = f"https://{pair.ip4_b}/" if http2 else f"http://{pair.ip4_b}/"
-    argv = ["h2load", "-c", str(clients), "-t", "1", "-D", str(seconds), "--warm-up-time", "0"]
+    argv = ["h2load", "-c", str(clients), "-t", "1", "-D", str(max(1, round(seconds))), "--warm-up-time", "0"]
     argv += ["-m", "10"] if http2 else ["--h1"]
     return pair.popen(pair.ns_a, [*argv, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
