@@ -26,7 +26,7 @@ from floodwatch.messages import (
     TrafficWindow,
     WebWindow,
 )
-from floodwatch.paths import baseline_file
+from floodwatch.paths import baseline_file, http_baseline_file
 from floodwatch.runtime.actor import Actor
 from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.detector import DetectorSettings
@@ -47,7 +47,7 @@ class DetectorActor(Actor[DetectorSettings]):
         self._dirty = False
         # http floods from the weblog actor's windows (floodwatch/detect/http.py): a state machine of its own
         self.http = HttpDetector(config.weblog.detect)
-        self.http_baseline_path = Path(config.agent.state_dir) / config.weblog.detect.baseline_file
+        self.http_baseline_path = http_baseline_file(config.weblog.detect, config.agent.state_dir)
         self.count_from(lambda: dict(self.http.counters))
 
     def host_addresses(self) -> list[str]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from floodwatch.config import Config
+from floodwatch.paths import weblog_positions
 from floodwatch.runtime.actor import Actor
 from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.weblog import WeblogSettings
@@ -27,7 +27,7 @@ class WeblogActor(Actor[WeblogSettings]):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.state_path = Path(config.agent.state_dir) / self.settings.state_file
+        self.state_path = weblog_positions(self.settings, config.agent.state_dir)
         self.logs = Logs(self.settings, load_positions(self.state_path), time.time())
         self.counters.update({"windows": 0, "state_errors": 0})
         self.count_from(lambda: {**self.logs.counters, **self.logs.follower_counters()})

@@ -13,6 +13,8 @@ call the same function. No heavy imports: the CLI and the supervisor use it.
       reporter/outbox.sqlite      reporter outbox                        [reporter] outbox_path
       server.db, server-pcaps/    embedded API server                    [apiserver] db_path, pcap_dir
       server-local-node.json      this host's node credentials ("-": none) [apiserver] local_node_file
+      weblog/offsets.json         access-log positions (relative)        [weblog] state_file
+      detector/http_baseline.json http_flood baselines (relative)        [weblog.detect] baseline_file
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from floodwatch.settings.detector import DetectorSettings
 from floodwatch.settings.executor import ExecutorSettings
 from floodwatch.settings.recorder import RecorderSettings
 from floodwatch.settings.reporter import ReporterSettings
+from floodwatch.settings.weblog import HttpDetectSettings, WeblogSettings
 
 OFF = "-"  # a file setting that turns the file off
 
@@ -60,3 +63,12 @@ def local_node_file(s: ApiserverSettings, state_dir: str | Path) -> Path | None:
     if s.local_node_file == OFF:
         return None
     return Path(s.local_node_file or Path(state_dir) / "server-local-node.json")
+
+
+def weblog_positions(s: WeblogSettings, state_dir: str | Path) -> Path:
+    """Where the weblog actor keeps each log's position (inode, offset, head) across restarts."""
+    return Path(state_dir) / s.state_file
+
+
+def http_baseline_file(s: HttpDetectSettings, state_dir: str | Path) -> Path:
+    return Path(state_dir) / s.baseline_file

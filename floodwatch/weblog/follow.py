@@ -4,11 +4,11 @@ caller's clock). Offsets persist as JSON {path: {"current": Position, "rotated":
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from floodwatch.messages import WebWindow
+from floodwatch.server.paths import write_private
 from floodwatch.settings.weblog import WeblogSettings, WeblogSource
 from floodwatch.weblog.parse import parser_for
 from floodwatch.weblog.tail import Follower, Position
@@ -79,11 +79,4 @@ class Logs:
 
 def save_positions(path: Path, positions: dict[str, Any]) -> None:
     """Atomically, 0600 in a 0700 directory."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(positions, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_private(path, json.dumps(positions, separators=(",", ":")))
