@@ -15,7 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from floodwatch.messages import IncidentEvent, IncidentOpened, IncidentResolved, IncidentUpdated, WebWindow
+from floodwatch.detect.incident import Lifecycle
+from floodwatch.messages import WebWindow
 from floodwatch.settings.weblog import HttpDetectSettings
 
 KEEP = 64  # entries kept per dimension (the largest)
@@ -102,7 +103,7 @@ def severity(ratio: float) -> str:
 
 
 @dataclass
-class HttpIncident:
+class HttpIncident(Lifecycle):
     started_at: float
     threshold_rps: float
     threshold_source: str
@@ -145,18 +146,3 @@ class HttpIncident:
                 "duration": round(max(0.0, (self.ended_at or self.updated_at) - self.started_at), 3),
             },
         }
-
-    def event(self, kind: type[IncidentEvent], t: float) -> IncidentEvent:
-        self.seq += 1
-        self.updated_at = max(self.updated_at, t)
-        return kind(seq=self.seq, **self.fields())
-
-    def opened(self, t: float) -> IncidentEvent:
-        return self.event(IncidentOpened, t)
-
-    def updated(self, t: float) -> IncidentEvent:
-        return self.event(IncidentUpdated, t)
-
-    def resolved(self, ended_at: float) -> IncidentEvent:
-        self.status, self.ended_at = "resolved", ended_at
-        return self.event(IncidentResolved, ended_at)

@@ -14,8 +14,38 @@ from floodwatch.messages import IncidentEvent, IncidentOpened, IncidentResolved,
 MAX_IOC_MATCHES = 100
 
 
+class Lifecycle:
+    """The events of an incident's life (opened, updated..., resolved), numbered by seq; the incident
+    kinds (packet incidents here, http_flood incidents in http_incident.py) supply fields()."""
+
+    seq: int
+    status: str
+    updated_at: float
+    ended_at: float | None
+
+    def fields(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def event(self, kind: type[IncidentEvent], t: float) -> IncidentEvent:
+        """The next event (seq + 1) of the given kind at window time t."""
+        self.seq += 1
+        self.updated_at = max(self.updated_at, t)
+        return kind(seq=self.seq, **self.fields())
+
+    def opened(self, t: float) -> IncidentEvent:
+        return self.event(IncidentOpened, t)
+
+    def updated(self, t: float) -> IncidentEvent:
+        return self.event(IncidentUpdated, t)
+
+    def resolved(self, ended_at: float) -> IncidentEvent:
+        self.status = "resolved"
+        self.ended_at = ended_at
+        return self.event(IncidentResolved, ended_at)
+
+
 @dataclass
-class Incident:
+class Incident(Lifecycle):
     started_at: float
     threshold_pps: float
     threshold_bps: float
@@ -80,20 +110,3 @@ class Incident:
             "updated_at": self.updated_at,
             **c,
         }
-
-    def event(self, kind: type[IncidentEvent], t: float) -> IncidentEvent:
-        """The next event (seq + 1) of the given kind at window time t."""
-        self.seq += 1
-        self.updated_at = max(self.updated_at, t)
-        return kind(seq=self.seq, **self.fields())
-
-    def opened(self, t: float) -> IncidentEvent:
-        return self.event(IncidentOpened, t)
-
-    def updated(self, t: float) -> IncidentEvent:
-        return self.event(IncidentUpdated, t)
-
-    def resolved(self, ended_at: float) -> IncidentEvent:
-        self.status = "resolved"
-        self.ended_at = ended_at
-        return self.event(IncidentResolved, ended_at)
