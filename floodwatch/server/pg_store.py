@@ -31,6 +31,11 @@ from floodwatch.server.sqlite_store import (
     _history_entry,
     _incident,
     _ts,
+    command_row,
+    config_row,
+    metric_row,
+    node_row,
+    pcap_row,
 )
 from floodwatch.server.store import Conflict, NotFound
 from floodwatch.server.validate import stored_details, stored_json
@@ -150,10 +155,10 @@ class PGStore:
     def find_node(self, ref: str, now: float = 0.0, offline_after: float = 90.0) -> dict[str, Any] | None:
         row = self._one("SELECT * FROM nodes WHERE name = %s OR uuid = %s OR id::text = %s "
                         "ORDER BY name = %s DESC LIMIT 1", (ref, ref.lower(), ref, ref))
-        return None if row is None else _node(row, now or time.time(), offline_after)
+        return None if row is None else node_row(row, now or time.time(), offline_after)
 
     def list_nodes(self, now: float, offline_after: float) -> list[dict[str, Any]]:
-        return [_node(r, now, offline_after) for r in self._all("SELECT * FROM nodes ORDER BY id")]
+        return [node_row(r, now, offline_after) for r in self._all("SELECT * FROM nodes ORDER BY id")]
 
     def record_heartbeat(self, node_id: int, hb: dict[str, Any], now: float) -> None:
         with self._tx() as cur:
@@ -187,9 +192,7 @@ class PGStore:
     def metrics(self, node_id: int, since: float, limit: int) -> list[dict[str, Any]]:
         rows = self._all("SELECT * FROM metrics WHERE node_id = %s AND recorded_at >= %s "
                          "ORDER BY recorded_at, id LIMIT %s", (node_id, since, limit))
-        return [{"pps": r["pps"], "bps": r["bps"], "tcp_pct": r["tcp_pct"], "udp_pct": r["udp_pct"],
-                 "icmp_pct": r["icmp_pct"], "conn_count": r["conn_count"],
-                 "recorded_at": _ts(r["recorded_at"]), "received_at": _ts(r["received_at"])} for r in rows]
+        return [metric_row(r) for r in rows]
 
     def prune_metrics(self, before: float) -> int:
         with self._tx() as cur:
@@ -302,8 +305,7 @@ class PGStore:
         row = self._one("SELECT * FROM pcaps WHERE incident_id = %s", (incident_id,))
         if row is None:
             return None
-        return {"incident_id": incident_id, "file_name": row["file_name"], "bytes": row["bytes"],
-                "sha256": row["sha256"], "uploaded_at": _ts(row["uploaded_at"])}
+        return pcap_row(incident_id, row)
 
     def pcap_bytes_total(self) -> int:
         row = self._one("SELECT coalesce(sum(bytes), 0) AS n FROM pcaps")
@@ -318,9 +320,7 @@ class PGStore:
                         (node_id,))
         if row is None:
             raise NotFound(f"no node {node_id}")
-        return {"node_id": node_id, "pps_threshold": row["pps_threshold"], "bps_threshold": row["bps_threshold"],
-                "baseline": stored_json(row["baseline"])[0] or {},
-                "ioc_patterns": stored_json(row["ioc_patterns"])[0] or []}
+        return config_row(node_id, row)
 
     def update_node_config(self, node_id: int, changes: dict[str, Any]) -> None:
         cols = {k: (json.dumps(v) if k in ("baseline", "ioc_patterns") else v) for k, v in changes.items()
@@ -361,10 +361,7 @@ class PGStore:
 
     def list_commands(self, node_id: int) -> list[dict[str, Any]]:
         rows = self._all("SELECT * FROM commands WHERE node_id = %s ORDER BY id", (node_id,))
-        return [{"id": r["id"], "command": stored_json(r["command"])[0], "created_at": _ts(r["created_at"]),
-                 "delivered_at": _ts(r["delivered_at"]), "acked_at": _ts(r["acked_at"]),
-                 "status": r["ack_status"] or "pending", "error": r["ack_error"], "output": r["ack_output"],
-                 "executed_at": _ts(r["executed_at"])} for r in rows]
+        return [command_row(r) for r in rows]
 
     # -- operators -------------------------------------------------------------------------------
     def add_admin_token(self, name: str, token_hash: str, now: float) -> None:
@@ -385,12 +382,3 @@ def _fetch1(cur: psycopg.Cursor[Any]) -> dict[str, Any]:
     if row is None:
         raise StorageError("the database returned no row")
     return row
-
-
-def _node(r: dict[str, Any], now: float, offline_after: float) -> dict[str, Any]:
-    seen = r["last_seen_at"]
-    status = "new" if seen is None else ("online" if now - seen <= offline_after else "offline")
-    return {"node_id": r["id"], "node_uuid": r["uuid"], "name": r["name"], "status": status,
-            "last_seen_at": _ts(seen), "agent_version": r["agent_version"], "os": r["os"],
-            "uptime": r["uptime"], "created_at": _ts(r["created_at"]),
-            "pps_threshold": r["pps_threshold"], "bps_threshold": r["bps_threshold"]}

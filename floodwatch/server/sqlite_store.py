@@ -178,12 +178,7 @@ class SQLiteStore:
         return [self._node(r, now, offline_after) for r in rows]
 
     def _node(self, r: sqlite3.Row, now: float, offline_after: float) -> dict[str, Any]:
-        seen = r["last_seen_at"]
-        status = "new" if seen is None else ("online" if now - seen <= offline_after else "offline")
-        return {"node_id": r["id"], "node_uuid": r["uuid"], "name": r["name"], "status": status,
-                "last_seen_at": _ts(seen), "agent_version": r["agent_version"], "os": r["os"],
-                "uptime": r["uptime"], "created_at": _ts(r["created_at"]),
-                "pps_threshold": r["pps_threshold"], "bps_threshold": r["bps_threshold"]}
+        return node_row(r, now, offline_after)
 
     def record_heartbeat(self, node_id: int, hb: dict[str, Any], now: float) -> None:
         with self._tx():
@@ -209,9 +204,7 @@ class SQLiteStore:
     def metrics(self, node_id: int, since: float, limit: int) -> list[dict[str, Any]]:
         rows = self._exec("SELECT * FROM metrics WHERE node_id = ? AND recorded_at >= ? "
                           "ORDER BY recorded_at, id LIMIT ?", (node_id, since, limit)).fetchall()
-        return [{"pps": r["pps"], "bps": r["bps"], "tcp_pct": r["tcp_pct"], "udp_pct": r["udp_pct"],
-                 "icmp_pct": r["icmp_pct"], "conn_count": r["conn_count"],
-                 "recorded_at": _ts(r["recorded_at"]), "received_at": _ts(r["received_at"])} for r in rows]
+        return [metric_row(r) for r in rows]
 
     def prune_metrics(self, before: float) -> int:
         with self._tx():
@@ -319,8 +312,7 @@ class SQLiteStore:
         row = self._one("SELECT * FROM pcaps WHERE incident_id = ?", (incident_id,))
         if row is None:
             return None
-        return {"incident_id": incident_id, "file_name": row["file_name"], "bytes": row["bytes"],
-                "sha256": row["sha256"], "uploaded_at": _ts(row["uploaded_at"])}
+        return pcap_row(incident_id, row)
 
     def pcap_bytes_total(self) -> int:
         row = self._one("SELECT coalesce(sum(bytes), 0) AS n FROM pcaps")
@@ -335,9 +327,7 @@ class SQLiteStore:
                         (node_id,))
         if row is None:
             raise NotFound(f"no node {node_id}")
-        return {"node_id": node_id, "pps_threshold": row["pps_threshold"], "bps_threshold": row["bps_threshold"],
-                "baseline": stored_json(row["baseline"])[0] or {},
-                "ioc_patterns": stored_json(row["ioc_patterns"])[0] or []}
+        return config_row(node_id, row)
 
     def update_node_config(self, node_id: int, changes: dict[str, Any]) -> None:
         cols = {k: (json.dumps(v) if k in ("baseline", "ioc_patterns") else v) for k, v in changes.items()
@@ -378,10 +368,7 @@ class SQLiteStore:
 
     def list_commands(self, node_id: int) -> list[dict[str, Any]]:
         rows = self._exec("SELECT * FROM commands WHERE node_id = ? ORDER BY id", (node_id,)).fetchall()
-        return [{"id": r["id"], "command": stored_json(r["command"])[0], "created_at": _ts(r["created_at"]),
-                 "delivered_at": _ts(r["delivered_at"]), "acked_at": _ts(r["acked_at"]),
-                 "status": r["ack_status"] or "pending", "error": r["ack_error"], "output": r["ack_output"],
-                 "executed_at": _ts(r["executed_at"])} for r in rows]
+        return [command_row(r) for r in rows]
 
     # -- operators -------------------------------------------------------------------------------
     def add_admin_token(self, name: str, token_hash: str, now: float) -> None:
@@ -428,3 +415,37 @@ def _history_entry(r: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     if withheld:
         entry["withheld"] = withheld
     return entry
+
+
+# -- rows to the dicts both stores return (pg_store.py uses these too) ---------------------------------
+def node_row(r: sqlite3.Row | dict[str, Any], now: float, offline_after: float) -> dict[str, Any]:
+    seen = r["last_seen_at"]
+    status = "new" if seen is None else ("online" if now - seen <= offline_after else "offline")
+    return {"node_id": r["id"], "node_uuid": r["uuid"], "name": r["name"], "status": status,
+            "last_seen_at": _ts(seen), "agent_version": r["agent_version"], "os": r["os"],
+            "uptime": r["uptime"], "created_at": _ts(r["created_at"]),
+            "pps_threshold": r["pps_threshold"], "bps_threshold": r["bps_threshold"]}
+
+
+def metric_row(r: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+    return {"pps": r["pps"], "bps": r["bps"], "tcp_pct": r["tcp_pct"], "udp_pct": r["udp_pct"],
+            "icmp_pct": r["icmp_pct"], "conn_count": r["conn_count"],
+            "recorded_at": _ts(r["recorded_at"]), "received_at": _ts(r["received_at"])}
+
+
+def pcap_row(incident_id: int, row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+    return {"incident_id": incident_id, "file_name": row["file_name"], "bytes": row["bytes"],
+            "sha256": row["sha256"], "uploaded_at": _ts(row["uploaded_at"])}
+
+
+def config_row(node_id: int, row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+    return {"node_id": node_id, "pps_threshold": row["pps_threshold"], "bps_threshold": row["bps_threshold"],
+            "baseline": stored_json(row["baseline"])[0] or {},
+            "ioc_patterns": stored_json(row["ioc_patterns"])[0] or []}
+
+
+def command_row(r: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+    return {"id": r["id"], "command": stored_json(r["command"])[0], "created_at": _ts(r["created_at"]),
+            "delivered_at": _ts(r["delivered_at"]), "acked_at": _ts(r["acked_at"]),
+            "status": r["ack_status"] or "pending", "error": r["ack_error"], "output": r["ack_output"],
+            "executed_at": _ts(r["executed_at"])}
