@@ -77,11 +77,13 @@ class PGStore:
         kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
         if password is not None:
             kwargs["password"] = password
-        try:
+        try:  # one connection first, for the server's own reason when it fails (never the password)
+            psycopg.connect(url, connect_timeout=10, **kwargs).close()
             self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False)
             self.pool.open(wait=True, timeout=15)
-        except (psycopg.Error, Exception) as e:  # PoolTimeout names no secret; the URL is redacted
-            raise StorageError(f"{self.where}: cannot connect to the database: {type(e).__name__}") from e
+        except Exception as e:  # psycopg's errors and the pool's timeout alike
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1].replace(password or "\0", "***")
+            raise StorageError(f"{self.where}: cannot connect to the database: {reason}") from e
         self.schema_before, self.migrated = 0, list[migrations.Migration]()
         with self._tx() as cur:
             self.schema_before, self.migrated = pg_schema.upgrade(cur, time.time(), self.where)

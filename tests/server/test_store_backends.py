@@ -146,3 +146,35 @@ def test_a_failing_call_in_a_group_is_rolled_back_alone(store: Any) -> None:
             _node(store)  # duplicate name
         store.queue_command(a, "two", T0)
     assert [c["command"] for c in store.list_commands(a)] == ["one", "two"]
+
+
+def test_a_newer_schema_is_refused_on_both(store: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    with store.group():
+        store.add_admin_token("x", "h", T0)
+        if hasattr(store, "pool"):
+            with store._tx() as cur:
+                cur.execute("INSERT INTO schema_migrations VALUES (7, 'future', 0)")
+        else:
+            store.execute("INSERT INTO schema_migrations VALUES (7, 'future', 0)")
+    with pytest.raises(migrations.SchemaTooNew, match="version 7, newer than this floodwatch knows"):
+        if hasattr(store, "pool"):
+            from floodwatch.server.pg_store import PGStore
+
+            cluster: PgCluster = request.getfixturevalue("pg_cluster")
+            PGStore(store.where, cluster.password)
+        else:
+            type(store)(store.path)
+    assert store.admin_token_hashes() == ["h"]  # refused, nothing changed
+
+
+def test_postgresql_password_stays_out_of_messages(pg_cluster: PgCluster) -> None:
+    from floodwatch.errors import StorageError
+    from floodwatch.server.pg_store import PGStore, redact
+
+    url = pg_cluster.new_database()
+    wrong = "wrong-" + pg_cluster.password
+    with pytest.raises(StorageError) as e:
+        PGStore(url, wrong, min_size=1)
+    assert "password authentication failed" in str(e.value), e.value
+    assert wrong not in str(e.value) and pg_cluster.password not in str(e.value)
+    assert redact("postgresql://fw:s3cret@db:5432/x") == "postgresql://fw@db:5432/x"
