@@ -80,6 +80,7 @@ class CollectorActor(Actor[CollectorSettings]):
             self.health = f"stream ended: {e}"
             self.log.error("{}", e)
         self.core.flush_all()
+        self.core.publish_seen(last)
         msg = StreamEnded(source=path, packets=stats.get("packets", 0), ts=last, error=error)
         self._send(msg, "packets")
         self._send(msg, "frames")
@@ -107,6 +108,9 @@ class CollectorActor(Actor[CollectorSettings]):
             sock.close()
 
     def _send(self, msg: Message, channel: str) -> bool:
+        if channel == "events":
+            self.publish(msg)
+            return True
         pusher = self.packets_push if channel == "packets" else self.frames_push
         assert pusher is not None
         if not self.settings.pcap_file:
@@ -123,6 +127,7 @@ class CollectorActor(Actor[CollectorSettings]):
         out.update(c.flows.stats)
         out.update(c.flows.cache.stats)
         out["templates_cached"] = len(c.flows.cache.templates)
+        out["exporter_pairs_dropped"] = c.seen.dropped
         out["exporters"] = dict(list(c.exporters_seen.items())[:64])
         out.update({f"file_{k}": v for k, v in self.file_stats.items()})
         return out

@@ -8,17 +8,21 @@ state directory. `python -m actors.detector --config FILE`.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import time
 
 from floodwatch.capture.ifstats import interface_addresses, resolve_interfaces
 from floodwatch.config import Config
 from floodwatch.detect.baseline import BaselineError
 from floodwatch.detect.evaluate import Detector
+from floodwatch.detect.exporters import ExporterMap
 from floodwatch.detect.http import HttpDetector
 from floodwatch.errors import CaptureError
 from floodwatch.messages import (
     AnalysisFinished,
     ConfigReceived,
+    ExporterTraffic,
     IncidentEnriched,
     IncidentEvent,
     Message,
@@ -36,7 +40,7 @@ MAX_HOST_ADDRESSES = 16
 
 class DetectorActor(Actor[DetectorSettings]):
     name = "detector"
-    subscribes = (TrafficWindow, ConfigReceived, IncidentEnriched, StreamEnded, WebWindow)
+    subscribes = (TrafficWindow, ConfigReceived, IncidentEnriched, StreamEnded, WebWindow, ExporterTraffic)
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -49,6 +53,7 @@ class DetectorActor(Actor[DetectorSettings]):
         self.http = HttpDetector(config.weblog.detect)
         self.http_baseline_path = http_baseline_file(config.weblog.detect, config.agent.state_dir)
         self.count_from(lambda: dict(self.http.counters))
+        self.exporters = ExporterMap()  # network mode: the routers that saw each victim
 
     def host_addresses(self) -> list[str]:
         """The host's own addresses (the capture interfaces', else the configured local networks): the
@@ -84,6 +89,8 @@ class DetectorActor(Actor[DetectorSettings]):
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, TrafficWindow):
             self.on_window(msg)
+        elif isinstance(msg, ExporterTraffic):
+            self.exporters.note(msg.pairs, time.time())
         elif isinstance(msg, WebWindow):
             self.emit(self.http.step(msg))
         elif isinstance(msg, ConfigReceived):
@@ -112,6 +119,8 @@ class DetectorActor(Actor[DetectorSettings]):
 
     def emit(self, events: list[IncidentEvent]) -> None:
         for ev in events:
+            if self.exporters.victims:
+                ev = dataclasses.replace(ev, exporters=self.exporters.for_targets(ev.target_ips, time.time()))
             self.publish(ev)
             self.log.info("{} {} {}/{} peak {} pps (seq {})", ev.TOPIC, ev.incident_key, ev.attack_family,
                           ev.attack_subtype, ev.peak_pps, ev.seq)

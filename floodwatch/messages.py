@@ -297,6 +297,17 @@ class IocPattern(TypedDict):
 
 @register
 @dataclass(frozen=True)
+class ExporterTraffic(Message):
+    """collector -> detector: which exporter saw traffic to which protected address since the last one
+    (bounded: the heaviest pairs only), so an incident can name the routers that saw it."""
+
+    TOPIC: ClassVar[str] = "collector.exporters"
+    ts: float  # wall clock
+    pairs: list[list[Any]]  # [exporter address, destination address, packets scaled by sampling]
+
+
+@register
+@dataclass(frozen=True)
 class TrafficWindow(Message):
     """One 100 ms window. Counts are estimates scaled by the sample rate unless `exact` says so."""
 
@@ -456,6 +467,7 @@ class IncidentEvent(Message):
     botnet_detected: bool
     vectors: list[VectorShare] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    exporters: list[str] = field(default_factory=list)  # network mode: the routers that saw it
 
 
 @register

@@ -17,10 +17,11 @@ import numpy as np
 from floodwatch.capture.batch import Directions, FrameBudget, RecordBatch
 from floodwatch.collector.flows import Flows, base_rows, sane, weighted_rows
 from floodwatch.collector.netflow import FlowDecoder
+from floodwatch.collector.seenby import SeenBy
 from floodwatch.collector.sflow import SflowBatch, decode_sflow, sflow_rows
 from floodwatch.collector.templates import TemplateCache
 from floodwatch.errors import BadDatagram
-from floodwatch.messages import FrameBatch, Message, PacketBatch
+from floodwatch.messages import ExporterTraffic, FrameBatch, Message, PacketBatch
 from floodwatch.records import DIR_UNKNOWN
 from floodwatch.settings.collector import CollectorSettings
 
@@ -51,6 +52,7 @@ class Collector:
         self.seq = 0
         self.budget = FrameBudget(s.frames_per_second, clock)
         self.exporters_seen: dict[str, int] = {}  # exporter -> datagrams (bounded like the memo)
+        self.seen = SeenBy()  # exporter -> victim packets since the last ExporterTraffic
         self.counters = {"datagrams": 0, "not_allowed": 0, "malformed": 0, "bad_sampling": 0,
                          "bad_lengths": 0, "flows": 0, "samples": 0, "ignored": 0, "records": 0,
                          "batches": 0, "batches_dropped": 0, "frames": 0, "frames_dropped": 0}
@@ -67,7 +69,7 @@ class Collector:
                 self._feed_sflow(data, exporter, ts)
             else:
                 rate = self.s.sampling.get(exporter, self.default_rate)
-                self.flows.decode(data, exporter, rate, ts)
+                self.flows.decode(data, exporter, rate, ts, self._index(exporter))
                 if self.flows.queued >= FLOW_BATCH:
                     self.decode_flows()
         except BadDatagram:
@@ -95,13 +97,20 @@ class Collector:
             return
         self.exporters_seen[exporter] = self.exporters_seen.get(exporter, 0) + 1
 
-    def _feed_sflow(self, data: bytes, exporter: str, ts: float) -> None:
+    def _index(self, exporter: str) -> int:
+        """The exporter's index in exporter_names (rows carry it); past EXPORTER_MEMO exporters, -1."""
         idx = self._exporter_idx.get(exporter)
-        if idx is None and len(self.exporter_names) < EXPORTER_MEMO:
+        if idx is None:
+            if len(self.exporter_names) >= EXPORTER_MEMO:
+                return -1
             idx = self._exporter_idx[exporter] = len(self.exporter_names)
             self.exporter_names.append(exporter)
+        return idx
+
+    def _feed_sflow(self, data: bytes, exporter: str, ts: float) -> None:
+        idx = self._index(exporter)
         try:
-            self.counters["bad_sampling"] += decode_sflow(data, self.sflow, idx or 0, self.s.max_sampling_rate)
+            self.counters["bad_sampling"] += decode_sflow(data, self.sflow, idx, self.s.max_sampling_rate)
         finally:
             self.sflow_ts = ts
             if len(self.sflow) >= SFLOW_BATCH:
@@ -117,6 +126,7 @@ class Collector:
         self.counters["samples"] += len(rows)
         rows["ts"] = self.sflow_ts
         keep = self._direct(rows)
+        self.seen.add(cols["exporter"][keep], rows[keep], cols["rate"][keep])
         if self.s.frames_per_second:
             self._frames(batch.buf, cols, self.sflow_ts, keep)
         rows, rates = rows[keep], cols["rate"][keep]
@@ -136,7 +146,9 @@ class Collector:
         self.counters["flows"] += len(flows)
         base = base_rows(flows)
         keep = self._direct(base)  # per flow, before a flow becomes several rows
-        for rate, rows in weighted_rows(base[keep], (flows.packets * flows.rate)[keep]):
+        total = flows.packets * flows.rate
+        self.seen.add(flows.exporter[keep], base[keep], total[keep])
+        for rate, rows in weighted_rows(base[keep], total[keep]):
             self._emit(rate, rows)
 
     def _direct(self, rows: np.ndarray) -> np.ndarray:
@@ -194,10 +206,17 @@ class Collector:
     def tick(self, now: float) -> None:
         """Tell the aggregator the stream time (wall clock) when no flow came: its windows close on time."""
         self.flush_all()
+        self.publish_seen(now)
         msg = PacketBatch(source="collector", iface="collector", seq=self.seq, sample_rate=1, count=0,
                           records=b"", t_first=now, t_last=now)
         self.seq += 1
         self.send(msg, "packets")
+
+    def publish_seen(self, now: float) -> None:
+        """The exporter -> victim pairs seen since the last call, as one ExporterTraffic (if any)."""
+        pairs = self.seen.take(self.exporter_names)
+        if pairs:
+            self.send(ExporterTraffic(ts=now, pairs=pairs), "events")
 
     def due_in_ms(self) -> float:
         born = [self.born[r] for r, b in self.buckets.items() if b.n]

@@ -40,6 +40,7 @@ class Flows:
     octets: np.ndarray  # uint64, bytes (IP lengths) the exporter counted
     rate: np.ndarray  # uint64, 1 in N sampling of each flow
     ts: np.ndarray  # float64, arrival time of the datagram
+    exporter: np.ndarray  # int64, the exporter's index (Collector.exporter_names)
 
     def __len__(self) -> int:
         return len(self.packets)
@@ -49,7 +50,7 @@ class Flows:
         z = np.zeros
         return Flows(z((n, 16), np.uint8), z((n, 16), np.uint8), z(n, np.int64), z(n, np.int64),
                      z(n, np.int64), z(n, np.int64), z(n, np.int64), z(n, np.int64), z(n, np.uint64),
-                     z(n, np.uint64), np.ones(n, np.uint64), z(n, np.float64))
+                     z(n, np.uint64), np.ones(n, np.uint64), z(n, np.float64), z(n, np.int64))
 
     def take(self, keep: np.ndarray) -> Flows:
         return Flows(*(getattr(self, f)[keep] for f in FIELDS))
@@ -61,7 +62,8 @@ class Flows:
         return Flows(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
 
 
-FIELDS = ("src", "dst", "sport", "dport", "proto", "flags", "ttl", "ipver", "packets", "octets", "rate", "ts")
+FIELDS = ("src", "dst", "sport", "dport", "proto", "flags", "ttl", "ipver", "packets", "octets", "rate", "ts",
+          "exporter")
 
 
 def v4_addrs(col: np.ndarray) -> np.ndarray:

@@ -50,11 +50,13 @@ class FlowDecoder:
 
     def __init__(self, cache: TemplateCache) -> None:
         self.cache = cache
-        self.queue: dict[int, tuple[Template, list[bytes], list[int], list[int], list[float]]] = {}
+        self.queue: dict[int, tuple[Template, list[bytes], list[int], list[int], list[float], list[int]]] = {}
+        self.exporter_idx = 0  # the index of the exporter of the datagram being decoded (Flows.exporter)
         self.queued = 0  # records waiting in the queue
         self.stats = {"sets_pending": 0, "sets_unknown_dropped": 0, "templates": 0, "options": 0}
 
-    def decode(self, data: bytes, exporter: str, default_rate: int, now: float) -> None:
+    def decode(self, data: bytes, exporter: str, default_rate: int, now: float, exporter_idx: int = 0) -> None:
+        self.exporter_idx = exporter_idx
         if len(data) < 2:
             raise BadDatagram("flow export: empty datagram")
         version = int.from_bytes(data[:2], "big")
@@ -126,22 +128,24 @@ class FlowDecoder:
             return
         entry = self.queue.get(id(tmpl))
         if entry is None:
-            entry = self.queue[id(tmpl)] = (tmpl, [], [], [], [])
+            entry = self.queue[id(tmpl)] = (tmpl, [], [], [], [], [])
         entry[1].append(body)
         entry[2].append(n)
         entry[3].append(rate)
         entry[4].append(now)
+        entry[5].append(self.exporter_idx)
         self.queued += n
 
     def drain(self) -> list[Flows]:
         """Every queued record as Flows, one numpy pass per template."""
         out = []
-        for tmpl, bodies, counts, rates, times in self.queue.values():
+        for tmpl, bodies, counts, rates, times, exporters in self.queue.values():
             rec = np.frombuffer(b"".join(bodies), dtype=tmpl.dtype)
             rate = np.repeat(np.asarray(rates, dtype=np.uint64), counts)
             ts = np.repeat(np.asarray(times, dtype=np.float64), counts)
             f = v5_flows(rec, rate, ts) if tmpl is V5 else flows_of(tmpl, rec, rate, ts)
             if len(f):
+                f.exporter = np.repeat(np.asarray(exporters, dtype=np.int64), counts)
                 out.append(f)
         self.queue.clear()
         self.queued = 0

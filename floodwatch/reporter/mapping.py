@@ -87,6 +87,8 @@ def incident_body(msg: IncidentEvent) -> dict[str, Any]:
     }
     if msg.vectors:
         body["vectors"] = list(msg.vectors)
+    if msg.exporters:
+        body["exporters"] = list(msg.exporters)  # network mode (docs/collector.md); the server keeps it
     if resolved or msg.ended_at is not None:
         body["ended_at"] = iso(msg.ended_at if msg.ended_at is not None else msg.updated_at)
     return body

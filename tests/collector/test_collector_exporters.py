@@ -90,7 +90,8 @@ def pmacct_sflow(pcap: Path, port: int, rate: int, tmp_path: Path) -> None:
 
 def check(harness: BusHarness, run: Callable[[], None], expected: int, tolerance: float = 0.1,
           malformed: int = 0) -> None:
-    """Run the exporter; the incident names the victim and the family; the windows add up to the flood."""
+    """Run the exporter; the incident names the victim, the family and the exporter; the windows add up to
+    the flood."""
     sub = harness.subscriber(IncidentOpened, TrafficWindow)
     with closing(sub):
         run()
@@ -108,6 +109,7 @@ def check(harness: BusHarness, run: Callable[[], None], expected: int, tolerance
     assert opened is not None, "no incident"
     assert VICTIM in opened.target_ips
     assert (opened.attack_family, opened.attack_subtype) == ("udp_flood", "ntp_amplification")
+    assert opened.exporters == ["127.0.0.1"]  # the router that saw it (softflowd / pmacctd on loopback)
     assert abs(total - expected) <= tolerance * expected, (total, expected)
     counters = harness.counters("collector")
     assert counters.get("malformed", 0) == malformed, counters

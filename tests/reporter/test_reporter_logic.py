@@ -62,6 +62,8 @@ def test_reporter_incident_lifecycle_bodies() -> None:
     assert opened["incident_key"] == "k-1" and opened["status"] == "active"
     assert opened["started_at"] == "2026-05-28T20:26:40.250Z" and "ended_at" not in opened
     assert "incident_id" not in opened  # added at send time, once the server gave one
+    assert "exporters" not in opened  # host mode: no routers to name
+    assert mapping.incident_body(incident(exporters=["192.0.2.1"]))["exporters"] == ["192.0.2.1"]  # network mode
     upd = incident(IncidentUpdated, seq=1, peak_pps=200000)
     assert mapping.incident_op(upd) == "update" and mapping.incident_body(upd)["peak_pps"] == 200000
     res = incident(IncidentResolved, seq=2, status="resolved", ended_at=T0 + 60)

@@ -64,13 +64,14 @@ def test_admin_api_manages_nodes_commands_and_incidents(srv: ServerProc, admin: 
     assert r.status == 200 and r.json["pps_threshold"] == 7000
     assert srv.request("GET", "/api/v1/admin/nodes/via-api", headers=admin).json["config"]["pps_threshold"] == 7000
 
-    iid = srv.post("incident", incident_body(), node).json["incident_id"]
+    iid = srv.post("incident", incident_body(exporters=["192.0.2.1"]), node).json["incident_id"]
     content = os.urandom(5000)
     assert upload(srv, node, iid, content).status == 201
     listed = srv.request("GET", "/api/v1/admin/incidents?node=via-api&status=active", headers=admin).json
     assert [i["incident_id"] for i in listed] == [iid] and listed[0]["pcap_stored"] is True
     shown = srv.request("GET", f"/api/v1/admin/incidents/{iid}", headers=admin).json
     assert shown["history"][0]["kind"] == "open"
+    assert shown["history"][0]["body"]["exporters"] == ["192.0.2.1"]  # network mode's routers, kept as sent
     pcap = srv.request("GET", f"/api/v1/admin/incidents/{iid}/pcap", headers=admin)
     assert pcap.status == 200 and pcap.raw == content
     assert srv.request("GET", "/api/v1/admin/incidents/999999/pcap", headers=admin).status == 404
