@@ -17,6 +17,11 @@ from floodwatch.messages import (
 FAMILIES = frozenset({"udp_flood", "syn_flood", "http_flood", "icmp_flood", "dns_flood", "multi_vector", "unknown"})
 SEVERITIES = ("low", "medium", "high", "critical")
 ACK_STATUSES = frozenset({"applied", "rejected", "failed"})
+# extra -> additive named body fields (docs/weblog.md): the details of an http_flood that the API's
+# fields have no place for; a server keeps them in the incident's history, others ignore them
+EXTRA_FIELDS = (("site", "http_site"), ("top_paths", "http_top_paths"), ("top_agents", "http_top_agents"),
+                ("status_mix", "http_status_mix"), ("methods", "http_methods"),
+                ("mitigation", "mitigation_proposals"))
 MAX_ACK_TEXT = 4000  # characters of a command's error/output sent back
 
 
@@ -89,9 +94,15 @@ def incident_body(msg: IncidentEvent) -> dict[str, Any]:
         body["vectors"] = list(msg.vectors)
     if msg.exporters:
         body["exporters"] = list(msg.exporters)  # network mode (docs/collector.md); the server keeps it
+    body.update(extra_fields(msg.extra))
     if resolved or msg.ended_at is not None:
         body["ended_at"] = iso(msg.ended_at if msg.ended_at is not None else msg.updated_at)
     return body
+
+
+def extra_fields(extra: dict[str, Any]) -> dict[str, Any]:
+    """The details in an incident's `extra` that have a named body field (EXTRA_FIELDS), when present."""
+    return {name: extra[key] for key, name in EXTRA_FIELDS if extra.get(key) not in (None, "", [], {})}
 
 
 def ack_body(msg: CommandFinished) -> dict[str, Any]:

@@ -79,6 +79,19 @@ def test_reporter_incident_values_outside_the_api_are_normalised() -> None:
     assert body["severity"] == "medium" and body["confidence"] == 100
 
 
+def test_reporter_sends_the_details_of_extra_as_named_fields_only() -> None:
+    packet = mapping.incident_body(incident(extra={"carpet_bombing": False, "fragmented": 0.0}))
+    assert not {"http_site", "http_top_paths", "mitigation_proposals"} & packet.keys()
+    assert "extra" not in packet and "carpet_bombing" not in packet
+    web = mapping.incident_body(incident(attack_family="http_flood", extra={
+        "site": "shop", "top_paths": [{"path": "/", "count": 5}], "top_agents": [], "status_mix": {"2xx": 100.0},
+        "mitigation": ["iptables -I INPUT -s 198.18.0.9 -j DROP"], "requests": 5}))
+    assert web["http_site"] == "shop" and web["http_top_paths"] == [{"path": "/", "count": 5}]
+    assert web["http_status_mix"] == {"2xx": 100.0}
+    assert web["mitigation_proposals"] == ["iptables -I INPUT -s 198.18.0.9 -j DROP"]
+    assert "http_top_agents" not in web and "requests" not in web  # empty details are left out
+
+
 def test_reporter_ack_body() -> None:
     msg = CommandFinished(command_id=5, status="applied", error="", output="x" * 10000, executed_at=T0)
     body = mapping.ack_body(msg)

@@ -209,6 +209,29 @@ def test_reporter_server_uses_the_embedded_servers_local_node(tmp_path: Path, ha
             assert key not in rp.log_text()
 
 
+def test_reporter_sends_an_http_floods_details_and_the_server_keeps_them(tmp_path: Path, harness: BusHarness) -> None:
+    """The weblog's details (extra) travel as named fields and are in the stored incident's history."""
+    extra = {"source": "weblog", "site": "shop", "top_paths": [{"path": "/login", "count": 900}],
+             "top_agents": [{"agent": "curl/8.5", "count": 880}], "status_mix": {"2xx": 12.5, "4xx": 87.5},
+             "mitigation": ["iptables -I INPUT -s 198.18.0.9 -j DROP"], "requests": 1000}
+    with server(tmp_path) as srv:
+        uuid, key = srv.add_node("edge-1")
+        srv.start()
+        with reporter(tmp_path, harness, reporter_settings(srv.url, key, uuid)) as rp:
+            harness.publish(incident(key="web-1", attack_family="http_flood", attack_subtype="login_flood",
+                                     extra=extra))
+            rp.wait_drained()
+            (stored,) = srv.incidents()
+            assert stored["attack_family"] == "http_flood" and stored["attack_subtype"] == "login_flood"
+            body = srv.history(stored["incident_id"])[0]["body"]
+    assert body["http_site"] == "shop"
+    assert body["http_top_paths"] == [{"path": "/login", "count": 900}]
+    assert body["http_top_agents"] == [{"agent": "curl/8.5", "count": 880}]
+    assert body["http_status_mix"] == {"2xx": 12.5, "4xx": 87.5}
+    assert body["mitigation_proposals"] == ["iptables -I INPUT -s 198.18.0.9 -j DROP"]
+    assert "requests" not in body  # only the named fields, not the whole extra
+
+
 def _drained(sub: Any, events: int, timeout: float) -> ReporterDrained:
     """The first reporter.drained that covers `events` incident events."""
     deadline = time.monotonic() + timeout

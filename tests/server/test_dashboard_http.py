@@ -166,6 +166,30 @@ def test_agent_sent_text_is_escaped_in_the_html(env: Any) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in b.call("GET", f"/incidents/{incident_id}")[2]
 
 
+def test_an_http_floods_paths_agents_site_and_proposals_show_escaped(env: Any) -> None:
+    srv, node, pw = env
+    evil = '<script>alert(3)</script>'
+    body = incident_body(attack_family="http_flood", attack_subtype="login_flood", http_site="shop" + evil,
+                         http_top_paths=[{"path": "/wp-login.php", "count": 9000}, {"path": evil, "count": 5},
+                                         "junk", {"path": "/x"}],
+                         http_top_agents=[{"agent": "python-requests/2.31", "count": 8800}],
+                         http_status_mix={"2xx": 10.0, "4xx": 90.0},
+                         mitigation_proposals=["iptables -I INPUT -s 198.51.100.7 -j DROP"])
+    incident_id = srv.post("incident", body, node).json["incident_id"]
+    bad = srv.post("incident", incident_body(attack_family="http_flood", http_top_paths={"not": "a list"},
+                                             http_top_agents=[[1, 2]], mitigation_proposals="x"), node)
+    b = Browser(srv)
+    b.login("vic", pw["vic"])
+    status, _, html = b.call("GET", f"/incidents/{incident_id}")
+    assert status == 200 and 'id="http-details"' in html
+    for shown in ("/wp-login.php", "9000", "python-requests/2.31", "iptables -I INPUT -s 198.51.100.7 -j DROP",
+                  "4xx", "&lt;script&gt;alert(3)&lt;/script&gt;"):
+        assert shown in html, shown
+    assert "<script>alert(3)" not in html
+    status, _, html = b.call("GET", f"/incidents/{bad.json['incident_id']}")
+    assert status == 200 and 'id="http-details"' in html  # wrong shapes: left out, never an error page
+
+
 def test_rollups_answer_long_ranges(env: Any) -> None:
     srv, node, pw = env
     now = time.time()

@@ -79,6 +79,12 @@ def test_weblog_live_floods_open_http_flood_and_a_crowd_opens_nothing(tmp_path: 
         assert report["succeeded"] > 2000
         inc = eventually(lambda: one_new(agent, set()), 15, message="an http_flood incident for HTTP/1.1")
         assert inc["top_src_ips"][0]["ip"] == pair.ip4_a
+        shown = agent.incident_show(inc["incident_id"])  # the weblog's details reached the server
+        details = shown["history"][0]["body"]
+        assert details["http_site"] == "shop" and details["http_top_paths"][0]["path"] == "/"
+        assert details["http_top_agents"][0]["agent"].startswith("h2load")
+        assert details["http_status_mix"]["2xx"] == 100.0
+        assert any(f"-s {pair.ip4_a} -j DROP" in p for p in details["mitigation_proposals"])
         first = inc["incident_key"]
         eventually(lambda: [i for i in agent.http_incidents() if i["status"] == "resolved"], 20,
                    message="the HTTP/1.1 incident resolved")

@@ -144,6 +144,15 @@ class Agent:
         found: list[dict[str, Any]] = json.loads(out.stdout)
         return found
 
+    def incident_show(self, incident_id: int) -> dict[str, Any]:
+        """One stored incident with its history (`floodwatch server incident show ID --json`)."""
+        out = subprocess.run([PYTHON, "-m", "floodwatch.cli", "server", "incident", "show", str(incident_id),
+                              "--db", str(self.state / "server.db"), "--json"], capture_output=True, text=True,
+                             cwd=REPO, timeout=60)
+        assert out.returncode == 0, out.stderr
+        found: dict[str, Any] = json.loads(out.stdout)
+        return found
+
     def http_incidents(self) -> list[dict[str, Any]]:
         """The weblog's http_flood incidents (the packet detector may name a plain-HTTP flood too, as
         http_request_flood from its payloads: that one is not counted here)."""

@@ -98,7 +98,30 @@ def incident_page(store: SQLiteStore, incident_id: int) -> dict[str, Any] | None
     pcap = store.pcap(incident_id)
     inc["pcap_file"] = pcap["file_name"] if pcap else None
     inc["commands"] = commands(store, row[0], since=row[1], limit=100)
+    inc["http"] = http_details(inc["history"])
     return inc
+
+
+def _rows(v: Any, name: str) -> list[tuple[str, int]]:
+    rows = v if isinstance(v, list) else []
+    return [(str(r[name])[:300], r["count"]) for r in rows[:20]
+            if isinstance(r, dict) and name in r and isinstance(r.get("count"), int)]
+
+
+def http_details(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """An http_flood's details from the latest report that carried them (docs/weblog.md: http_site,
+    http_top_paths, ...), shapes checked (an agent sent them); None when no report did."""
+    for h in reversed(history):
+        b = h["body"]
+        if not any(k in b for k in ("http_site", "http_top_paths", "http_top_agents")):
+            continue
+        mix = b.get("http_status_mix")
+        props = b.get("mitigation_proposals")
+        return {"site": str(b.get("http_site") or "")[:300], "paths": _rows(b.get("http_top_paths"), "path"),
+                "agents": _rows(b.get("http_top_agents"), "agent"),
+                "status_mix": mix if isinstance(mix, dict) else {},
+                "proposals": [str(p)[:500] for p in props[:20]] if isinstance(props, list) else []}
+    return None
 
 
 def node_names(store: SQLiteStore) -> list[str]:
