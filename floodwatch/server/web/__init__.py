@@ -1,6 +1,6 @@
 """The web dashboard, served by the API server's own aiohttp application (same process, same port).
 
-Pages: /login, / (fleet), /nodes/{node}, /incidents, /incidents/{id}, /commands, /users; live updates at
+Pages: /login, / (fleet), /nodes/{node}, /incidents, /incidents/{id}, /commands, /notifications, /users; live updates at
 /events (server-sent events); chart data under /dash/api/. Templates and static files live in this
 package; nothing is loaded from the internet. `setup(app, server)` adds it all (see docs/dashboard.md).
 """
@@ -112,12 +112,13 @@ def secure_headers() -> dict[str, str]:
 
 
 def setup(app: web.Application, server: ApiServer) -> None:
-    from floodwatch.server.web import actions, pages
+    from floodwatch.server.web import actions, notify_page, pages
 
     dash = Dash(server, make_env())
     app[DASH_KEY] = dash
     pages.add_routes(app)
     actions.add_routes(app)
+    notify_page.add_routes(app)
     app.router.add_static("/static/", HERE / "static", name="static")
     app.on_startup.append(_start)
     app.on_shutdown.append(_stop)

@@ -1,0 +1,70 @@
+"""The dashboard's notification status page and node removal, over plain HTTP against the real server
+process: a webhook channel pointed at a real local receiver, incidents through the agent API."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.helpers import eventually
+from tests.server.fwserver_util import ServerProc, cli_inproc, incident_body
+from tests.server.notify_peers import Reply
+from tests.server.notify_setup import Peers
+from tests.server.test_dashboard_http import Browser
+
+EVIL = '<script>alert("hook")</script>'
+
+
+def _row(page: str, channel: str) -> str:
+    m = re.search(rf"<tr><td>{re.escape(channel)}.*?</tr>", page, re.S)
+    assert m, f"no row for {channel}"
+    return m.group(0)
+
+
+def test_notifications_page_shows_each_channels_last_delivery_and_error(peers: Peers, tmp_path: Path) -> None:
+    hook = {"name": "hook", "kind": "webhook", "url": f"{peers.rx.base}/webhook", "families": ["udp_flood"],
+            "secret_file": peers.secret_file("hook", peers.webhook_secret)}
+    peers.rx.fail["webhook"] = [Reply(400, f"refused: {EVIL}")]  # a refusal: the message fails, no retry
+    srv = ServerProc(tmp_path, ["--config", str(peers.config([hook]))]).start()
+    try:
+        node = srv.add_node("edge-n")
+        viewer = Browser(srv)
+        password = cli_inproc("add-user", "vera", "--role", "viewer", "--db", str(srv.db))["password"]
+        viewer.login("vera", password)
+        assert 'href="/notifications"' in viewer.call("GET", "/")[2]
+        assert srv.post("incident", incident_body(), node).status == 201
+
+        def failed_row() -> str | None:
+            row = _row(viewer.call("GET", "/notifications")[2], "hook")
+            return row if '<span class="pill failed">1</span>' in row else None
+
+        row = eventually(failed_row, 20, 0.2, message="the failure shown")
+        assert "&lt;script&gt;alert(&#34;hook&#34;)&lt;/script&gt;" in row and "<script>" not in row
+        assert "HTTP 400" in row and "families: udp_flood" in row and "webhook" in row
+        assert re.search(r'class="muted last-sent">-<', row)  # nothing delivered yet
+        page = viewer.call("GET", "/notifications")[2]
+        assert peers.webhook_secret not in page and peers.rx.base not in page  # never the URL or a secret
+
+        assert srv.post("incident", incident_body(), node).status == 201
+        def sent_row() -> str | None:
+            row = _row(viewer.call("GET", "/notifications")[2], "hook")
+            return row if re.search(r'class="muted last-sent">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d<', row) else None
+
+        row = eventually(sent_row, 20, 0.2, message="the delivery shown")
+        cells = re.findall(r"<td[^>]*>(\d+)</td>", row)
+        assert cells[:2] == ["0", "1"]  # pending 0, sent 1
+        assert len(peers.rx.unique("webhook")) == 1
+    finally:
+        srv.stop()
+
+
+def test_notifications_page_without_channels(tmp_path: Path) -> None:
+    srv = ServerProc(tmp_path).start()
+    try:
+        b = Browser(srv)
+        b.login("admin", (srv.tmp / "dashboard-admin-password").read_text().strip())
+        status, _, page = b.call("GET", "/notifications")
+        assert status == 200 and "No channels" in page
+        assert Browser(srv).call("GET", "/notifications")[0] == 302  # signed out: to the login page
+    finally:
+        srv.stop()
