@@ -37,7 +37,7 @@ from floodwatch.server.sqlite_store import (
     node_row,
     pcap_row,
 )
-from floodwatch.server.store import Conflict, NotFound
+from floodwatch.server.store import PCAPS_OF_NODE, REMOVE_NODE, Conflict, NotFound, removed_counts
 from floodwatch.server.validate import stored_details, stored_json
 
 _METRIC_COLS = "node_id, recorded_at, received_at, pps, bps, tcp_pct, udp_pct, icmp_pct, conn_count"
@@ -167,6 +167,14 @@ class PGStore:
             self._exec(cur, "UPDATE nodes SET last_seen_at = %s, agent_version = coalesce(%s, agent_version), "
                        "os = coalesce(%s, os), uptime = coalesce(%s, uptime) WHERE id = %s",
                        (now, hb.get("agent_version"), hb.get("os"), hb.get("uptime"), node_id))
+
+    def remove_node(self, node_id: int) -> dict[str, Any] | None:
+        with self._tx() as cur:
+            files = [str(r["file_name"]) for r in
+                     self._exec(cur, PCAPS_OF_NODE.replace("?", "%s"), (node_id, node_id)).fetchall()]
+            counts = {what: self._exec(cur, sql.replace("?", "%s"), (node_id,) * sql.count("?")).rowcount
+                      for what, sql in REMOVE_NODE}
+        return removed_counts(counts, files)
 
     # -- metrics ---------------------------------------------------------------------------------
     def add_metrics(self, node_id: int, samples: list[dict[str, Any]], now: float) -> int:

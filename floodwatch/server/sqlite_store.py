@@ -13,7 +13,7 @@ from typing import Any
 
 from floodwatch.errors import StorageError
 from floodwatch.server import migrations, rollup
-from floodwatch.server.store import Conflict, NotFound
+from floodwatch.server.store import PCAPS_OF_NODE, REMOVE_NODE, Conflict, NotFound, removed_counts
 from floodwatch.server.validate import iso_from_epoch, stored_details, stored_json
 
 # Columns of `incidents` set straight from the validated body; the rest of the body goes to `details`.
@@ -185,6 +185,12 @@ class SQLiteStore:
             self._exec("UPDATE nodes SET last_seen_at = ?, agent_version = coalesce(?, agent_version), "
                        "os = coalesce(?, os), uptime = coalesce(?, uptime) WHERE id = ?",
                        (now, hb.get("agent_version"), hb.get("os"), hb.get("uptime"), node_id))
+
+    def remove_node(self, node_id: int) -> dict[str, Any] | None:
+        with self._tx():
+            files = [str(r[0]) for r in self._exec(PCAPS_OF_NODE, (node_id, node_id)).fetchall()]
+            counts = {what: self._exec(sql, (node_id,) * sql.count("?")).rowcount for what, sql in REMOVE_NODE}
+        return removed_counts(counts, files)
 
     # -- metrics ---------------------------------------------------------------------------------
     def add_metrics(self, node_id: int, samples: list[dict[str, Any]], now: float) -> int:

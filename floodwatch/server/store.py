@@ -42,6 +42,11 @@ class Store(Protocol):
 
     def record_heartbeat(self, node_id: int, hb: dict[str, Any], now: float) -> None: ...
 
+    def remove_node(self, node_id: int) -> dict[str, Any] | None:
+        """Delete a node with everything it sent (REMOVE_NODE, one transaction): {"incidents", "metrics",
+        "commands", "pcap_files"} (the capture files for the caller to delete), or None when unknown."""
+        ...
+
     # metrics
     def add_metrics(self, node_id: int, samples: list[dict[str, Any]], now: float) -> int: ...
 
@@ -98,6 +103,30 @@ class Store(Protocol):
     def check(self) -> list[str]:
         """Integrity problems found (empty when consistent)."""
         ...
+
+
+# What removing a node deletes, children first ("?": each backend's placeholder; the node's id).
+REMOVE_NODE = (
+    ("history", "DELETE FROM incident_history WHERE incident_id IN (SELECT id FROM incidents WHERE node_id = ?)"),
+    ("pcaps", "DELETE FROM pcaps WHERE node_id = ? OR incident_id IN (SELECT id FROM incidents WHERE node_id = ?)"),
+    ("incidents", "DELETE FROM incidents WHERE node_id = ?"),
+    ("metrics", "DELETE FROM metrics WHERE node_id = ?"),
+    ("metrics_1m", "DELETE FROM metrics_1m WHERE node_id = ?"),
+    ("metrics_1h", "DELETE FROM metrics_1h WHERE node_id = ?"),
+    ("node_latest", "DELETE FROM node_latest WHERE node_id = ?"),
+    ("commands", "DELETE FROM commands WHERE node_id = ?"),
+    ("node", "DELETE FROM nodes WHERE id = ?"),
+)
+PCAPS_OF_NODE = ("SELECT file_name FROM pcaps WHERE node_id = ? "
+                 "OR incident_id IN (SELECT id FROM incidents WHERE node_id = ?)")
+
+
+def removed_counts(counts: dict[str, int], files: list[str]) -> dict[str, Any] | None:
+    """remove_node's answer from the rows each REMOVE_NODE statement deleted."""
+    if counts.get("node", 0) != 1:
+        return None
+    return {"incidents": counts["incidents"], "metrics": counts["metrics"], "commands": counts["commands"],
+            "pcap_files": sorted(files)}
 
 
 def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

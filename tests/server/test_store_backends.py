@@ -138,6 +138,27 @@ def test_remote_config_pcaps_and_admin_tokens(store: Any) -> None:
     assert store.check() == []
 
 
+def test_removing_a_node_deletes_it_and_what_it_sent_only(store: Any) -> None:
+    a, b = _node(store), _node(store, "edge-b")
+    uuid_a = store.find_node("edge-a")["node_uuid"]
+    for n in (a, b):
+        store.add_metrics(n, [{"recorded_at": T0 + i, "pps": 10, "bps": 80} for i in range(3)], T0 + 3)
+        inc, _ = store.upsert_incident(n, _inc("k"), T0)
+        store.upsert_incident(n, {"incident_id": inc, "peak_pps": 5}, T0 + 1)
+        store.set_pcap(inc, n, f"{n}.pcap", 100, "ab" * 32, T0)
+        store.queue_command(n, "status", T0)
+    assert store.remove_node(a) == {"incidents": 1, "metrics": 3, "commands": 1, "pcap_files": [f"{a}.pcap"]}
+    assert store.node_auth(uuid_a) is None and store.find_node("edge-a") is None
+    assert store.list_incidents(node_id=a) == [] and store.metrics(a, 0, 100) == []
+    with store.group():
+        left = _rows(store, "SELECT DISTINCT node_id FROM metrics_1m UNION SELECT node_id FROM node_latest")
+    assert [r[0] for r in left] == [b]
+    assert len(store.list_incidents(node_id=b)) == 1 and len(store.metrics(b, 0, 100)) == 3  # the other kept
+    assert store.pcap_bytes_total() == 100 and store.check() == []
+    assert store.remove_node(a) is None
+    _node(store)  # the name is free again
+
+
 def test_a_failing_call_in_a_group_is_rolled_back_alone(store: Any) -> None:
     a = _node(store)
     with store.group():
