@@ -116,6 +116,18 @@ class ApiServer:
         node = await self.db.call(self.store.add_node, name, auth.new_node_uuid(), auth.hash_secret(key), time.time())
         return {**node, "api_key": key}
 
+    async def remove_node(self, node_id: int) -> dict[str, Any] | None:
+        """Delete the node and all it sent (store.remove_node), its capture files, and its cached
+        credentials: its agent is refused (401) from the next request on."""
+        removed = await self.db.call(self.store.remove_node, node_id)
+        if removed is None:
+            return None
+        for key in [k for k, v in self._auth_cache.items() if v[0] == node_id]:
+            del self._auth_cache[key]
+        for name in removed["pcap_files"]:
+            (self.pcap_dir / Path(name).name).unlink(missing_ok=True)
+        return removed
+
     # -- the application -------------------------------------------------------------------------
     def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self.metrics.middleware, self._errors],

@@ -3,11 +3,12 @@ process: a webhook channel pointed at a real local receiver, incidents through t
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from tests.helpers import eventually
-from tests.server.fwserver_util import ServerProc, cli_inproc, incident_body
+from tests.server.fwserver_util import ServerProc, cli_inproc, incident_body, upload
 from tests.server.notify_peers import Reply
 from tests.server.notify_setup import Peers
 from tests.server.test_dashboard_http import Browser
@@ -66,5 +67,52 @@ def test_notifications_page_without_channels(tmp_path: Path) -> None:
         status, _, page = b.call("GET", "/notifications")
         assert status == 200 and "No channels" in page
         assert Browser(srv).call("GET", "/notifications")[0] == 302  # signed out: to the login page
+    finally:
+        srv.stop()
+
+
+def _csrf(b: Browser, path: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', b.call("GET", path)[2])
+    assert m, f"no CSRF field on {path}"
+    return m.group(1)
+
+
+def test_admin_removes_a_node_after_confirming_and_its_agent_is_refused(tmp_path: Path) -> None:
+    srv = ServerProc(tmp_path).start()
+    try:
+        doomed, kept = srv.add_node("doomed"), srv.add_node("kept")
+        iid = srv.post("incident", incident_body(), doomed).json["incident_id"]
+        assert upload(srv, doomed, iid, os.urandom(3000)).status == 201
+        capture = [p for p in srv.pcap_dir.iterdir() if p.is_file()]
+        assert len(capture) == 1
+        assert srv.post("incident", incident_body(), kept).status == 201
+        browsers = {}
+        for user, role in (("opal", "operator"), ("vik", "viewer"), ("ada", "admin")):
+            browsers[role] = Browser(srv)
+            browsers[role].login(user, cli_inproc("add-user", user, "--role", role, "--db", str(srv.db))["password"])
+        admin = browsers["admin"]
+        confirm = admin.call("GET", "/nodes/doomed/remove")
+        assert confirm[0] == 200 and 'name="confirm"' in confirm[2]
+        assert 'id="remove-node-link"' in admin.call("GET", "/nodes/doomed")[2]
+        for role in ("operator", "viewer"):
+            b = browsers[role]
+            assert 'id="remove-node-link"' not in b.call("GET", "/nodes/doomed")[2]
+            assert b.call("GET", "/nodes/doomed/remove")[0] == 403
+            assert b.call("POST", "/nodes/doomed/remove", {"csrf": b.csrf(), "confirm": "doomed"})[0] == 403
+        assert admin.call("POST", "/nodes/doomed/remove", {"confirm": "doomed"})[0] == 403  # no CSRF token
+        token = _csrf(admin, "/nodes/doomed/remove")
+        wrong = admin.call("POST", "/nodes/doomed/remove", {"csrf": token, "confirm": "doome"})
+        assert wrong[0] == 400 and "Type the node" in wrong[2]
+        assert srv.request("GET", "config", node=doomed).status == 200  # nothing removed so far
+
+        status, _, page = admin.call("POST", "/nodes/doomed/remove", {"csrf": token, "confirm": "doomed"})
+        assert status == 200 and "Node <b>doomed</b> removed, with 1 incidents" in page and "1 captures" in page
+        assert srv.request("GET", "config", node=doomed).status == 401  # at once: no cached credentials
+        assert srv.post("incident", incident_body(), doomed).status == 401
+        assert admin.call("GET", "/nodes/doomed")[0] == 404 and admin.call("GET", f"/incidents/{iid}")[0] == 404
+        assert not capture[0].exists()
+        assert srv.request("GET", "config", node=kept).status == 200
+        assert "kept" in admin.call("GET", "/incidents")[2]
+        assert admin.call("POST", "/nodes/doomed/remove", {"csrf": token, "confirm": "doomed"})[0] == 404
     finally:
         srv.stop()

@@ -112,13 +112,14 @@ def secure_headers() -> dict[str, str]:
 
 
 def setup(app: web.Application, server: ApiServer) -> None:
-    from floodwatch.server.web import actions, notify_page, pages
+    from floodwatch.server.web import actions, node_admin, notify_page, pages
 
     dash = Dash(server, make_env())
     app[DASH_KEY] = dash
     pages.add_routes(app)
     actions.add_routes(app)
     notify_page.add_routes(app)
+    node_admin.add_routes(app)
     app.router.add_static("/static/", HERE / "static", name="static")
     app.on_startup.append(_start)
     app.on_shutdown.append(_stop)

@@ -17,6 +17,7 @@ from floodwatch.server.http import read_json
 from floodwatch.server.store import Conflict
 from floodwatch.server.validate import is_decimal
 from floodwatch.server.web import check_csrf, dash_of, render, require, secure_headers, users
+from floodwatch.server.web.node_admin import users_page_with
 from floodwatch.server.web.sessions import COOKIE
 from floodwatch.settings.executor import ExecutorSettings
 
@@ -186,9 +187,7 @@ async def dissect(request: web.Request) -> web.Response:
 
 async def users_page(request: web.Request) -> web.Response:
     require(request, "admin")
-    srv = dash_of(request).server
-    rows = await srv.db.call(users.list_users, srv.store)
-    return render(request, "users.html", rows=rows, created=None, node_created=None, roles=users.ROLES)
+    return await users_page_with(request)
 
 
 async def users_change(request: web.Request) -> web.Response:
@@ -212,8 +211,7 @@ async def users_change(request: web.Request) -> web.Response:
             raise web.HTTPBadRequest(reason="action: add, delete (not yourself) or add-node")
     except (ValueError, Conflict) as e:
         raise web.HTTPBadRequest(reason=str(e)) from None
-    rows = await srv.db.call(users.list_users, srv.store)
-    return render(request, "users.html", rows=rows, created=created, node_created=node_created, roles=users.ROLES)
+    return await users_page_with(request, created=created, node_created=node_created)
 
 
 def add_routes(app: web.Application) -> None:
