@@ -14,8 +14,15 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from collections.abc import Callable
 
 from floodwatch import messages
 from floodwatch.collector import exportgen as G
@@ -81,17 +88,38 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datagrams", type=int, default=20000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--fastnetmon", action="store_true", help="FastNetMon CE on the same streams, same run")
     args = ap.parse_args()
-    for kind in ("v9", "ipfix", "v5", "sflow"):
-        n = args.datagrams if kind != "sflow" else args.datagrams * RECORDS // SAMPLES
-        data = stream(kind, n)
-        rates = []
-        for _ in range(args.runs):
-            cpu, units = run(kind, data)
-            rates.append(units / cpu)
-        unit = "samples" if kind == "sflow" else "records"
-        print(f"{kind:6s} {statistics.median(rates) / 1e6:6.2f} M {unit}/CPU-s  (median of {args.runs}, "
-              f"{units} {unit} in {len(data)} datagrams)")
+    fnm = None
+    if args.fastnetmon:
+        if not shutil.which("fastnetmon"):
+            sys.exit("fastnetmon not installed (apt-get install fastnetmon)")
+        from benchmarks.fastnetmon_ce import FastNetMon
+        fnm = FastNetMon("203.0.113.0/24")
+    try:
+        for kind in ("v9", "ipfix", "v5", "sflow"):
+            n = args.datagrams if kind != "sflow" else args.datagrams * RECORDS // SAMPLES
+            data = stream(kind, n)
+            unit = "samples" if kind == "sflow" else "records"
+            rates, units = median_rate(lambda d=data, k=kind: run(k, d), args.runs)  # type: ignore[misc]
+            line = (f"{kind:6s} {rates / 1e6:6.2f} M {unit}/CPU-s  (median of {args.runs}, {units} {unit} "
+                    f"in {len(data)} datagrams)")
+            if fnm is not None:
+                proto = "sflow" if kind == "sflow" else "flow"
+                theirs, their_units = median_rate(lambda d=data, p=proto: fnm.run(p, d), args.runs)  # type: ignore[misc]
+                line += f"; fastnetmon {theirs / 1e6:6.2f} M/CPU-s ({their_units} decoded)"
+            print(line, flush=True)
+    finally:
+        if fnm is not None:
+            fnm.close()
+
+
+def median_rate(once: Callable[[], tuple[float, int]], runs: int) -> tuple[float, int]:
+    rates, units = [], 0
+    for _ in range(runs):
+        cpu, units = once()
+        rates.append(units / cpu)
+    return statistics.median(rates), units
 
 
 if __name__ == "__main__":

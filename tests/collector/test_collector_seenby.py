@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from floodwatch.collector import exportgen as G
 from floodwatch.collector.core import Collector
-from floodwatch.collector.seenby import MAX_PAIRS
+from floodwatch.collector.seenby import MAX_PAIRS, SeenBy
 from floodwatch.detect.exporters import MAX_PER_VICTIM, ExporterMap
 from floodwatch.messages import ExporterTraffic, Message
+from floodwatch.records import DIR_IN, DIR_OUT, RECORD_DTYPE, addr_bytes
 from floodwatch.settings.collector import CollectorSettings
 
 FLOOD = [(f"198.51.100.{i + 1}", "203.0.113.10", 1024 + i, 53, 17, 0, 3, 3 * 512) for i in range(30)]
@@ -64,3 +67,14 @@ def test_exporter_map_names_exporters_of_addresses_and_prefixes() -> None:
     assert len(m.victims["203.0.113.10"]) == MAX_PER_VICTIM
     assert m.for_targets(["203.0.113.77"], 170.0) == []  # not seen for over ttl: forgotten
     assert "203.0.113.10" in m.victims
+
+
+def test_ipv6_and_ipv4_destinations_in_one_batch() -> None:
+    rows = np.zeros(5, dtype=RECORD_DTYPE)
+    dsts = ["2001:db8::1", "2001:db8::1", "203.0.113.9", "2001:db8::2", "2001:db8::1"]
+    rows["dst"] = [addr_bytes(d) for d in dsts]
+    rows["direction"] = [DIR_IN, DIR_IN, DIR_IN, DIR_IN, DIR_OUT]  # the outbound row is no victim
+    seen = SeenBy()
+    seen.add(np.array([0, 0, 1, 1, 0]), rows, np.array([10, 5, 7, 1, 1000], dtype=np.uint64))
+    assert sorted(map(tuple, seen.take(["192.0.2.1", "192.0.2.2"]))) == [
+        ("192.0.2.1", "2001:db8::1", 15), ("192.0.2.2", "2001:db8::2", 1), ("192.0.2.2", "203.0.113.9", 7)]
