@@ -18,6 +18,7 @@ from floodwatch.detect.baseline import BaselineError
 from floodwatch.detect.evaluate import Detector
 from floodwatch.detect.exporters import ExporterMap
 from floodwatch.detect.http import HttpDetector
+from floodwatch.detect.tls import TlsDetector
 from floodwatch.errors import CaptureError
 from floodwatch.messages import (
     AnalysisFinished,
@@ -53,6 +54,9 @@ class DetectorActor(Actor[DetectorSettings]):
         self.http = HttpDetector(config.weblog.detect)
         self.http_baseline_path = http_baseline_file(config.weblog.detect, config.agent.state_dir)
         self.count_from(lambda: dict(self.http.counters))
+        # new TLS connections from the aggregator's windows (floodwatch/detect/tls.py)
+        self.tls = TlsDetector(self.settings, tuple(config.aggregator.tls_ports))
+        self.count_from(lambda: dict(self.tls.counters))
         self.exporters = ExporterMap()  # network mode: the routers that saw each victim
 
     def host_addresses(self) -> list[str]:
@@ -111,6 +115,7 @@ class DetectorActor(Actor[DetectorSettings]):
     def on_window(self, w: TrafficWindow) -> None:
         before = self.detector.counters["learnt_windows"]
         self.emit(self.detector.step(w))
+        self.emit(self.tls.step(w))
         self._dirty = self._dirty or self.detector.counters["learnt_windows"] != before
 
     def _detector_counters(self) -> dict[str, int]:

@@ -356,6 +356,10 @@ class TrafficWindow(Message):
     extra: dict[str, Any] = field(default_factory=dict)  # aggregator-specific, documented there
     # inbound frames whose IP header does not parse (scaled; counted in proto_in "other" too)
     malformed_in: int = 0
+    # inbound TLS ClientHellos (new TLS connections) to [aggregator] tls_ports (scaled), and their top
+    # sources [[ip, hellos], ...] (floodwatch/aggregate/tls.py)
+    tls_hellos: int = 0
+    top_tls_src: list[Any] = field(default_factory=list)
 
 
 @register

@@ -42,7 +42,8 @@ class BadBatch(ValueError):
 def spec_of(s: AggregatorSettings) -> WindowSpec:
     return WindowSpec(hll_p=s.hll_precision, capacity=s.window_capacity, buffer=s.buffer,
                       victim_rows=s.victim_rows, bidir_peers=s.bidir_peers,
-                      signature_sample=s.signature_sample, top_n=s.top_n, victims=s.victims)
+                      signature_sample=s.signature_sample, top_n=s.top_n, victims=s.victims,
+                      tls_ports=tuple(s.tls_ports))
 
 
 class Engine:

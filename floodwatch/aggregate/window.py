@@ -25,6 +25,7 @@ from floodwatch.aggregate.hll import HyperLogLog
 from floodwatch.aggregate.keys import addr_keys, halves_bytes, key_text
 from floodwatch.aggregate.sigsample import SignatureSampler
 from floodwatch.aggregate.spacesaving import HeavyHitters
+from floodwatch.aggregate.tls import HelloCounts
 from floodwatch.aggregate.victims import VictimTable
 from floodwatch.messages import TrafficWindow
 from floodwatch.records import DIR_OUT, FRAG_LATER, PROTO_TCP
@@ -44,6 +45,7 @@ class WindowSpec:
     signature_sample: int = 512
     top_n: int = 10
     victims: int = 10
+    tls_ports: tuple[int, ...] = (443, 8443)
 
 
 @dataclass
@@ -199,6 +201,7 @@ class WindowStats:
         self.peers_full = False
         self.sigs = sampler.window(spec.signature_sample)
         self.counters = CounterTotals()
+        self.hellos = HelloCounts(spec.tls_ports)
 
     def add(self, recs: np.ndarray, addr: np.ndarray, rate: int, prev_peers: np.ndarray) -> None:
         """Account one slice of a batch (all in this window) sampled 1 in `rate`."""
@@ -247,6 +250,7 @@ class WindowStats:
         self.src_hll.add_keys(skeys)
         shalves = self._halves(addr, "src", skeys)
         self.src.update(skeys, rate, shalves)
+        self.hellos.add(recs, skeys, shalves, rate)
         group = np.unique(dkeys, return_index=True, return_inverse=True, return_counts=True)
         dbytes = np.bincount(group[2], weights=recs["wirelen"], minlength=group[0].size).astype(np.int64)
         first = addr[group[1]]
@@ -353,6 +357,9 @@ class WindowStats:
             records_bytes_in=int(self.bytes[0]),
             records_packets_out=int(self.packets[1]),
             records_bytes_out=int(self.bytes[1]),
+            tls_hellos=self.hellos.total,
+            top_tls_src=[] if self.hellos.src is None else
+            [[ip, cnt] for ip, cnt, _ in hh_rows(self.hellos.src, self.spec.top_n)],
             extra=self._extra(),
         )
 

@@ -24,7 +24,7 @@ TOP = 10
 LOGIN = re.compile(r"login|signin|sign_in|logon|auth|xmlrpc|wp-admin|session|token|password", re.I)
 
 
-def _add_top(acc: Counter[str], rows: list[Any]) -> None:
+def add_top(acc: Counter[str], rows: list[Any]) -> None:
     for row in rows:
         if isinstance(row, list | tuple) and len(row) == 2 and isinstance(row[1], int):
             acc[str(row[0])] += row[1]
@@ -59,7 +59,7 @@ class Evidence:
         self.max_clients = max(self.max_clients, w.distinct_clients)
         for acc, rows in ((self.clients, w.top_clients), (self.paths, w.top_paths), (self.agents, w.top_agents),
                           (self.sites, w.top_sites)):
-            _add_top(acc, rows)
+            add_top(acc, rows)
         self.methods.update({str(k): int(v) for k, v in w.methods.items()})
         self.status.update({str(k): int(v) for k, v in w.status.items()})
 
@@ -83,18 +83,25 @@ class Evidence:
 
 def proposals(ev: Evidence, s: HttpDetectSettings) -> list[str]:
     """Commands the executor validates: block the top clients, limit new connections per source."""
+    return mitigations(ev.clients, ev.requests, s.block_share, s.web_ports, s.hashlimit_rps)
+
+
+def mitigations(clients: Counter[str], total: int, block_share: float, ports: list[int] | tuple[int, ...],
+                hashlimit_rps: int, name: str = "fw_http") -> list[str]:
+    """Per-source blocks for the top clients with `block_share` of `total` or more, and a per-source
+    hashlimit of new connections to each port (both in the executor's validated grammar)."""
     out: list[str] = []
-    for ip, n in ev.clients.most_common(5):
-        if n / max(ev.requests, 1) < s.block_share:
+    for ip, n in clients.most_common(5):
+        if n / max(total, 1) < block_share:
             continue
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             continue
         out.append(f"{'ip6tables' if addr.version == 6 else 'iptables'} -I INPUT -s {addr} -j DROP")
-    for port in s.web_ports:
+    for port in ports:
         out.append(f"iptables -I INPUT -p tcp --dport {port} --syn -m hashlimit --hashlimit-above "
-                   f"{s.hashlimit_rps}/second --hashlimit-mode srcip --hashlimit-name fw_http{port} -j DROP")
+                   f"{hashlimit_rps}/second --hashlimit-mode srcip --hashlimit-name {name}{port} -j DROP")
     return out
 
 

@@ -21,7 +21,7 @@ ACK_STATUSES = frozenset({"applied", "rejected", "failed"})
 # fields have no place for; a server keeps them in the incident's history, others ignore them
 EXTRA_FIELDS = (("site", "http_site"), ("top_paths", "http_top_paths"), ("top_agents", "http_top_agents"),
                 ("status_mix", "http_status_mix"), ("methods", "http_methods"),
-                ("mitigation", "mitigation_proposals"))
+                ("mitigation", "mitigation_proposals"), ("peak_tls_hellos_per_s", "tls_peak_hellos_per_s"))
 MAX_ACK_TEXT = 4000  # characters of a command's error/output sent back
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from floodwatch.aggregate.budget import estimate_bytes
 
@@ -26,6 +26,8 @@ class AggregatorSettings:
     signature_sample: int = 512  # payload heads checked for signatures per window
     geo: str = "iptocc"  # country lookup for top sources: "iptocc" | "maxmind" | "off"
     geoip_db: str = ""  # GeoLite2-Country.mmdb path, for geo = "maxmind"
+    # local TCP ports whose TLS ClientHellos are counted (TrafficWindow.tls_hellos, tls_handshake_flood)
+    tls_ports: list[int] = field(default_factory=lambda: [443, 8443])
     memory_cap_mb: int = 384  # the aggregator's RSS must stay below this (config is checked against it)
 
     def validate(self) -> None:
@@ -41,6 +43,8 @@ class AggregatorSettings:
                 raise ValueError(f"{name}: must be at least 1")
         if self.victims > self.victim_rows:
             raise ValueError("victims: cannot exceed victim_rows")
+        if len(self.tls_ports) > 64 or any(isinstance(p, bool) or not 0 < p < 65536 for p in self.tls_ports):
+            raise ValueError("tls_ports: at most 64 ports, each in 1..65535")
         if self.geo not in ("iptocc", "maxmind", "off"):
             raise ValueError(f"geo: {self.geo!r} is not one of iptocc, maxmind, off")
         if self.geo == "maxmind" and not self.geoip_db:

@@ -38,6 +38,10 @@ class DetectorSettings:
     hold_down: float = 5.0  # quiet this long -> resolved
     cooldown: float = 5.0  # after resolving, no new incident for this long
     update_interval: float = 1.0  # incident.updated period while active
+    # tls_handshake_flood (floodwatch/detect/tls.py): new TLS connections (ClientHellos/s to the
+    # aggregator's tls_ports) over a learnt baseline (multiplier, mean_multiplier), never below this floor
+    tls_floor: int = 300
+    tls_hashlimit_rps: int = 50  # proposed per-source limit of new connections to the TLS ports
     # A TCP connection with traffic both ways (bulk transfer) is not counted towards the thresholds
     bulk_exemption: bool = True
     carpet_prefix_v4: int = 24  # a spread over this prefix is one target (carpet bombing)
@@ -50,6 +54,8 @@ class DetectorSettings:
                 raise ValueError(f"{name}: must be >= 0")
         if self.fast_windows < 1:
             raise ValueError("fast_windows: must be >= 1")
+        if self.tls_floor < 1 or self.tls_hashlimit_rps < 1:
+            raise ValueError("tls_floor: tls_floor and tls_hashlimit_rps must be >= 1")
         if not 0 < self.resolve_ratio <= 1:
             raise ValueError("resolve_ratio: must be in (0, 1]")
         if self.fast_ratio < 1 or self.multiplier <= 0 or self.mean_multiplier <= 0:
