@@ -153,31 +153,37 @@ class ApiServer:
             if e.status < 400:
                 raise
             headers = {k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")}
-            return self._answer(ApiError(e.status, e.reason.lower(), headers))
+            return self._answer(request, ApiError(e.status, e.reason.lower(), headers))
         except ApiError as e:
-            return self._answer(e)
+            return self._answer(request, e)
         except (ConnectionError, ClientPayloadError, asyncio.IncompleteReadError):
             self.count("client_disconnects")  # the client went away mid-request: nobody reads an answer
-            return self._answer(error(400, "the connection was lost before the request was complete"))
+            return self._answer(request, error(400, "the connection was lost before the request was complete"))
         except HttpProcessingError as e:
-            return self._answer(error(400, f"body: malformed ({e.message.strip()[:100]})"))
+            return self._answer(request, error(400, f"body: malformed ({e.message.strip()[:100]})"))
         except BadField as e:
-            return self._answer(error(400, str(e)))
+            return self._answer(request, error(400, str(e)))
         except NotFound as e:
-            return self._answer(error(404, str(e)))
+            return self._answer(request, error(404, str(e)))
         except Conflict as e:
-            return self._answer(error(409, str(e)))
+            return self._answer(request, error(409, str(e)))
         except StorageError as e:
             self.log.error("storage: {}", e)
-            return self._answer(error(503, "storage unavailable, retry later", headers={"Retry-After": "5"}))
+            return self._answer(request, error(503, "storage unavailable, retry later", headers={"Retry-After": "5"}))
         except Exception as e:  # noqa: BLE001 - one bad request must not take the server down
             self.log.opt(exception=e).error("{} {} failed: {}", request.method, request.path, e)
-            return self._answer(error(500, "internal error"))
+            return self._answer(request, error(500, "internal error"))
 
-    def _answer(self, e: ApiError) -> web.Response:
+    def _answer(self, request: web.Request, e: ApiError) -> web.Response:
+        """The error in JSON for the APIs; as an HTML page for the dashboard's pages."""
         self.count("errors_5xx" if e.status >= 500 else "errors_4xx")
         if e.status in BAD_REQUEST_STATUSES:
             self.count("bad_requests")
+        if web_dashboard.is_page(request.path) and web_dashboard.DASH_KEY in request.app:
+            try:
+                return web_dashboard.error_page(request, e.status, e.message, e.headers)
+            except Exception as failed:  # noqa: BLE001 - the JSON answer still goes out
+                self.log.error("error page for {} failed: {}", request.path, failed)
         return e.response()
 
     # -- lifecycle -------------------------------------------------------------------------------

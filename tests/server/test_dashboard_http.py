@@ -227,6 +227,29 @@ def test_unknown_paths_stay_errors(env: Any) -> None:
     assert Path(srv.db).exists()
 
 
+def test_pages_answer_errors_in_html_and_the_apis_in_json(env: Any) -> None:
+    srv, _, pw = env
+    b = Browser(srv)
+    b.login("vic", pw["vic"])
+    for path, status in (("/nodes/<b>nope</b>", 404), ("/no-such-page", 404), ("/users", 403)):
+        got, headers, page = b.call("GET", path)
+        assert got == status and headers["content-type"].startswith("text/html"), path
+        assert f"<h1>{status} · " in page and 'href="/"' in page and "<b>nope" not in page
+        assert "script-src 'self'" in headers["content-security-policy"]
+    got, headers, page = b.call("POST", "/users", {"action": "add", "name": "x", "role": "viewer"})
+    assert got == 403 and "needs the admin role" in page and headers["content-type"].startswith("text/html")
+    got, headers, page = Browser(srv).call("POST", "/nodes/1/threshold", {"pps_threshold": "1"})
+    assert got == 401 and 'href="/login"' in page  # signed out: the page links to the sign-in
+    got, headers, _ = b.call("PUT", "/incidents")
+    assert got == 405 and "GET" in headers["allow"] and headers["content-type"].startswith("text/html")
+    for path in ("/dash/api/nodes/nope/series?range=1h", "/api/v1/agent/nope", "/api/v1/admin/nodes"):
+        got, headers, text = b.call("GET", path)
+        assert got in (401, 404) and headers["content-type"].startswith("application/json"), path
+        assert "error" in __import__("json").loads(text)
+    got, headers, _ = Browser(srv).call("GET", "/events")
+    assert got == 401 and headers["content-type"].startswith("application/json")
+
+
 def test_the_session_cookie_is_secure_under_tls(tmp_path: Path) -> None:
     import ssl
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,25 @@ def render(request: web.Request, name: str, status: int = 200, **ctx: Any) -> we
     session = session_of(request)
     html = dash.env.get_template(name).render(session=session, path=request.path, **ctx)
     return web.Response(text=html, status=status, content_type="text/html", headers=secure_headers())
+
+
+JSON_PATHS = ("/api/", "/dash/api/")  # the APIs (and /events, /metrics) answer errors in JSON; pages in HTML
+
+
+def is_page(path: str) -> bool:
+    """A route a browser navigates to (its errors are HTML pages)."""
+    return not path.startswith(JSON_PATHS) and path not in ("/events", "/metrics")
+
+
+def error_page(request: web.Request, status: int, message: str, headers: dict[str, str]) -> web.Response:
+    """The error as an HTML page (the API keeps `{"error": ...}`)."""
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    resp = render(request, "error.html", status=status, code=status, title=title, message=message)
+    resp.headers.update(headers)
+    return resp
 
 
 def secure_headers() -> dict[str, str]:
