@@ -118,7 +118,9 @@ def test_udp_flood_is_detected_reported_with_its_capture(agent: Agent) -> None:
     assert len(agent.server("incidents")) == 1
     st = agent.status()
     assert all(st[a]["restarts"] == 0 for a in ACTORS), {a: st[a]["restarts"] for a in ACTORS}
-    assert st["reporter"]["counters"].get("outbox_pending", 0) == 0
+    # the reporter's counters arrive with its heartbeats (every 5 s): the outbox empties by the next one
+    eventually(lambda: agent.status()["reporter"]["counters"].get("outbox_pending", 0) == 0, 15, interval=0.5,
+               message="the reporter's outbox empty in its heartbeat")
 
 
 def restarted(agent: Agent, name: str, old_pid: int) -> bool:
