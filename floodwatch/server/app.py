@@ -17,6 +17,7 @@ from loguru import logger
 from floodwatch.errors import StorageError
 from floodwatch.server import admin, auth, handlers, partc
 from floodwatch.server import web as web_dashboard
+from floodwatch.server.backend import describe, open_store
 from floodwatch.server.dbthread import DbWorker
 from floodwatch.server.http import SERVER_KEY, ApiError, error
 from floodwatch.server.listening import ConnectionLimits, Guard, GuardedHandler, server_tls
@@ -24,7 +25,6 @@ from floodwatch.server.netaddr import parse_listen
 from floodwatch.server.notify.service import Notifier
 from floodwatch.server.paths import write_private
 from floodwatch.server.prom import ServerMetrics
-from floodwatch.server.sqlite_store import SQLiteStore
 from floodwatch.server.store import Conflict, NotFound
 from floodwatch.server.upload import clean_pcap_dir
 from floodwatch.server.validate import BadField
@@ -36,6 +36,11 @@ ADMIN_PREFIX = "/api/v1/admin"
 AUTH_CACHE_SECONDS = 5.0  # a node deleted or re-keyed in the database is refused within this time
 AUTH_CACHE_MAX = 100_000
 BAD_REQUEST_STATUSES = frozenset({400, 408, 411, 413, 414, 415, 431})  # the request itself was wrong
+
+
+def _copy_note(store: Any) -> str:
+    path = getattr(store, "backup_path", None)  # SQLite copies its file first; PostgreSQL: the operator's backups
+    return f" (copy before: {path})" if path else ""
 
 
 def static_admin_hashes(settings: ApiserverSettings) -> list[str]:
@@ -58,10 +63,11 @@ class ApiServer:
         self.settings = settings
         self.pcap_dir = pcap_dir
         self.log = logger.bind(actor="apiserver")
-        self.store = SQLiteStore(db_path, settings.synchronous)
+        self.store = open_store(settings, db_path)  # SQLite, or PostgreSQL with [apiserver] database
+        self.where = describe(settings, db_path)
         if self.store.migrated:
-            self.log.info("database schema upgraded from version {} to {} (copy before: {})",
-                          self.store.schema_before, self.store.migrated[-1].version, self.store.backup_path)
+            self.log.info("database schema upgraded from version {} to {}{}", self.store.schema_before,
+                          self.store.migrated[-1].version, _copy_note(self.store))
         self.db = DbWorker(self.store)
         self.limiter = auth.RateLimiter(settings.rate_limit, settings.rate_burst)
         self.counters: dict[str, int] = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0, "bad_requests": 0,
@@ -137,7 +143,8 @@ class ApiServer:
         partc.add_routes(app, AGENT_PREFIX)  # the official agent's dialect, beside part A
         admin.add_routes(app, ADMIN_PREFIX)
         app.router.add_get("/api/v1/health", self._health)
-        web_dashboard.setup(app, self)  # the pages, /events and /static/ (floodwatch/server/web/)
+        if self.store.dialect == "sqlite":  # the dashboard reads SQLite directly for now (issue 19: pgweb)
+            web_dashboard.setup(app, self)  # the pages, /events and /static/ (floodwatch/server/web/)
         self.metrics.add_routes(app)
         return app
 

@@ -2,6 +2,8 @@
 (with the server up or down). `python -m floodwatch.server ...` is the same command.
 
     floodwatch server --listen 127.0.0.1:8787 --db PATH        run it (API under /api/v1/agent/)
+    (every command: --db PATH for SQLite, or --database postgresql://USER@HOST:PORT/DB [--password-file F],
+    or --config FILE whose [apiserver] names either)
     floodwatch server add-node NAME --db PATH [--json]          new node: prints its UUID and key once
     floodwatch server nodes --db PATH [--json]
     floodwatch server incidents --db PATH [--json] [--node N] [--status S]
@@ -34,8 +36,8 @@ from typing import Any
 from floodwatch.errors import ConfigError, FloodwatchError
 from floodwatch.paths import server_files
 from floodwatch.server import auth, migrations
+from floodwatch.server.backend import open_store
 from floodwatch.server.notify import cli as notify_cli
-from floodwatch.server.sqlite_store import SQLiteStore
 from floodwatch.server.store import Conflict
 from floodwatch.settings.apiserver import ApiserverSettings
 from floodwatch.settings.notify import NotifySettings
@@ -51,12 +53,15 @@ def _settings(args: argparse.Namespace) -> tuple[ApiserverSettings, str]:
     if path:
         config = load_config(path)
         settings, state_dir = config.apiserver, config.agent.state_dir
-    overrides = {k: getattr(args, k) for k in ("listen", "db_path", "pcap_dir", "rate_limit", "rate_burst",
+    overrides = {k: getattr(args, k) for k in ("listen", "db_path", "database", "database_password_file",
+                                                "pcap_dir", "rate_limit", "rate_burst",
                                                 "max_upload_bytes", "read_timeout", "metrics_retention_days",
                                                 "admin_token_file", "synchronous", "tls_cert", "tls_key",
                                                 "header_timeout", "keepalive_timeout", "max_connections",
                                                 "max_connections_per_address")
                  if getattr(args, k, None) is not None}
+    if getattr(args, "db_path", None) is not None and getattr(args, "database", None) is None:
+        overrides.update(database="", database_password_file="")  # --db PATH: that SQLite file
     settings = dataclasses.replace(settings, **overrides)
     try:
         settings.validate()
@@ -69,7 +74,8 @@ def _config_path(args: argparse.Namespace) -> str | None:
     from floodwatch.config import default_config_path
 
     path = getattr(args, "config", None)
-    if path is None and getattr(args, "db_path", None) is None and default_config_path().is_file():
+    explicit = getattr(args, "db_path", None) is not None or getattr(args, "database", None) is not None
+    if path is None and not explicit and default_config_path().is_file():
         path = default_config_path()  # no --db: the database the installed agent's config names
     return str(path) if path else None
 
@@ -82,10 +88,11 @@ def _notify_settings(args: argparse.Namespace) -> NotifySettings:
     return load_config(path).notify if path else NotifySettings()
 
 
-def _store(args: argparse.Namespace, create: bool = False) -> tuple[SQLiteStore, ApiserverSettings, Path]:
+def _store(args: argparse.Namespace, create: bool = False) -> tuple[Any, ApiserverSettings, Path]:
+    """The store the settings name (SQLite, created when `create`; or PostgreSQL), settings, pcap dir."""
     settings, state_dir = _settings(args)
     db, pcaps = server_files(settings, state_dir)
-    return SQLiteStore(db, settings.synchronous, create=create), settings, pcaps
+    return open_store(settings, db, create=create), settings, pcaps
 
 
 def _print(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
@@ -95,7 +102,7 @@ def _print(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
         print("\n".join(lines))
 
 
-def _node_or_exit(store: SQLiteStore, ref: str) -> dict[str, Any]:
+def _node_or_exit(store: Any, ref: str) -> dict[str, Any]:
     node = store.find_node(ref)
     if node is None:
         raise FloodwatchError(f"no node {ref!r} (give its name, UUID or id)")
@@ -228,12 +235,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     store, _, _ = _store(args)
     store.close()
     before, applied = store.schema_before, [m.version for m in store.migrated]
+    backup = getattr(store, "backup_path", None)  # SQLite only: PostgreSQL is the operator's to back up
     lines = [f"schema version {before} -> {migrations.CURRENT}: applied {', '.join(map(str, applied))}"
              if applied else f"schema version {before}: up to date"]
-    if store.backup_path:
-        lines.append(f"copy of the database before the upgrade: {store.backup_path}")
+    if backup:
+        lines.append(f"copy of the database before the upgrade: {backup}")
     _print(args, {"before": before, "after": migrations.CURRENT, "applied": applied,
-                  "backup": str(store.backup_path) if store.backup_path else None}, lines)
+                  "backup": str(backup) if backup else None}, lines)
     return 0
 
 
@@ -241,6 +249,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from floodwatch.server import transfer
 
     settings, state_dir = _settings(args)
+    if settings.database:
+        raise FloodwatchError("export: reads a SQLite database (--db PATH); this one is on PostgreSQL "
+                              "(use pg_dump there)")
     db, _ = server_files(settings, state_dir)
     out = Path(args.out)
     with open(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:  # key hashes: 0600
@@ -252,8 +263,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from floodwatch.server import pg_store, transfer
 
+    if not getattr(args, "database", None):
+        raise FloodwatchError("import: --database postgresql://USER@HOST:PORT/DB is required")
     with open(args.file) as f:
-        counts = transfer.import_pg(f, args.database, pg_store.read_password(args.password_file))
+        counts = transfer.import_pg(f, args.database, pg_store.read_password(args.database_password_file))
     where = pg_store.redact(args.database)
     _print(args, counts, [f"{t}: {n} rows" for t, n in counts.items()] + [f"imported into {where}"])
     return 0
@@ -264,6 +277,10 @@ def _db_args(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument("--db", dest="db_path", default=d, help="SQLite database (default: <state_dir>/server.db)")
     p.add_argument("--config", default=d, help="read [agent] and [apiserver] from this config file")
     p.add_argument("--pcap-dir", dest="pcap_dir", default=d, help="captures (default: beside the database)")
+    p.add_argument("--database", default=d, help="PostgreSQL instead of SQLite: postgresql://USER@HOST:PORT/DB "
+                   "(no password in it)")
+    p.add_argument("--password-file", dest="database_password_file", default=d,
+                   help="the PostgreSQL password (default: $FLOODWATCH_DB_PASSWORD)")
 
 
 def _sub(sub: Any, name: str, func: Any, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
@@ -325,9 +342,6 @@ def build(p: argparse.ArgumentParser) -> None:
         "--out", required=True)
     im = _sub(sub, "import", cmd_import, "load an export into an empty PostgreSQL database")
     im.add_argument("file")
-    im.add_argument("--database", required=True, help="postgresql://user@host:port/db (no password in it)")
-    im.add_argument("--password-file", dest="password_file", default=None,
-                    help="the database password (default: $FLOODWATCH_DB_PASSWORD)")
     _sub(sub, "admin-token", cmd_admin_token, "create an admin API token; prints it once").add_argument(
         "--name", default="admin")
     notify_cli.register(sub, _sub)

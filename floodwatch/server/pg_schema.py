@@ -53,6 +53,11 @@ _ROLLUP = """CREATE TABLE IF NOT EXISTS {t} (
   node_id bigint NOT NULL, t bigint NOT NULL, n bigint NOT NULL, pps_sum bigint NOT NULL, pps_max bigint NOT NULL,
   bps_sum bigint NOT NULL, bps_max bigint NOT NULL, tcp_sum double precision NOT NULL,
   udp_sum double precision NOT NULL, icmp_sum double precision NOT NULL, PRIMARY KEY (node_id, t))"""
+# v2 fills the rollups from the samples already stored (as the SQLite migration does); buckets a server
+# already keeps (it ran newer code) stay
+_FILL = """INSERT INTO {t} SELECT node_id, (floor(recorded_at / {w}) * {w})::bigint AS b, count(*), sum(pps),
+  max(pps), sum(bps), max(bps), sum(coalesce(tcp_pct, 0)), sum(coalesce(udp_pct, 0)), sum(coalesce(icmp_pct, 0))
+  FROM metrics GROUP BY node_id, b ON CONFLICT (node_id, t) DO NOTHING"""
 V2 = f"""
 CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
   applied_at double precision NOT NULL);
@@ -66,8 +71,12 @@ CREATE INDEX IF NOT EXISTS incidents_status_id ON incidents (status, id);
 CREATE INDEX IF NOT EXISTS incidents_node_id ON incidents (node_id, id);
 CREATE INDEX IF NOT EXISTS incidents_family_id ON incidents (attack_family, id);
 CREATE INDEX IF NOT EXISTS incidents_node_started ON incidents (node_id, started_at);
-CREATE INDEX IF NOT EXISTS commands_node_id ON commands (node_id, id)
-"""
+CREATE INDEX IF NOT EXISTS commands_node_id ON commands (node_id, id);
+{_FILL.format(t="metrics_1m", w=60)};
+{_FILL.format(t="metrics_1h", w=3600)};
+INSERT INTO node_latest SELECT DISTINCT ON (node_id) node_id, recorded_at, pps, bps FROM metrics
+  ORDER BY node_id, recorded_at DESC, id DESC ON CONFLICT (node_id) DO NOTHING
+"""  # noqa: S608 - constant text
 VERSIONS = {1: V1, 2: V2}
 assert sorted(VERSIONS) == [m.version for m in migrations.MIGRATIONS], "a migration without its PostgreSQL DDL"
 # Serialises schema changes of replicas starting together (an advisory lock, released at commit).

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from floodwatch.errors import StorageError
-from floodwatch.server import migrations, pg_schema, rollup
+from floodwatch.server import migrations, pg_rows, pg_schema, rollup
 from floodwatch.server.sqlite_store import (
     _INCIDENT_SELECT,
     DETAIL_FIELDS,
@@ -56,9 +57,14 @@ def redact(url: str) -> str:
 
 
 def read_password(path: str | None) -> str | None:
-    """The database password: from `path` (its first line) when given, else FLOODWATCH_DB_PASSWORD."""
+    """The database password: from `path` (its first line; the file not readable by others) when given,
+    else FLOODWATCH_DB_PASSWORD."""
     if path:
         try:
+            mode = os.stat(path).st_mode
+            if mode & stat.S_IRWXO:
+                raise StorageError(f"database password file {path}: readable by others (mode "
+                                   f"{stat.S_IMODE(mode):o}); run: chmod 600 {path}")
             return Path(path).read_text().splitlines()[0] if Path(path).stat().st_size else ""
         except OSError as e:
             raise StorageError(f"database password file {path}: {e.strerror}") from e
@@ -67,6 +73,8 @@ def read_password(path: str | None) -> str | None:
 
 class PGStore:
     """See floodwatch.server.store.Store for the methods' contract."""
+
+    dialect = "postgresql"
 
     def __init__(self, url: str, password: str | None = None, min_size: int = 1, max_size: int = 4) -> None:
         self.where = redact(url)
@@ -123,6 +131,17 @@ class PGStore:
         events, self._events = self._events, []
         for listener in self.listeners if events else ():
             listener(events)
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A transaction (a savepoint inside group()) for code that keeps its own tables here (notify/)."""
+        return self._tx()
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> pg_rows.Result:
+        """Backend-neutral SQL (`?` placeholders) in the current transaction, else in its own (pg_rows.py)."""
+        with self._tx() as cur:
+            cur.row_factory = pg_rows.row_factory  # type: ignore[assignment]
+            self._exec(cur, pg_rows.to_pg(sql), args)
+            return pg_rows.Result(cur.fetchall() if cur.description else [], cur.rowcount)
 
     def _exec(self, cur: psycopg.Cursor[Any], sql: str, args: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
         try:

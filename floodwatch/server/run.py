@@ -43,7 +43,7 @@ async def serve_async(settings: ApiserverSettings, db: Path, pcaps: Path, port_f
         write_private(Path(port_file), f"{addresses[0][1]}\n")
     for host, port in addresses:
         url = url_of(host, port, bool(settings.tls_cert))
-        print(f"floodwatch server: listening on {url}{AGENT_PREFIX} (db {db})", flush=True)
+        print(f"floodwatch server: listening on {url}{AGENT_PREFIX} (db {server.where})", flush=True)
     await stop.wait()
     await server.stop()
     logger.bind(actor="apiserver").info("stopped; {}", server.snapshot())

@@ -42,6 +42,8 @@ def open_db_file(path: Path) -> None:
 class SQLiteStore:
     """See floodwatch.server.store.Store for the methods' contract."""
 
+    dialect = "sqlite"
+
     def __init__(self, path: str | os.PathLike[str], synchronous: str = "FULL", create: bool = True) -> None:
         self.path = Path(path)
         self._in_group = False

@@ -1,4 +1,4 @@
-"""The server's storage interface. SQLite implements it (sqlite_store.py); PostgreSQL can later.
+"""The server's storage interface: SQLite (sqlite_store.py, the default) and PostgreSQL (pg_store.py).
 
 Methods are synchronous and each is one transaction, unless called inside `group()`, where they share
 one transaction (the server commits many requests at once that way) and a failing call is rolled back
@@ -23,7 +23,20 @@ class Conflict(StorageError):
 
 
 class Store(Protocol):
+    dialect: str  # "sqlite" or "postgresql"
+
     def close(self) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A transaction (a savepoint inside group()) for code keeping its own tables here (notify/)."""
+        ...
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        """Backend-neutral SQL with `?` placeholders, in the current transaction; a cursor-like result
+        (fetchone, fetchall, rowcount; rows readable by position and by column name)."""
+        ...
+
+    def pcap_files(self) -> set[str]: ...
 
     def group(self) -> AbstractContextManager[None]: ...
 

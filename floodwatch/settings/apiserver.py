@@ -15,6 +15,11 @@ class ApiserverSettings:
     enabled: bool = True
     listen: str = "127.0.0.1:8787"  # HOST:PORT ([::1]:PORT for IPv6); the API is under /api/v1/agent/
     db_path: str = ""  # SQLite file; empty: <agent.state_dir>/server.db
+    # PostgreSQL instead of SQLite: "postgresql://USER@HOST:PORT/DB" (no password in it); empty: SQLite.
+    # The password: this file's first line (0600, or 0640 with a group), else $FLOODWATCH_DB_PASSWORD.
+    database: str = ""
+    database_password_file: str = ""
+    database_pool_size: int = 4  # connections to PostgreSQL per server process
     pcap_dir: str = ""  # uploaded captures (0700); empty: server-pcaps/ beside the database
     # Embedded mode: a node for this host is created at first start and its credentials written here
     # (0600) for the reporter; empty: <agent.state_dir>/server-local-node.json. "-" turns it off.
@@ -70,5 +75,33 @@ class ApiserverSettings:
                 raise ValueError(f"{name}: must be > 0")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert: tls_cert and tls_key go together (both, or neither for plain HTTP)")
+        check_database_url(self.database)
+        if self.database_password_file and not self.database:
+            raise ValueError("database_password_file: only with database = \"postgresql://...\"")
+        if self.database_pool_size < 1:
+            raise ValueError("database_pool_size: must be >= 1")
         if self.rate_limit < 0:
             raise ValueError("rate_limit: must be >= 0 (0 turns it off)")
+
+
+def check_database_url(url: str) -> None:
+    """`database`: empty (SQLite) or a postgresql:// URL without a password (ValueError, never echoing it)."""
+    if not url:
+        return
+    from urllib.parse import urlsplit
+
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres") or not rest:
+        raise ValueError("database: must be postgresql://USER@HOST[:PORT]/DB (empty: SQLite at db_path)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as e:
+        raise ValueError(f"database: not a valid URL ({e})") from e
+    if parts.password is not None:
+        raise ValueError("database: no password in the URL; put it in database_password_file or "
+                         "$FLOODWATCH_DB_PASSWORD")
+    if "password=" in (parts.query or "").lower():
+        raise ValueError("database: no password in the URL's parameters; use database_password_file")
+    if not parts.path.strip("/") or not (parts.hostname or "host=" in (parts.query or "")):
+        raise ValueError("database: must name a host and a database (postgresql://USER@HOST[:PORT]/DB)")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.pgcluster import PgCluster, bindir
+from tests.server.fwserver_util import Backend, pg_backend
 from tests.server.notify_setup import Peers
 
 
@@ -31,3 +32,15 @@ def pg_cluster() -> Iterator[PgCluster]:
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Backend:
+    """The server suite runs on both stores: SQLite, and a fresh PostgreSQL database per module."""
+    if request.param == "sqlite":
+        return Backend()
+    cluster = request.getfixturevalue("pg_cluster")
+    return pg_backend(cluster, tmp_path_factory.mktemp("pg"))

@@ -29,10 +29,10 @@ class Reply:
         return json.loads(self.raw)
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m floodwatch.server ARGS` as a real process."""
     proc = subprocess.run([PYTHON, "-m", "floodwatch.server", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"server CLI {args} failed ({proc.returncode}): {proc.stderr}")
     return proc
@@ -62,19 +62,52 @@ class Node:
         return {"Authorization": f"Bearer {self.key}", "X-Node-UUID": self.uuid}
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where a test server keeps its data: SQLite (a file in its directory) or a PostgreSQL database."""
+
+    kind: str = "sqlite"  # or "postgresql"
+    url: str = ""
+    password_file: str = ""
+    config: str = ""  # a config file naming the storage in [apiserver] instead of options
+
+    def args(self, db: Path) -> list[str]:
+        """The server CLI's options naming this storage (`--db PATH` for SQLite)."""
+        if self.config:
+            return ["--config", self.config]
+        if self.kind == "sqlite":
+            return ["--db", str(db)]
+        return ["--database", self.url, "--password-file", self.password_file]
+
+
+def pg_backend(cluster: Any, tmp: Path) -> Backend:
+    """A fresh database on the test cluster (tests/pgcluster.py), its password in a 0600 file."""
+    pw = tmp / f"pgpass-{secrets.token_hex(3)}"
+    pw.touch(mode=0o600)
+    pw.write_text(cluster.password + "\n")
+    return Backend("postgresql", cluster.new_database(), str(pw))
+
+
 @dataclass
 class ServerProc:
-    """`python -m floodwatch.server --listen 127.0.0.1:0 --db ...` with its bound port."""
+    """`python -m floodwatch.server --listen 127.0.0.1:0 --db ...` (or `--database postgresql://...`)
+    with its bound port."""
 
     tmp: Path
     extra: list[str] = field(default_factory=list)
     wrap: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS]: run it there
+    backend: Backend = field(default_factory=Backend)
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
 
     @property
     def db(self) -> Path:
         return self.tmp / "server.db"
+
+    @property
+    def store_args(self) -> list[str]:
+        """Options of the operator CLI for this server's storage."""
+        return [*self.backend.args(self.db), "--pcap-dir", str(self.pcap_dir)]
 
     @property
     def pcap_dir(self) -> Path:
@@ -84,7 +117,7 @@ class ServerProc:
         port_file = self.tmp / f"port-{secrets.token_hex(3)}"
         log = open(self.tmp / "server.log", "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [*self.wrap, PYTHON, "-m", "floodwatch.server", "--listen", "127.0.0.1:0", "--db", str(self.db),
+            [*self.wrap, PYTHON, "-m", "floodwatch.server", "--listen", "127.0.0.1:0", *self.store_args,
              "--port-file", str(port_file), *self.extra],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         log.close()
@@ -117,7 +150,7 @@ class ServerProc:
         self.proc.wait(10)
 
     def add_node(self, name: str | None = None) -> Node:
-        out = cli_inproc("add-node", name or f"node-{secrets.token_hex(4)}", "--db", str(self.db))
+        out = cli_inproc("add-node", name or f"node-{secrets.token_hex(4)}", *self.store_args)
         return Node(out["node_uuid"], out["api_key"])
 
     def request(self, method: str, path: str, body: Any = None, node: Node | None = None,
@@ -176,8 +209,8 @@ def incident_body(key: str | None = None, **over: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def running(tmp: Path, *extra: str) -> Iterator[ServerProc]:
-    srv = ServerProc(tmp, list(extra)).start()
+def running(tmp: Path, *extra: str, backend: Backend | None = None) -> Iterator[ServerProc]:
+    srv = ServerProc(tmp, list(extra), backend=backend or Backend()).start()
     try:
         yield srv
     finally:
@@ -186,4 +219,4 @@ def running(tmp: Path, *extra: str) -> Iterator[ServerProc]:
 
 def admin_headers(srv: ServerProc) -> dict[str, str]:
     """The Authorization header of a new admin token for this server."""
-    return {"Authorization": "Bearer " + cli_inproc("admin-token", "--db", str(srv.db))["admin_token"]}
+    return {"Authorization": "Bearer " + cli_inproc("admin-token", *srv.store_args)["admin_token"]}

@@ -52,6 +52,7 @@ def test_export_then_import_into_postgresql_keeps_everything(tmp_path: Path, pg_
 
     url = pg_cluster.new_database()
     pw = tmp_path / "pw"
+    pw.touch(mode=0o600)  # a password file readable by others is refused
     pw.write_text(pg_cluster.password + "\n")
     proc = cli("import", str(dump), "--database", url, "--password-file", str(pw), "--json")
     assert pg_cluster.password not in proc.stdout + proc.stderr

@@ -1,0 +1,141 @@
+"""Choosing PostgreSQL: `[apiserver] database` (validated at load), its password from a file or the
+environment (never in the URL, never in output or logs), the real server and the operator CLI on it,
+and the schema versions (`floodwatch server migrate`; a newer schema refused) on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from floodwatch.config import load_config
+from floodwatch.errors import ConfigError
+from floodwatch.server import migrations, pg_schema
+from floodwatch.settings.apiserver import ApiserverSettings
+from tests.pgcluster import PgCluster
+from tests.server.fwserver_util import Backend, ServerProc, admin_headers, cli, cli_inproc, pg_backend
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("postgresql://fw:hunter2@db:5432/fw", "no password in the URL"),
+    ("postgresql://fw@db/fw?password=hunter2", "no password in the URL"),
+    ("mysql://fw@db/fw", "must be postgresql://"),
+    ("postgresql://fw@db:99999/fw", "not a valid URL"),
+    ("postgresql://fw@db:5432/", "must name a host and a database"),
+])
+def test_a_bad_database_setting_is_refused_at_load_without_echoing_a_password(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as e:
+        ApiserverSettings(database=url).validate()
+    assert "hunter2" not in str(e.value)
+
+
+def test_the_config_file_selects_postgresql_and_checks_it(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[apiserver]\ndatabase = "postgresql://fw@127.0.0.1:5432/fw"\n'
+                    'database_password_file = "/etc/floodwatch/db-password"\n')
+    config = load_config(good)
+    assert config.apiserver.database == "postgresql://fw@127.0.0.1:5432/fw"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[apiserver]\ndatabase_password_file = "/etc/floodwatch/db-password"\n')
+    with pytest.raises(ConfigError, match="database_password_file: only with database"):
+        load_config(bad)
+
+
+@pytest.fixture(scope="module")
+def pg(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Backend:
+    return pg_backend(pg_cluster, tmp_path_factory.mktemp("pgsel"))
+
+
+def test_the_server_from_its_config_serves_agents_and_operators_on_postgresql(
+        pg: Backend, pg_cluster: PgCluster, tmp_path: Path) -> None:
+    config = tmp_path / "floodwatch.toml"
+    config.write_text(f'[apiserver]\ndatabase = "{pg.url}"\ndatabase_password_file = "{pg.password_file}"\n'
+                      f'pcap_dir = "{tmp_path / "pcaps"}"\n')
+    srv = ServerProc(tmp_path, backend=Backend("postgresql", config=str(config))).start()
+    try:
+        node = srv.add_node("edge-1")
+        assert srv.post("heartbeat", {"agent_version": "1.2.3", "os": "Debian 12", "uptime": 5}, node).status == 200
+        samples = [{"pps": 100 + i, "bps": 8000, "recorded_at": f"2026-11-30T10:00:0{i}Z"} for i in range(3)]
+        assert srv.post("metrics", samples, node).json == {"accepted": 3}
+        inc = srv.post("incident", {"incident_key": "k-1", "attack_family": "udp_flood", "severity": "high",
+                                    "status": "active", "peak_pps": 5000}, node)
+        assert inc.status in (200, 201), inc.raw
+        nodes = srv.request("GET", "/api/v1/admin/nodes", headers=admin_headers(srv))
+        assert nodes.status == 200 and [n["name"] for n in nodes.json] == ["edge-1"]
+        assert nodes.json[0]["agent_version"] == "1.2.3"
+        # the rows are in PostgreSQL, where a second process (the CLI) reads them
+        db = pg.url.rsplit("/", 1)[1]
+        assert pg_cluster.psql("SELECT count(*) FROM metrics", db=db).strip() == "3"
+        listed = cli_inproc("incidents", "--database", pg.url, "--password-file", pg.password_file)
+        assert [(i["incident_key"], i["peak_pps"]) for i in listed] == [("k-1", 5000)]
+    finally:
+        assert srv.stop() == 0
+    log = srv.log()
+    assert "listening on" in log and pg.url in log  # the URL (no password in it) says where the data is
+    assert pg_cluster.password not in log
+
+
+def test_the_password_from_the_environment_and_a_readable_password_file_refused(
+        pg: Backend, pg_cluster: PgCluster, tmp_path: Path) -> None:
+    env_only = cli("nodes", "--database", pg.url, "--json", check=False,
+                   env={**os.environ, "FLOODWATCH_DB_PASSWORD": pg_cluster.password})
+    assert env_only.returncode == 0, env_only.stderr
+    open_file = tmp_path / "pw"
+    open_file.write_text(pg_cluster.password)
+    open_file.chmod(0o644)
+    refused = cli("nodes", "--database", pg.url, "--password-file", str(open_file), check=False)
+    assert refused.returncode == 1 and "readable by others" in refused.stderr
+    wrong = tmp_path / "wrong"
+    wrong.touch(mode=0o600)
+    wrong.write_text("not-" + pg_cluster.password)
+    denied = cli("nodes", "--database", pg.url, "--password-file", str(wrong), check=False)
+    assert denied.returncode == 1 and "password authentication failed" in denied.stderr
+    assert pg_cluster.password not in denied.stderr + denied.stdout
+
+
+def _v1_database(pg_cluster: PgCluster, tmp: Path) -> Backend:
+    """A database as the first release left it (schema version 1), with a node and a metric in it."""
+    backend = pg_backend(pg_cluster, tmp)
+    db = backend.url.rsplit("/", 1)[1]
+    statements = [s for s in pg_schema.V1.split(";") if s.strip()]
+    pg_cluster.psql(";".join(statements) + ";" + f"ALTER SCHEMA public OWNER TO {pg_cluster.user};", db=db)
+    for table in ("meta", "nodes", "metrics", "incidents", "incident_history", "pcaps", "commands", "admin_tokens"):
+        pg_cluster.psql(f"ALTER TABLE {table} OWNER TO {pg_cluster.user}", db=db)
+    pg_cluster.psql("INSERT INTO nodes (uuid, name, key_hash, created_at) VALUES ('u-1', 'old', 'h', 1);"
+                    "INSERT INTO metrics (node_id, recorded_at, received_at, pps, bps) "
+                    "VALUES (1, 1764496800, 1764496801, 700, 5600)", db=db)
+    return backend
+
+
+def test_migrate_upgrades_a_shipped_postgresql_schema_with_its_data(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    backend = _v1_database(pg_cluster, tmp_path)
+    args = ["--database", backend.url, "--password-file", backend.password_file]
+    out = cli_inproc("migrate", *args)
+    assert out["before"] == 1 and out["after"] == migrations.CURRENT and out["backup"] is None
+    assert out["applied"] == [m.version for m in migrations.MIGRATIONS if m.version > 1]
+    db = backend.url.rsplit("/", 1)[1]
+    versions = pg_cluster.psql("SELECT version FROM schema_migrations ORDER BY version", db=db).split()
+    assert versions == [str(m.version) for m in migrations.MIGRATIONS]
+    # the rollups were filled from the stored samples; the node is still there
+    assert pg_cluster.psql("SELECT n, pps_max FROM metrics_1m", db=db).strip() == "1|700"
+    assert [n["name"] for n in cli_inproc("nodes", *args)] == ["old"]
+    assert cli_inproc("migrate", *args)["applied"] == []
+
+
+def test_a_newer_postgresql_schema_stops_the_server_and_migrate(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    backend = pg_backend(pg_cluster, tmp_path)
+    args = ["--database", backend.url, "--password-file", backend.password_file]
+    cli_inproc("nodes", *args)  # creates the current schema
+    db = backend.url.rsplit("/", 1)[1]
+    future = migrations.CURRENT + 1
+    pg_cluster.psql(f"INSERT INTO schema_migrations VALUES ({future}, 'future', 0)", db=db)
+    refused = cli("migrate", *args, check=False)
+    assert refused.returncode == 1 and f"version {future}, newer than this floodwatch knows" in refused.stderr
+    srv = ServerProc(tmp_path / f"s-{secrets.token_hex(2)}", backend=backend)
+    srv.tmp.mkdir()
+    with pytest.raises(AssertionError, match="server exited"):
+        srv.start()
+    assert "newer than this floodwatch knows" in srv.log()
+    assert pg_cluster.psql("SELECT max(version) FROM schema_migrations", db=db).strip() == str(future)
