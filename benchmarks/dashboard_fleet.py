@@ -106,7 +106,6 @@ def fill(path: Path, args: argparse.Namespace) -> tuple[str, float]:
     n = fill_metrics(store, args.metric_nodes, args.days, args.raw_hours, now)
     for (sql,) in indexes:
         store.conn.execute(sql)
-    users.init_schema(store)
     password = users.add_user(store, "bench", "admin", now)["password"]
     store.conn.execute("COMMIT")
     store.conn.execute("ANALYZE")
@@ -162,7 +161,7 @@ def baseline(path: Path, runs: int) -> tuple[float, float]:
                            ">= ? GROUP BY b ORDER BY b", (now - 86400,)).fetchall()
         raw.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        rollup.series(store.conn, 1, now - 86400, now)
+        rollup.series(store, 1, now - 86400, now)
         roll.append((time.perf_counter() - t) * 1000)
     store.close()
     return statistics.median(raw), statistics.median(roll)

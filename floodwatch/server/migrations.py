@@ -84,6 +84,29 @@ def _v2(conn: sqlite3.Connection) -> None:
                  "GROUP BY node_id ORDER BY node_id ON CONFLICT (node_id) DO NOTHING")
 
 
+# Version 3: the dashboard's users (made IF NOT EXISTS by older servers), its sessions and the sign-in
+# failures, in the database so that every replica knows them and a restart signs nobody out; and the index
+# /metrics counts active incidents by family with (older servers made it at start).
+SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS dash_users (
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, pw_hash TEXT NOT NULL,
+  created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS dash_sessions (
+  token_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL REFERENCES dash_users(name) ON DELETE CASCADE,
+  csrf TEXT NOT NULL, created_at REAL NOT NULL, seen_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS dash_sessions_seen ON dash_sessions (seen_at);
+CREATE INDEX IF NOT EXISTS dash_sessions_user ON dash_sessions (user_name);
+CREATE TABLE IF NOT EXISTS dash_login_failures (key TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS dash_login_failures_key ON dash_login_failures (key, at);
+CREATE INDEX IF NOT EXISTS dash_login_failures_at ON dash_login_failures (at);
+CREATE INDEX IF NOT EXISTS incidents_status_family ON incidents (status, attack_family)
+"""
+
+
+def _v3(conn: sqlite3.Connection) -> None:
+    _script(conn, SCHEMA_V3)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -94,6 +117,8 @@ class Migration:
 MIGRATIONS = (
     Migration(1, "nodes, metrics, incidents and their history, captures, commands, admin tokens", _v1),
     Migration(2, "schema_migrations; metric rollups (1 min, 1 h) and node_latest, filled from metrics", _v2),
+    Migration(3, "dashboard users, sessions and sign-in failures in the database; incidents by status and family",
+              _v3),
 )
 CURRENT = MIGRATIONS[-1].version
 

@@ -14,12 +14,13 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -47,6 +48,11 @@ _UPSERT = ("INSERT INTO {table} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLI
            "pps_max = greatest({table}.pps_max, excluded.pps_max), bps_sum = {table}.bps_sum + excluded.bps_sum, "
            "bps_max = greatest({table}.bps_max, excluded.bps_max), tcp_sum = {table}.tcp_sum + excluded.tcp_sum, "
            "udp_sum = {table}.udp_sum + excluded.udp_sum, icmp_sum = {table}.icmp_sum + excluded.icmp_sum")
+
+
+EVENTS_CHANNEL = "floodwatch_events"  # what each commit recorded, for every replica's live pages (web/live.py)
+LISTEN_CHECK_SECONDS = 30.0  # a quiet listening connection is checked this often (a dead one is replaced)
+NOTIFY_MAX = 7900  # bytes: PostgreSQL refuses a NOTIFY payload of 8000 or more
 
 
 def redact(url: str) -> str:
@@ -81,10 +87,14 @@ class PGStore:
         self.incident_hooks: list[Callable[[PGStore, int, dict[str, Any] | None], None]] = []
         self.listeners: list[Callable[[list[tuple[str, dict[str, Any]]]], None]] = []
         self._events: list[tuple[str, dict[str, Any]]] = []
+        # Turns a transaction's events into NOTIFY payloads on EVENTS_CHANNEL, sent with its commit (set by
+        # the dashboard, web/live.py: every replica's live pages learn what any replica stored)
+        self.announce: Callable[[list[tuple[str, dict[str, Any]]]], list[str]] | None = None
         self._conn: psycopg.Connection[Any] | None = None
         kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
         if password is not None:
             kwargs["password"] = password
+        self._url, self._kwargs = url, kwargs
         try:  # one connection first, for the server's own reason when it fails (never the password)
             psycopg.connect(url, connect_timeout=10, **kwargs).close()
             self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False)
@@ -123,6 +133,7 @@ class PGStore:
                 self._conn = conn
                 try:
                     yield
+                    self._notify(conn)
                 finally:
                     self._conn = None
         except BaseException:
@@ -131,6 +142,34 @@ class PGStore:
         events, self._events = self._events, []
         for listener in self.listeners if events else ():
             listener(events)
+
+    def _notify(self, conn: psycopg.Connection[Any]) -> None:
+        """NOTIFY the transaction's events (delivered to every listener when, and only if, it commits)."""
+        if self.announce is None or not self._events:
+            return
+        for payload in self.announce(self._events):
+            if len(payload.encode()) <= NOTIFY_MAX:
+                conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, payload))
+
+    async def listen(self, channel: str = EVENTS_CHANNEL) -> AsyncIterator[str]:
+        """The payloads NOTIFYed on `channel` by any process using this database, on a connection of its
+        own (checked every LISTEN_CHECK_SECONDS when quiet). StorageError when it fails: the caller
+        listens again (what was sent in between is not replayed)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10, keepalives=1,
+                                                         keepalives_idle=30, keepalives_interval=10,
+                                                         keepalives_count=3, **self._kwargs)
+        except psycopg.Error as e:
+            raise StorageError(f"{self.where}: cannot listen: {_first_line(e)}") from e
+        try:
+            async with conn:
+                await conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+                while True:
+                    async for note in conn.notifies(timeout=LISTEN_CHECK_SECONDS):
+                        yield note.payload
+                    await conn.execute("SELECT 1")
+        except psycopg.Error as e:
+            raise StorageError(f"{self.where}: listening failed: {_first_line(e)}") from e
 
     def transaction(self) -> AbstractContextManager[Any]:
         """A transaction (a savepoint inside group()) for code that keeps its own tables here (notify/)."""
@@ -404,6 +443,10 @@ class PGStore:
     def check(self) -> list[str]:
         """PostgreSQL keeps its own integrity (constraints are enforced): nothing to find here."""
         return []
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _fetch1(cur: psycopg.Cursor[Any]) -> dict[str, Any]:

@@ -9,7 +9,10 @@ Each row keeps sums and maxima, so any coarser bucket is an exact re-aggregation
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from floodwatch.server.store import Store
 
 ROLLUP_1M_DAYS = 30.0
 ROLLUP_1H_DAYS = 400.0
@@ -83,9 +86,9 @@ def record(conn: sqlite3.Connection, node_id: int, samples: list[dict[str, Any]]
     return newest
 
 
-def prune(conn: sqlite3.Connection, now: float) -> int:
-    n = conn.execute("DELETE FROM metrics_1m WHERE t < ?", (int(now - ROLLUP_1M_DAYS * 86400),)).rowcount
-    n += conn.execute("DELETE FROM metrics_1h WHERE t < ?", (int(now - ROLLUP_1H_DAYS * 86400),)).rowcount
+def prune(store: Store, now: float) -> int:
+    n = int(store.execute("DELETE FROM metrics_1m WHERE t < ?", (int(now - ROLLUP_1M_DAYS * 86400),)).rowcount)
+    n += int(store.execute("DELETE FROM metrics_1h WHERE t < ?", (int(now - ROLLUP_1H_DAYS * 86400),)).rowcount)
     return n
 
 
@@ -104,31 +107,38 @@ def resolution(span: float) -> int:
     return 3600
 
 
-def series(conn: sqlite3.Connection, node_id: int, since: float, until: float) -> dict[str, Any]:
-    """Points [t, pps_avg, pps_max, bps_avg, bps_max, tcp%, udp%, icmp%] between since and until."""
+def series(store: Store, node_id: int, since: float, until: float) -> dict[str, Any]:
+    """Points [t, pps_avg, pps_max, bps_avg, bps_max, tcp%, udp%, icmp%] between since and until (either
+    backend: PostgreSQL's sums are numeric, hence the float())."""
     step = resolution(until - since)
     if step == 1:
-        rows = conn.execute("SELECT recorded_at, pps, pps, bps, bps, coalesce(tcp_pct, 0), coalesce(udp_pct, 0), "
+        rows = store.execute("SELECT recorded_at, pps, pps, bps, bps, coalesce(tcp_pct, 0), coalesce(udp_pct, 0), "
                             "coalesce(icmp_pct, 0) FROM metrics WHERE node_id = ? AND recorded_at >= ? "
                             "AND recorded_at <= ? ORDER BY recorded_at", (node_id, since, until)).fetchall()
     else:
         table = "metrics_1h" if step == 3600 else "metrics_1m"
-        rows = conn.execute(
+        rows = store.execute(
             f"SELECT (t / {step}) * {step} AS b, sum(pps_sum) * 1.0 / sum(n), max(pps_max), "  # noqa: S608
             f"sum(bps_sum) * 1.0 / sum(n), max(bps_max), sum(tcp_sum) / sum(n), sum(udp_sum) / sum(n), "
             f"sum(icmp_sum) / sum(n) FROM {table} WHERE node_id = ? AND t >= ? AND t <= ? GROUP BY b ORDER BY b",
             (node_id, int(since) // step * step, int(until))).fetchall()
     return {"step": step, "since": since, "until": until,
-            "points": [[float(r[0]), round(r[1], 1), r[2], round(r[3], 1), r[4], round(r[5], 1), round(r[6], 1),
-                        round(r[7], 1)] for r in rows]}
+            "points": [[float(r[0]), _r1(r[1]), int(r[2]), _r1(r[3]), int(r[4]), _r1(r[5]), _r1(r[6]), _r1(r[7])]
+                       for r in rows]}
 
 
-def sparklines(conn: sqlite3.Connection, since: float, node_ids: list[int]) -> dict[int, list[tuple[int, float]]]:
+def _r1(v: Any) -> float:
+    return round(float(v), 1)
+
+
+def sparklines(store: Store, since: float, node_ids: list[int]) -> dict[int, list[tuple[int, float]]]:
     """These nodes' per-minute average pps since `since` (the fleet page's sparklines), in one query."""
     out: dict[int, list[tuple[int, float]]] = {}
+    if not node_ids:
+        return out
     marks = ",".join("?" * len(node_ids))
-    for node_id, t, pps in conn.execute(f"SELECT node_id, t, pps_sum * 1.0 / n FROM metrics_1m WHERE node_id IN "  # noqa: S608
-                                        f"({marks}) AND t >= ? ORDER BY node_id, t",
-                                        (*node_ids, int(since) // 60 * 60)):
-        out.setdefault(node_id, []).append((t, pps))
+    for node_id, t, pps in store.execute(f"SELECT node_id, t, pps_sum * 1.0 / n FROM metrics_1m WHERE node_id IN "  # noqa: S608
+                                         f"({marks}) AND t >= ? ORDER BY node_id, t",
+                                         (*node_ids, int(since) // 60 * 60)):
+        out.setdefault(int(node_id), []).append((int(t), float(pps)))
     return out

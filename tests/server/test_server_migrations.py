@@ -56,13 +56,13 @@ def test_migrate_upgrades_the_shipped_schema_keeping_every_row(tmp_path: Path) -
     made = write_v1_database(db)
 
     out = cli_json("migrate", "--db", str(db))
-    assert out["before"] == 1 and out["after"] == migrations.CURRENT == 2 and out["applied"] == [2]
+    assert out["before"] == 1 and out["after"] == migrations.CURRENT == 3 and out["applied"] == [2, 3]
     backup = Path(out["backup"])
     assert backup.stat().st_mode & 0o777 == 0o600
     assert sqlite3.connect(backup).execute("SELECT count(*) FROM metrics").fetchone() == (121,)
 
     store = SQLiteStore(db, create=False)
-    assert store.schema_before == 2 and store.migrated == []  # nothing left to do
+    assert store.schema_before == 3 and store.migrated == []  # nothing left to do
     assert [n["name"] for n in store.list_nodes(T0, 90)] == ["edge-a", "edge-b"]
     assert len(store.metrics(made["a"], 0, 1000)) == 120
     assert store.incident_by_key(made["a"], "k-shipped") == (made["incident"], T0 + 30)
@@ -77,17 +77,17 @@ def test_migrate_upgrades_the_shipped_schema_keeping_every_row(tmp_path: Path) -
         == (120, 219)
     latest = {r[0]: tuple(r[1:]) for r in store.execute("SELECT node_id, recorded_at, pps FROM node_latest")}
     assert latest == {made["a"]: (T0 + 119, 219), made["b"]: (T0 + 5, 7)}
-    assert [r[0] for r in store.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+    assert [r[0] for r in store.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3]
     assert store.check() == []
     store.close()
 
-    assert cli_json("migrate", "--db", str(db)) == {"before": 2, "after": 2, "applied": [], "backup": None}
+    assert cli_json("migrate", "--db", str(db)) == {"before": 3, "after": 3, "applied": [], "backup": None}
 
 
 def test_a_server_started_on_the_shipped_schema_upgrades_it_and_serves_its_nodes(tmp_path: Path) -> None:
     made = write_v1_database(tmp_path / "server.db")
     with running(tmp_path) as srv:
-        assert "database schema upgraded from version 1 to 2" in srv.log()
+        assert "database schema upgraded from version 1 to 3" in srv.log()
         node = made["node"]
         assert srv.post("heartbeat", {"agent_version": "2"}, node).status == 200
         r = srv.post("incident", incident_body("k-shipped"), node)  # the open the agent retries: same incident
@@ -108,7 +108,7 @@ def test_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
     for args in (["migrate", "--db", str(db)], ["nodes", "--db", str(db)]):
         proc = cli(*args, check=False)
         assert proc.returncode == 1
-        assert "schema is version 99, newer than this floodwatch knows (up to 2)" in proc.stderr, proc.stderr
+        assert "schema is version 99, newer than this floodwatch knows (up to 3)" in proc.stderr, proc.stderr
     srv = ServerProc(tmp_path)
     try:
         with pytest.raises(AssertionError, match="server exited"):
@@ -118,3 +118,44 @@ def test_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
     assert "newer than this floodwatch knows" in srv.log()
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
     assert not list(tmp_path.glob("server.db.*.bak"))
+
+
+# The dashboard's users table as web/users.py created it (IF NOT EXISTS) on schema version 2.
+DASH_USERS_V2 = ("CREATE TABLE IF NOT EXISTS dash_users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
+                 "role TEXT NOT NULL, pw_hash TEXT NOT NULL, created_at REAL NOT NULL)")
+
+
+def test_a_version_2_database_with_dashboard_users_keeps_them_and_they_sign_in(tmp_path: Path) -> None:
+    from floodwatch.server.web import users
+
+    db = tmp_path / "server.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for m in migrations.MIGRATIONS[:2]:
+        m.apply(conn)
+    conn.execute("INSERT INTO schema_migrations VALUES (1, 'v1', 0), (2, 'v2', 0)")
+    conn.execute(DASH_USERS_V2)
+    password = users.new_password()
+    conn.execute("INSERT INTO dash_users (name, role, pw_hash, created_at) VALUES ('ops', 'admin', ?, ?)",
+                 (users.hash_password(password), T0))
+    conn.close()
+
+    with running(tmp_path) as srv:
+        assert "database schema upgraded from version 2 to 3" in srv.log()
+        assert not (tmp_path / "dashboard-admin-password").exists()  # an admin exists: none made
+        status, headers = _login(srv.port, "ops", password)
+        assert status == 302 and "fw_session=" in headers.get("set-cookie", "")
+    with sqlite3.connect(db) as check:  # the session is in the database, only as a hash
+        assert check.execute("SELECT user_name, length(token_hash) FROM dash_sessions").fetchall() == [("ops", 64)]
+
+
+def _login(port: int, user: str, password: str) -> tuple[int, dict[str, str]]:
+    import http.client
+    import urllib.parse
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/login", urllib.parse.urlencode({"username": user, "password": password}),
+                 {"Content-Type": "application/x-www-form-urlencoded"})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}

@@ -20,10 +20,10 @@ from aiohttp import web
 from loguru import logger
 
 from floodwatch.server import rollup
-from floodwatch.server.web import charts, users
+from floodwatch.server.web import charts, live, sessions, users
 from floodwatch.server.web.dissection import Dissections
 from floodwatch.server.web.live import Hub
-from floodwatch.server.web.sessions import COOKIE, Session, Sessions, csrf_ok
+from floodwatch.server.web.sessions import COOKIE, Session, csrf_ok
 
 if TYPE_CHECKING:
     from floodwatch.server.app import ApiServer
@@ -37,17 +37,20 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 class Dash:
     server: ApiServer
     env: jinja2.Environment
-    sessions: Sessions = field(default_factory=Sessions)
     hub: Hub | None = None
     dissections: Dissections | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def admin_file(self) -> Path:
-        return self.server.store.path.parent / users.ADMIN_FILE
+        """Beside the SQLite database; on PostgreSQL in the state directory (the capture directory's parent)."""
+        path = getattr(self.server.store, "path", None)
+        return (path.parent if isinstance(path, Path) else self.server.pcap_dir.parent) / users.ADMIN_FILE
 
 
 DASH_KEY: web.AppKey[Dash] = web.AppKey("dash")
+SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("session")
+NO_SESSION_PATHS = ("/api/", "/static/")  # agents, operators' API, files: never a cookie lookup
 
 
 def make_env() -> jinja2.Environment:
@@ -73,7 +76,19 @@ def dash_of(request: web.Request) -> Dash:
 
 
 def session_of(request: web.Request) -> Session | None:
-    return dash_of(request).sessions.get(request.cookies.get(COOKIE))
+    """The request's session, looked up in the database once per request by `with_session`."""
+    return request.get(SESSION_KEY)
+
+
+@web.middleware
+async def with_session(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Resolve the session cookie (one database read; it may refresh the session's last use) before a
+    dashboard route runs, so any replica serves any signed-in browser."""
+    token = request.cookies.get(COOKIE)
+    if token and not request.path.startswith(NO_SESSION_PATHS) and DASH_KEY in request.app:
+        srv = request.app[DASH_KEY].server
+        request[SESSION_KEY] = await srv.db.call(sessions.get, srv.store, token, time.time())
+    return await handler(request)  # type: ignore[no-any-return]
 
 
 def require(request: web.Request, role: str = "viewer", page: bool = True) -> Session:
@@ -136,6 +151,7 @@ def setup(app: web.Application, server: ApiServer) -> None:
 
     dash = Dash(server, make_env())
     app[DASH_KEY] = dash
+    app.middlewares.append(with_session)
     pages.add_routes(app)
     actions.add_routes(app)
     notify_page.add_routes(app)
@@ -149,7 +165,12 @@ async def _start(app: web.Application) -> None:
     dash = app[DASH_KEY]
     srv = dash.server
     dash.hub = Hub(srv.store, asyncio.get_running_loop())
-    srv.store.listeners.append(dash.hub.from_store)
+    store: Any = srv.store
+    if store.dialect == "postgresql":  # every replica's commits, through LISTEN/NOTIFY
+        store.announce = live.encode
+        dash.tasks.append(asyncio.ensure_future(dash.hub.follow(store, srv.db)))
+    else:
+        store.listeners.append(dash.hub.from_store)
     if await srv.db.call(users.ensure_admin, srv.store, dash.admin_file, time.time()):
         logger.bind(actor="apiserver").info("dashboard: created user admin; its password is in {}", dash.admin_file)
     dash.dissections = Dissections(srv.pcap_dir)
@@ -169,12 +190,16 @@ async def _stop(app: web.Application) -> None:
     if dash.hub is not None:
         with contextlib.suppress(ValueError):
             dash.server.store.listeners.remove(dash.hub.from_store)
+        store: Any = dash.server.store
+        if store.dialect == "postgresql":
+            store.announce = None
 
 
 async def _prune(dash: Dash) -> None:
     while True:
         await asyncio.sleep(300)
         try:
-            await dash.server.db.call(rollup.prune, dash.server.store.conn, time.time())
+            await dash.server.db.call(rollup.prune, dash.server.store, time.time())
+            await dash.server.db.call(sessions.prune, dash.server.store, time.time())
         except Exception as e:  # noqa: BLE001 - the next round retries
-            logger.bind(actor="apiserver").error("pruning metric rollups failed: {}", e)
+            logger.bind(actor="apiserver").error("pruning metric rollups and sessions failed: {}", e)

@@ -16,7 +16,7 @@ from floodwatch.executor.validate import validate_command
 from floodwatch.server.http import read_json
 from floodwatch.server.store import Conflict
 from floodwatch.server.validate import is_decimal
-from floodwatch.server.web import check_csrf, dash_of, render, require, secure_headers, users
+from floodwatch.server.web import check_csrf, dash_of, render, require, secure_headers, sessions, users
 from floodwatch.server.web.node_admin import users_page_with
 from floodwatch.server.web.sessions import COOKIE
 from floodwatch.settings.executor import ExecutorSettings
@@ -37,19 +37,20 @@ async def login(request: web.Request) -> web.Response:
     dash = dash_of(request)
     form = await request.post()
     name, password = str(form.get("username", ""))[:64], str(form.get("password", ""))[:256]
-    wait = dash.sessions.login_wait(request.remote or "?", name)
+    srv = dash.server
+    wait = await srv.db.call(sessions.login_wait, srv.store, request.remote or "?", name, time.time())
     if wait > 0:
         dash.server.count("dash_login_limited")
         return render(request, "login.html", status=429, error=f"Too many attempts: retry in {wait:.0f} s",
                       next=_next(str(form.get("next", ""))))
-    user = await dash.server.db.call(users.find_user, dash.server.store, name)
+    user = await srv.db.call(users.find_user, srv.store, name)
     matched = await asyncio.to_thread(users.check_password, password, user["pw_hash"] if user else None)
     if not matched or user is None:
-        dash.sessions.login_failed(request.remote or "?", name)
-        dash.server.count("dash_login_failures")
+        await srv.db.call(sessions.login_failed, srv.store, request.remote or "?", name, time.time())
+        srv.count("dash_login_failures")
         return render(request, "login.html", status=401, error="Wrong user name or password",
                       next=_next(str(form.get("next", ""))))
-    token, _ = dash.sessions.create(user["name"], user["role"])
+    token, _ = await srv.db.call(sessions.create, srv.store, user["name"], time.time())
     resp = web.HTTPFound(_next(str(form.get("next", ""))))
     resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/")
     raise resp
@@ -58,7 +59,8 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     session = require(request, page=False)
     check_csrf(request, session, await request.post())
-    dash_of(request).sessions.drop(request.cookies.get(COOKIE))
+    srv = dash_of(request).server
+    await srv.db.call(sessions.drop, srv.store, request.cookies.get(COOKIE))
     resp = web.HTTPFound("/login")
     resp.del_cookie(COOKIE, path="/")
     raise resp
@@ -203,8 +205,7 @@ async def users_change(request: web.Request) -> web.Response:
         if action == "add":
             created = await srv.db.call(users.add_user, srv.store, name, str(form.get("role", "")), time.time())
         elif action == "delete" and name != session.user:
-            await srv.db.call(users.delete_user, srv.store, name)
-            dash.sessions.drop_user(name)
+            await srv.db.call(users.delete_user, srv.store, name)  # its sessions go with it
         elif action == "add-node" and 0 < len(name) <= 128:
             node_created = await srv.create_node(name)
         else:

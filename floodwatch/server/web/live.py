@@ -1,9 +1,12 @@
-"""Live updates for open pages: server-sent events fed by the store's commit listener.
+"""Live updates for open pages: server-sent events fed by what the store commits.
 
-The store calls `Hub.from_store` in the database thread after each commit. Incidents go out at once
-(with the row as stored); metrics are coalesced to each node's newest sample and sent every FLUSH_SECONDS,
-so a thousand nodes reporting every second cost each browser a few messages per second. Each browser
-has a bounded queue: a client too slow to read loses messages (counted), never the server's memory.
+SQLite (one server): the store calls `Hub.from_store` in the database thread after each commit.
+PostgreSQL (replicas): each commit NOTIFYs its events (`encode`, sent by the store with the commit) and
+every replica's hub LISTENs (`Hub.follow`), so a browser on any replica sees what any replica stored.
+Incidents go out at once (with the row as stored); metrics are coalesced to each node's newest sample
+and sent every FLUSH_SECONDS, so a thousand nodes reporting every second cost each browser a few messages
+per second. Each browser has a bounded queue: a client too slow to read loses messages (counted), never
+the server's memory.
 """
 
 from __future__ import annotations
@@ -11,13 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from loguru import logger
 
-from floodwatch.server.sqlite_store import SQLiteStore
+from floodwatch.errors import StorageError
+from floodwatch.server.store import Store
+
+if TYPE_CHECKING:
+    from floodwatch.server.dbthread import DbWorker
+    from floodwatch.server.pg_store import PGStore
 
 FLUSH_SECONDS = 0.25
+PAYLOAD_BYTES = 7000  # a NOTIFY payload stays under PostgreSQL's 8000 bytes
+RELISTEN_SECONDS = (1.0, 30.0)  # wait before listening again after a failure: first, most
 QUEUE_MAX = 256
 MAX_CLIENTS = 1000
 PING_SECONDS = 15.0
@@ -29,33 +40,112 @@ def incident_summary(inc: dict[str, Any]) -> dict[str, Any]:
     return {k: inc.get(k) for k in keys}
 
 
+def encode(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """A commit's events as NOTIFY payloads (JSON arrays, each under PAYLOAD_BYTES): ["i", incident_id]
+    per incident change, ["m", node_id, recorded_at, pps, bps] per node (its newest sample)."""
+    newest: dict[int, list[Any]] = {}
+    items: list[list[Any]] = []
+    for kind, data in events:
+        if kind == "metrics":
+            prev = newest.get(data["node_id"])
+            if prev is None or prev[2] <= data["recorded_at"]:
+                newest[data["node_id"]] = ["m", data["node_id"], data["recorded_at"], data["pps"], data["bps"]]
+        elif kind == "incident":
+            items.append(["i", data["incident_id"]])
+    out: list[str] = []
+    chunk: list[str] = []
+    size = 2
+    for item in [*items, *newest.values()]:
+        text = json.dumps(item, separators=(",", ":"))
+        if chunk and size + len(text) + 1 > PAYLOAD_BYTES:
+            out.append("[" + ",".join(chunk) + "]")
+            chunk, size = [], 2
+        chunk.append(text)
+        size += len(text) + 1
+    if chunk:
+        out.append("[" + ",".join(chunk) + "]")
+    return out
+
+
+def decode(payload: str) -> tuple[list[int], list[tuple[int, float, int, int]]]:
+    """(incident ids, pps samples) of a payload; ValueError for anything else."""
+    items = json.loads(payload)
+    if not isinstance(items, list):
+        raise ValueError("not a list")
+    incidents, samples = [], []
+    for item in items:
+        if isinstance(item, list) and len(item) == 2 and item[0] == "i" and isinstance(item[1], int):
+            incidents.append(item[1])
+        elif (isinstance(item, list) and len(item) == 5 and item[0] == "m"
+              and all(isinstance(v, int | float) and not isinstance(v, bool) for v in item[1:])):
+            samples.append((int(item[1]), float(item[2]), int(item[3]), int(item[4])))
+        else:
+            raise ValueError(f"unknown item {str(item)[:80]}")
+    return incidents, samples
+
+
 class Hub:
-    def __init__(self, store: SQLiteStore, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
         self.store = store
         self.loop = loop
         self.clients: set[asyncio.Queue[str]] = set()
         self.pending_pps: dict[int, list[float]] = {}
-        self.stats = {"sse_clients": 0, "sse_dropped": 0}
+        self.stats = {"sse_clients": 0, "sse_dropped": 0, "sse_listen_errors": 0, "sse_bad_events": 0}
 
     # -- database thread ---------------------------------------------------------------------------
     def from_store(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """SQLite: the store's commit listener."""
         out: list[tuple[str, Any]] = []
         for kind, data in events:
             if kind == "metrics":
                 out.append(("pps", (data["node_id"], data["recorded_at"], data["pps"], data["bps"])))
-            elif kind == "incident":
-                inc = self.store.incident(data["incident_id"], history=False)  # committed: safe to read
-                if inc is not None:
-                    out.append(("incident", {**incident_summary(inc), **self._node_of(data["incident_id"])}))
+        out += self.incident_items([data["incident_id"] for kind, data in events if kind == "incident"])
         if out:
             with contextlib.suppress(RuntimeError):  # the loop is closing
                 self.loop.call_soon_threadsafe(self._take, out)
 
+    def incident_items(self, incident_ids: list[int]) -> list[tuple[str, Any]]:
+        """The `incident` messages for these incidents, read as committed."""
+        out: list[tuple[str, Any]] = []
+        for incident_id in incident_ids:
+            inc = self.store.incident(incident_id, history=False)
+            if inc is not None:
+                out.append(("incident", {**incident_summary(inc), **self._node_of(incident_id)}))
+        return out
+
     def _node_of(self, incident_id: int) -> dict[str, int]:
         node_id = self.store.incident_node(incident_id) or 0
-        row = self.store.conn.execute("SELECT count(*) FROM incidents WHERE status = 'active' AND node_id = ?",
-                                      (node_id,)).fetchone()
+        row = self.store.execute("SELECT count(*) FROM incidents WHERE status = 'active' AND node_id = ?",
+                                 (node_id,)).fetchone()
         return {"node_id": node_id, "node_active": int(row[0])}
+
+    # -- event loop: PostgreSQL ----------------------------------------------------------------------
+    async def follow(self, store: PGStore, db: DbWorker) -> None:
+        """Feed the pages from every replica's commits (LISTEN); listen again after a failure."""
+        log = logger.bind(actor="apiserver")
+        wait = RELISTEN_SECONDS[0]
+        while True:
+            try:
+                async for payload in store.listen():
+                    wait = RELISTEN_SECONDS[0]
+                    if self.clients:  # nobody watching: nothing to read
+                        await self._from_payload(payload, db)
+            except StorageError as e:
+                self.stats["sse_listen_errors"] += 1
+                log.warning("live updates: {}; listening again in {:.0f} s", e, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RELISTEN_SECONDS[1])
+
+    async def _from_payload(self, payload: str, db: DbWorker) -> None:
+        try:
+            incident_ids, samples = decode(payload)
+        except ValueError:  # a replica of another version, or not ours: counted, skipped
+            self.stats["sse_bad_events"] += 1
+            return
+        out: list[tuple[str, Any]] = [("pps", s) for s in samples]
+        if incident_ids:
+            out += await db.call(self.incident_items, incident_ids)
+        self._take(out)
 
     # -- event loop --------------------------------------------------------------------------------
     def _take(self, items: list[tuple[str, Any]]) -> None:

@@ -1,7 +1,11 @@
-"""Browser sessions (in memory: a server restart signs everyone out) and the login rate limits.
+"""Browser sessions and the sign-in rate limits, kept in the server's database (tables `dash_sessions`
+and `dash_login_failures`, schema version 3), so a restart signs nobody out and every replica behind a
+proxy knows every session, its CSRF token and every failed sign-in.
 
-A session is a 256-bit random cookie value; the server keeps only its SHA-256, with the user, role
-and a per-session CSRF token that every state-changing request must echo. Pure logic, injected clock.
+A session is a 256-bit random cookie value; the database keeps only its SHA-256, with the user and a
+per-session CSRF token that every state-changing request must echo. The role is read from the user's
+row at each lookup (a deleted user's sessions go with it: a foreign key). The functions taking a store
+run in the database thread; `now` is the wall clock (shared by the replicas), injected.
 """
 
 from __future__ import annotations
@@ -9,17 +13,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
+
+from floodwatch.server.store import Store
 
 COOKIE = "fw_session"
 IDLE_SECONDS = 12 * 3600.0
 MAX_SESSIONS = 10_000
+TOUCH_SECONDS = 60.0  # a session's last use is written at most this often (not on every request)
 LOGIN_FAILURES = 5  # failed sign-ins allowed per address and per user name within LOGIN_WINDOW
 LOGIN_WINDOW = 60.0
-MAX_TRACKED = 100_000
+MAX_TOKEN = 128  # a longer cookie is no token of ours: refused without a lookup
 
 
 @dataclass
@@ -30,85 +34,86 @@ class Session:
     seen: float
 
 
-def _key(token: str) -> str:
+def token_key(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class Sessions:
-    def __init__(self, clock: Callable[[], float] = time.monotonic, idle: float = IDLE_SECONDS,
-                 max_sessions: int = MAX_SESSIONS) -> None:
-        self.clock = clock
-        self.idle = idle
-        self.max_sessions = max_sessions
-        self._by_key: OrderedDict[str, Session] = OrderedDict()
-        self.failures = FailureLimiter(LOGIN_FAILURES, LOGIN_WINDOW, clock)
-
-    def create(self, user: str, role: str) -> tuple[str, Session]:
-        token = secrets.token_urlsafe(32)
-        session = Session(user, role, secrets.token_urlsafe(32), self.clock())
-        self._by_key[_key(token)] = session
-        while len(self._by_key) > self.max_sessions:
-            self._by_key.popitem(last=False)
-        return token, session
-
-    def get(self, token: str | None) -> Session | None:
-        if not token or len(token) > 128:
-            return None
-        key = _key(token)
-        session = self._by_key.get(key)
-        if session is None:
-            return None
-        now = self.clock()
-        if now - session.seen > self.idle:
-            del self._by_key[key]
-            return None
-        session.seen = now
-        self._by_key.move_to_end(key)
-        return session
-
-    def drop(self, token: str | None) -> None:
-        if token:
-            self._by_key.pop(_key(token), None)
-
-    def drop_user(self, user: str) -> None:
-        for key in [k for k, s in self._by_key.items() if s.user == user]:
-            del self._by_key[key]
-
-    def login_wait(self, address: str, user: str) -> float:
-        """Seconds before a sign-in from this address for this user may be checked (0.0: go ahead)."""
-        return max(self.failures.wait(f"a:{address}"), self.failures.wait(f"u:{user[:64]}"))
-
-    def login_failed(self, address: str, user: str) -> None:
-        self.failures.add(f"a:{address}")
-        self.failures.add(f"u:{user[:64]}")
+def create(store: Store, user: str, now: float, idle: float = IDLE_SECONDS,
+           max_sessions: int = MAX_SESSIONS) -> tuple[str, Session]:
+    """A new session for `user` (who must exist): (the cookie value, the session). Expired sessions are
+    removed, and beyond `max_sessions` the least recently used ones."""
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    with store.transaction():
+        store.execute("DELETE FROM dash_sessions WHERE seen_at < ?", (now - idle,))
+        store.execute("INSERT INTO dash_sessions (token_hash, user_name, csrf, created_at, seen_at) "
+                      "VALUES (?, ?, ?, ?, ?)", (token_key(token), user, csrf, now, now))
+        bound = store.execute("SELECT seen_at FROM dash_sessions ORDER BY seen_at DESC LIMIT 1 OFFSET ?",
+                              (max_sessions,)).fetchone()
+        if bound is not None:
+            store.execute("DELETE FROM dash_sessions WHERE seen_at <= ? AND token_hash != ?",
+                          (bound[0], token_key(token)))
+        role = store.execute("SELECT role FROM dash_users WHERE name = ?", (user,)).fetchone()
+    return token, Session(user, str(role[0]) if role else "viewer", csrf, now)
 
 
-class FailureLimiter:
-    """At most `limit` failures per key within `window` seconds; a bounded table (oldest keys forgotten)."""
+def get(store: Store, token: str | None, now: float, idle: float = IDLE_SECONDS) -> Session | None:
+    """The live session of this cookie value, or None (unknown, expired, or its user deleted)."""
+    if not token or len(token) > MAX_TOKEN:
+        return None
+    key = token_key(token)
+    row = store.execute("SELECT s.csrf, s.seen_at, u.name, u.role FROM dash_sessions s JOIN dash_users u "
+                        "ON u.name = s.user_name WHERE s.token_hash = ?", (key,)).fetchone()
+    if row is None:
+        return None
+    seen = float(row[1])
+    if now - seen > idle:
+        store.execute("DELETE FROM dash_sessions WHERE token_hash = ?", (key,))
+        return None
+    if now - seen >= TOUCH_SECONDS:
+        store.execute("UPDATE dash_sessions SET seen_at = ? WHERE token_hash = ?", (now, key))
+        seen = now
+    return Session(str(row[2]), str(row[3]), str(row[0]), seen)
 
-    def __init__(self, limit: int, window: float, clock: Callable[[], float]) -> None:
-        self.limit, self.window, self.clock = limit, window, clock
-        self._times: OrderedDict[str, list[float]] = OrderedDict()
 
-    def _recent(self, key: str) -> list[float]:
-        cutoff = self.clock() - self.window
-        times = [t for t in self._times.get(key, []) if t > cutoff]
-        if times:
-            self._times[key] = times
-        else:
-            self._times.pop(key, None)
-        return times
+def drop(store: Store, token: str | None) -> None:
+    if token and len(token) <= MAX_TOKEN:
+        store.execute("DELETE FROM dash_sessions WHERE token_hash = ?", (token_key(token),))
 
-    def wait(self, key: str) -> float:
-        times = self._recent(key)
-        return 0.0 if len(times) < self.limit else max(0.001, times[0] + self.window - self.clock())
 
-    def add(self, key: str) -> None:
-        times = self._recent(key)[-(self.limit - 1):] if self.limit > 1 else []
-        self._times[key] = [*times, self.clock()]
-        self._times.move_to_end(key)
-        while len(self._times) > MAX_TRACKED:
-            self._times.popitem(last=False)
+def prune(store: Store, now: float, idle: float = IDLE_SECONDS) -> int:
+    """Forget expired sessions and failures older than the window (the housekeeping task runs it)."""
+    n = int(store.execute("DELETE FROM dash_sessions WHERE seen_at < ?", (now - idle,)).rowcount)
+    return n + int(store.execute("DELETE FROM dash_login_failures WHERE at <= ?", (now - LOGIN_WINDOW,)).rowcount)
+
+
+# -- sign-in rate limits ---------------------------------------------------------------------------
+def _keys(address: str, user: str) -> tuple[str, str]:
+    return f"a:{address[:64]}", f"u:{user[:64]}"
+
+
+def wait_after(times: list[float], now: float, limit: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW) -> float:
+    """Seconds to wait given a key's failure times within the window, newest first (0.0: go ahead)."""
+    recent = [t for t in times if t > now - window][:limit]
+    return 0.0 if len(recent) < limit else max(0.001, recent[-1] + window - now)
+
+
+def login_wait(store: Store, address: str, user: str, now: float) -> float:
+    """Seconds before a sign-in from this address for this user may be checked (0.0: go ahead)."""
+    waits = []
+    for key in _keys(address, user):
+        rows = store.execute("SELECT at FROM dash_login_failures WHERE key = ? AND at > ? ORDER BY at DESC "
+                             "LIMIT ?", (key, now - LOGIN_WINDOW, LOGIN_FAILURES)).fetchall()
+        waits.append(wait_after([float(r[0]) for r in rows], now))
+    return max(waits)
+
+
+def login_failed(store: Store, address: str, user: str, now: float) -> None:
+    """Count a failed sign-in against the address and the user name. The table stays small: rows older
+    than the window are deleted here, and each row cost the client a password check (scrypt)."""
+    with store.transaction():
+        store.execute("DELETE FROM dash_login_failures WHERE at <= ?", (now - LOGIN_WINDOW,))
+        for key in _keys(address, user):
+            store.execute("INSERT INTO dash_login_failures (key, at) VALUES (?, ?)", (key, now))
 
 
 def csrf_ok(session: Session, presented: str | None) -> bool:

@@ -9,21 +9,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from floodwatch.server.paths import write_private
-from floodwatch.server.sqlite_store import SQLiteStore
-from floodwatch.server.store import Conflict
+from floodwatch.server.store import Conflict, Store
 
 ROLES = ("viewer", "operator", "admin")
 RANK = {r: i for i, r in enumerate(ROLES)}
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1  # ~50 ms and 32 MiB per check
 ADMIN_FILE = "dashboard-admin-password"
-SCHEMA = """CREATE TABLE IF NOT EXISTS dash_users (
-  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, pw_hash TEXT NOT NULL,
-  created_at REAL NOT NULL)"""
 _DUMMY = None  # a hash to check against when the user does not exist (the same time either way)
 
 
@@ -57,45 +52,46 @@ def valid_name(name: str) -> bool:
     return 0 < len(name) <= 64 and name.isprintable() and name.strip() == name
 
 
-def init_schema(store: SQLiteStore) -> None:
-    store.conn.execute(SCHEMA)
-
-
-def add_user(store: SQLiteStore, name: str, role: str, now: float) -> dict[str, str]:
+def add_user(store: Store, name: str, role: str, now: float) -> dict[str, str]:
     """Create a user with a generated password: {"name", "role", "password"} (the only time it is seen)."""
     if role not in ROLES:
         raise ValueError(f"role: must be one of {', '.join(ROLES)}")
     if not valid_name(name):
         raise ValueError("name: 1 to 64 printable characters, no surrounding spaces")
-    init_schema(store)
     password = new_password()
     try:
-        store.conn.execute("INSERT INTO dash_users (name, role, pw_hash, created_at) VALUES (?, ?, ?, ?)",
-                           (name, role, hash_password(password), now))
-    except sqlite3.IntegrityError:
+        with store.transaction():
+            store.execute("INSERT INTO dash_users (name, role, pw_hash, created_at) VALUES (?, ?, ?, ?)",
+                          (name, role, hash_password(password), now))
+    except Conflict:
         raise Conflict(f"a user named {name!r} exists") from None
     return {"name": name, "role": role, "password": password}
 
 
-def find_user(store: SQLiteStore, name: str) -> dict[str, Any] | None:
-    row = store.conn.execute("SELECT name, role, pw_hash FROM dash_users WHERE name = ?", (name,)).fetchone()
+def find_user(store: Store, name: str) -> dict[str, Any] | None:
+    row = store.execute("SELECT name, role, pw_hash FROM dash_users WHERE name = ?", (name,)).fetchone()
     return None if row is None else {"name": row[0], "role": row[1], "pw_hash": row[2]}
 
 
-def list_users(store: SQLiteStore) -> list[dict[str, Any]]:
-    rows = store.conn.execute("SELECT name, role, created_at FROM dash_users ORDER BY name").fetchall()
+def list_users(store: Store) -> list[dict[str, Any]]:
+    rows = store.execute("SELECT name, role, created_at FROM dash_users ORDER BY name").fetchall()
     return [{"name": r[0], "role": r[1], "created_at": r[2]} for r in rows]
 
 
-def delete_user(store: SQLiteStore, name: str) -> bool:
-    return store.conn.execute("DELETE FROM dash_users WHERE name = ?", (name,)).rowcount == 1
+def delete_user(store: Store, name: str) -> bool:
+    """Delete a user; its sessions go with it (a foreign key), so it is signed out on every replica."""
+    with store.transaction():
+        return int(store.execute("DELETE FROM dash_users WHERE name = ?", (name,)).rowcount) == 1
 
 
-def ensure_admin(store: SQLiteStore, path: Path, now: float) -> bool:
-    """First start: no admin user -> create `admin` and write its password to `path` (0600). True if made."""
-    init_schema(store)
-    if store.conn.execute("SELECT 1 FROM dash_users WHERE role = 'admin' OR name = 'admin' LIMIT 1").fetchone():
+def ensure_admin(store: Store, path: Path, now: float) -> bool:
+    """First start: no admin user -> create `admin` and write its password to `path` (0600). True if made.
+    Replicas starting together: the one whose insert wins writes the file; the others find the user."""
+    if store.execute("SELECT 1 FROM dash_users WHERE role = 'admin' OR name = 'admin' LIMIT 1").fetchone():
         return False
-    made = add_user(store, "admin", "admin", now)
+    try:
+        made = add_user(store, "admin", "admin", now)
+    except Conflict:
+        return False
     write_private(path, made["password"] + "\n")
     return True
