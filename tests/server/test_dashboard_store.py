@@ -97,7 +97,8 @@ def test_a_second_first_start_finds_the_admin_made_by_the_first(opener: Opener, 
     a, b = opener(), opener()
     assert users.ensure_admin(a, tmp_path / "pw-a", T0)
     assert not users.ensure_admin(b, tmp_path / "pw-b", T0)
-    assert users.check_password((tmp_path / "pw-a").read_text().strip(), users.find_user(b, "admin")["pw_hash"])
+    admin = users.find_user(b, "admin")
+    assert admin is not None and users.check_password((tmp_path / "pw-a").read_text().strip(), admin["pw_hash"])
     assert not (tmp_path / "pw-b").exists()
 
 
