@@ -39,7 +39,7 @@ from floodwatch.server.sqlite_store import (
     node_row,
     pcap_row,
 )
-from floodwatch.server.store import PCAPS_OF_NODE, REMOVE_NODE, Conflict, NotFound, removed_counts
+from floodwatch.server.store import PCAPS_OF_NODE, REMOVE_NODE, Conflict, NotFound, incident_filter, removed_counts
 from floodwatch.server.validate import stored_details, stored_json
 
 _METRIC_COLS = "node_id, recorded_at, received_at, pps, bps, tcp_pct, udp_pct, icmp_pct, conn_count"
@@ -344,9 +344,9 @@ class PGStore:
 
     def list_incidents(self, node_id: int | None = None, status: str | None = None,
                        limit: int = 1000) -> list[dict[str, Any]]:
-        sql = _INCIDENT_SELECT + " WHERE (%s::bigint IS NULL OR i.node_id = %s) " \
-            "AND (%s::text IS NULL OR i.status = %s) ORDER BY i.id DESC LIMIT %s"
-        return [_incident(r) for r in self._all(sql, (node_id, node_id, status, status, limit))]
+        where, args = incident_filter(node_id, status)
+        sql = _INCIDENT_SELECT + where.replace("?", "%s") + " ORDER BY i.id DESC LIMIT %s"
+        return [_incident(r) for r in self._all(sql, (*args, limit))]
 
     def incident_by_key(self, node_id: int, incident_key: str) -> tuple[int, float | None] | None:
         row = self._one("SELECT id, started_at FROM incidents WHERE node_id = %s AND incident_key = %s",

@@ -13,7 +13,7 @@ from typing import Any
 
 from floodwatch.errors import StorageError
 from floodwatch.server import migrations, rollup
-from floodwatch.server.store import PCAPS_OF_NODE, REMOVE_NODE, Conflict, NotFound, removed_counts
+from floodwatch.server.store import PCAPS_OF_NODE, REMOVE_NODE, Conflict, NotFound, incident_filter, removed_counts
 from floodwatch.server.validate import iso_from_epoch, stored_details, stored_json
 
 # Columns of `incidents` set straight from the validated body; the rest of the body goes to `details`.
@@ -292,9 +292,8 @@ class SQLiteStore:
 
     def list_incidents(self, node_id: int | None = None, status: str | None = None,
                        limit: int = 1000) -> list[dict[str, Any]]:
-        sql = _INCIDENT_SELECT + " WHERE (? IS NULL OR i.node_id = ?) AND (? IS NULL OR i.status = ?) " \
-            "ORDER BY i.id DESC LIMIT ?"
-        rows = self._exec(sql, (node_id, node_id, status, status, limit)).fetchall()
+        where, args = incident_filter(node_id, status)
+        rows = self._exec(_INCIDENT_SELECT + where + " ORDER BY i.id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_incident(r) for r in rows]
 
     def incident_by_key(self, node_id: int, incident_key: str) -> tuple[int, float | None] | None:

@@ -142,6 +142,14 @@ def removed_counts(counts: dict[str, int], files: list[str]) -> dict[str, Any] |
             "pcap_files": sorted(files)}
 
 
+def incident_filter(node_id: int | None, status: str | None) -> tuple[str, tuple[Any, ...]]:
+    """list_incidents' WHERE clause ("?" placeholders) with only the filters given, so an index answers it
+    (`? IS NULL OR i.node_id = ?` would make SQLite read every incident)."""
+    parts = [(sql, v) for sql, v in (("i.node_id = ?", node_id), ("i.status = ?", status)) if v is not None]
+    where = " WHERE " + " AND ".join(sql for sql, _ in parts) if parts else ""
+    return where, tuple(v for _, v in parts)
+
+
 def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
