@@ -143,8 +143,7 @@ class ApiServer:
         partc.add_routes(app, AGENT_PREFIX)  # the official agent's dialect, beside part A
         admin.add_routes(app, ADMIN_PREFIX)
         app.router.add_get("/api/v1/health", self._health)
-        if self.store.dialect == "sqlite":  # the dashboard reads SQLite directly for now (issue 19: pgweb)
-            web_dashboard.setup(app, self)  # the pages, /events and /static/ (floodwatch/server/web/)
+        web_dashboard.setup(app, self)  # the pages, /events and /static/ (floodwatch/server/web/)
         self.metrics.add_routes(app)
         return app
 

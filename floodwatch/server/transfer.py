@@ -21,9 +21,9 @@ from floodwatch.server import migrations
 FORMAT = "floodwatch-server-export"
 # Parents before children; the tables with an identity id get their sequence moved past the highest id.
 TABLES = ("nodes", "metrics", "incidents", "incident_history", "pcaps", "commands", "admin_tokens",
-          "metrics_1m", "metrics_1h", "node_latest")
+          "metrics_1m", "metrics_1h", "node_latest", "dash_users")
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-WITH_ID = ("nodes", "metrics", "incidents", "incident_history", "commands", "admin_tokens")
+WITH_ID = ("nodes", "metrics", "incidents", "incident_history", "commands", "admin_tokens", "dash_users")
 
 
 def export(db: Path, out: IO[str]) -> dict[str, int]:

@@ -12,6 +12,7 @@ from fwserver_util import admin_headers, cli, cli_json, incident_body, running
 
 from floodwatch.server.pg_store import PGStore
 from floodwatch.server.sqlite_store import SQLiteStore
+from floodwatch.server.web import users
 from tests.pgcluster import PgCluster
 
 
@@ -40,7 +41,7 @@ def _view(store: Any) -> dict[str, Any]:
     return {"nodes": nodes, "incidents": [store.incident(i["incident_id"]) for i in store.list_incidents()],
             "commands": [store.list_commands(n["node_id"]) for n in nodes],
             "metrics": [store.metrics(n["node_id"], 0, 1000) for n in nodes],
-            "tokens": sorted(store.admin_token_hashes())}
+            "tokens": sorted(store.admin_token_hashes()), "users": users.list_users(store)}
 
 
 def test_export_then_import_into_postgresql_keeps_everything(tmp_path: Path, pg_cluster: PgCluster) -> None:
@@ -61,6 +62,10 @@ def test_export_then_import_into_postgresql_keeps_everything(tmp_path: Path, pg_
     try:
         before = _view(sqlite)
         assert _view(pg) == before and before["incidents"][1]["status"] == "resolved"
+        # the dashboard's users came along: the admin signs in with the password the SQLite server made
+        admin = users.find_user(pg, "admin")
+        assert admin is not None and users.check_password(
+            (tmp_path / "dashboard-admin-password").read_text().strip(), admin["pw_hash"])
         a = before["nodes"][0]["node_id"]
         # the imported keys stay idempotent, acked commands stay acked, new ids follow the imported ones
         assert pg.upsert_incident(a, {"incident_key": "k-1", "attack_family": "x", "severity": "low"}, 1.8e9) == \
