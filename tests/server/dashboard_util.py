@@ -23,6 +23,17 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,900")
 
 
+def store_of(srv: Any) -> Any:
+    """A store on a test server's database (SQLite file or PostgreSQL), for checks behind its back."""
+    if srv.backend.kind == "sqlite":
+        from floodwatch.server.sqlite_store import SQLiteStore
+
+        return SQLiteStore(srv.db, create=False)
+    from floodwatch.server.pg_store import PGStore
+
+    return PGStore(srv.backend.url, Path(srv.backend.password_file).read_text().strip())
+
+
 def need_browser() -> None:
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.skip("chromium and chromium-driver are not installed (scripts/setup.sh --dev installs them)")

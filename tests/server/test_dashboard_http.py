@@ -1,11 +1,12 @@
-"""The dashboard over plain HTTP against the real server process: users and their hashes, the session
-cookie, CSRF and roles enforced on the server, login rate limits, escaping, rollups and chart data."""
+"""The dashboard over plain HTTP against the real server process, on SQLite and on PostgreSQL: users and
+their hashes, the session cookie, CSRF and roles enforced on the server, login rate limits, escaping,
+rollups and chart data."""
 
 from __future__ import annotations
 
 import http.client
 import re
-import sqlite3
+import secrets
 import stat
 import time
 import urllib.parse
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 
 from floodwatch.server import rollup
-from tests.server.fwserver_util import Node, ServerProc, cli, cli_inproc, incident_body
+from tests.server.dashboard_util import store_of
+from tests.server.fwserver_util import Backend, Node, ServerProc, cli, cli_inproc, incident_body
 
 
 class Browser:
@@ -56,13 +58,14 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, Node, dict[str, str]]]:
-    srv = ServerProc(tmp_path_factory.mktemp("dashhttp")).start()
+def env(tmp_path_factory: pytest.TempPathFactory,
+        backend: Backend) -> Iterator[tuple[ServerProc, Node, dict[str, str]]]:
+    srv = ServerProc(tmp_path_factory.mktemp("dashhttp"), backend=backend).start()
     try:
         node = srv.add_node("edge-1")
         pw = {"admin": (srv.tmp / "dashboard-admin-password").read_text().strip()}
         for user, role in (("olga", "operator"), ("vic", "viewer")):
-            pw[user] = cli_inproc("add-user", user, "--role", role, "--db", str(srv.db))["password"]
+            pw[user] = cli_inproc("add-user", user, "--role", role, *srv.store_args)["password"]
         yield srv, node, pw
     finally:
         srv.stop()
@@ -70,13 +73,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, 
 
 def test_add_user_prints_a_password_once_and_stores_a_slow_salted_hash(env: Any) -> None:
     srv, _, pw = env
-    out = cli("add-user", "carol", "--role", "viewer", "--db", str(srv.db), "--json").stdout
+    out = cli("add-user", "carol", "--role", "viewer", *srv.store_args, "--json").stdout
     assert set(__import__("json").loads(out)) == {"name", "password"}
-    with sqlite3.connect(srv.db) as db:
-        rows = dict(db.execute("SELECT name, pw_hash FROM dash_users").fetchall())
+    store = store_of(srv)
+    try:
+        rows = {r[0]: r[1] for r in store.execute("SELECT name, pw_hash FROM dash_users").fetchall()}
+    finally:
+        store.close()
     assert all(h.startswith("scrypt$32768$8$1$") for h in rows.values())
     assert pw["olga"] not in rows["olga"] and len(set(rows.values())) == len(rows)  # salted
-    again = cli("add-user", "carol", "--role", "viewer", "--db", str(srv.db), check=False)
+    again = cli("add-user", "carol", "--role", "viewer", *srv.store_args, check=False)
     assert again.returncode != 0 and "exists" in again.stderr
     mode = stat.S_IMODE((srv.tmp / "dashboard-admin-password").stat().st_mode)
     assert mode == 0o600
@@ -140,7 +146,7 @@ def test_preview_runs_the_executors_validator(env: Any) -> None:
 
 def test_login_attempts_are_limited_per_address_and_per_user(env: Any) -> None:
     srv, _, pw = env
-    cli_inproc("add-user", "rita", "--role", "viewer", "--db", str(srv.db))
+    cli_inproc("add-user", "rita", "--role", "viewer", *srv.store_args)
     attacker = Browser(srv, source="127.0.0.7")
     for _ in range(5):
         assert attacker.login("rita", "wrong")[0] == 401
@@ -224,7 +230,7 @@ def test_unknown_paths_stay_errors(env: Any) -> None:
     assert b.call("GET", "/nodes/nope")[0] == 404
     assert b.call("GET", "/incidents?status=bogus")[0] == 400
     assert b.call("GET", "/static/../app.py")[0] in (403, 404)
-    assert Path(srv.db).exists()
+    assert srv.request("GET", "/api/v1/health").status == 200
 
 
 def test_pages_answer_errors_in_html_and_the_apis_in_json(env: Any) -> None:
@@ -250,21 +256,22 @@ def test_pages_answer_errors_in_html_and_the_apis_in_json(env: Any) -> None:
     assert got == 401 and headers["content-type"].startswith("application/json")
 
 
-def test_the_session_cookie_is_secure_under_tls(tmp_path: Path) -> None:
+def test_the_session_cookie_is_secure_under_tls(tmp_path: Path, backend: Backend) -> None:
     import ssl
 
     from tests.reporter.support import make_tls
 
     ca, cert, key = make_tls(tmp_path / "tls")
     key.chmod(0o600)
-    srv = ServerProc(tmp_path / "srv", ["--tls-cert", str(cert), "--tls-key", str(key)])
+    srv = ServerProc(tmp_path / "srv", ["--tls-cert", str(cert), "--tls-key", str(key)], backend=backend)
     (tmp_path / "srv").mkdir()
     srv.start()
     try:
-        password = (srv.tmp / "dashboard-admin-password").read_text().strip()
+        user = f"tls-{secrets.token_hex(3)}"  # on PostgreSQL the module's database: another replica's users
+        password = cli_inproc("add-user", user, "--role", "viewer", *srv.store_args)["password"]
         conn = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=30,
                                            context=ssl.create_default_context(cafile=str(ca)))
-        conn.request("POST", "/login", urllib.parse.urlencode({"username": "admin", "password": password}),
+        conn.request("POST", "/login", urllib.parse.urlencode({"username": user, "password": password}),
                      {"Content-Type": "application/x-www-form-urlencoded"})
         resp = conn.getresponse()
         cookie = resp.getheader("Set-Cookie") or ""

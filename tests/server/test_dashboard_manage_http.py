@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from tests.helpers import eventually
-from tests.server.fwserver_util import ServerProc, cli_inproc, incident_body, upload
+from tests.server.fwserver_util import Backend, ServerProc, cli_inproc, incident_body, upload
 from tests.server.notify_peers import Reply
 from tests.server.notify_setup import Peers
 from tests.server.test_dashboard_http import Browser
@@ -77,8 +77,8 @@ def _csrf(b: Browser, path: str) -> str:
     return m.group(1)
 
 
-def test_admin_removes_a_node_after_confirming_and_its_agent_is_refused(tmp_path: Path) -> None:
-    srv = ServerProc(tmp_path).start()
+def test_admin_removes_a_node_after_confirming_and_its_agent_is_refused(tmp_path: Path, backend: Backend) -> None:
+    srv = ServerProc(tmp_path, backend=backend).start()
     try:
         doomed, kept = srv.add_node("doomed"), srv.add_node("kept")
         iid = srv.post("incident", incident_body(), doomed).json["incident_id"]
@@ -89,7 +89,7 @@ def test_admin_removes_a_node_after_confirming_and_its_agent_is_refused(tmp_path
         browsers = {}
         for user, role in (("opal", "operator"), ("vik", "viewer"), ("ada", "admin")):
             browsers[role] = Browser(srv)
-            browsers[role].login(user, cli_inproc("add-user", user, "--role", role, "--db", str(srv.db))["password"])
+            browsers[role].login(user, cli_inproc("add-user", user, "--role", role, *srv.store_args)["password"])
         admin = browsers["admin"]
         confirm = admin.call("GET", "/nodes/doomed/remove")
         assert confirm[0] == 200 and 'name="confirm"' in confirm[2]

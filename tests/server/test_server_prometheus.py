@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import require_netns
 from tests.helpers import PYTHON, eventually, free_port, netns_pair, write_config
 from tests.prom_util import Prometheus, Target, require_prometheus
-from tests.server.fwserver_util import Node, ServerProc, incident_body
+from tests.server.fwserver_util import Backend, Node, ServerProc, incident_body
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,8 @@ def scrape(srv: ServerProc, token: str | None) -> tuple[int, str]:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[tuple[ServerProc, Prometheus, str]]:
+def fleet(tmp_path: Path, backend: Backend) -> Iterator[tuple[ServerProc, Prometheus, str]]:
+    """A server (on SQLite, then on PostgreSQL) scraped by a real Prometheus."""
     require_prometheus()
     token = secrets.token_hex(20)
     token_file = tmp_path / "metrics.token"
@@ -39,7 +40,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[ServerProc, Prometheus, str]]:
     cfg = write_config(tmp_path / "server.toml", {
         "agent": {"state_dir": str(tmp_path / "state")},
         "apiserver": {"metrics_token_file": str(token_file), "offline_after": 3.0}})
-    srv = ServerProc(tmp_path, ["--config", str(cfg)]).start()
+    srv = ServerProc(tmp_path, ["--config", str(cfg)], backend=backend).start()
     prom = None
     try:
         prom = Prometheus([Target("server", f"127.0.0.1:{srv.port}", str(token_file))], free_port()).start()
