@@ -7,7 +7,7 @@ the file (`<db>.schema<N>-<time>.bak`) when it holds data; a database newer than
 refused (SchemaTooNew), never touched. `floodwatch server migrate` does the same explicitly.
 
 Convention: a new table or index may still be created `IF NOT EXISTS` by the module that owns it
-(notify/, web/); anything that changes an existing table or its data is a new entry in MIGRATIONS.
+(notify/); anything that changes an existing table or its data is a new entry in MIGRATIONS.
 """
 
 from __future__ import annotations

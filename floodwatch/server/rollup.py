@@ -4,6 +4,8 @@ Three resolutions: the raw 1 s samples (table `metrics`, kept `metrics_retention
 and minute (`metrics_1m`, kept ROLLUP_1M_DAYS) and one per node and hour (`metrics_1h`, kept
 ROLLUP_1H_DAYS). `node_latest` holds each node's newest sample (the fleet page's current pps/bps).
 Each row keeps sums and maxima, so any coarser bucket is an exact re-aggregation of finer ones.
+`init_schema` and `record` work on SQLite's connection (pg_store.py has its own writes); the readers and
+`prune` take either store (`Store.execute`).
 """
 
 from __future__ import annotations
