@@ -44,8 +44,8 @@ def _inc(key: str | None, **over: Any) -> dict[str, Any]:
 
 
 def test_schema_is_at_the_current_version(store: Any) -> None:
-    assert store.schema_before == 0 and [m.version for m in store.migrated] == [1, 2]
-    assert migrations.CURRENT == 2
+    assert store.schema_before == 0 and [m.version for m in store.migrated] == [1, 2, 3]
+    assert migrations.CURRENT == 3
 
 
 def test_nodes_heartbeats_and_names(store: Any) -> None:
