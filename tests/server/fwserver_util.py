@@ -113,6 +113,16 @@ class ServerProc:
     def pcap_dir(self) -> Path:
         return self.tmp / "server-pcaps"
 
+    def open_store(self) -> Any:
+        """The server's store opened in this process (SQLiteStore or PGStore), for tests to look inside."""
+        if self.backend.kind == "sqlite":
+            from floodwatch.server.sqlite_store import SQLiteStore
+
+            return SQLiteStore(self.db, create=False)
+        from floodwatch.server.pg_store import PGStore, read_password
+
+        return PGStore(self.backend.url, read_password(self.backend.password_file), max_size=1)
+
     def start(self) -> ServerProc:
         port_file = self.tmp / f"port-{secrets.token_hex(3)}"
         log = open(self.tmp / "server.log", "ab")  # noqa: SIM115 - handed to the child

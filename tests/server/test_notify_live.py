@@ -60,7 +60,7 @@ def test_open_escalate_resolve_reach_every_kind_once(peers: Peers, tmp_path: Pat
     for secret in peers.secrets():
         assert secret not in log
     status = {r["channel"]: r for r in cli_json("notify", "status", "--config", str(srv.tmp / "last.toml"),
-                                                  "--db", str(srv.db))}
+                                                  *srv.store_args)}
     assert status["hook"]["sent"] == 3 and status["hook"]["pending"] == 0 and status["crit-only"]["sent"] == 2
 
 

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fwserver_util import Node, ServerProc, cli, cli_json, incident_body, running, upload
+from fwserver_util import Backend, Node, ServerProc, cli, cli_json, incident_body, running, upload
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    s = ServerProc(tmp_path_factory.mktemp("admin"))
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProc]:
+    s = ServerProc(tmp_path_factory.mktemp("admin"), backend=backend)
     s.start()
     try:
         yield s
@@ -23,7 +23,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
 
 @pytest.fixture(scope="module")
 def admin(srv: ServerProc) -> dict[str, str]:
-    return {"Authorization": f"Bearer {cli_json('admin-token', '--db', str(srv.db))['admin_token']}"}
+    return {"Authorization": f"Bearer {cli_json('admin-token', *srv.store_args)['admin_token']}"}
 
 
 def test_admin_api_refuses_missing_wrong_and_node_credentials(srv: ServerProc) -> None:
@@ -114,12 +114,12 @@ def test_cli_works_with_the_server_down(tmp_path: Path) -> None:
 def test_cli_against_a_running_server_and_text_output(srv: ServerProc, tmp_path: Path) -> None:
     node = srv.add_node("texty")
     iid = srv.post("incident", incident_body(peak_pps=31337), node).json["incident_id"]
-    text = cli("incidents", "--db", str(srv.db)).stdout
+    text = cli("incidents", *srv.store_args).stdout
     line = next(x for x in text.splitlines() if x.split()[0] == str(iid))
     assert "texty" in line and "31337" in line and line.rstrip().endswith("no")
-    shown = cli("incident", "show", str(iid), "--db", str(srv.db)).stdout
+    shown = cli("incident", "show", str(iid), *srv.store_args).stdout
     assert "history (1)" in shown
-    cli("queue-command", "texty", json.dumps({"action": "block"}), "--json-command", "--db", str(srv.db))
+    cli("queue-command", "texty", json.dumps({"action": "block"}), "--json-command", *srv.store_args)
     assert srv.request("GET", "config", node=node).json["pending_commands"][0]["command"] == {"action": "block"}
 
 

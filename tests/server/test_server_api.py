@@ -8,15 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fwserver_util import Node, ServerProc, cli, cli_inproc, incident_body
+from fwserver_util import Backend, Node, ServerProc, cli, cli_inproc, incident_body
 
 ENDPOINTS = [("POST", "heartbeat"), ("POST", "metrics"), ("POST", "incident"), ("POST", "pcap"),
              ("GET", "config"), ("POST", "commands/ack")]
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    s = ServerProc(tmp_path_factory.mktemp("api"), ["--max-upload-bytes", str(1 << 20), "--read-timeout", "1"])
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProc]:
+    s = ServerProc(tmp_path_factory.mktemp("api"), ["--max-upload-bytes", str(1 << 20), "--read-timeout", "1"],
+                   backend=backend)
     s.start()
     try:
         yield s
@@ -31,7 +32,7 @@ def node(srv: ServerProc) -> Node:
 
 @pytest.fixture(scope="module")
 def admin(srv: ServerProc) -> dict[str, str]:
-    token = cli_inproc("admin-token", "--db", str(srv.db))["admin_token"]
+    token = cli_inproc("admin-token", *srv.store_args)["admin_token"]
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -72,7 +73,7 @@ def test_heartbeat_marks_the_node_online_with_version_and_os(srv: ServerProc) ->
     n = srv.add_node("hb-node")
     r = srv.post("heartbeat", {"agent_version": "0.1.0", "uptime": 42, "os": "Ubuntu 22.04"}, n)
     assert r.status == 200, r.raw
-    nodes = {x["name"]: x for x in cli_inproc("nodes", "--db", str(srv.db))}
+    nodes = {x["name"]: x for x in cli_inproc("nodes", *srv.store_args)}
     assert nodes["hb-node"]["status"] == "online"
     assert nodes["hb-node"]["agent_version"] == "0.1.0" and nodes["hb-node"]["os"] == "Ubuntu 22.04"
     assert nodes["hb-node"]["uptime"] == 42
@@ -157,14 +158,14 @@ def test_incident_open_is_idempotent_on_key_and_updates_touch_only_that_incident
     assert res.status == 200
     late = srv.post("incident", {"incident_id": iid, "status": "active", "peak_pps": 260000}, n)
     assert late.status == 200
-    shown = cli_inproc("incident", "show", str(iid), "--db", str(srv.db))
+    shown = cli_inproc("incident", "show", str(iid), *srv.store_args)
     assert shown["status"] == "resolved" and shown["ended_at"] == "2026-11-28T10:05:00.000Z"
     assert shown["peak_pps"] == 260000 and shown["severity"] == "critical"
     assert shown["attack_family"] == "udp_flood" and shown["top_src_ips"] == [{"ip": "198.18.0.9", "count": 500}]
     assert [h["kind"] for h in shown["history"]] == ["open", "update", "resolve", "update"]
-    untouched = cli_inproc("incident", "show", str(other), "--db", str(srv.db))
+    untouched = cli_inproc("incident", "show", str(other), *srv.store_args)
     assert untouched["status"] == "active" and untouched["peak_pps"] == 120000 and untouched["updates"] == 0
-    listed = {i["incident_id"]: i for i in cli_inproc("incidents", "--db", str(srv.db))}
+    listed = {i["incident_id"]: i for i in cli_inproc("incidents", *srv.store_args)}
     assert listed[iid]["status"] == "resolved" and listed[iid]["pcap_stored"] is False
 
 
@@ -210,14 +211,14 @@ def test_config_carries_thresholds_iocs_and_commands_until_acked(srv: ServerProc
     cfg = srv.request("GET", "config", node=n).json
     assert cfg["pps_threshold"] is None and cfg["pending_commands"] == [] and cfg["ioc_patterns"] == []
     assert isinstance(cfg["node_id"], int)
-    cli("set-threshold", "cfg-node", "50000", "--bps", "900000000", "--db", str(srv.db))
+    cli("set-threshold", "cfg-node", "50000", "--bps", "900000000", *srv.store_args)
     r = srv.request("PUT", f"/api/v1/admin/nodes/{n.uuid}/config", headers=admin, body={
         "baseline": {"p99_pps": 12000, "mean_pps": 3400},
         "ioc_patterns": [{"pattern": "deadbeef", "name": "x", "attack_family": "udp_flood"}, "plain"]})
     assert r.status == 200, r.raw
-    c1 = cli_inproc("queue-command", "cfg-node", "iptables -I INPUT -s 198.18.0.9 -j DROP", "--db", str(srv.db))
+    c1 = cli_inproc("queue-command", "cfg-node", "iptables -I INPUT -s 198.18.0.9 -j DROP", *srv.store_args)
     c2 = cli_inproc("queue-command", n.uuid, '{"action": "block", "ip": "198.18.0.10"}', "--json-command",
-                    "--db", str(srv.db))
+                    *srv.store_args)
     cfg = srv.request("GET", "config", node=n).json
     assert cfg["pps_threshold"] == 50000 and cfg["bps_threshold"] == 900000000
     assert cfg["baseline"] == {"p99_pps": 12000, "mean_pps": 3400}
@@ -230,14 +231,14 @@ def test_config_carries_thresholds_iocs_and_commands_until_acked(srv: ServerProc
     assert r.status == 200 and r.json["duplicate"] is False
     assert srv.post("commands/ack", ack, n).json["duplicate"] is True
     assert [c["id"] for c in srv.request("GET", "config", node=n).json["pending_commands"]] == [c2["command_id"]]
-    listed = {c["id"]: c for c in cli_inproc("commands", "cfg-node", "--db", str(srv.db))}
+    listed = {c["id"]: c for c in cli_inproc("commands", "cfg-node", *srv.store_args)}
     assert listed[c1["command_id"]]["status"] == "applied" and listed[c1["command_id"]]["output"] == "ok"
     assert listed[c2["command_id"]]["status"] == "pending"
 
 
 def test_acks_for_unknown_or_foreign_commands_and_bad_acks(srv: ServerProc, node: Node) -> None:
     other = srv.add_node()
-    foreign = cli_inproc("queue-command", other.uuid, "x", "--db", str(srv.db))["command_id"]
+    foreign = cli_inproc("queue-command", other.uuid, "x", *srv.store_args)["command_id"]
     assert srv.post("commands/ack", {"command_id": 10**9, "status": "applied"}, node).status == 404
     r = srv.post("commands/ack", {"command_id": foreign, "status": "applied"}, node)
     assert r.status == 404 and r.json["error"].startswith("command_id:")
@@ -252,4 +253,7 @@ def test_acks_for_unknown_or_foreign_commands_and_bad_acks(srv: ServerProc, node
 
 def test_pcap_dir_is_private(srv: ServerProc) -> None:
     assert (srv.pcap_dir.stat().st_mode & 0o777) == 0o700
-    assert (Path(srv.db).stat().st_mode & 0o777) == 0o600
+    if srv.backend.kind == "sqlite":
+        assert (Path(srv.db).stat().st_mode & 0o777) == 0o600
+    else:  # no SQLite file is made beside the captures when the data is in PostgreSQL
+        assert not Path(srv.db).exists()

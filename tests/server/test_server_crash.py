@@ -12,9 +12,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from fwserver_util import Node, ServerProc, multipart
+from fwserver_util import Backend, Node, ServerProc, multipart
 
-from floodwatch.server.sqlite_store import SQLiteStore
 from tests.helpers import eventually
 
 
@@ -87,8 +86,8 @@ class Writer(threading.Thread):
 
 
 @pytest.mark.slow
-def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path: Path) -> None:
-    srv = ServerProc(tmp_path).start()
+def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path: Path, backend: Backend) -> None:
+    srv = ServerProc(tmp_path, backend=backend).start()
     nodes = [srv.add_node(f"crash-{i}") for i in range(3)]
     stop = threading.Event()
     writers = [Writer(srv, n, stop) for n in nodes]
@@ -109,7 +108,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path: Path) -> None:
             w.join(30)
         srv.stop()
     assert sum(w.failures for w in writers) > 0, "the kills should have interrupted some requests"
-    store = SQLiteStore(srv.db, create=False)
+    store = srv.open_store()
     try:
         assert store.check() == []
         for w, n in zip(writers, nodes, strict=True):

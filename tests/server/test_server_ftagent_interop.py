@@ -115,7 +115,7 @@ def test_the_official_agent_reports_everything_to_floodwatch(ftagent: Path, pair
     srv = ServerProc(tmp_path, ["--rate-limit", "0"], wrap=["ip", "netns", "exec", pair.ns_b]).start()
     agent: subprocess.Popen[bytes] | None = None
     sender: subprocess.Popen[bytes] | None = None
-    db = ["--db", str(srv.db)]
+    db = [*srv.store_args]
     try:
         node = srv.add_node("ft-node")
         subprocess.run([sys.executable, "-m", "floodwatch.server", "set-threshold", node.uuid, str(THRESHOLD), *db],
@@ -161,7 +161,7 @@ def test_the_official_agent_reports_everything_to_floodwatch(ftagent: Path, pair
 
 
 def incidents(srv: ServerProc) -> list[dict[str, Any]]:
-    return list(cli_inproc("incidents", "--db", str(srv.db)))
+    return list(cli_inproc("incidents", *srv.store_args))
 
 
 def metrics(srv: ServerProc, node_uuid: str) -> int:
@@ -181,7 +181,7 @@ def check_capture(srv: ServerProc, inc: dict[str, Any], tmp_path: Path) -> None:
     """The stored capture: bytes and sha256 as recorded, a real pcap holding the flood (NTP, port 123)."""
     out = tmp_path / "fetched.pcap"
     subprocess.run([sys.executable, "-m", "floodwatch.server", "fetch-pcap", str(inc["incident_id"]), "--out",
-                    str(out), "--db", str(srv.db)], cwd=REPO, check=True, capture_output=True)
+                    str(out), *srv.store_args], cwd=REPO, check=True, capture_output=True)
     data = out.read_bytes()
     assert len(data) == inc["pcap_bytes"] and hashlib.sha256(data).hexdigest() == inc["pcap_sha256"]
     read = subprocess.run(["tcpdump", "-nn", "-r", str(out), "-c", "20", "udp src port 123"], capture_output=True,

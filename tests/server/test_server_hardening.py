@@ -10,16 +10,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fwserver_util import Node, Reply, ServerProc, admin_headers, incident_body, running
+from fwserver_util import Backend, Node, Reply, ServerProc, admin_headers, incident_body, running
 
-from floodwatch.server.sqlite_store import SQLiteStore
 
 DEEP = "[" * 973 + "]" * 973
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    with running(tmp_path_factory.mktemp("hard"), "--read-timeout", "2") as s:
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProc]:
+    with running(tmp_path_factory.mktemp("hard"), "--read-timeout", "2", backend=backend) as s:
         yield s
 
 
@@ -100,14 +99,14 @@ def test_oversized_values_anywhere_are_refused(srv: ServerProc, node: Node, path
 def test_the_admin_list_survives_data_stored_before_the_limits(srv: ServerProc, node: Node,
                                                                admin: dict[str, str]) -> None:
     """An older server stored these; the list and the incident still answer, with the bad field withheld."""
-    store = SQLiteStore(srv.db)
+    store = srv.open_store()
     try:
         node_id = store.find_node(node.uuid)["node_id"]  # type: ignore[index]
         inc = {"incident_key": "legacy-deep", "attack_family": "udp_flood", "severity": "high"}
         incident_id, _ = store.upsert_incident(node_id, inc, time.time())
         details = '{"ioc_matches": ' + DEEP + ', "geo_breakdown": {"US": Infinity}, "target_ips": ["198.18.0.1"]}'
-        store.conn.execute("UPDATE incidents SET details = ? WHERE id = ?", (details, incident_id))
-        store.conn.execute("UPDATE incident_history SET body = ? WHERE incident_id = ?", (details, incident_id))
+        store.execute("UPDATE incidents SET details = ? WHERE id = ?", (details, incident_id))
+        store.execute("UPDATE incident_history SET body = ? WHERE incident_id = ?", (details, incident_id))
     finally:
         store.close()
     listed = srv.request("GET", "/api/v1/admin/incidents", headers=admin)

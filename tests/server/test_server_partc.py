@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fwserver_util import Node, ServerProc, cli_inproc, multipart
+from fwserver_util import Backend, Node, ServerProc, cli_inproc, multipart
 
 UA = {"User-Agent": "ftagent/1.9.65"}
 CHUNK = 2 * 1024 * 1024  # what the agent sends
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    s = ServerProc(tmp_path_factory.mktemp("partc"), ["--max-upload-bytes", str(8 << 20)])
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProc]:
+    s = ServerProc(tmp_path_factory.mktemp("partc"), ["--max-upload-bytes", str(8 << 20)], backend=backend)
     s.start()
     try:
         yield s
@@ -38,11 +38,11 @@ def post(srv: ServerProc, path: str, body: Any, node: Node, **kw: Any) -> Any:
 
 
 def incidents(srv: ServerProc, node: Node) -> list[dict[str, Any]]:
-    return list(cli_inproc("incidents", "--node", node.uuid, "--db", str(srv.db)))
+    return list(cli_inproc("incidents", "--node", node.uuid, *srv.store_args))
 
 
 def shown(srv: ServerProc, incident_id: int) -> dict[str, Any]:
-    return dict(cli_inproc("incident", "show", str(incident_id), "--db", str(srv.db)))
+    return dict(cli_inproc("incident", "show", str(incident_id), *srv.store_args))
 
 
 def open_body(**over: Any) -> dict[str, Any]:
@@ -82,16 +82,16 @@ def test_heartbeat_and_float_metrics_show_on_the_node(srv: ServerProc, node: Nod
               "conn_count": 4, "threshold": 600.0, "avg_pps": 90000.1, "samples": 5}
     r = post(srv, "metrics", sample, node)
     assert r.status == 200 and r.json == {"accepted": 1}, r.raw
-    me = next(n for n in cli_inproc("nodes", "--db", str(srv.db)) if n["node_uuid"] == node.uuid)
+    me = next(n for n in cli_inproc("nodes", *srv.store_args) if n["node_uuid"] == node.uuid)
     assert me["status"] == "online" and me["agent_version"] == "1.9.65"
-    token = cli_inproc("admin-token", "--db", str(srv.db))["admin_token"]
+    token = cli_inproc("admin-token", *srv.store_args)["admin_token"]
     stored = srv.request("GET", f"/api/v1/admin/nodes/{node.uuid}/metrics",
                          headers={"Authorization": f"Bearer {token}"}).json
     assert [(m["pps"], m["bps"], m["conn_count"]) for m in stored] == [(115376, 92300720, 4)]
 
 
 def test_open_update_resolve_as_the_agent_sends_them(srv: ServerProc, node: Node) -> None:
-    cli_inproc_plain("set-threshold", node.uuid, "10000", "--db", str(srv.db))  # to derive severity
+    cli_inproc_plain("set-threshold", node.uuid, "10000", *srv.store_args)  # to derive severity
     r = post(srv, "incidents", open_body(), node)
     assert r.status == 201, r.raw
     uuid = r.json["uuid"]
@@ -163,7 +163,7 @@ def assert_stored(srv: ServerProc, node: Node, content: bytes, tmp_path: Path) -
     assert inc["pcap_stored"] and inc["pcap_bytes"] == len(content)
     assert inc["pcap_sha256"] == hashlib.sha256(content).hexdigest()
     out = tmp_path / "fetched.pcap"
-    cli_inproc_plain("fetch-pcap", str(inc["incident_id"]), "--out", str(out), "--db", str(srv.db))
+    cli_inproc_plain("fetch-pcap", str(inc["incident_id"]), "--out", str(out), *srv.store_args)
     assert out.read_bytes() == content
 
 
@@ -201,9 +201,9 @@ def test_large_capture_in_chunks_with_a_repeat_and_a_restart(srv: ServerProc, no
 
 
 def test_commands_carry_command_text_and_the_ack_lands(srv: ServerProc, node: Node) -> None:
-    cid = cli_inproc("queue-command", node.uuid, "iptables -I INPUT -s 198.18.7.2 -j DROP", "--db",
-                     str(srv.db))["command_id"]
-    token = cli_inproc("admin-token", "--db", str(srv.db))["admin_token"]
+    cid = cli_inproc("queue-command", node.uuid, "iptables -I INPUT -s 198.18.7.2 -j DROP",
+                     *srv.store_args)["command_id"]
+    token = cli_inproc("admin-token", *srv.store_args)["admin_token"]
     srv.request("POST", f"/api/v1/admin/nodes/{node.uuid}/config", headers={"Authorization": f"Bearer {token}"},
                 body={"ioc_patterns": [{"pattern": "deadbeef", "name": "mirai", "attack_family": "udp_flood"},
                                        "cafebabe"]})
@@ -216,7 +216,7 @@ def test_commands_carry_command_text_and_the_ack_lands(srv: ServerProc, node: No
         ("deadbeef", "mirai", "udp_flood"), ("cafebabe", "cafebabe", "unknown")]
     r = post(srv, "commands/ack", {"command_id": cid, "status": "applied", "error": None}, node)
     assert r.status == 200, r.raw
-    [cmd] = cli_inproc("commands", node.uuid, "--db", str(srv.db))
+    [cmd] = cli_inproc("commands", node.uuid, *srv.store_args)
     assert cmd["status"] == "applied" and cmd["acked_at"] is not None
     assert srv.request("GET", "config", node=node, headers=UA).json["pending_commands"] == []
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from fwserver_util import Node, ServerProc, cli, cli_inproc, incident_body, multipart, running, upload
+from fwserver_util import Backend, Node, ServerProc, cli, cli_inproc, incident_body, multipart, running, upload
 
 from tests.helpers import eventually
 
@@ -20,8 +20,9 @@ LIMIT = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    s = ServerProc(tmp_path_factory.mktemp("upload"), ["--max-upload-bytes", str(LIMIT), "--read-timeout", "1"])
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProc]:
+    s = ServerProc(tmp_path_factory.mktemp("upload"), ["--max-upload-bytes", str(LIMIT), "--read-timeout", "1"],
+                   backend=backend)
     s.start()
     try:
         yield s
@@ -53,10 +54,10 @@ def test_upload_is_stored_under_a_server_name_and_fetched_back_intact(srv: Serve
     r = upload(srv, node, iid, content)
     assert r.status == 201, r.raw
     assert r.json == {"incident_id": iid, "bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
-    listed = {i["incident_id"]: i for i in cli_inproc("incidents", "--db", str(srv.db))}
+    listed = {i["incident_id"]: i for i in cli_inproc("incidents", *srv.store_args)}
     assert listed[iid]["pcap_stored"] is True and listed[iid]["pcap_bytes"] == len(content)
     out = f"{tmp_path}/fetched.pcap"
-    cli("fetch-pcap", str(iid), "--out", out, "--db", str(srv.db))
+    cli("fetch-pcap", str(iid), "--out", out, *srv.store_args)
     with open(out, "rb") as f:
         assert f.read() == content
     stored = [n for n in _stored_files(srv) if n.startswith(f"incident-{iid}-")]
@@ -114,7 +115,7 @@ def test_truncated_upload_leaves_nothing_behind(srv: ServerProc, node: Node) -> 
     # the client is gone mid-file
     eventually(lambda: _no_partial_files(srv), 10, message="partial upload removed")
     assert not [n for n in _stored_files(srv) if n.startswith(f"incident-{iid}-")]
-    assert not {i["incident_id"]: i for i in cli_inproc("incidents", "--db", str(srv.db))}[iid]["pcap_stored"]
+    assert not {i["incident_id"]: i for i in cli_inproc("incidents", *srv.store_args)}[iid]["pcap_stored"]
 
 
 def test_a_silent_client_gets_408_and_its_partial_file_is_removed(srv: ServerProc, node: Node) -> None:
