@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from fwserver_util import Backend, Node, Reply, ServerProc, admin_headers, incident_body, running
 
-
 DEEP = "[" * 973 + "]" * 973
 
 
