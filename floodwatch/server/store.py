@@ -24,6 +24,10 @@ class Conflict(StorageError):
 
 class Store(Protocol):
     dialect: str  # "sqlite" or "postgresql"
+    # (store, incident_id, the incident before or None) inside the transaction that changes an incident
+    incident_hooks: list[Any]
+    # called after each commit with what it recorded: [(kind, data), ...]
+    listeners: list[Any]
 
     def close(self) -> None: ...
 

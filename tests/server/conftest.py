@@ -44,3 +44,11 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         return Backend()
     cluster = request.getfixturevalue("pg_cluster")
     return pg_backend(cluster, tmp_path_factory.mktemp("pg"))
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Backend:
+    """Both stores, a fresh PostgreSQL database for each test (tests whose servers share nothing)."""
+    if request.param == "sqlite":
+        return Backend()
+    return pg_backend(request.getfixturevalue("pg_cluster"), tmp_path_factory.mktemp("pg"))

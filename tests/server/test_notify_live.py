@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import BusHarness, base_config, eventually, free_port, start_actor, stop_process, write_config
-from tests.server.fwserver_util import Node, ServerProc, cli_json, incident_body
+from tests.server.fwserver_util import Backend, Node, ServerProc, cli_json, incident_body
 from tests.server.notify_peers import Reply
 from tests.server.notify_setup import LINK_BASE, Peers, webhook_events
 
@@ -32,10 +32,10 @@ def wait_counts(peers: Peers, n: int, timeout: float = 20) -> None:
     assert peers.rx.errors == [], peers.rx.errors
 
 
-def test_open_escalate_resolve_reach_every_kind_once(peers: Peers, tmp_path: Path) -> None:
+def test_open_escalate_resolve_reach_every_kind_once(peers: Peers, tmp_path: Path, fresh_backend: Backend) -> None:
     config = peers.config()
     (tmp_path / "last.toml").write_text(config.read_text())
-    srv = ServerProc(tmp_path, ["--config", str(config)]).start()
+    srv = ServerProc(tmp_path, ["--config", str(config)], backend=fresh_backend).start()
     try:
         node = srv.add_node("web-1")
         opened = srv.post("incident", incident_body(), node)
@@ -92,7 +92,8 @@ def check_contents(peers: Peers, iid: int) -> None:
     assert "text/plain" in types and "text/html" in types
 
 
-def test_failing_receivers_still_get_exactly_one_of_each(peers: Peers, tmp_path: Path) -> None:
+def test_failing_receivers_still_get_exactly_one_of_each(peers: Peers, tmp_path: Path,
+                                                        fresh_backend: Backend) -> None:
     retry_429 = Reply(429, '{"retry_after": 2}', {"Retry-After": "2"})
     for kind in ("webhook", "slack", "discord", "teams", "pagerduty"):
         peers.rx.fail[kind] = [Reply(500, "boom"), Reply(503, "busy"), retry_429]
@@ -100,7 +101,7 @@ def test_failing_receivers_still_get_exactly_one_of_each(peers: Peers, tmp_path:
                                               'Requests: retry after 2","parameters":{"retry_after":2}}')]
     channels = [c for c in peers.channels() if c["name"] in ("hook", "pd", "chat-slack", "chat-discord",
                                                                "chat-teams", "tg", "mail")]
-    srv = ServerProc(tmp_path, ["--config", str(peers.config(channels))]).start()
+    srv = ServerProc(tmp_path, ["--config", str(peers.config(channels))], backend=fresh_backend).start()
     try:
         node = srv.add_node("web-2")
         iid = srv.post("incident", incident_body(), node).json["incident_id"]
@@ -117,18 +118,20 @@ def test_failing_receivers_still_get_exactly_one_of_each(peers: Peers, tmp_path:
         assert after and after[0] - limited >= 1.9, f"{kind}: Retry-After not honoured"
 
 
-def test_server_killed_mid_delivery_resends_with_the_same_key(peers: Peers, tmp_path: Path) -> None:
+def test_server_killed_mid_delivery_resends_with_the_same_key(peers: Peers, tmp_path: Path,
+                                                              fresh_backend: Backend) -> None:
     channels = [c for c in peers.channels() if c["name"] in ("hook", "pd")]
     config = peers.config(channels)
     peers.rx.hold.add("webhook")  # the receiver takes the open and never answers: the server is killed waiting
-    srv = ServerProc(tmp_path, ["--config", str(config)]).start()
+    srv = ServerProc(tmp_path, ["--config", str(config)], backend=fresh_backend).start()
     node = srv.add_node("web-3")
     iid = srv.post("incident", incident_body(), node).json["incident_id"]
     eventually(lambda: peers.rx.messages("webhook"), 20, message="the held webhook delivery")
     eventually(lambda: peers.rx.messages("pagerduty"), 20, message="the trigger")
     srv.kill9()
     peers.rx.hold.clear()
-    srv = ServerProc(tmp_path, ["--config", str(config)]).start()
+    # on PostgreSQL the dead process's channel leases are taken over at once (it ran on this host)
+    srv = ServerProc(tmp_path, ["--config", str(config)], backend=fresh_backend).start()
     try:
         deliveries = eventually(lambda: len(peers.rx.messages("webhook")) >= 2 and peers.rx.messages("webhook"), 20,
                                 message="the open sent again after the restart")
@@ -189,8 +192,9 @@ def test_the_embedded_server_actor_notifies_too(peers: Peers, harness: BusHarnes
         assert stop_process(proc) == 0, (tmp_path / "actor.log").read_text()
 
 
-def test_incidents_of_official_agents_part_c_notify_the_same_way(peers: Peers, tmp_path: Path) -> None:
-    srv = ServerProc(tmp_path, ["--config", str(peers.config([peers.channels()[0]]))]).start()
+def test_incidents_of_official_agents_part_c_notify_the_same_way(peers: Peers, tmp_path: Path,
+                                                                fresh_backend: Backend) -> None:
+    srv = ServerProc(tmp_path, ["--config", str(peers.config([peers.channels()[0]]))], backend=fresh_backend).start()
     try:
         node = srv.add_node("ft-1")
         opened = srv.post("incidents", {"attack_family": "udp_flood", "attack_subtype": None, "peak_pps": 90000.0,

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,10 +28,28 @@ from floodwatch.server.notify.deliver import Outcome, deliver, tls_context
 from floodwatch.server.notify.render import render
 from floodwatch.server.notify.rules import backoff
 from floodwatch.server.notify.summary import Message
-from floodwatch.server.sqlite_store import SQLiteStore
+from floodwatch.server.store import Store
 from floodwatch.settings.notify import NotifySettings
 
 IDLE_CHECK = 30.0  # a channel with nothing to do looks again after this long (rows queued by other processes)
+SHARED_IDLE_CHECK = 2.0  # the same on PostgreSQL, where other replicas queue rows all the time
+STANDBY_CHECK = 5.0  # a replica that does not hold a channel's lease checks this often whether it expired
+LEASE_MARGIN = 15.0  # a channel's lease outlasts one delivery attempt (`timeout`) by this much
+
+
+def holder_died(holder: str) -> bool:
+    """Whether a lease holder ("host:pid:random") was a process of this host that no longer runs."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 PRUNE_EVERY = 3600.0
 
 
@@ -38,7 +59,7 @@ def channels_of(settings: NotifySettings) -> list[Channel]:
 
 
 class Notifier:
-    def __init__(self, settings: NotifySettings, store: SQLiteStore, db: DbWorker,
+    def __init__(self, settings: NotifySettings, store: Store, db: DbWorker,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.store = store
@@ -52,12 +73,18 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
+        # PostgreSQL (maybe several replicas): one process delivers a channel at a time, under a lease
+        # longer than any delivery (outbox.hold)
+        self.shared = store.dialect == "postgresql"
+        self.lease = outbox.Lease(f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
+                                  settings.timeout + LEASE_MARGIN, STANDBY_CHECK, holder_died)
+        self.idle_check = SHARED_IDLE_CHECK if self.shared else IDLE_CHECK
 
     def install(self) -> None:
         outbox.init(self.store)
         self.store.incident_hooks.append(self._on_incident)
 
-    def _on_incident(self, store: SQLiteStore, incident_id: int, before: dict[str, Any] | None) -> None:
+    def _on_incident(self, store: Store, incident_id: int, before: dict[str, Any] | None) -> None:
         """In the database thread, inside the incident's transaction."""
         queued = outbox.queue_incident_change(store, self.channels, incident_id, before, self.clock())
         self.counters["notify_queued"] += len(queued)
@@ -83,6 +110,9 @@ class Notifier:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for ch in self.channels if self.shared else ():
+            with contextlib.suppress(StorageError):  # else the lease expires on its own
+                await self.db.call(outbox.release, self.store, ch.name, self.lease.holder)
         if self._session is not None:
             await self._session.close()
 
@@ -101,11 +131,12 @@ class Notifier:
     async def _step(self, ch: Channel) -> float:
         """Do the channel's next step; returns how long to sleep before the next (0: go on at once)."""
         now = self.clock()
-        step, msg = await self.db.call(outbox.next_step, self.store, ch, now, ch.kind != "pagerduty")
+        step, msg = await self.db.call(outbox.next_step, self.store, ch, now, ch.kind != "pagerduty",
+                                       self.lease if self.shared else None)
         if step.action == "idle":
-            return IDLE_CHECK
+            return self.idle_check
         if step.action == "wait":
-            return max(0.01, min(IDLE_CHECK, step.until - now))
+            return max(0.01, min(self.idle_check, step.until - now))
         assert msg is not None
         outcome = await self.send(ch, msg)
         await self._record(ch, msg, outcome)
