@@ -35,6 +35,7 @@ AGENT_PREFIX = "/api/v1/agent"
 ADMIN_PREFIX = "/api/v1/admin"
 AUTH_CACHE_SECONDS = 5.0  # a node deleted or re-keyed in the database is refused within this time
 AUTH_CACHE_MAX = 100_000
+SHARED_LEFTOVER_AGE = 3600.0  # replicas: an upload file not written for this long was abandoned
 BAD_REQUEST_STATUSES = frozenset({400, 408, 411, 413, 414, 415, 431})  # the request itself was wrong
 
 
@@ -196,9 +197,7 @@ class ApiServer:
     async def start(self) -> list[tuple[str, int]]:
         """Open storage, clean leftovers, listen. Returns the bound (host, port) pairs."""
         self.pcap_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        removed = clean_pcap_dir(self.pcap_dir, self.store.pcap_files())
-        if removed:
-            self.log.warning("removed {} leftover file(s) of interrupted uploads in {}", removed, self.pcap_dir)
+        self._clean_pcap_dir(self.store.pcap_files())  # before the database thread starts
         tls = server_tls(self.settings.tls_cert, self.settings.tls_key)
         if self.notifier is not None:
             self.notifier.install()  # its outbox rows are written with the incidents (one transaction)
@@ -242,8 +241,24 @@ class ApiServer:
         self.db.stop()
         self.store.close()
 
+    def _clean_pcap_dir(self, known: set[str]) -> None:
+        """Leftovers of interrupted uploads: all at start with SQLite (this process is alone with the
+        directory); with PostgreSQL, where replicas share it, those untouched for SHARED_LEFTOVER_AGE."""
+        shared = self.store.dialect == "postgresql"
+        removed = clean_pcap_dir(self.pcap_dir, known, SHARED_LEFTOVER_AGE if shared else None)
+        if removed:
+            self.log.warning("removed {} leftover file(s) of interrupted uploads in {}", removed, self.pcap_dir)
+
     async def _housekeeping(self) -> None:
+        rounds = 0
         while True:
+            rounds += 1
+            if self.store.dialect == "postgresql" and rounds % 10 == 0:
+                try:
+                    known = await self.db.call(self.store.pcap_files)
+                    await asyncio.get_running_loop().run_in_executor(None, self._clean_pcap_dir, known)
+                except (StorageError, OSError) as e:
+                    self.log.error("cleaning {} failed: {}", self.pcap_dir, e)
             try:
                 before = time.time() - self.settings.metrics_retention_days * 86400
                 pruned = await self.db.call(self.store.prune_metrics, before)

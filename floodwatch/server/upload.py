@@ -9,10 +9,12 @@ a lost answer stores nothing twice).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,13 +159,19 @@ async def _store(request: web.Request, node_id: int, incident_text: str | None, 
     return ok({"incident_id": incident_id, "bytes": received.size, "sha256": received.sha256}, status=201)
 
 
-def clean_pcap_dir(pcap_dir: Path, known: set[str]) -> int:
-    """At start: remove temporary files of interrupted uploads and stored files the database does not know
-    (a crash between the rename and the commit). Returns how many were removed."""
+def clean_pcap_dir(pcap_dir: Path, known: set[str], older_than: float | None = None) -> int:
+    """Remove temporary files of interrupted uploads and stored files the database does not know (a crash
+    between the rename and the commit). Returns how many were removed. A process alone with its capture
+    directory does it at start for every such file; replicas sharing one (PostgreSQL) only for files not
+    written for `older_than` seconds, since another process may be writing or storing them right now."""
     removed = 0
+    cutoff = None if older_than is None else time.time() - older_than
     for entry in pcap_dir.iterdir():
         stray = entry.name.startswith(TMP_PREFIX) or (STORED_NAME.match(entry.name) and entry.name not in known)
-        if stray and entry.is_file() and not entry.is_symlink():
-            entry.unlink(missing_ok=True)
-            removed += 1
+        if not stray or not entry.is_file() or entry.is_symlink():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if cutoff is None or entry.stat().st_mtime < cutoff:
+                entry.unlink(missing_ok=True)
+                removed += 1
     return removed

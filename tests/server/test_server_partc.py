@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from fwserver_util import Backend, Node, ServerProc, cli_inproc, multipart
 
+from floodwatch.server.chunks import CHUNK_DIR
+
 UA = {"User-Agent": "ftagent/1.9.65"}
 CHUNK = 2 * 1024 * 1024  # what the agent sends
 
@@ -196,8 +198,8 @@ def test_large_capture_in_chunks_with_a_repeat_and_a_restart(srv: ServerProc, no
     assert chunk(srv, node, uuid, "other", 1, 3, parts[1]).status == 409  # unknown upload
     assert chunk(srv, node, uuid, "bad id!", 0, 3, parts[0]).status == 400
     assert chunk(srv, node, "00000000-0000-4000-8000-000000000000", upload, 0, 1, b"x").status == 404
-    leftovers = [p for p in srv.pcap_dir.iterdir() if p.name.startswith(".upload-")]
-    assert leftovers == []
+    leftovers = [p for p in srv.pcap_dir.iterdir() if p.name.startswith(".upload-") and p.is_file()]
+    assert leftovers == [] and list((srv.pcap_dir / CHUNK_DIR).iterdir()) == []
 
 
 def test_commands_carry_command_text_and_the_ack_lands(srv: ServerProc, node: Node) -> None:
@@ -245,32 +247,30 @@ def test_overload_is_503_with_retry_after_for_the_official_agent(tmp_path: Path)
 
 
 def test_stale_chunked_uploads_expire_and_in_progress_ones_are_bounded(tmp_path: Path) -> None:
-    import asyncio
-
     from floodwatch.server.chunks import ChunkedUploads
 
     t = [1000.0]
     uploads = ChunkedUploads(tmp_path, 1 << 20, 1.0, stale_after=300.0, max_open=2, clock=lambda: t[0])
-    few = ChunkedUploads(tmp_path / "few", 1 << 20, 1.0, max_open=100)
     (tmp_path / "few").mkdir()
-
-    async def scenario() -> None:
-        uploads._start((1, 1, "a"), 3)
-        t[0] += 200
-        uploads._start((1, 1, "b"), 3)
-        with pytest.raises(Exception, match="too many") as refused:
-            uploads._start((1, 2, "c"), 3)
-        assert getattr(refused.value, "status", None) == 503
-        for n in range(3):  # one node holds at most MAX_OPEN_PER_NODE, whatever room is left
-            few._start((7, 1, f"n{n}"), 2)
-        with pytest.raises(Exception, match="too many"):
-            [few._start((7, 1, f"m{n}"), 2) for n in range(2)]
-        assert few.in_progress() == 4
-        few.close()
-        t[0] += 150  # "a" untouched for 350 s, "b" for 150 s
-        assert uploads.expire() == 1 and uploads.in_progress() == 1
-        assert len(list(tmp_path.glob(".upload-*"))) == 1
-        uploads.close()
-        assert list(tmp_path.glob(".upload-*")) == []
-
-    asyncio.run(scenario())
+    few = ChunkedUploads(tmp_path / "few", 1 << 20, 1.0, max_open=100)
+    uploads._start((1, 1, "a"), 3)
+    t[0] += 200
+    uploads._start((1, 1, "b"), 3)
+    uploads._start((1, 1, "b"), 3)  # chunk 0 again: the same upload, not one more
+    with pytest.raises(Exception, match="too many") as refused:
+        uploads._start((1, 2, "c"), 3)
+    assert getattr(refused.value, "status", None) == 503
+    for n in range(3):  # one node holds at most MAX_OPEN_PER_NODE, whatever room is left
+        few._start((7, 1, f"n{n}"), 2)
+    with pytest.raises(Exception, match="too many"):
+        [few._start((7, 1, f"m{n}"), 2) for n in range(2)]
+    assert few.in_progress() == 4
+    few._start((8, 1, "other-node"), 2)  # another node still has room
+    t[0] += 150  # "a" untouched for 350 s, "b" for 150 s
+    # a second process on the same directory (a replica) sees the same uploads and expires them alike
+    replica = ChunkedUploads(tmp_path, 1 << 20, 1.0, stale_after=300.0, max_open=2, clock=lambda: t[0])
+    assert replica.in_progress() == 2
+    assert replica.expire() == 1 and uploads.in_progress() == 1
+    assert len(list((tmp_path / CHUNK_DIR).glob("*.part"))) == 1
+    t[0] += 1000
+    assert uploads.expire() == 1 and list((tmp_path / CHUNK_DIR).iterdir()) == []
