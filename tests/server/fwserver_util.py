@@ -124,6 +124,7 @@ class ServerProc:
         return PGStore(self.backend.url, read_password(self.backend.password_file), max_size=1)
 
     def start(self) -> ServerProc:
+        self.tmp.mkdir(parents=True, exist_ok=True)
         port_file = self.tmp / f"port-{secrets.token_hex(3)}"
         log = open(self.tmp / "server.log", "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(

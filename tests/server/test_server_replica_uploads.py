@@ -84,3 +84,24 @@ def test_an_upload_survives_the_restart_of_the_replica_that_took_its_first_chunk
     body, ctype = multipart([("pcap", "x.pcap", b"\xd4\xc3\xb2\xa1" + content[:1000])])
     r = b.request("POST", f"incidents/{uuid}/pcap", node=node, raw=body, headers={**UA, "Content-Type": ctype})
     assert r.status == 201, r.raw  # a new capture replaces the old one, through either replica
+
+
+def test_leftovers_in_a_shared_capture_directory_are_removed_only_when_old(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from floodwatch.server.upload import clean_pcap_dir
+
+    names = [".upload-live.part", ".upload-dead.part", "incident-7-0123456789abcdef.pcap",
+             "incident-8-0123456789abcdef.pcap", "incident-9-0123456789abcdef.pcap"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    old = time.time() - 7200
+    for name in (".upload-dead.part", "incident-8-0123456789abcdef.pcap", "incident-9-0123456789abcdef.pcap"):
+        os.utime(tmp_path / name, (old, old))
+    known = {"incident-9-0123456789abcdef.pcap"}
+    # replicas: a file being written (or just renamed, not yet committed) by another process stays
+    assert clean_pcap_dir(tmp_path, known, older_than=3600) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names[0], names[2], names[4]])
+    assert clean_pcap_dir(tmp_path, known) == 2  # alone with the directory (SQLite), at start: all of them
+    assert [p.name for p in tmp_path.iterdir()] == [names[4]]

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from fwserver_util import admin_headers, cli, cli_json, incident_body, running
+from fwserver_util import Backend, Node, admin_headers, cli, cli_json, incident_body, running
 
 from floodwatch.server.pg_store import PGStore
 from floodwatch.server.sqlite_store import SQLiteStore
@@ -16,7 +16,7 @@ from floodwatch.server.web import users
 from tests.pgcluster import PgCluster
 
 
-def _fill(tmp: Path) -> Path:
+def _fill(tmp: Path) -> tuple[Path, Node]:
     with running(tmp) as srv:
         admin = admin_headers(srv)
         a, b = srv.add_node("edge-a"), srv.add_node("edge-b")
@@ -33,7 +33,7 @@ def _fill(tmp: Path) -> Path:
                                headers=admin).status == 201
         first = srv.request("GET", "config", node=a).json["pending_commands"][0]["id"]
         assert srv.post("commands/ack", {"command_id": first, "status": "applied"}, a).status == 200
-    return tmp / "server.db"
+    return tmp / "server.db", a
 
 
 def _view(store: Any) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def _view(store: Any) -> dict[str, Any]:
 
 
 def test_export_then_import_into_postgresql_keeps_everything(tmp_path: Path, pg_cluster: PgCluster) -> None:
-    db = _fill(tmp_path)
+    db, agent = _fill(tmp_path)
     dump = tmp_path / "server.export"
     counts = cli_json("export", "--db", str(db), "--out", str(dump))
     assert counts["nodes"] == 2 and counts["metrics"] == 50 and counts["incident_history"] == 3
@@ -81,6 +81,12 @@ def test_export_then_import_into_postgresql_keeps_everything(tmp_path: Path, pg_
     again = subprocess.run([*cli_cmd(), "import", str(dump), "--database", url], capture_output=True, text=True,
                            env=env, timeout=60)
     assert again.returncode == 1 and "already holds nodes" in again.stderr
+
+    # the server on the imported database: the agent keeps its credentials and its pending command
+    with running(tmp_path / "on-pg", backend=Backend("postgresql", url, str(pw))) as srv:
+        assert srv.post("heartbeat", {"agent_version": "3.2", "os": "linux"}, agent).status == 200
+        assert [c["command"] for c in srv.request("GET", "config", node=agent).json["pending_commands"]] == \
+            ["two", "three"]  # "three": queued on PostgreSQL above
 
 
 def cli_cmd() -> list[str]:
