@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from fwserver_util import ServerProc, admin_headers, running
+from fwserver_util import Backend, ServerProc, admin_headers, running
 
 from tests.helpers import eventually
 
@@ -66,10 +66,11 @@ def health_counters(srv: ServerProc, admin: dict[str, str]) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, dict[str, str]]]:
+def capped(tmp_path_factory: pytest.TempPathFactory,
+           backend: Backend) -> Iterator[tuple[ServerProc, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("caps")
     with running(tmp, "--max-connections", "6", "--max-connections-per-address", "3", "--header-timeout", "60",
-                 "--keepalive-timeout", "60") as srv:
+                 "--keepalive-timeout", "60", backend=backend) as srv:
         yield srv, admin_headers(srv)
 
 

@@ -166,9 +166,7 @@ def incidents(srv: ServerProc) -> list[dict[str, Any]]:
 
 def metrics(srv: ServerProc, node_uuid: str) -> int:
     """Samples stored for the node (what the admin API's nodes/{node}/metrics lists)."""
-    from floodwatch.server.sqlite_store import SQLiteStore
-
-    store = SQLiteStore(srv.db, create=False)
+    store = srv.open_store()
     try:
         node = store.find_node(node_uuid)
         assert node is not None

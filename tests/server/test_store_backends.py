@@ -199,3 +199,28 @@ def test_postgresql_password_stays_out_of_messages(pg_cluster: PgCluster) -> Non
     assert "password authentication failed" in str(e.value), e.value
     assert wrong not in str(e.value) and pg_cluster.password not in str(e.value)
     assert redact("postgresql://fw:s3cret@db:5432/x") == "postgresql://fw@db:5432/x"
+
+
+def test_rollups_past_their_retention_are_pruned_on_both(store: Any) -> None:
+    from floodwatch.server import rollup
+
+    node = _node(store)
+    old = T0 - (rollup.ROLLUP_1M_DAYS + 1) * 86400  # a minute bucket past its 30 days; its hour still kept
+    store.add_metrics(node, [{"recorded_at": old, "pps": 5, "bps": 40}, {"recorded_at": T0, "pps": 7, "bps": 56}],
+                      T0)
+    with store.group():
+        assert rollup.prune(store, T0) == 1
+    minutes = [int(r[0]) for r in store.execute("SELECT t FROM metrics_1m ORDER BY t").fetchall()]
+    hours = [int(r["t"]) for r in store.execute("SELECT t FROM metrics_1h ORDER BY t").fetchall()]
+    assert minutes == [int(T0) // 60 * 60] and len(hours) == 2
+
+
+def test_backend_neutral_sql_reads_the_same_rows_on_both(store: Any) -> None:
+    node = _node(store)
+    store.queue_command(node, "50% off?", T0)  # a literal % and ? in a value, not in the SQL
+    rows = store.execute("SELECT id, command FROM commands WHERE node_id = ? AND command LIKE ?",
+                         (node, "%off%")).fetchall()
+    assert [(r[1], r["command"]) for r in rows] == [('"50% off?"', '"50% off?"')]
+    assert dict(store.execute("SELECT command, node_id FROM commands").fetchall()) == {'"50% off?"': node}
+    assert store.execute("DELETE FROM commands WHERE node_id = ?", (node,)).rowcount == 1
+    assert store.execute("SELECT 1 FROM commands").fetchone() is None
