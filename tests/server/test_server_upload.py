@@ -40,11 +40,11 @@ def _incident(srv: ServerProc, node: Node) -> int:
 
 
 def _stored_files(srv: ServerProc) -> list[str]:
-    return sorted(os.listdir(srv.pcap_dir))
+    return sorted(p.name for p in srv.pcap_dir.iterdir() if p.is_file())
 
 
 def _no_partial_files(srv: ServerProc) -> bool:
-    return not any(name.startswith(".upload-") for name in os.listdir(srv.pcap_dir))
+    return not any(name.startswith(".upload-") for name in _stored_files(srv))
 
 
 def test_upload_is_stored_under_a_server_name_and_fetched_back_intact(srv: ServerProc, node: Node,
