@@ -27,7 +27,8 @@ def _free_port() -> int:
 
 
 class PgCluster:
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """`durable`: fsync on, as in production (benchmarks); tests run without it."""
         b = bindir()
         if b is None:
             raise RuntimeError("PostgreSQL is not installed (scripts/setup.sh --dev installs it)")
@@ -40,6 +41,7 @@ class PgCluster:
         self.user = "floodwatch"
         self.password = secrets.token_urlsafe(18)
         self.started = False
+        self.durable = durable
 
     def _run(self, *args: str) -> str:
         proc = subprocess.run([str(self.bin / args[0]), *args[1:]], user="postgres", group="postgres",
@@ -55,7 +57,9 @@ class PgCluster:
     def start(self) -> PgCluster:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
                   "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync")
-        opts = f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c max_connections=200"
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=200"
+        if not self.durable:
+            opts += " -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-o", opts, "-w", "-t", "60", "start")
         self.started = True
         self.psql(f"CREATE ROLE {self.user} LOGIN CREATEDB PASSWORD '{self.password}'")

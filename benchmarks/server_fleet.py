@@ -1,0 +1,447 @@
+"""Fleet scale (issue 19): how many agents the server serves with p99 < 200 ms and no error.
+
+Simulated agents, many per load-generator process, speak the Agent API with the reporter's own request
+shapes (floodwatch.reporter.mapping / dialect, the default `flowtriq` dialect): one metrics sample a
+second, a heartbeat every 30 s, GET /config every 60 s, and 1 % of them an incident (open, an update
+every 5 s, resolution at the end), each agent on its own keep-alive connection. The client is a minimal
+HTTP/1.1 one on asyncio streams (aiohttp's client costs several times the CPU per request, and the load
+generator shares the 2 cores with what it measures).
+
+Setups:
+  pg      two `floodwatch server` replicas on one PostgreSQL (fsync on, a throwaway cluster) behind nginx
+          (tests/server/replicas.py)
+  sqlite  one replica on SQLite (synchronous=FULL), clients straight to it
+
+For each agent count in --agents (ascending, same servers, a pause between steps): latency p50/p99/max
+over the measured window (after --warmup), errors, late ticks, and CPU (% of one core) of the replicas,
+PostgreSQL (the postmaster and its backends), nginx and the load generator itself; the load average;
+for PostgreSQL, what its active backends were waiting for (pg_stat_activity, sampled each second).
+
+    .venv/bin/python benchmarks/server_fleet.py --setup pg --agents 500,1000,1500,2000 --duration 30
+    .venv/bin/python benchmarks/server_fleet.py --setup sqlite --agents 500,1000 --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from floodwatch import __version__  # noqa: E402
+from floodwatch.messages import IncidentOpened, IncidentResolved, IncidentUpdated, TrafficSecond  # noqa: E402
+from floodwatch.reporter import dialect, mapping  # noqa: E402
+from floodwatch.server import auth  # noqa: E402
+
+GOAL_P99_MS = 200.0
+INCIDENT_SHARE = 0.01
+UPDATE_EVERY = 5.0
+
+
+# -- the load generator (a worker process: JSON spec on stdin, JSON result on stdout) -------------------
+class Conn:
+    """One agent's keep-alive HTTP/1.1 connection; reconnects after a failure."""
+
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port = host, port
+        self.head = "".join(f"{k}: {v}\r\n" for k, v in {
+            "Host": f"{host}:{port}", "User-Agent": f"floodwatch/{__version__}", **headers}.items())
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        extra = f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n" if body is not None else ""
+        req = f"{method} /api/v1/agent/{path} HTTP/1.1\r\n{self.head}{extra}\r\n".encode() + data
+        try:
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            assert self.reader is not None
+            self.writer.write(req)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            status, length, close = _parse_head(head)
+            payload = await self.reader.readexactly(length)
+            if close:
+                self.close()
+            return status, payload
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def _parse_head(head: bytes) -> tuple[int, int, bool]:
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length, close = 0, False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "connection" and value.strip().lower() == "close":
+            close = True
+    return status, length, close
+
+
+class Results:
+    def __init__(self, measure_from: float) -> None:
+        self.measure_from = measure_from
+        self.latencies: list[float] = []
+        self.errors: Counter[str] = Counter()
+        self.late = 0
+        self.requests = 0
+        self.lag: list[float] = []
+
+
+def traffic_second(t: float, rng: random.Random) -> TrafficSecond:
+    pps = rng.randrange(1000, 90000)
+    return TrafficSecond(t_start=t, t_end=t + 1, pps=pps, bps=pps * 700, pps_in=pps, bps_in=pps * 700, pps_out=0,
+                         bps_out=0, tcp_pct=60.0, udp_pct=38.5, icmp_pct=1.5, other_pct=0.0,
+                         conn_count=rng.randrange(100, 5000), src_distinct=40, sample_rate=1.0, exact=True,
+                         kernel_drops=0, malformed=0)
+
+
+def incident_event(cls: type, key: str, started: float, seq: int, now: float) -> Any:
+    return cls(incident_key=key, status="resolved" if cls is IncidentResolved else "active",
+               attack_family="udp_flood", attack_subtype="dns_amplification", severity="high", confidence=90,
+               started_at=started, ended_at=now if cls is IncidentResolved else None, updated_at=now, seq=seq,
+               peak_pps=120000 + seq, peak_bps=900_000_000, protocol_breakdown={"udp": 99.0, "tcp": 1.0},
+               tcp_flag_breakdown={}, geo_breakdown={"US": 10}, source_ip_count=321,
+               top_src_ips=[{"ip": "198.18.0.9", "count": 50}], top_dst_ports=[{"port": 53, "count": 9}],
+               target_ips=["198.18.1.2"], ioc_matches=[], spoofing_detected=False, botnet_detected=False)
+
+
+async def call(conn: Conn, res: Results, method: str, path: str, body: Any = None) -> Any:
+    t0 = time.perf_counter()
+    value = None
+    try:
+        status, payload = await asyncio.wait_for(conn.request(method, path, body), 10.0)
+        if status >= 300:
+            res.errors[f"{path.split('/')[0]} {status}"] += 1
+        elif path == "incidents":
+            value = json.loads(payload)
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError) as e:
+        res.errors[f"{path.split('/')[0]} {type(e).__name__}"] += 1
+    if time.time() >= res.measure_from:
+        res.latencies.append((time.perf_counter() - t0) * 1000)
+        res.requests += 1
+    return value
+
+
+async def agent(spec: dict[str, Any], node: dict[str, str], start: float, end: float, res: Results,
+                has_incident: bool) -> None:
+    rng = random.Random(node["X-Node-UUID"])
+    conn = Conn(spec["host"], spec["port"], node)
+    begin = start + rng.random()  # agents spread over the first second
+    hb_next = begin + rng.random() * spec["heartbeat_interval"]
+    cfg_next = begin + rng.random() * spec["config_interval"]
+    inc_at = begin + rng.random() * 5 if has_incident else float("inf")
+    key, ref, seq, upd_next = f"bench-{node['X-Node-UUID'][:12]}-{int(start)}", None, 0, 0.0
+    tick = 0
+    while True:
+        due = begin + tick
+        if due >= end:
+            break
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -0.5 and due >= res.measure_from:
+            res.late += 1
+        tick += 1
+        now = time.time()
+        await call(conn, res, "POST", "metrics", mapping.metrics_sample(traffic_second(float(int(now)), rng)))
+        if now >= hb_next:
+            hb_next += spec["heartbeat_interval"]
+            body = mapping.heartbeat_body(__version__, now - start, "bench")
+            await call(conn, res, "POST", "heartbeat", dialect.heartbeat(dialect.FLOWTRIQ, body))
+        if now >= cfg_next:
+            cfg_next += spec["config_interval"]
+            await call(conn, res, "GET", "config")
+        if ref is None and now >= inc_at:
+            inc_at = now
+            path, body = dialect.incident_request(dialect.FLOWTRIQ, "open", mapping.incident_body(
+                incident_event(IncidentOpened, key, now, 0, now)), None)
+            ref = dialect.ref_of(dialect.FLOWTRIQ, await call(conn, res, "POST", path, body))
+            upd_next = now + UPDATE_EVERY
+            await call(conn, res, "GET", "config")  # the reporter polls at once when an incident opens
+        elif ref is not None and now >= upd_next:
+            seq += 1
+            upd_next += UPDATE_EVERY
+            path, body = dialect.incident_request(dialect.FLOWTRIQ, "update", mapping.incident_body(
+                incident_event(IncidentUpdated, key, inc_at, seq, now)), ref)
+            await call(conn, res, "POST", path, body)
+    if ref is not None:
+        now = time.time()
+        path, body = dialect.incident_request(dialect.FLOWTRIQ, "resolve", mapping.incident_body(
+            incident_event(IncidentResolved, key, inc_at, seq + 1, now)), ref)
+        await call(conn, res, "POST", path, body)
+    conn.close()
+
+
+async def loop_lag(res: Results, end: float) -> None:
+    """How late the generator's own event loop wakes up (its saturation, not the server's)."""
+    while time.time() < end:
+        t0 = time.perf_counter()
+        await asyncio.sleep(0.1)
+        if time.time() >= res.measure_from:
+            res.lag.append((time.perf_counter() - t0 - 0.1) * 1000)
+
+
+async def work(spec: dict[str, Any]) -> Results:
+    start, end = spec["start"], spec["start"] + spec["warmup"] + spec["duration"]
+    res = Results(start + spec["warmup"])
+    rng = random.Random(spec["seed"])
+    tasks = [agent(spec, node, start, end, res, rng.random() < INCIDENT_SHARE) for node in spec["nodes"]]
+    await asyncio.gather(loop_lag(res, end), *tasks)
+    return res
+
+
+def worker_main() -> int:
+    spec = json.loads(sys.stdin.read())
+    res = asyncio.run(work(spec))
+    json.dump({"latencies": res.latencies, "errors": dict(res.errors), "late": res.late, "requests": res.requests,
+               "lag": res.lag}, sys.stdout)
+    return 0
+
+
+# -- measuring processes -------------------------------------------------------------------------------
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def tree_cpu(root: int) -> dict[int, float]:
+    """CPU seconds of a process and its children (pid -> seconds), the root with its reaped children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            f = _stat(pid)
+            extra = (int(f[13]) + int(f[14])) if pid == root else 0
+            out[pid] = (int(f[11]) + int(f[12]) + extra) / tick
+            pending += [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 "?")
+    return f"{os.cpu_count()} cores ({model}), kernel {os.uname().release}"
+
+
+# -- the setups ----------------------------------------------------------------------------------------
+class Setup:
+    """The servers under test: `port` for the agents, `components()` name -> root pids to measure."""
+
+    port: int
+    kind: str
+
+    def components(self) -> dict[str, list[int]]:
+        raise NotImplementedError
+
+    def waits(self) -> Counter[str]:
+        return Counter()
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+def make_nodes(store: Any, n: int) -> list[dict[str, str]]:
+    nodes = []
+    now = time.time()
+    with store.group():
+        for i in range(n):
+            key, node_uuid = auth.new_api_key(), auth.new_node_uuid()
+            store.add_node(f"fleet-{i}", node_uuid, auth.hash_secret(key), now)
+            nodes.append({"Authorization": f"Bearer {key}", "X-Node-UUID": node_uuid})
+    return nodes
+
+
+class PgSetup(Setup):
+    kind = "pg"
+
+    def __init__(self, n: int, replicas: int, nginx_workers: int) -> None:
+        from floodwatch.server.pg_store import PGStore
+        from tests.pgcluster import PgCluster
+        from tests.server.replicas import Replicas
+
+        self.cluster = PgCluster(durable=True).start()
+        self.fleet: Any = None
+        try:
+            url = self.cluster.new_database()
+            pw = Path(self.cluster.dir) / "bench-password"
+            pw.write_text(self.cluster.password + "\n")
+            pw.chmod(0o600)
+            store = PGStore(url, self.cluster.password)
+            self.nodes = make_nodes(store, n)
+            store.close()
+            self.fleet = Replicas(["--database", url, "--password-file", str(pw)], replicas,
+                                  nginx_workers=nginx_workers, access_log=False).start()
+        except BaseException:
+            self.stop()
+            raise
+        self.port = self.fleet.nginx.port
+
+    def components(self) -> dict[str, list[int]]:
+        assert self.fleet is not None and self.fleet.nginx.proc is not None
+        postmaster = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
+        return {"replicas": [s.proc.pid for s in self.fleet.servers if s.proc], "postgresql": [postmaster],
+                "nginx": [self.fleet.nginx.proc.pid]}
+
+    def waits(self) -> Counter[str]:
+        out = self.cluster.psql("SELECT coalesce(wait_event_type, 'CPU') || ':' || coalesce(wait_event, '-') "
+                                "FROM pg_stat_activity WHERE state = 'active' AND backend_type = 'client backend' "
+                                "AND pid <> pg_backend_pid()")
+        return Counter(line for line in out.splitlines() if line)
+
+    def stop(self) -> None:
+        try:
+            if self.fleet is not None:
+                self.fleet.stop()
+        finally:
+            self.cluster.stop()
+
+
+class SqliteSetup(Setup):
+    kind = "sqlite"
+
+    def __init__(self, n: int) -> None:
+        from floodwatch.server.sqlite_store import SQLiteStore
+        from tests.server.fwserver_util import ServerProc
+        from tests.server.replicas import PROXIED
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="fw-fleet-")
+        d = Path(self.tmp.name)
+        store = SQLiteStore(d / "server.db")
+        self.nodes = make_nodes(store, n)
+        store.close()
+        self.server = ServerProc(d, [*PROXIED]).start()  # its clients: one address (this machine)
+        self.port = self.server.port
+
+    def components(self) -> dict[str, list[int]]:
+        assert self.server.proc is not None
+        return {"replicas": [self.server.proc.pid]}
+
+    def stop(self) -> None:
+        try:
+            self.server.stop()
+        finally:
+            self.tmp.cleanup()
+
+
+# -- one step: N agents --------------------------------------------------------------------------------
+def run_step(setup: Setup, agents: int, args: argparse.Namespace) -> dict[str, Any]:
+    nodes = setup.nodes[:agents]  # type: ignore[attr-defined]
+    procs = max(1, min(args.procs, agents))
+    start = time.time() + 2.0
+    workers = []
+    for i in range(procs):
+        spec = {"host": "127.0.0.1", "port": setup.port, "nodes": nodes[i::procs], "start": start,
+                "warmup": args.warmup, "duration": args.duration, "seed": i, "heartbeat_interval": 30.0,
+                "config_interval": 60.0}
+        p = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             cwd=REPO)
+        assert p.stdin is not None
+        p.stdin.write(json.dumps(spec).encode())
+        p.stdin.close()
+        workers.append(p)
+    time.sleep(max(0.0, start + args.warmup - time.time()))
+    comps = {**setup.components(), "load generator": [p.pid for p in workers]}
+    before = {name: {r: tree_cpu(r) for r in roots} for name, roots in comps.items()}
+    t0, load0 = time.monotonic(), os.getloadavg()[0]
+    waits: Counter[str] = Counter()
+    end = start + args.warmup + args.duration
+    while time.time() < end - 1:
+        waits += setup.waits()
+        time.sleep(1.0)
+    after = {name: {r: tree_cpu(r) for r in roots} for name, roots in comps.items()}
+    elapsed, load1 = time.monotonic() - t0, os.getloadavg()[0]
+    outs = [_result(p, args.duration + 120) for p in workers]
+    lat = sorted(x for o in outs for x in o["latencies"])
+    lag = sorted(x for o in outs for x in o["lag"])
+    errors: Counter[str] = Counter()
+    for o in outs:
+        errors.update(o["errors"])
+    cpu = {name: round(100 * sum(cpu_delta(before[name][r], after[name][r]) for r in roots) / elapsed, 1)
+           for name, roots in comps.items()}
+    return {"setup": setup.kind, "agents": agents, "load_procs": procs, "requests": len(lat),
+            "req_per_s": round(len(lat) / args.duration, 1), "errors": sum(errors.values()),
+            "error_kinds": dict(errors), "late_ticks": sum(o["late"] for o in outs),
+            "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
+            "max_ms": round(lat[-1], 1) if lat else None, "generator_lag_p99_ms": round(pct(lag, 0.99), 1),
+            "cpu_pct_of_one_core": cpu, "loadavg_1m": [round(load0, 2), round(load1, 2)],
+            "pg_active_waits": dict(waits.most_common(6)),
+            "ok": bool(lat) and pct(lat, 0.99) < GOAL_P99_MS and not errors}
+
+
+def _result(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(timeout)
+    return dict(json.loads(out))
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    p.add_argument("--setup", choices=("pg", "sqlite"), required=True)
+    p.add_argument("--agents", default="500,1000,2000", help="agent counts, ascending, comma-separated")
+    p.add_argument("--duration", type=float, default=30.0, help="measured seconds per step")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (connections, caches)")
+    p.add_argument("--pause", type=float, default=5.0, help="seconds between steps")
+    p.add_argument("--procs", type=int, default=2, help="load generator processes")
+    p.add_argument("--replicas", type=int, default=2, help="pg: server replicas behind nginx")
+    p.add_argument("--nginx-workers", type=int, default=1)
+    p.add_argument("--stop-at-failure", action="store_true", help="stop after the first step over the goal")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    counts = sorted(int(x) for x in args.agents.split(","))
+    print(f"# {machine()}; load average {os.getloadavg()}; {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
+          flush=True)
+    setup: Setup = (PgSetup(counts[-1], args.replicas, args.nginx_workers) if args.setup == "pg"
+                    else SqliteSetup(counts[-1]))
+    try:
+        for n in counts:
+            r = run_step(setup, n, args)
+            print(json.dumps(r) if args.json else
+                  f"{r['setup']:<6} {n:>5} agents: {r['req_per_s']:>7}/s errors={r['errors']} late={r['late_ticks']} "
+                  f"p50={r['p50_ms']}ms p99={r['p99_ms']}ms max={r['max_ms']}ms lag99={r['generator_lag_p99_ms']}ms "
+                  f"cpu={r['cpu_pct_of_one_core']} load={r['loadavg_1m']} waits={r['pg_active_waits']} "
+                  f"{'OK' if r['ok'] else 'OVER'} {r['error_kinds'] or ''}", flush=True)
+            if args.stop_at_failure and not r["ok"]:
+                break
+            time.sleep(args.pause)
+    finally:
+        setup.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main() if sys.argv[1:] == ["--worker"] else main())
