@@ -70,7 +70,7 @@ http {{
     }}
 }}
 """
-ACCESS_LOG = ("log_format fleet '$msec $request_method $uri $status $upstream_addr $upstream_status';\n"
+ACCESS_LOG = ("log_format fleet '$msec|$request_method|$uri|$status|$upstream_addr|$upstream_status';\n"
               "    access_log {d}/access.log fleet;")
 
 
@@ -132,9 +132,10 @@ class Nginx:
                        if p.exists())
 
     def access(self) -> list[list[str]]:
-        """The access log's lines, split: msec, method, uri, status, upstream_addr(s), upstream_status(es)."""
+        """The access log's lines, split: msec, method, uri, status, upstream addresses (", " between the
+        replicas tried, the last one answered), their statuses."""
         p = self.dir / "access.log"
-        return [line.split(" ") for line in p.read_text().splitlines()] if p.exists() else []
+        return [line.split("|") for line in p.read_text().splitlines()] if p.exists() else []
 
     def stop(self) -> None:
         try:
