@@ -248,8 +248,8 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 "?")
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
     return f"{os.cpu_count()} cores ({model}), kernel {os.uname().release}"
 
 
@@ -287,20 +287,17 @@ class PgSetup(Setup):
     def __init__(self, n: int, replicas: int, nginx_workers: int) -> None:
         from floodwatch.server.pg_store import PGStore
         from tests.pgcluster import PgCluster
+        from tests.server.fwserver_util import pg_backend
         from tests.server.replicas import Replicas
 
         self.cluster = PgCluster(durable=True).start()
         self.fleet: Any = None
         try:
-            url = self.cluster.new_database()
-            pw = Path(self.cluster.dir) / "bench-password"
-            pw.write_text(self.cluster.password + "\n")
-            pw.chmod(0o600)
-            store = PGStore(url, self.cluster.password)
+            backend = pg_backend(self.cluster, self.cluster.dir)
+            store = PGStore(backend.url, self.cluster.password)
             self.nodes = make_nodes(store, n)
             store.close()
-            self.fleet = Replicas(["--database", url, "--password-file", str(pw)], replicas,
-                                  nginx_workers=nginx_workers, access_log=False).start()
+            self.fleet = Replicas(backend, replicas, nginx_workers=nginx_workers, access_log=False).start()
         except BaseException:
             self.stop()
             raise

@@ -3,7 +3,7 @@
 nginx runs as a throwaway, unprivileged instance: as `nobody`, its own prefix, config, pid file, logs and
 temporary directories in a private directory (`-p`, `-c`, `-e`), listening on 127.0.0.1 at a free port.
 The replicas are real server processes (tests/server/fwserver_util.ServerProc), each on its own port,
-sharing the database (`store_args`: PostgreSQL, or one SQLite file) and one capture directory. All of
+sharing the database (a PostgreSQL `Backend`) and one capture directory (`--pcap-dir`). All of
 it is stopped by pid and removed afterwards, also when the test fails.
 
 The proxy's choices (docs/server.md, "Replicas behind nginx"):
@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.helpers import eventually, free_port, pid_alive
-from tests.server.fwserver_util import ServerProc
+from tests.server.fwserver_util import Backend, ServerProc
 
 NGINX_CONF = """\
 worker_processes {workers};
@@ -163,21 +163,21 @@ def _children(pid: int) -> list[int]:
 
 
 class Replicas:
-    """`count` server processes on one database (`store_args`: the server's options naming it) and one
-    shared capture directory, behind nginx. `extra`: more server options for every replica."""
+    """`count` server processes on one database (`backend`: PostgreSQL for real use) and one shared
+    capture directory, behind nginx. `extra`: more server options for every replica."""
 
-    def __init__(self, store_args: list[str], count: int = 2, extra: list[str] | None = None,
+    def __init__(self, backend: Backend, count: int = 2, extra: list[str] | None = None,
                  nginx_workers: int = 1, access_log: bool = True) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="fw-replicas-"))
         self.pcap_dir = self.dir / "pcaps"
-        self.store_args = store_args
         self.ports = [free_port() for _ in range(count)]
         self.servers: list[ServerProc] = []
         for i, port in enumerate(self.ports):
             d = self.dir / f"replica-{i}"
             d.mkdir()
-            self.servers.append(ServerProc(d, [*store_args, "--listen", f"127.0.0.1:{port}", "--pcap-dir",
-                                               str(self.pcap_dir), *PROXIED, *(extra or [])]))
+            opts = ["--listen", f"127.0.0.1:{port}", "--pcap-dir", str(self.pcap_dir), *PROXIED, *(extra or [])]
+            self.servers.append(ServerProc(d, opts, backend=backend))
+        self.store_args = [*backend.args(self.dir / "server.db"), "--pcap-dir", str(self.pcap_dir)]
         self.nginx = Nginx(self.ports, nginx_workers, access_log)
 
     @property
@@ -210,6 +210,12 @@ class Replicas:
         """SIGKILL replica i (no goodbye: open connections are reset, in-flight requests lost)."""
         self.servers[i].kill9()
 
+    def freeze(self, i: int) -> None:
+        """SIGSTOP replica i: what reaches it waits, unanswered (a hung process or machine)."""
+        proc = self.servers[i].proc
+        assert proc is not None and proc.poll() is None
+        os.kill(proc.pid, signal.SIGSTOP)
+
     def restart(self, i: int) -> None:
         self.servers[i].start()
 
@@ -228,9 +234,9 @@ class Replicas:
 
 
 @contextlib.contextmanager
-def replicas(store_args: list[str], count: int = 2, extra: list[str] | None = None,
+def replicas(backend: Backend, count: int = 2, extra: list[str] | None = None,
              nginx_workers: int = 1, access_log: bool = True) -> Iterator[Replicas]:
-    fleet = Replicas(store_args, count, extra, nginx_workers, access_log)
+    fleet = Replicas(backend, count, extra, nginx_workers, access_log)
     try:
         yield fleet.start()
     except BaseException:
