@@ -6,7 +6,10 @@ Reports request latency (p50/p90/p99/max), errors, late ticks, and the server pr
 The baseline, measured in the same run, is a bare aiohttp server answering the same routes with a
 constant, without parsing, auth or storage (--no-baseline to skip it).
 
-    .venv/bin/python benchmarks/server_load.py --agents 200 --duration 60
+    .venv/bin/python benchmarks/server_load.py --agents 200 --duration 60 --max-connections-per-address 1000
+
+All agents connect from 127.0.0.1: past 100 agents, raise the server's per-address cap (default 100) or
+the extra connections are refused (503), as they would be for a fleet behind one NAT.
 """
 
 from __future__ import annotations
@@ -89,8 +92,10 @@ def start_server(kind: str, workdir: Path, args: argparse.Namespace) -> tuple[su
     else:
         db = workdir / "server.db"
         nodes = make_nodes(db, args.agents)
+        cap = ["--max-connections-per-address", str(args.max_connections_per_address)] \
+            if args.max_connections_per_address else []
         proc = subprocess.Popen([sys.executable, "-m", "floodwatch.server", "--listen", f"127.0.0.1:{port}",
-                                 "--db", str(db), "--synchronous", args.synchronous],
+                                 "--db", str(db), "--synchronous", args.synchronous, *cap],
                                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -205,6 +210,8 @@ def main() -> int:
     p.add_argument("--heartbeat-interval", type=float, default=30.0)
     p.add_argument("--config-interval", type=float, default=60.0)
     p.add_argument("--synchronous", default="FULL", help="the server's SQLite synchronous mode")
+    p.add_argument("--max-connections-per-address", type=int, default=None,
+                   help="the server's cap (default 100): every simulated agent connects from 127.0.0.1")
     p.add_argument("--runs", type=int, default=1, help="repeat and report each run plus the median")
     p.add_argument("--no-baseline", action="store_true", help="skip the bare aiohttp baseline")
     p.add_argument("--json", action="store_true")
