@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import random
@@ -243,6 +244,40 @@ def tree_cpu(root: int) -> dict[int, float]:
     return out
 
 
+STORAGE = "floodwatch_server_storage_operation_duration_seconds"
+
+
+def storage_time(port: int) -> dict[str, float]:
+    """Seconds the replica's database thread spent per store operation so far (its /metrics, loopback)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        text = resp.read().decode() if resp.status == 200 else ""  # not served: no figure
+    finally:
+        conn.close()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(STORAGE + "_sum{"):
+            op = line.split('operation="', 1)[1].split('"', 1)[0]
+            out[op] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def db_busy(before: list[dict[str, float]], after: list[dict[str, float]], elapsed: float) -> dict[str, Any]:
+    """Per replica: the share of the time its database thread was working, and the top operations."""
+    out = []
+    for b, a in zip(before, after, strict=True):
+        if not a:
+            out.append({"busy_pct": None, "top_s": {}})
+            continue
+        d = {op: a[op] - b.get(op, 0.0) for op in a}
+        top = sorted(d.items(), key=lambda kv: -kv[1])[:3]
+        out.append({"busy_pct": round(100 * sum(d.values()) / elapsed, 1),
+                    "top_s": {op: round(v, 2) for op, v in top}})
+    return {"db_thread": out}
+
+
 def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(v - before.get(pid, 0.0) for pid, v in after.items())
 
@@ -259,6 +294,7 @@ class Setup:
 
     port: int
     kind: str
+    replica_ports: list[int]
 
     def components(self) -> dict[str, list[int]]:
         raise NotImplementedError
@@ -284,13 +320,13 @@ def make_nodes(store: Any, n: int) -> list[dict[str, str]]:
 class PgSetup(Setup):
     kind = "pg"
 
-    def __init__(self, n: int, replicas: int, nginx_workers: int) -> None:
+    def __init__(self, n: int, replicas: int, nginx_workers: int, durable: bool = True) -> None:
         from floodwatch.server.pg_store import PGStore
         from tests.pgcluster import PgCluster
         from tests.server.fwserver_util import pg_backend
         from tests.server.replicas import Replicas
 
-        self.cluster = PgCluster(durable=True).start()
+        self.cluster = PgCluster(durable=durable).start()
         self.fleet: Any = None
         try:
             backend = pg_backend(self.cluster, self.cluster.dir)
@@ -302,6 +338,7 @@ class PgSetup(Setup):
             self.stop()
             raise
         self.port = self.fleet.nginx.port
+        self.replica_ports = self.fleet.ports
 
     def components(self) -> dict[str, list[int]]:
         assert self.fleet is not None and self.fleet.nginx.proc is not None
@@ -338,6 +375,7 @@ class SqliteSetup(Setup):
         store.close()
         self.server = ServerProc(d, [*PROXIED]).start()  # its clients: one address (this machine)
         self.port = self.server.port
+        self.replica_ports = [self.server.port]
 
     def components(self) -> dict[str, list[int]]:
         assert self.server.proc is not None
@@ -368,6 +406,7 @@ def run_step(setup: Setup, agents: int, args: argparse.Namespace) -> dict[str, A
         workers.append(p)
     time.sleep(max(0.0, start + args.warmup - time.time()))
     comps = {**setup.components(), "load generator": [p.pid for p in workers]}
+    storage0 = [storage_time(p) for p in setup.replica_ports]
     before = {name: {r: tree_cpu(r) for r in roots} for name, roots in comps.items()}
     t0, load0 = time.monotonic(), os.getloadavg()[0]
     waits: Counter[str] = Counter()
@@ -377,6 +416,7 @@ def run_step(setup: Setup, agents: int, args: argparse.Namespace) -> dict[str, A
         time.sleep(1.0)
     after = {name: {r: tree_cpu(r) for r in roots} for name, roots in comps.items()}
     elapsed, load1 = time.monotonic() - t0, os.getloadavg()[0]
+    storage = db_busy(storage0, [storage_time(p) for p in setup.replica_ports], elapsed)
     outs = [_result(p, args.duration + 120) for p in workers]
     lat = sorted(x for o in outs for x in o["latencies"])
     lag = sorted(x for o in outs for x in o["lag"])
@@ -391,7 +431,7 @@ def run_step(setup: Setup, agents: int, args: argparse.Namespace) -> dict[str, A
             "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
             "max_ms": round(lat[-1], 1) if lat else None, "generator_lag_p99_ms": round(pct(lag, 0.99), 1),
             "cpu_pct_of_one_core": cpu, "loadavg_1m": [round(load0, 2), round(load1, 2)],
-            "pg_active_waits": dict(waits.most_common(6)),
+            "pg_active_waits": dict(waits.most_common(6)), **storage,
             "ok": bool(lat) and pct(lat, 0.99) < GOAL_P99_MS and not errors}
 
 
@@ -416,13 +456,14 @@ def main() -> int:
     p.add_argument("--procs", type=int, default=2, help="load generator processes")
     p.add_argument("--replicas", type=int, default=2, help="pg: server replicas behind nginx")
     p.add_argument("--nginx-workers", type=int, default=1)
+    p.add_argument("--pg-no-fsync", action="store_true", help="pg: fsync off (to see what durability costs)")
     p.add_argument("--stop-at-failure", action="store_true", help="stop after the first step over the goal")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     counts = sorted(int(x) for x in args.agents.split(","))
     print(f"# {machine()}; load average {os.getloadavg()}; {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
           flush=True)
-    setup: Setup = (PgSetup(counts[-1], args.replicas, args.nginx_workers) if args.setup == "pg"
+    setup: Setup = (PgSetup(counts[-1], args.replicas, args.nginx_workers, not args.pg_no_fsync) if args.setup == "pg"
                     else SqliteSetup(counts[-1]))
     try:
         for n in counts:
@@ -431,6 +472,7 @@ def main() -> int:
                   f"{r['setup']:<6} {n:>5} agents: {r['req_per_s']:>7}/s errors={r['errors']} late={r['late_ticks']} "
                   f"p50={r['p50_ms']}ms p99={r['p99_ms']}ms max={r['max_ms']}ms lag99={r['generator_lag_p99_ms']}ms "
                   f"cpu={r['cpu_pct_of_one_core']} load={r['loadavg_1m']} waits={r['pg_active_waits']} "
+                  f"db={r['db_thread']} "
                   f"{'OK' if r['ok'] else 'OVER'} {r['error_kinds'] or ''}", flush=True)
             if args.stop_at_failure and not r["ok"]:
                 break
