@@ -266,7 +266,7 @@ def storage_time(port: int) -> dict[str, float]:
 
 def db_busy(before: list[dict[str, float]], after: list[dict[str, float]], elapsed: float) -> dict[str, Any]:
     """Per replica: the share of the time its database thread was working, and the top operations."""
-    out = []
+    out: list[dict[str, Any]] = []
     for b, a in zip(before, after, strict=True):
         if not a:
             out.append({"busy_pct": None, "top_s": {}})
