@@ -39,6 +39,14 @@ RECORD_DTYPE = np.dtype(
 RECORD_STRUCT = struct.Struct(f"<dIHHHHBBBBBBBB16s16s{PAYLOAD_HEAD}s")
 RECORD_SIZE = RECORD_STRUCT.size
 assert RECORD_DTYPE.itemsize == RECORD_SIZE, (RECORD_SIZE, RECORD_DTYPE.itemsize)
+RECORD_VOID = np.dtype(f"V{RECORD_SIZE}")
+
+
+def opaque(rows: np.ndarray) -> np.ndarray:
+    """RECORD_DTYPE rows viewed as opaque RECORD_SIZE-byte items: taking, masking, concatenating or copying
+    them is then a memcpy per row (numpy moves a structured dtype field by field, ~40x slower). View the
+    result back with .view(RECORD_DTYPE)."""
+    return rows.view(RECORD_VOID)
 
 DIR_IN, DIR_OUT, DIR_UNKNOWN = 0, 1, 2
 FRAG_NONE, FRAG_FIRST, FRAG_LATER = 0, 1, 2

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from floodwatch.capture.parse import Parsed
-from floodwatch.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, RECORD_DTYPE, RECORD_SIZE, RECORD_STRUCT, V4_MAPPED_PREFIX
+from floodwatch.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, RECORD_DTYPE, RECORD_SIZE, RECORD_STRUCT, V4_MAPPED_PREFIX, opaque
 
 PKTTYPE_OUTGOING = 4
 
@@ -47,7 +47,7 @@ class RecordBatch:
         if self.n == 0:
             self.t_first = float(rows["ts"][0])
         self.t_last = float(rows["ts"][k - 1])
-        self.view()[self.n : self.n + k] = rows[:k]
+        opaque(self.view())[self.n : self.n + k] = opaque(rows[:k])
         self.malformed += int(np.count_nonzero(rows["malformed"][:k]))
         self.n += k
         return k
@@ -65,7 +65,8 @@ class RecordBatch:
 
 
 def _prefix_rows(cidrs: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each CIDR as (mask, network) 16-byte uint8 rows in record address form (IPv4 v4-mapped)."""
+    """Each CIDR as (mask, network): two big-endian 64-bit words each, in record address form (IPv4
+    v4-mapped), so an address matches when (words & mask) == network in both words."""
     out = []
     for text in cidrs:
         net = ipaddress.ip_network(text, strict=False)
@@ -74,8 +75,8 @@ def _prefix_rows(cidrs: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         else:
             addr, plen = net.network_address.packed, net.prefixlen
         mask_int = ((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)
-        mask = np.frombuffer(mask_int.to_bytes(16, "big"), dtype=np.uint8)
-        out.append((mask, np.frombuffer(addr, dtype=np.uint8) & mask))
+        mask = np.frombuffer(mask_int.to_bytes(16, "big"), dtype=">u8")
+        out.append((mask, np.frombuffer(addr, dtype=">u8") & mask))
     return out
 
 
@@ -97,22 +98,29 @@ class Directions:
             return DIR_UNKNOWN
         return DIR_OUT if pkttype == PKTTYPE_OUTGOING else DIR_IN
 
-    def _local(self, col: np.ndarray) -> np.ndarray:
-        addrs = col.view(np.uint8).reshape(-1, 16)
-        hit = np.zeros(len(col), dtype=bool)
+    def local(self, addrs: np.ndarray) -> np.ndarray:
+        """Which of the addresses ((n, 16) uint8 or S16, record form) are in the networks."""
+        words = np.ascontiguousarray(addrs).view(">u8").reshape(-1, 2)
+        hi, lo = words[:, 0], words[:, 1]
+        hit = np.zeros(len(words), dtype=bool)
         for mask, net in self._nets:
-            hit |= ((addrs & mask) == net).all(axis=1)
+            hit |= ((hi & mask[0]) == net[0]) & ((lo & mask[1]) == net[1])
         return hit
+
+    def of(self, src: np.ndarray, dst: np.ndarray, default: np.ndarray | int = DIR_UNKNOWN) -> np.ndarray:
+        """Directions of n packets from their addresses ((n, 16) uint8 or S16): `default` where neither is
+        local."""
+        d = np.empty(len(src), dtype=np.uint8)
+        d[:] = default
+        d[self.local(src)] = DIR_OUT
+        d[self.local(dst)] = DIR_IN
+        return d
 
     def apply(self, rows: np.ndarray) -> None:
         """Set `direction` in place on RECORD_DTYPE rows (a writable view)."""
         if not self._nets or len(rows) == 0:
             return
-        src_local = self._local(np.ascontiguousarray(rows["src"]))
-        dst_local = self._local(np.ascontiguousarray(rows["dst"]))
-        d = rows["direction"]
-        d[src_local] = DIR_OUT
-        d[dst_local] = DIR_IN
+        rows["direction"] = self.of(rows["src"], rows["dst"], rows["direction"])
 
 
 class FrameBudget:

@@ -22,7 +22,7 @@ from floodwatch.collector.sflow import SflowBatch, decode_sflow, sflow_rows
 from floodwatch.collector.templates import TemplateCache
 from floodwatch.errors import BadDatagram
 from floodwatch.messages import ExporterTraffic, FrameBatch, Message, PacketBatch
-from floodwatch.records import DIR_UNKNOWN
+from floodwatch.records import DIR_OUT, DIR_UNKNOWN, RECORD_DTYPE, opaque
 from floodwatch.settings.collector import CollectorSettings
 
 Send = Callable[[Message, str], bool]
@@ -126,12 +126,15 @@ class Collector:
         self.counters["samples"] += len(rows)
         rows["ts"] = self.sflow_ts
         keep = self._direct(rows)
-        self.seen.add(cols["exporter"][keep], rows[keep], cols["rate"][keep])
+        rate = cols["rate"]
+        inbound = keep & (rows["direction"] != DIR_OUT)
+        self.seen.add_columns(cols["exporter"][inbound], rows["dst"][inbound].view(np.uint8).reshape(-1, 16),
+                              rate[inbound])
         if self.s.frames_per_second:
             self._frames(batch.buf, cols, self.sflow_ts, keep)
-        rows, rates = rows[keep], cols["rate"][keep]
-        for rate in np.unique(rates).tolist():
-            self._emit(int(rate), rows[rates == rate])
+        raw = opaque(rows)
+        for r in np.unique(rate[keep]).tolist():
+            self._emit(int(r), raw[keep & (rate == r)].view(RECORD_DTYPE))
 
     def decode_flows(self) -> None:
         """Decode the queued flow records (many datagrams at once) into records."""
@@ -144,11 +147,18 @@ class Collector:
         self.counters["bad_sampling"] += bad_rate
         self.counters["bad_lengths"] += bad_len
         self.counters["flows"] += len(flows)
-        base = base_rows(flows)
-        keep = self._direct(base)  # per flow, before a flow becomes several rows
+        direction: np.ndarray | int = DIR_UNKNOWN
+        if self.networks:  # per flow, before a flow becomes several rows
+            direction = self.networks.of(flows.src, flows.dst)
+            keep = direction != DIR_UNKNOWN
+            kept = int(keep.sum())
+            if kept < len(flows):
+                self.counters["ignored"] += len(flows) - kept
+                flows, direction = flows.take(keep), direction[keep]
         total = flows.packets * flows.rate
-        self.seen.add(flows.exporter[keep], base[keep], total[keep])
-        for rate, rows in weighted_rows(base[keep], total[keep]):
+        inbound = direction != DIR_OUT if isinstance(direction, np.ndarray) else slice(None)
+        self.seen.add_columns(flows.exporter[inbound], flows.dst[inbound], total[inbound])
+        for rate, rows in weighted_rows(base_rows(flows, direction), total):
             self._emit(rate, rows)
 
     def _direct(self, rows: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from floodwatch.records import DIR_UNKNOWN, RECORD_DTYPE, V4_MAPPED_PREFIX
+from floodwatch.records import DIR_UNKNOWN, RECORD_DTYPE, V4_MAPPED_PREFIX, opaque
 
 SIG_BITS = 7  # significant bits of a flow's packet total kept (relative error < 2**-7)
 MAX_WEIGHT_BITS = 48  # a flow's scaled packet total above 2**48 is absurd
@@ -97,6 +97,8 @@ def sane(flows: Flows, max_rate: int) -> tuple[Flows, int, int]:
 
 def _round_sig(total: np.ndarray) -> np.ndarray:
     """Round each value to SIG_BITS significant bits (to nearest)."""
+    if not len(total) or int(total.max()) < 1 << SIG_BITS:
+        return total
     bits = np.zeros(len(total), dtype=np.int64)
     nz = total > 0
     bits[nz] = np.floor(np.log2(total[nz].astype(np.float64))).astype(np.int64) + 1
@@ -105,8 +107,8 @@ def _round_sig(total: np.ndarray) -> np.ndarray:
     return ((total + half) >> shift) << shift
 
 
-def base_rows(flows: Flows) -> np.ndarray:
-    """One RECORD_DTYPE row per flow (its average packet), direction unknown."""
+def base_rows(flows: Flows, direction: np.ndarray | int = DIR_UNKNOWN) -> np.ndarray:
+    """One RECORD_DTYPE row per flow (its average packet)."""
     n = len(flows)
     base = np.zeros(n, dtype=RECORD_DTYPE)
     base["ts"] = flows.ts
@@ -115,7 +117,7 @@ def base_rows(flows: Flows) -> np.ndarray:
     base["wirelen"] = wire
     base["sport"], base["dport"] = flows.sport, flows.dport
     base["paylen"] = np.maximum(wire - np.where(flows.ipver == 6, 40, 20) - L4_HEADER[flows.proto & 255], 0)
-    base["direction"] = DIR_UNKNOWN
+    base["direction"] = direction
     base["ipver"], base["proto"], base["flags"], base["ttl"] = flows.ipver, flows.proto, flows.flags, flows.ttl
     u8 = base.view(np.uint8).reshape(n, RECORD_DTYPE.itemsize)
     so, do = RECORD_DTYPE.fields["src"][1], RECORD_DTYPE.fields["dst"][1]  # type: ignore[index]
@@ -127,12 +129,21 @@ def base_rows(flows: Flows) -> np.ndarray:
 def weighted_rows(base: np.ndarray, total: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """[(rate 2**b, RECORD_DTYPE rows)] standing for `total` packets of each base row (a flow's packets x
     its sampling rate)."""
-    n = len(base)
+    if not len(base):
+        return []
     total = _round_sig(total)
-    out = []
-    top = int(total.max()).bit_length() if n else 0
-    for b in range(min(top, MAX_WEIGHT_BITS)):
-        hit = ((total >> np.uint64(b)) & np.uint64(1)).astype(bool)
-        if hit.any():
-            out.append((1 << b, base[hit]))
+    top = min(int(total.max()).bit_length(), MAX_WEIGHT_BITS)
+    if top == 0:
+        return []
+    bits = ((total[None, :] >> _BITS[:top, None]) & np.uint64(1)).astype(bool)  # (bit, flow)
+    hits = [np.flatnonzero(row) for row in bits]
+    rows = opaque(base)[np.concatenate(hits)].view(RECORD_DTYPE)  # gathered once, grouped by bit
+    out, start = [], 0
+    for b, hit in enumerate(hits):
+        if len(hit):
+            out.append((1 << b, rows[start : start + len(hit)]))
+            start += len(hit)
     return out
+
+
+_BITS = np.arange(MAX_WEIGHT_BITS, dtype=np.uint64)

@@ -18,7 +18,7 @@ import numpy as np
 from floodwatch.capture import parse as P
 from floodwatch.capture.fastparse import parse_many
 from floodwatch.errors import BadDatagram
-from floodwatch.records import RECORD_DTYPE
+from floodwatch.records import RECORD_DTYPE, opaque
 
 U32 = struct.Struct(">I")
 U32X2 = struct.Struct(">II")
@@ -163,8 +163,8 @@ def sflow_rows(batch: SflowBatch, max_rate: int) -> tuple[np.ndarray, dict[str, 
     if len(kinds) > 1:
         order = np.argsort(cols["link"], kind="stable")
         cols = {k: v[order] for k, v in cols.items()}
-    parts = [np.zeros(0, dtype=RECORD_DTYPE)]
+    parts = [opaque(np.zeros(0, dtype=RECORD_DTYPE))]
     for k in kinds.tolist():
         sel = cols["link"] == k
-        parts.append(parse_many(batch.buf, cols["off"][sel], cols["cap"][sel], cols["wire"][sel], k, flat))
-    return np.concatenate(parts), cols
+        parts.append(opaque(parse_many(batch.buf, cols["off"][sel], cols["cap"][sel], cols["wire"][sel], k, flat)))
+    return (parts[1] if len(parts) == 2 else np.concatenate(parts)).view(RECORD_DTYPE), cols

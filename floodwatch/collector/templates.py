@@ -25,6 +25,7 @@ from floodwatch.errors import BadDatagram
 Domain = tuple[str, int, int]  # exporter address, version (9 or 10), source id / observation domain
 VARLEN = 65535
 MAX_FIELDS = 256
+MAX_COMPILED = 1024  # distinct compiled templates remembered (all exporters)
 # IE number -> our name; the addresses must have the length given, the rest are unsigned integers
 KNOWN = {1: "octets", 85: "octets", 2: "packets", 86: "packets", 4: "proto", 6: "flags", 7: "sport",
          11: "dport", 8: "src4", 12: "dst4", 27: "src6", 28: "dst6", 32: "icmp", 139: "icmp",
@@ -83,6 +84,9 @@ class Template:
         return int(rate[-1])
 
 
+_COMPILED: dict[tuple[int, bool, tuple[tuple[int, int], ...]], Template] = {}
+
+
 def _usable(ie: int, n: int) -> bool:
     name = KNOWN[ie]
     return n == ADDR_LEN[name] if name in ADDR_LEN else 1 <= n <= 8
@@ -95,6 +99,18 @@ def _format(name: str, n: int) -> object:
 
 
 def compile_template(tid: int, options: bool, fields: list[tuple[int, int]]) -> Template:
+    """The template's numpy layout. Exporters announce the same templates again and again (every few
+    seconds, per domain): the compiled object is reused (bounded memo), so their data sets queue together."""
+    key = (tid, options, tuple(fields))
+    tmpl = _COMPILED.get(key)
+    if tmpl is None:
+        if len(_COMPILED) >= MAX_COMPILED:
+            _COMPILED.clear()
+        tmpl = _COMPILED[key] = _compile(tid, options, fields)
+    return tmpl
+
+
+def _compile(tid: int, options: bool, fields: list[tuple[int, int]]) -> Template:
     names: list[str] = []
     formats: list[object] = []
     offsets: list[int] = []
