@@ -8,7 +8,16 @@ from collections.abc import Callable
 import numpy as np
 
 from floodwatch.capture.parse import Parsed
-from floodwatch.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, RECORD_DTYPE, RECORD_SIZE, RECORD_STRUCT, V4_MAPPED_PREFIX, opaque
+from floodwatch.records import (
+    DIR_IN,
+    DIR_OUT,
+    DIR_UNKNOWN,
+    RECORD_DTYPE,
+    RECORD_SIZE,
+    RECORD_STRUCT,
+    V4_MAPPED_PREFIX,
+    opaque,
+)
 
 PKTTYPE_OUTGOING = 4
 
