@@ -129,6 +129,8 @@ class CollectorActor(Actor[CollectorSettings]):
         out["templates_cached"] = len(c.flows.cache.templates)
         out["exporter_pairs_dropped"] = c.seen.dropped
         out["exporters"] = dict(list(c.exporters_seen.items())[:64])
+        out["counter_records"] = c.interfaces.per_exporter(c.exporter_names)  # sFlow interface counters
+        out["interfaces"] = c.interfaces.snapshot(c.exporter_names)
         out.update({f"file_{k}": v for k, v in self.file_stats.items()})
         return out
 

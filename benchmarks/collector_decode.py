@@ -88,6 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datagrams", type=int, default=20000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--kinds", default="v9,ipfix,v5,sflow", help="streams to run, comma separated")
     ap.add_argument("--fastnetmon", action="store_true", help="FastNetMon CE on the same streams, same run")
     args = ap.parse_args()
     fnm = None
@@ -97,7 +98,7 @@ def main() -> None:
         from benchmarks.fastnetmon_ce import FastNetMon
         fnm = FastNetMon("203.0.113.0/24")
     try:
-        for kind in ("v9", "ipfix", "v5", "sflow"):
+        for kind in args.kinds.split(","):
             n = args.datagrams if kind != "sflow" else args.datagrams * RECORDS // SAMPLES
             data = stream(kind, n)
             unit = "samples" if kind == "sflow" else "records"

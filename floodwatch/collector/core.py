@@ -16,6 +16,7 @@ import numpy as np
 
 from floodwatch.capture.batch import Directions, FrameBudget, RecordBatch
 from floodwatch.collector.flows import Flows, base_rows, sane, weighted_rows
+from floodwatch.collector.ifcounters import InterfaceTable
 from floodwatch.collector.netflow import FlowDecoder
 from floodwatch.collector.seenby import SeenBy
 from floodwatch.collector.sflow import SflowBatch, decode_sflow, sflow_rows
@@ -28,7 +29,7 @@ from floodwatch.settings.collector import CollectorSettings
 Send = Callable[[Message, str], bool]
 MAX_BUCKETS = 64  # sample-rate batches open at once
 EXPORTER_MEMO = 4096
-SFLOW_BATCH = 4096  # sFlow samples parsed together at most
+SFLOW_BATCH = 8192  # sFlow samples parsed together at most
 FLOW_BATCH = 8192  # flow records decoded together at most
 
 
@@ -53,7 +54,9 @@ class Collector:
         self.budget = FrameBudget(s.frames_per_second, clock)
         self.exporters_seen: dict[str, int] = {}  # exporter -> datagrams (bounded like the memo)
         self.seen = SeenBy()  # exporter -> victim packets since the last ExporterTraffic
-        self.counters = {"datagrams": 0, "not_allowed": 0, "malformed": 0, "bad_sampling": 0,
+        self.interfaces = InterfaceTable()  # sFlow counter samples: each exporter's interfaces
+        self.counters = {"datagrams": 0, "not_allowed": 0, "malformed": 0, "bad_sampling": 0, "bad_samples": 0,
+                         "counter_samples": 0, "counter_records_bad": 0, "other_records": 0,
                          "bad_lengths": 0, "flows": 0, "samples": 0, "ignored": 0, "records": 0,
                          "batches": 0, "batches_dropped": 0, "frames": 0, "frames_dropped": 0}
 
@@ -108,21 +111,22 @@ class Collector:
         return idx
 
     def _feed_sflow(self, data: bytes, exporter: str, ts: float) -> None:
-        idx = self._index(exporter)
-        try:
-            self.counters["bad_sampling"] += decode_sflow(data, self.sflow, idx, self.s.max_sampling_rate)
-        finally:
-            self.sflow_ts = ts
-            if len(self.sflow) >= SFLOW_BATCH:
-                self.parse_sflow()
+        decode_sflow(data, self.sflow, self._index(exporter))
+        self.sflow_ts = ts
+        if len(self.sflow) >= SFLOW_BATCH:
+            self.parse_sflow()
 
     def parse_sflow(self) -> None:
-        """Parse the raw headers gathered so far (many datagrams at once) into records."""
+        """Walk and parse the datagrams gathered so far (many at once) into records."""
         batch, self.sflow = self.sflow, SflowBatch()
-        if not len(batch):
+        if not len(batch.dgrams):
             return
         rows, cols = sflow_rows(batch, self.s.max_sampling_rate)
+        for name in ("malformed", "bad_samples", "counter_samples", "other_records"):
+            self.counters[name] += getattr(batch, name)
         self.counters["bad_sampling"] += batch.bad_rate
+        self.counters["counter_records_bad"] += batch.interfaces.bad
+        self.interfaces.add(batch.interfaces)
         self.counters["samples"] += len(rows)
         rows["ts"] = self.sflow_ts
         keep = self._direct(rows)
@@ -230,13 +234,13 @@ class Collector:
 
     def due_in_ms(self) -> float:
         born = [self.born[r] for r, b in self.buckets.items() if b.n]
-        if len(self.sflow) or self.flows.queued:
+        if len(self.sflow.dgrams) or self.flows.queued:
             return 0.0
         if not born:
             return 1000.0
         return max(0.0, (min(born) + self.s.batch_interval - self.clock()) * 1000)
 
-    def _frames(self, buf: bytearray, cols: dict[str, np.ndarray], ts: float, keep: np.ndarray) -> None:
+    def _frames(self, buf: bytes, cols: dict[str, np.ndarray], ts: float, keep: np.ndarray) -> None:
         """The raw headers as captured frames for the recorder, under the frame budget."""
         idx = np.flatnonzero(keep)
         k = self.budget.take(len(idx))
@@ -244,7 +248,7 @@ class Collector:
         for i in idx[:k].tolist():
             off, cap = int(cols["off"][i]), int(cols["cap"][i])
             key = (int(cols["link"][i]), int(cols["rate"][i]))
-            groups.setdefault(key, []).append([ts, int(cols["wire"][i]), bytes(buf[off : off + cap])])
+            groups.setdefault(key, []).append([ts, int(cols["wire"][i]), buf[off : off + cap]])
         for (link, rate), frames in groups.items():
             msg = FrameBatch(iface="collector", linktype=link, sample_rate=rate, frames=frames)
             self.counters["frames" if self.send(msg, "frames") else "frames_dropped"] += len(frames)

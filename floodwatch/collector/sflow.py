@@ -1,10 +1,12 @@
-"""sFlow v5 datagrams -> packet records, through our own header parser (floodwatch.capture.fastparse).
+"""sFlow v5 datagrams -> packet records (through our own header parser) and interface counters.
 
-The XDR walk over samples and flow records is the only per-sample Python: it notes where each raw packet
-header is (offset, length, frame length, sampling rate) and nothing else. The headers of many datagrams
-are then parsed together by `fastparse.parse_many`, exactly as capture parses frames, so an sFlow sample
-becomes the same record a captured packet does. Counter samples are counted (interface counters of the
-exporter are not traffic of the protected networks). Bad input raises BadDatagram.
+`decode_sflow` only checks a datagram's header and appends it to an SflowBatch: nothing per sample.
+`sflow_rows` then walks the samples of every datagram of the batch together (floodwatch.collector.xdr),
+the records of every flow sample together, and parses the raw packet headers of them all with
+`fastparse.parse_many`, exactly as capture parses frames, so an sFlow sample becomes the record a
+captured packet does. Counter samples (compact and expanded) give the generic interface counters of
+their records (floodwatch.collector.ifcounters). A datagram whose samples do not add up is counted
+malformed and none of it is used; a flow sample whose records do not add up is counted and dropped.
 """
 
 from __future__ import annotations
@@ -17,39 +19,45 @@ import numpy as np
 
 from floodwatch.capture import parse as P
 from floodwatch.capture.fastparse import parse_many
+from floodwatch.collector import ifcounters
+from floodwatch.collector.xdr import Items, walk, words
 from floodwatch.errors import BadDatagram
 from floodwatch.records import RECORD_DTYPE, opaque
 
-U32 = struct.Struct(">I")
 U32X2 = struct.Struct(">II")
-FLOW_HEAD = struct.Struct(">IIIIIIII")  # seq source sampling_rate pool drops input output nrecords
-XFLOW_HEAD = struct.Struct(">IIIIIIIIIII")  # expanded: seq type index rate pool drops 4 x if, nrecords
-# a flow record's format and length, then (raw packet header) header_protocol frame_length stripped header_length
-RAW6 = struct.Struct(">IIIIII")
 HEADER_LINKTYPE = {1: P.LINKTYPE_ETHERNET, 11: P.LINKTYPE_RAW, 12: P.LINKTYPE_RAW}
 MAX_HEADER = 1024  # an sFlow agent sends 128 bytes by default; more than this is absurd
+PAD = bytes(128)
+FLOW_SAMPLE, COUNTER_SAMPLE, FLOW_SAMPLE_EXPANDED, COUNTER_SAMPLE_EXPANDED = 1, 2, 3, 4
+RAW_HEADER = 1  # flow record format: raw packet header
+_LINK = np.full(16, -1, dtype=np.int64)
+for _proto, _link in HEADER_LINKTYPE.items():
+    _LINK[_proto] = _link
 
 
 @dataclass
 class SflowBatch:
-    """Raw headers of the datagrams decoded since the last take(): one buffer, one entry per sample:
-    (offset in buf, header length, frame length, sampling rate, link type, exporter index)."""
+    """Datagrams gathered since the last sflow_rows(): their bytes, and per datagram (offset of its first
+    sample in buf, its end, exporter index, sample count); then what sflow_rows counted."""
 
-    buf: bytearray = field(default_factory=bytearray)
-    entries: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
-    # flow samples (format 1) not walked yet: (offset of the body in buf, offset of its end, exporter);
-    # sflow_rows reads those whose first record is a raw header column-wise, the others one by one
-    flow1: array = field(default_factory=lambda: array("q"))  # body, end, exporter, body, end, ...
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    buf: bytes = b""  # the parts joined (and padded) by sflow_rows
+    dgrams: array = field(default_factory=lambda: array("q"))
+    samples: int = 0  # samples announced (at most what the bytes can hold)
+    malformed: int = 0
+    bad_samples: int = 0
+    bad_rate: int = 0
     counter_samples: int = 0
     other_records: int = 0
-    bad_rate: int = 0
+    interfaces: ifcounters.Decoded = field(default_factory=ifcounters.Decoded.empty)
 
     def __len__(self) -> int:
-        return len(self.entries) + len(self.flow1) // 3
+        return self.samples
 
 
-def decode_sflow(data: bytes, out: SflowBatch, exporter: int, max_rate: int) -> int:
-    """Append the raw headers of one datagram to `out`; returns the samples with absurd rates."""
+def decode_sflow(data: bytes, out: SflowBatch, exporter: int) -> None:
+    """Check one datagram's header and append it to `out` (its samples are walked by sflow_rows)."""
     if len(data) < 28:
         raise BadDatagram("sFlow: short datagram")
     version, atype = U32X2.unpack_from(data, 0)
@@ -58,105 +66,67 @@ def decode_sflow(data: bytes, out: SflowBatch, exporter: int, max_rate: int) -> 
     pos = 8 + (4 if atype == 1 else 16) + 16  # sub agent, sequence, uptime, sample count
     if pos > len(data):
         raise BadDatagram("sFlow: short header")
-    nsamples = U32.unpack_from(data, pos - 4)[0]
-    base = len(out.buf)
-    out.buf += data
-    bad_rate = 0
-    end = len(data)
-    unpack2 = U32X2.unpack_from
-    flow1 = out.flow1
-    for _ in range(nsamples):
-        if pos + 8 > end:
-            raise BadDatagram("sFlow: truncated sample header")
-        fmt, length = unpack2(data, pos)
-        body, pos = pos + 8, pos + 8 + length
-        if pos > end:
-            raise BadDatagram(f"sFlow: sample of {length} bytes past the end")
-        if fmt == 1:
-            flow1.extend((base + body, base + pos, exporter))
-        elif fmt == 3:
-            bad_rate += _flow_sample(data, body, pos, True, out.entries, base, exporter, max_rate)
-        elif fmt in (2, 4):
-            out.counter_samples += 1
-        else:
-            out.other_records += 1
-    return bad_rate
+    nsamples = int.from_bytes(data[pos - 4 : pos], "big")
+    base, n = out.size, len(data)
+    out.parts.append(data)
+    out.size += n
+    out.dgrams.extend((base + pos, base + n, exporter, nsamples))
+    out.samples += min(nsamples, (n - pos) // 8)
 
 
-def _flow_sample(data: bytes, pos: int, end: int, expanded: bool, entries: list[tuple[int, int, int, int, int, int]],
-                 base: int, exporter: int, max_rate: int) -> int:
-    head = XFLOW_HEAD if expanded else FLOW_HEAD
-    if pos + head.size > end:
-        raise BadDatagram("sFlow: truncated flow sample")
-    fields = head.unpack_from(data, pos)
-    rate, nrec = fields[3 if expanded else 2], fields[-1]
-    pos += head.size
-    if not 1 <= rate <= max_rate:
-        return 1
-    for _ in range(nrec):
-        if pos + 24 > end:  # a short record at the end: only an extended one may be that short
-            if pos + 8 > end or U32X2.unpack_from(data, pos)[0] == 1:
-                raise BadDatagram("sFlow: truncated flow record")
-            fmt, length = U32X2.unpack_from(data, pos)
-            proto = frame_len = stripped = hlen = 0
-        else:
-            fmt, length, proto, frame_len, stripped, hlen = RAW6.unpack_from(data, pos)
-        rec, pos = pos + 8, pos + 8 + length
-        if pos > end:
-            raise BadDatagram(f"sFlow: flow record of {length} bytes past the end")
-        if fmt != 1:
-            continue  # extended data (switch, router, gateway...): not traffic
-        link = HEADER_LINKTYPE.get(proto)
-        if link is None or hlen > MAX_HEADER or rec + 16 + hlen > pos:
-            continue
-        entries.append((base + rec + 16, hlen, frame_len - stripped if frame_len - stripped > hlen else hlen,
-                        rate, link, exporter))
-    return 0
-
-
-_AR56 = np.arange(56, dtype=np.int64)
-
-
-_LINK = np.full(16, -1, dtype=np.int64)
-for _proto, _link in HEADER_LINKTYPE.items():
-    _LINK[_proto] = _link
-
-
-def _flow1_entries(batch: SflowBatch, flat: np.ndarray, max_rate: int) -> np.ndarray:
-    """Entries of the format-1 flow samples, column-wise where the first record is a raw header (the
-    usual shape); the others are walked by _flow_sample. Rows of (off, cap, wire, rate, link, exporter)."""
-    t = np.frombuffer(batch.flow1, dtype=np.int64).reshape(-1, 3)
-    body, end = t[:, 0], t[:, 1]
-    head = flat.take(body[:, None] + _AR56, mode="clip").view(">u4").astype(np.int64)  # 14 words a sample
-    rate, nrec, rfmt, rlen, proto, frame, stripped, hlen = (head[:, k // 4] for k in (8, 28, 32, 36, 40, 44, 48, 52))
-    fits = (body + 56 <= end) & (nrec >= 1) & (rfmt == 1) & (rlen >= 16) & (body + 40 + rlen <= end)
-    fits &= (hlen <= rlen - 16) & (hlen <= MAX_HEADER) & (proto >= 0) & (proto < 16)
-    link = np.where(fits, _LINK[np.where(fits, proto, 0)], -1)
-    fits &= (link >= 0) & (nrec == 1)
-    bad = fits & ((rate < 1) | (rate > max_rate))
+def _flow_entries(batch: SflowBatch, flat: np.ndarray, s: Items, exporter: np.ndarray, expanded: bool,
+                  max_rate: int) -> np.ndarray:
+    """Rows of (off, cap, wire, rate, link, exporter) for the raw headers of flow samples `s`."""
+    head = 44 if expanded else 32  # seq source [type index] rate pool drops in out (4 words expanded) nrec
+    fits = s.body + head <= s.end
+    batch.bad_samples += int((~fits).sum())
+    s, exporter = s.select(fits), exporter[fits]
+    w = words(flat, s.body, head // 4)
+    rate, nrec = w[:, 3 if expanded else 2], w[:, -1]
+    bad = (rate < 1) | (rate > max_rate)
     batch.bad_rate += int(bad.sum())
-    ok = fits & ~bad
+    s, exporter, rate, nrec = s.select(~bad), exporter[~bad], rate[~bad], nrec[~bad]
+    recs, bad_chain = walk(batch.buf, flat, s.body + head, s.end, nrec)
+    batch.bad_samples += int(bad_chain.sum())
+    raw = recs.select(recs.fmt == RAW_HEADER)
+    h = words(flat, raw.body, 4)  # header_protocol frame_length stripped header_length
+    proto, frame, stripped, hlen = h[:, 0], h[:, 1], h[:, 2], h[:, 3]
+    room = raw.end - raw.body - 16
+    ok = (room >= 0) & (hlen <= room) & (hlen <= MAX_HEADER) & (proto >= 0) & (proto < 16)
+    link = np.where(ok, _LINK[np.where(ok, proto, 0)], -1)
+    ok &= link >= 0
     wire = np.maximum(frame - stripped, hlen)
-    fast = np.stack([body + 56, hlen, wire, rate, link, t[:, 2]], axis=1)[ok]
-    slow: list[tuple[int, int, int, int, int, int]] = []
-    buf = bytes(batch.buf) if (~fits).any() else b""
-    for b, e, x in t[~fits].tolist():
-        try:
-            batch.bad_rate += _flow_sample(buf, b, e, False, slow, 0, x, max_rate)
-        except BadDatagram:
-            batch.other_records += 1
-    if slow:
-        fast = np.concatenate([fast, np.array(slow, dtype=np.int64).reshape(-1, 6)])
-    return fast
+    return np.stack([raw.body + 16, hlen, wire, rate[raw.chain], link, exporter[raw.chain]], axis=1)[ok]
+
+
+def _samples(batch: SflowBatch, flat: np.ndarray, max_rate: int) -> np.ndarray:
+    """Walk every sample of the batch: flow sample entries out; the rest counted (interface counters
+    decoded into batch.interfaces)."""
+    d = np.frombuffer(batch.dgrams, dtype=np.int64).reshape(-1, 4)
+    samples, bad = walk(batch.buf, flat, d[:, 0], d[:, 1], d[:, 3])
+    batch.malformed += int(bad.sum())
+    exporter = d[samples.chain, 2]
+    parts = [np.zeros((0, 6), dtype=np.int64)]
+    for fmt, expanded in ((FLOW_SAMPLE, False), (FLOW_SAMPLE_EXPANDED, True)):
+        sel = samples.fmt == fmt
+        if sel.any():
+            parts.append(_flow_entries(batch, flat, samples.select(sel), exporter[sel], expanded, max_rate))
+    counters = (samples.fmt == COUNTER_SAMPLE) | (samples.fmt == COUNTER_SAMPLE_EXPANDED)
+    batch.counter_samples += int(counters.sum())
+    if counters.any():
+        batch.interfaces = ifcounters.decode(batch.buf, flat, samples.select(counters), exporter[counters])
+    known = counters | (samples.fmt == FLOW_SAMPLE) | (samples.fmt == FLOW_SAMPLE_EXPANDED)
+    batch.other_records += int((~known).sum())
+    return np.concatenate(parts)
 
 
 def sflow_rows(batch: SflowBatch, max_rate: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """RECORD_DTYPE rows of every sample in the batch (parsed a link type at a time by
     fastparse.parse_many) and their columns in the same order: rate, link, exporter, off, cap, wire."""
+    batch.buf = b"".join(batch.parts) + PAD  # padded: fixed-width gathers of the last samples fit too
+    batch.parts = []
     flat = np.frombuffer(batch.buf, dtype=np.uint8)
-    table = np.array(batch.entries, dtype=np.int64).reshape(-1, 6)
-    if batch.flow1:
-        table = np.concatenate([table, _flow1_entries(batch, flat, max_rate)])
+    table = _samples(batch, flat, max_rate)
     cols = {name: table[:, i] for i, name in enumerate(("off", "cap", "wire", "rate", "link", "exporter"))}
     cols["wire"] = np.minimum(cols["wire"], 0xFFFFFFFF)
     kinds = np.unique(cols["link"])
