@@ -52,7 +52,7 @@ class Collector:
         self.born: dict[int, float] = {}
         self.seq = 0
         self.budget = FrameBudget(s.frames_per_second, clock)
-        self.exporters_seen: dict[str, int] = {}  # exporter -> datagrams (bounded like the memo)
+        self.exporter_datagrams: list[int] = []  # datagrams of each exporter, by index
         self.seen = SeenBy()  # exporter -> victim packets since the last ExporterTraffic
         self.interfaces = InterfaceTable()  # sFlow counter samples: each exporter's interfaces
         self.counters = {"datagrams": 0, "not_allowed": 0, "malformed": 0, "bad_sampling": 0, "bad_samples": 0,
@@ -63,16 +63,23 @@ class Collector:
     # -- input -----------------------------------------------------------------------------------
     def feed(self, proto: str, data: bytes, exporter: str, ts: float) -> None:
         self.counters["datagrams"] += 1
-        if not self._allowed(exporter):
-            self.counters["not_allowed"] += 1
-            return
-        self._seen(exporter)
+        idx = self._exporter_idx.get(exporter)
+        if idx is None:
+            if not self._allowed(exporter):
+                self.counters["not_allowed"] += 1
+                return
+            idx = self._new_exporter(exporter)
+        if idx >= 0:
+            self.exporter_datagrams[idx] += 1
         try:
             if proto == "sflow":
-                self._feed_sflow(data, exporter, ts)
+                decode_sflow(data, self.sflow, idx)
+                self.sflow_ts = ts
+                if self.sflow.samples >= SFLOW_BATCH:
+                    self.parse_sflow()
             else:
                 rate = self.s.sampling.get(exporter, self.default_rate)
-                self.flows.decode(data, exporter, rate, ts, self._index(exporter))
+                self.flows.decode(data, exporter, rate, ts, idx)
                 if self.flows.queued >= FLOW_BATCH:
                     self.decode_flows()
         except BadDatagram:
@@ -95,26 +102,19 @@ class Collector:
             self._allowed_memo[exporter] = ok
         return ok
 
-    def _seen(self, exporter: str) -> None:
-        if exporter not in self.exporters_seen and len(self.exporters_seen) >= EXPORTER_MEMO:
-            return
-        self.exporters_seen[exporter] = self.exporters_seen.get(exporter, 0) + 1
-
-    def _index(self, exporter: str) -> int:
-        """The exporter's index in exporter_names (rows carry it); past EXPORTER_MEMO exporters, -1."""
-        idx = self._exporter_idx.get(exporter)
-        if idx is None:
-            if len(self.exporter_names) >= EXPORTER_MEMO:
-                return -1
-            idx = self._exporter_idx[exporter] = len(self.exporter_names)
-            self.exporter_names.append(exporter)
+    def _new_exporter(self, exporter: str) -> int:
+        """An allowed exporter's index in exporter_names (rows carry it); past EXPORTER_MEMO exporters, -1."""
+        if len(self.exporter_names) >= EXPORTER_MEMO:
+            return -1
+        idx = self._exporter_idx[exporter] = len(self.exporter_names)
+        self.exporter_names.append(exporter)
+        self.exporter_datagrams.append(0)
         return idx
 
-    def _feed_sflow(self, data: bytes, exporter: str, ts: float) -> None:
-        decode_sflow(data, self.sflow, self._index(exporter))
-        self.sflow_ts = ts
-        if len(self.sflow) >= SFLOW_BATCH:
-            self.parse_sflow()
+    @property
+    def exporters_seen(self) -> dict[str, int]:
+        """Exporter -> datagrams (the first EXPORTER_MEMO exporters)."""
+        return dict(zip(self.exporter_names, self.exporter_datagrams, strict=True))
 
     def parse_sflow(self) -> None:
         """Walk and parse the datagrams gathered so far (many at once) into records."""

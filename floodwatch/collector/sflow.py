@@ -24,7 +24,8 @@ from floodwatch.collector.xdr import Items, walk, words
 from floodwatch.errors import BadDatagram
 from floodwatch.records import RECORD_DTYPE, opaque
 
-U32X2 = struct.Struct(">II")
+HEAD4 = struct.Struct(">II16xI")  # version, agent address type, (IPv4 address ... ) sample count
+MAX_SAMPLES_GUESS = 64  # a datagram's sample count, as far as batching goes
 HEADER_LINKTYPE = {1: P.LINKTYPE_ETHERNET, 11: P.LINKTYPE_RAW, 12: P.LINKTYPE_RAW}
 MAX_HEADER = 1024  # an sFlow agent sends 128 bytes by default; more than this is absurd
 PAD = bytes(128)
@@ -58,20 +59,23 @@ class SflowBatch:
 
 def decode_sflow(data: bytes, out: SflowBatch, exporter: int) -> None:
     """Check one datagram's header and append it to `out` (its samples are walked by sflow_rows)."""
-    if len(data) < 28:
+    n = len(data)
+    if n < 28:
         raise BadDatagram("sFlow: short datagram")
-    version, atype = U32X2.unpack_from(data, 0)
+    version, atype, nsamples = HEAD4.unpack_from(data)  # nsamples right for an IPv4 agent address
     if version != 5 or atype not in (1, 2):
         raise BadDatagram(f"sFlow: version {version}, agent address type {atype}")
-    pos = 8 + (4 if atype == 1 else 16) + 16  # sub agent, sequence, uptime, sample count
-    if pos > len(data):
-        raise BadDatagram("sFlow: short header")
-    nsamples = int.from_bytes(data[pos - 4 : pos], "big")
-    base, n = out.size, len(data)
+    pos = 28
+    if atype == 2:  # IPv6 agent address: 12 bytes more
+        pos = 40
+        if n < pos:
+            raise BadDatagram("sFlow: short header")
+        nsamples = int.from_bytes(data[36:40], "big")
+    base = out.size
     out.parts.append(data)
-    out.size += n
+    out.size = base + n
     out.dgrams.extend((base + pos, base + n, exporter, nsamples))
-    out.samples += min(nsamples, (n - pos) // 8)
+    out.samples += nsamples if nsamples < MAX_SAMPLES_GUESS else MAX_SAMPLES_GUESS
 
 
 def _flow_entries(batch: SflowBatch, flat: np.ndarray, s: Items, exporter: np.ndarray, expanded: bool,
