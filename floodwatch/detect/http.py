@@ -25,6 +25,7 @@ from typing import Any
 from floodwatch.aggregate.hll import HyperLogLog
 from floodwatch.detect.baseline import Baseline, BaselineError
 from floodwatch.detect.http_incident import Evidence, HttpIncident
+from floodwatch.detect.incident import HoldDown
 from floodwatch.messages import IncidentEvent, WebWindow
 from floodwatch.server.paths import write_private
 from floodwatch.settings.weblog import HttpDetectSettings
@@ -51,9 +52,7 @@ class HttpDetector:
         self.sites: dict[str, Baseline] = {}
         self.incident: HttpIncident | None = None
         self.run: HttpRun | None = None
-        self.cooldown_until = float("-inf")
-        self.quiet_since: float | None = None
-        self.last_update = 0.0
+        self.hold = HoldDown(settings.hold_down, settings.cooldown, settings.update_interval)
         self.recent: deque[tuple[float, int, float, bytes]] = deque(maxlen=256)
         self.counters = {"web_windows": 0, "http_incidents": 0, "crowd_windows": 0, "http_bursts_ignored": 0}
 
@@ -134,7 +133,7 @@ class HttpDetector:
                 self.counters["http_bursts_ignored"] += 1
                 self.run = None
             return []
-        if w.t_end >= self.cooldown_until:
+        if w.t_end >= self.hold.cooldown_until:
             self.learn(w)
         return []
 
@@ -147,10 +146,11 @@ class HttpDetector:
         run.peak_rps = max(run.peak_rps, w.requests / max(w.t_end - w.t_start, 1e-3))
         fast = ratio >= self.s.fast_ratio
         sustained = w.t_end - run.start >= self.s.sustain_seconds
-        if (fast or sustained) and w.t_end >= self.cooldown_until:
+        if (fast or sustained) and w.t_end >= self.hold.cooldown_until:
             inc = HttpIncident(run.start, run.threshold, run.source, run.trigger, self.s, run.evidence)
             inc.peak_rps = run.peak_rps
-            self.incident, self.run, self.quiet_since, self.last_update = inc, None, None, w.t_end
+            self.incident, self.run = inc, None
+            self.hold.opened(w.t_end)
             self.counters["http_incidents"] += 1
             return [inc.opened(w.t_end)]
         return []
@@ -160,21 +160,14 @@ class HttpDetector:
         assert inc is not None
         seconds = max(w.t_end - w.t_start, 1e-3)
         rps = w.requests / seconds
-        if rps >= self.s.resolve_ratio * inc.threshold_rps:
-            self.quiet_since = None
+        loud = rps >= self.s.resolve_ratio * inc.threshold_rps
+        if loud:
             inc.evidence.add(w)
             inc.peak_rps = max(inc.peak_rps, rps)
-        else:
-            self.quiet_since = w.t_start if self.quiet_since is None else self.quiet_since
-            if w.t_end - self.quiet_since >= self.s.hold_down:
-                ev = inc.resolved(max(self.quiet_since, inc.started_at))
-                self.incident, self.quiet_since = None, None
-                self.cooldown_until = w.t_end + self.s.cooldown
-                return [ev]
-        if w.t_end - self.last_update >= self.s.update_interval:
-            self.last_update = w.t_end
-            return [inc.updated(w.t_end)]
-        return []
+        ev = self.hold.step(inc, loud, w.t_start, w.t_end)
+        if inc.status == "resolved":
+            self.incident = None
+        return [ev] if ev is not None else []
 
     # -- persistence (the detector actor's state directory) ------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ class Lifecycle:
 
     seq: int
     status: str
+    started_at: float
     updated_at: float
     ended_at: float | None
 
@@ -42,6 +43,40 @@ class Lifecycle:
         self.status = "resolved"
         self.ended_at = ended_at
         return self.event(IncidentResolved, ended_at)
+
+
+@dataclass
+class HoldDown:
+    """An active incident's end and pacing, in window time: resolved once quiet (under its resolve level)
+    for `hold_down` s, then no new incident for `cooldown` s; an update every `update_interval` s while it
+    lasts. One for the detectors that keep a single incident (http_flood, tls_handshake_flood)."""
+
+    hold_down: float
+    cooldown: float
+    update_interval: float
+    quiet_since: float | None = None
+    cooldown_until: float = float("-inf")
+    last_update: float = 0.0
+
+    def opened(self, t: float) -> None:
+        self.quiet_since, self.last_update = None, t
+
+    def step(self, inc: Lifecycle, loud: bool, t_start: float, t_end: float) -> IncidentEvent | None:
+        """The event of one window of the active incident `inc` (`loud`: the window is over the resolve
+        level): IncidentResolved (inc.status is then "resolved"), an update when one is due, or None."""
+        if loud:
+            self.quiet_since = None
+        else:
+            self.quiet_since = t_start if self.quiet_since is None else self.quiet_since
+            if t_end - self.quiet_since >= self.hold_down:
+                ev = inc.resolved(max(self.quiet_since, inc.started_at))
+                self.quiet_since = None
+                self.cooldown_until = t_end + self.cooldown
+                return ev
+        if t_end - self.last_update >= self.update_interval:
+            self.last_update = t_end
+            return inc.updated(t_end)
+        return None
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 
 from floodwatch.detect.baseline import Baseline
 from floodwatch.detect.http_incident import TOP, add_top, mitigations, severity
-from floodwatch.detect.incident import Lifecycle
+from floodwatch.detect.incident import HoldDown, Lifecycle
 from floodwatch.messages import IncidentEvent, TrafficWindow
 from floodwatch.settings.detector import DetectorSettings
 
@@ -79,9 +79,7 @@ class TlsDetector:
         self.run_start: float | None = None
         self.run: TlsIncident | None = None  # evidence of the run before it opens
         self.incident: TlsIncident | None = None
-        self.quiet_since: float | None = None
-        self.cooldown_until = float("-inf")
-        self.last_update = 0.0
+        self.hold = HoldDown(s.hold_down, s.cooldown, s.update_interval)
         self.counters = {"tls_incidents": 0, "tls_bursts_ignored": 0}
 
     def rate(self, w: TrafficWindow) -> float:
@@ -100,7 +98,7 @@ class TlsDetector:
             if self.run is not None:
                 self.counters["tls_bursts_ignored"] += 1
                 self.run = None
-            elif w.t_end >= self.cooldown_until:
+            elif w.t_end >= self.hold.cooldown_until:
                 self.baseline.learn(w.t_end, w.tls_hellos / max(w.t_end - w.t_start, 1e-3), 0.0,
                                     max(w.t_end - w.t_start, 1e-3))
             return []
@@ -110,8 +108,9 @@ class TlsDetector:
         run.add(w)
         run.peak = max(run.peak, rate)
         fast = rate >= self.s.fast_ratio * thr.pps
-        if (fast or w.t_end - run.started_at >= self.s.sustain_seconds + SPAN) and w.t_end >= self.cooldown_until:
-            self.incident, self.run, self.last_update = run, None, w.t_end
+        if (fast or w.t_end - run.started_at >= self.s.sustain_seconds + SPAN) and w.t_end >= self.hold.cooldown_until:
+            self.incident, self.run = run, None
+            self.hold.opened(w.t_end)
             self.counters["tls_incidents"] += 1
             return [run.opened(w.t_end)]
         return []
@@ -120,17 +119,10 @@ class TlsDetector:
         inc = self.incident
         assert inc is not None
         inc.add(w)
-        if rate >= self.s.resolve_ratio * inc.threshold:
-            self.quiet_since = None
+        loud = rate >= self.s.resolve_ratio * inc.threshold
+        if loud:
             inc.peak = max(inc.peak, rate)
-        else:
-            self.quiet_since = w.t_start if self.quiet_since is None else self.quiet_since
-            if w.t_end - self.quiet_since >= self.s.hold_down:
-                ev = inc.resolved(max(self.quiet_since, inc.started_at))
-                self.incident, self.quiet_since = None, None
-                self.cooldown_until = w.t_end + self.s.cooldown
-                return [ev]
-        if w.t_end - self.last_update >= self.s.update_interval:
-            self.last_update = w.t_end
-            return [inc.updated(w.t_end)]
-        return []
+        ev = self.hold.step(inc, loud, w.t_start, w.t_end)
+        if inc.status == "resolved":
+            self.incident = None
+        return [ev] if ev is not None else []
