@@ -95,6 +95,7 @@ class DetectorActor(Actor[DetectorSettings]):
             self.on_window(msg)
         elif isinstance(msg, ExporterTraffic):
             self.exporters.note(msg.pairs, time.time())
+            self.update_exporters()
         elif isinstance(msg, WebWindow):
             self.emit(self.http.step(msg))
         elif isinstance(msg, ConfigReceived):
@@ -122,10 +123,22 @@ class DetectorActor(Actor[DetectorSettings]):
         c = self.detector.counters
         return {k: c[k] for k in ("windows", "incidents", "learnt_windows", "bursts_ignored", "exempt_packets")}
 
+    def update_exporters(self) -> None:
+        """Network mode: an incident that opened before the collector's pairs named the routers that saw its
+        victims gets an update naming them."""
+        for key in self.exporters.grown(time.time()):
+            inc = next((i for i in (self.detector.incident, self.tls.incident, self.http.incident)
+                        if i is not None and i.key == key and i.status == "active"), None)
+            if inc is None:
+                self.exporters.forget(key)
+            else:
+                self.emit([inc.updated(inc.updated_at)])
+
     def emit(self, events: list[IncidentEvent]) -> None:
         for ev in events:
-            if self.exporters.victims:
-                ev = dataclasses.replace(ev, exporters=self.exporters.for_targets(ev.target_ips, time.time()))
+            named = self.exporters.name(ev.incident_key, ev.target_ips, ev.status == "active", time.time())
+            if named:
+                ev = dataclasses.replace(ev, exporters=named)
             self.publish(ev)
             self.log.info("{} {} {}/{} peak {} pps (seq {})", ev.TOPIC, ev.incident_key, ev.attack_family,
                           ev.attack_subtype, ev.peak_pps, ev.seq)

@@ -7,7 +7,7 @@ import numpy as np
 from floodwatch.collector import exportgen as G
 from floodwatch.collector.core import Collector
 from floodwatch.collector.seenby import MAX_PAIRS, SeenBy
-from floodwatch.detect.exporters import MAX_PER_VICTIM, ExporterMap
+from floodwatch.detect.exporters import MAX_INCIDENTS, MAX_PER_VICTIM, ExporterMap
 from floodwatch.messages import ExporterTraffic, Message
 from floodwatch.records import DIR_IN, DIR_OUT, RECORD_DTYPE, addr_bytes
 from floodwatch.settings.collector import CollectorSettings
@@ -78,3 +78,18 @@ def test_ipv6_and_ipv4_destinations_in_one_batch() -> None:
     seen.add(np.array([0, 0, 1, 1, 0]), rows, np.array([10, 5, 7, 1, 1000], dtype=np.uint64))
     assert sorted(map(tuple, seen.take(["192.0.2.1", "192.0.2.2"]))) == [
         ("192.0.2.1", "2001:db8::1", 15), ("192.0.2.2", "2001:db8::2", 1), ("192.0.2.2", "203.0.113.9", 7)]
+
+
+def test_exporter_map_names_incidents_whose_exporters_grew() -> None:
+    m = ExporterMap(ttl=60)
+    assert m.name("k1", ["203.0.113.10"], True, 100.0) == []  # opened before any pair arrived
+    assert m.name("k2", ["203.0.113.0/24"], True, 100.0) == []
+    m.note([["192.0.2.1", "203.0.113.10", 10]], 101.0)
+    assert m.grown(101.0) == ["k1", "k2"]
+    assert m.name("k1", ["203.0.113.10"], True, 101.0) == ["192.0.2.1"]  # the update published
+    assert m.grown(101.0) == ["k2"]
+    assert m.name("k2", ["203.0.113.0/24"], False, 102.0) == ["192.0.2.1"]  # resolved: forgotten
+    assert m.grown(102.0) == [] and list(m.published) == ["k1"]
+    for i in range(MAX_INCIDENTS + 10):  # bounded
+        m.name(f"x{i}", ["198.18.0.1"], True, 103.0)
+    assert len(m.published) == MAX_INCIDENTS

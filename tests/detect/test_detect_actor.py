@@ -15,6 +15,7 @@ import pytest
 from floodwatch.messages import (
     AnalysisFinished,
     ConfigReceived,
+    ExporterTraffic,
     IncidentEnriched,
     IncidentOpened,
     IncidentResolved,
@@ -77,6 +78,27 @@ def test_detect_actor_lifecycle_on_the_bus(tmp_path: Path, harness: BusHarness) 
                               harness.counters("detector"), 10)
         assert counters["incidents"] == 1
         assert proc.poll() is None
+
+
+def test_exporters_seen_after_the_incident_opened_are_sent_as_an_update(tmp_path: Path, harness: BusHarness) -> None:
+    """Network mode: the collector's exporter pairs can reach the detector after the incident opened; the
+    incident is then updated with the routers that saw its victim, not left without them."""
+    sub = harness.subscriber(IncidentOpened, IncidentUpdated)
+    with closing(sub), detector(tmp_path, harness, pps_threshold=10_000, dynamic=False, update_interval=3600.0):
+        harness.wait_subscribed(ExporterTraffic.TOPIC)
+        t = publish_run(harness, T0, 3, pps=80_000, proto="udp", sport=123, victim="203.0.113.10")
+        opened = sub.get(IncidentOpened)
+        assert opened.exporters == [] and "203.0.113.10" in opened.target_ips
+        harness.publish(ExporterTraffic(ts=t, pairs=[["192.0.2.1", "203.0.113.10", 90_000],
+                                                     ["192.0.2.9", "198.51.100.1", 5]]))  # another victim
+        update = sub.get(IncidentUpdated)
+        assert update.incident_key == opened.incident_key and update.exporters == ["192.0.2.1"]
+        assert update.seq == opened.seq + 1
+        # the same pairs again name nobody new: no further update; a second router does
+        harness.publish(ExporterTraffic(ts=t + 0.1, pairs=[["192.0.2.1", "203.0.113.10", 1000]]))
+        harness.publish(ExporterTraffic(ts=t + 0.2, pairs=[["192.0.2.2", "203.0.113.10", 1000]]))
+        update = sub.get(IncidentUpdated)
+        assert update.exporters == ["192.0.2.1", "192.0.2.2"] and update.seq == opened.seq + 2
 
 
 def test_detect_actor_takes_the_api_threshold(tmp_path: Path, harness: BusHarness) -> None:
