@@ -41,6 +41,16 @@ def options_template_set(tid: int, ipfix: bool, rate_ie: int = 34) -> bytes:
     return struct.pack(">HH", 1, 4 + len(rec)) + rec
 
 
+def options_template(tid: int, scope: Sequence[tuple[int, int]], fields: Sequence[tuple[int, int]], ipfix: bool) -> bytes:
+    """An options template set of the given scope and option fields ((IE, length) each)."""
+    specs = b"".join(struct.pack(">HH", ie, n) for ie, n in (*scope, *fields))
+    if ipfix:  # field count, scope field count
+        rec = struct.pack(">HHH", tid, len(scope) + len(fields), len(scope)) + specs
+        return struct.pack(">HH", 3, 4 + len(rec)) + rec
+    rec = struct.pack(">HHH", tid, 4 * len(scope), 4 * len(fields)) + specs  # v9: lengths in bytes
+    return struct.pack(">HH", 1, 4 + len(rec)) + rec
+
+
 def v4_records(flows: Sequence[Flow], ttl: int = 64) -> bytes:
     return b"".join(struct.pack(">4s4sHHBBBIQ", _a(s), _a(d), sp, dp, pr, fl, ttl, p, o)
                     for s, d, sp, dp, pr, fl, p, o in flows)
@@ -66,9 +76,25 @@ def eth_ipv4_udp(src: str, dst: str, sport: int, dport: int, paylen: int) -> byt
     return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + struct.pack(">HHHH", sport, dport, 8 + paylen, 0)
 
 
+def if_counters_sample(if_index: int, speed: int, octets: tuple[int, int], packets: tuple[int, int],
+                       errors: tuple[int, int] = (0, 0), discards: tuple[int, int] = (0, 0),
+                       expanded: bool = False, seq: int = 0) -> bytes:
+    """One sFlow counter sample (compact format 2 or expanded 4) of one generic interface counters record
+    (0:1, 88 bytes); `octets`, `packets` ... are (in, out)."""
+    rec = struct.pack(">IIQIIQIIIIIIQIIIIII", if_index, 6, speed, 1, 3, octets[0], packets[0], 0, 0, discards[0],
+                      errors[0], 0, octets[1], packets[1], 0, 0, discards[1], errors[1], 0)
+    record = struct.pack(">II", 1, len(rec)) + rec
+    if expanded:
+        body = struct.pack(">IIII", seq, 0, if_index, 1) + record
+    else:
+        body = struct.pack(">III", seq, if_index, 1) + record
+    return struct.pack(">II", 4 if expanded else 2, len(body)) + body
+
+
 def sflow_v5(headers: Sequence[tuple[bytes, int]], rate: int, agent: str = "192.0.2.1", seq: int = 0,
-             counters: int = 0) -> bytes:
-    """(frame head, frame length) per flow sample, all at 1 in `rate`; plus `counters` counter samples."""
+             counters: int = 0, extra: Sequence[bytes] = ()) -> bytes:
+    """(frame head, frame length) per flow sample, all at 1 in `rate`; plus `counters` empty counter
+    samples and the `extra` samples as they are."""
     samples = []
     for i, (head, frame_len) in enumerate(headers):
         pad = (-len(head)) % 4
@@ -79,5 +105,6 @@ def sflow_v5(headers: Sequence[tuple[bytes, int]], rate: int, agent: str = "192.
     for i in range(counters):
         cbody = struct.pack(">III", i, 1, 0)  # seq, source, no records
         samples.append(struct.pack(">II", 2, len(cbody)) + cbody)
+    samples.extend(extra)
     head = struct.pack(">II4sIIII", 5, 1, _a(agent), 0, seq, 1000, len(samples))
     return head + b"".join(samples)

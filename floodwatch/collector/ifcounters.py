@@ -58,6 +58,8 @@ def decode(buf: bytes, flat: np.ndarray, s: Items, exporter: np.ndarray) -> Deco
     short = gen.end - gen.body < IF_COUNTERS.itemsize
     bad += int(short.sum())
     gen = gen.select(~short)
+    order = np.argsort(gen.body, kind="stable")  # arrival order (walks return items by position)
+    gen = Items(gen.fmt[order], gen.body[order], gen.end[order], gen.chain[order])
     raw = np.ascontiguousarray(gather(flat, gen.body, IF_COUNTERS.itemsize))
     return Decoded(raw.view(IF_COUNTERS).ravel(), exporter[gen.chain], bad)
 

@@ -13,7 +13,7 @@ import struct
 import numpy as np
 
 from floodwatch.collector.flows import Flows, v4_addrs
-from floodwatch.collector.templates import Domain, Template, TemplateCache, flows_of, parse_templates
+from floodwatch.collector.templates import Domain, Template, TemplateCache, flows_of, parse_templates, sampler_ids
 from floodwatch.errors import BadDatagram
 
 V5_HEADER = struct.Struct(">HHIIIIBBH")  # version count uptime secs nsecs seq engine_type engine_id sampling
@@ -26,6 +26,7 @@ assert V5_RECORD.itemsize == 48
 V9_HEADER = struct.Struct(">HHIIII")  # version count uptime secs seq source_id
 IPFIX_HEADER = struct.Struct(">HHIII")  # version length export_time seq domain
 SET_HEADER = struct.Struct(">HH")
+MAX_SAMPLERS = 256  # sampler records taken from one options data set
 
 
 V5 = Template(0, False, (), V5_RECORD, 48)  # stands for v5 in the queue of data sets
@@ -50,10 +51,12 @@ class FlowDecoder:
 
     def __init__(self, cache: TemplateCache) -> None:
         self.cache = cache
-        self.queue: dict[int, tuple[Template, list[bytes], list[int], list[int], list[float], list[int]]] = {}
+        self.queue: dict[int, tuple[Template, list[bytes], list[int], list[int], list[float], list[int],
+                                    list[Domain]]] = {}
         self.exporter_idx = 0  # the index of the exporter of the datagram being decoded (Flows.exporter)
         self.queued = 0  # records waiting in the queue
-        self.stats = {"sets_pending": 0, "sets_unknown_dropped": 0, "templates": 0, "options": 0}
+        self.stats = {"sets_pending": 0, "sets_unknown_dropped": 0, "templates": 0, "options": 0,
+                      "sampler_rates": 0}
 
     def decode(self, data: bytes, exporter: str, default_rate: int, now: float, exporter_idx: int = 0) -> None:
         self.exporter_idx = exporter_idx
@@ -111,37 +114,64 @@ class FlowDecoder:
 
     def _data(self, body: bytes, key: Domain, tmpl: Template, default_rate: int, now: float) -> None:
         if tmpl.options:
-            rate = tmpl.sampling_rate(body)
-            if rate:
-                self.cache.set_rate(key, rate)
+            self._options(body, key, tmpl)
             return
         rate = self.cache.rate(key) or default_rate
         if tmpl.reclen:
             n = len(body) // tmpl.reclen
-            self._queue(tmpl, body[: n * tmpl.reclen], n, rate, now)
+            self._queue(tmpl, body[: n * tmpl.reclen], n, rate, now, key)
         else:
             packed = tmpl.records(body)
-            self._queue(tmpl, packed.tobytes(), len(packed), rate, now)
+            self._queue(tmpl, packed.tobytes(), len(packed), rate, now, key)
 
-    def _queue(self, tmpl: Template, body: bytes, n: int, rate: int, now: float) -> None:
+    def _options(self, body: bytes, key: Domain, tmpl: Template) -> None:
+        """Sampling announced in options data: per sampler id when the records name one, else for the
+        whole exporter / observation domain (its last record)."""
+        sampler, rate = tmpl.sampling(body)
+        if sampler is None:
+            if len(rate) and rate[-1]:
+                self.cache.set_rate(key, int(rate[-1]))
+            return
+        for sid, r in zip(sampler.tolist()[:MAX_SAMPLERS], rate.tolist()[:MAX_SAMPLERS], strict=True):
+            if r:
+                self.cache.set_sampler_rate(key, sid, r)
+                self.stats["sampler_rates"] += 1
+
+    def _queue(self, tmpl: Template, body: bytes, n: int, rate: int, now: float, key: Domain | None = None) -> None:
         if n <= 0:
             return
         entry = self.queue.get(id(tmpl))
         if entry is None:
-            entry = self.queue[id(tmpl)] = (tmpl, [], [], [], [], [])
+            entry = self.queue[id(tmpl)] = (tmpl, [], [], [], [], [], [])
         entry[1].append(body)
         entry[2].append(n)
         entry[3].append(rate)
         entry[4].append(now)
         entry[5].append(self.exporter_idx)
+        entry[6].append(key or ("", 5, 0))
         self.queued += n
+
+    def _sampler_rates(self, rec: np.ndarray, rate: np.ndarray, counts: list[int], domains: list[Domain]) -> np.ndarray:
+        """Each record's rate from the options data of the sampler id it names, where one was announced
+        (else the rate it had: its exporter's or domain's, else the configured one)."""
+        sid = sampler_ids(rec)
+        ids = {d: i for i, d in enumerate(dict.fromkeys(domains))}
+        dom = np.repeat(np.array([ids[d] for d in domains], dtype=np.uint64), counts)
+        pairs, inverse = np.unique((dom << np.uint64(40)) | (sid & np.uint64((1 << 40) - 1)), return_inverse=True)
+        names = list(ids)
+        known = np.array([self.cache.sampler_rate(names[int(p) >> 40], int(p) & ((1 << 40) - 1))
+                          for p in pairs.tolist()], dtype=np.uint64)
+        per = known[inverse.ravel()]
+        return np.where(per > 0, per, rate)
 
     def drain(self) -> list[Flows]:
         """Every queued record as Flows, one numpy pass per template."""
         out = []
-        for tmpl, bodies, counts, rates, times, exporters in self.queue.values():
+        for tmpl, bodies, counts, rates, times, exporters, domains in self.queue.values():
             rec = np.frombuffer(b"".join(bodies), dtype=tmpl.dtype)
             rate = np.repeat(np.asarray(rates, dtype=np.uint64), counts)
+            if "sampler" in tmpl.names:
+                rate = self._sampler_rates(rec, rate, counts, domains)
             ts = np.repeat(np.asarray(times, dtype=np.float64), counts)
             f = v5_flows(rec, rate, ts) if tmpl is V5 else flows_of(tmpl, rec, rate, ts)
             if len(f):

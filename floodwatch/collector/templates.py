@@ -30,7 +30,7 @@ MAX_COMPILED = 1024  # distinct compiled templates remembered (all exporters)
 KNOWN = {1: "octets", 85: "octets", 2: "packets", 86: "packets", 4: "proto", 6: "flags", 7: "sport",
          11: "dport", 8: "src4", 12: "dst4", 27: "src6", 28: "dst6", 32: "icmp", 139: "icmp",
          192: "ttl", 52: "ttl", 34: "interval", 50: "interval", 305: "pinterval", 306: "pspace",
-         309: "ssize", 310: "spop"}
+         309: "ssize", 310: "spop", 48: "sampler", 302: "sampler"}
 ADDR_LEN = {"src4": 4, "dst4": 4, "src6": 16, "dst6": 16}
 
 
@@ -75,13 +75,12 @@ class Template:
             rows += row
         return bytes(rows)
 
-    def sampling_rate(self, body: bytes) -> int:
-        """The sampling rate an options data set announces (0 when it says nothing about it)."""
+    def sampling(self, body: bytes) -> tuple[np.ndarray | None, np.ndarray]:
+        """What an options data set announces: (the sampler id of each record, or None when the template
+        has none; the sampling rate of each record, 0 where it says nothing about it)."""
         rec = self.records(body)
-        if not len(rec):
-            return 0
         rate = _rate_column(rec, np.zeros(len(rec), dtype=np.uint64))
-        return int(rate[-1])
+        return (_col(rec, "sampler") if "sampler" in self.names else None), rate
 
 
 _COMPILED: dict[tuple[int, bool, tuple[tuple[int, int], ...]], Template] = {}
@@ -189,6 +188,11 @@ def _col(rec: np.ndarray, name: str) -> np.ndarray:
     return be_uint(c) if c.ndim == 2 else c.astype(np.uint64)
 
 
+def sampler_ids(rec: np.ndarray) -> np.ndarray:
+    """The sampler id (v9 field 48, IPFIX selectorId 302) of each record, as uint64."""
+    return _col(rec, "sampler")
+
+
 def _rate_column(rec: np.ndarray, rate: np.ndarray) -> np.ndarray:
     names = rec.dtype.names or ()
     if "interval" in names:
@@ -241,6 +245,7 @@ class TemplateCache:
         self.pending_seconds = pending_seconds
         self.templates: OrderedDict[tuple[Domain, int], tuple[Template, float]] = OrderedDict()
         self.rates: OrderedDict[Domain, int] = OrderedDict()
+        self.sampler_rates: OrderedDict[tuple[Domain, int], int] = OrderedDict()  # (domain, sampler id) -> rate
         self.pending: OrderedDict[int, tuple[Domain, int, bytes, float]] = OrderedDict()
         self._seq = 0
         self.stats = {"templates_evicted": 0, "templates_expired": 0, "pending_expired": 0,
@@ -300,3 +305,14 @@ class TemplateCache:
 
     def rate(self, key: Domain) -> int:
         return self.rates.get(key, 0)
+
+    def set_sampler_rate(self, key: Domain, sampler: int, rate: int) -> None:
+        k = (key, sampler)
+        self.sampler_rates.pop(k, None)
+        self.sampler_rates[k] = rate
+        while len(self.sampler_rates) > self.max:
+            self.sampler_rates.popitem(last=False)
+
+    def sampler_rate(self, key: Domain, sampler: int) -> int:
+        """The rate an options record announced for this sampler id of the domain (0: none known)."""
+        return self.sampler_rates.get((key, sampler), 0)

@@ -76,6 +76,37 @@ def test_v9_and_ipfix_templates_options_sampling_and_late_template() -> None:
         assert c.flows.cache.stats["late_sets_decoded"] == 1
 
 
+def test_sampling_per_sampler_id_from_options_data() -> None:
+    """Options data announce a rate per sampler id (v9 fields 48/50, IPFIX selectorId 302 with
+    samplingPacketInterval/Space 305/306); a flow naming a sampler id is scaled by that sampler's rate, one
+    naming an unknown sampler by the exporter's own rate, else by the configured one."""
+    flows = {sid: [(f"198.51.100.{sid}", f"203.0.113.{sid}", 1000, 53, 17, 0, 3, 3 * 512)] for sid in (1, 2, 3)}
+    for ipfix in (False, True):
+        wrap = G.ipfix if ipfix else G.netflow_v9
+        sid_len = 8 if ipfix else 1
+        fields = [*G.V4_FIELDS, (302 if ipfix else 48, sid_len)]
+        recs = b"".join(G.v4_records(flows[sid]) + sid.to_bytes(sid_len, "big") for sid in (1, 2, 3))
+        if ipfix:  # selector id -> interval 1, space 99 (1 in 100) / 1023 (1 in 1024)
+            opts = G.options_template(310, [(302, 8)], [(305, 4), (306, 4)], True)
+            rates = b"".join(sid.to_bytes(8, "big") + (1).to_bytes(4, "big") + (r - 1).to_bytes(4, "big")
+                             for sid, r in ((1, 100), (2, 1024)))
+        else:  # scope system, then sampler id, mode, random interval
+            opts = G.options_template(310, [(1, 4)], [(48, 1), (49, 1), (50, 4)], False)
+            rates = b"".join(b"\0\0\0\0" + bytes([sid, 2]) + r.to_bytes(4, "big") for sid, r in ((1, 100), (2, 1024)))
+        c, sink = make(sampling={"default": 7})
+        c.feed("flow", wrap([opts, G.data_set(310, rates), G.template_set(300, fields, ipfix),
+                             G.data_set(300, recs)]), "192.0.2.7", 1.0)
+        c.flush_all()
+        assert [sink.total(f"203.0.113.{sid}")[0] for sid in (1, 2, 3)] == [300, 3 * 1024, 21], ipfix
+        # an options record without a sampler id sets the exporter's own rate: the unknown sampler's flows
+        dom = G.options_template_set(311, ipfix)
+        c.feed("flow", wrap([dom, G.data_set(311, b"\0\0\0\0" + (64).to_bytes(4, "big")),
+                             G.data_set(300, recs)]), "192.0.2.7", 2.0)
+        c.flush_all()
+        assert [sink.total(f"203.0.113.{sid}")[0] for sid in (1, 2, 3)] == [600, 6 * 1024, 21 + 3 * 64], ipfix
+        assert c.flows.stats["sampler_rates"] == 2
+
+
 def test_enterprise_and_variable_length_fields_are_skipped() -> None:
     fields = [(8, 4), (0x8000 | 5, 4), (12, 4), (7, 2), (11, 2), (4, 1), (2, 4), (1, 4), (82, 65535)]
     tset = G.template_set(400, [(ie, n) for ie, n in fields], True)
@@ -109,6 +140,34 @@ def test_sflow_headers_parsed_by_our_parser_and_frames_to_recorder() -> None:
     assert set(rows["dport"].tolist()) == {123} and set(rows["paylen"].tolist()) == {440}
     assert c.counters["ignored"] == 1
     assert sink.frames and sink.frames[0].sample_rate == 512 and len(sink.frames[0].frames) == 8
+
+
+def test_sflow_counter_samples_give_each_exporters_interfaces() -> None:
+    c, sink = make(networks=["203.0.113.0/24"])
+    head = [(G.eth_ipv4_udp("198.51.100.1", "203.0.113.5", 4000, 123, 440), 482)]
+    gig = 10**9
+    first = [G.if_counters_sample(3, gig, (5000, 7000), (50, 70), errors=(1, 2), discards=(3, 4)),
+             G.if_counters_sample(4, 10 * gig, (1, 2), (3, 4), expanded=True)]
+    c.feed("sflow", G.sflow_v5(head, rate=512, extra=first), "192.0.2.1", 5.0)
+    # a later sample of interface 3 replaces the first; another exporter's interface 3 is its own
+    c.feed("sflow", G.sflow_v5([], rate=512, extra=[G.if_counters_sample(3, gig, (9000, 9500), (90, 95))]),
+           "192.0.2.1", 6.0)
+    c.feed("sflow", G.sflow_v5([], rate=512, extra=[G.if_counters_sample(3, gig, (1, 1), (1, 1), expanded=True)]),
+           "192.0.2.2", 6.0)
+    short = G.if_counters_sample(8, gig, (1, 1), (1, 1))
+    short = short[:4] + (len(short) - 8 - 8).to_bytes(4, "big") + short[8:16] + (80).to_bytes(4, "big") + short[20:-8]
+    c.feed("sflow", G.sflow_v5([], rate=512, extra=[short]), "192.0.2.3", 6.0)  # a record of 80 bytes: bad
+    c.flush_all()
+    assert sink.total() == (512, 512 * 482)  # the flow sample beside them still counts
+    assert c.counters["counter_samples"] == 5 and c.counters["counter_records_bad"] == 1
+    assert c.counters["malformed"] == 0
+    shown = c.interfaces.snapshot(c.exporter_names)
+    assert shown["192.0.2.1"]["3"] == {"speed": gig, "in_octets": 9000, "out_octets": 9500, "in_packets": 90,
+                                       "out_packets": 95, "in_errors": 0, "out_errors": 0, "in_discards": 0,
+                                       "out_discards": 0, "status": 3}
+    assert shown["192.0.2.1"]["4"]["speed"] == 10 * gig and shown["192.0.2.2"]["3"]["in_octets"] == 1
+    assert list(shown) == ["192.0.2.1", "192.0.2.2"]  # the busiest first; nothing of the bad record
+    assert c.interfaces.per_exporter(c.exporter_names) == {"192.0.2.1": 3, "192.0.2.2": 1}
 
 
 def test_exporters_allow_list_absurd_rates_and_lengths_counted() -> None:
