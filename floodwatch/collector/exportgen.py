@@ -41,7 +41,8 @@ def options_template_set(tid: int, ipfix: bool, rate_ie: int = 34) -> bytes:
     return struct.pack(">HH", 1, 4 + len(rec)) + rec
 
 
-def options_template(tid: int, scope: Sequence[tuple[int, int]], fields: Sequence[tuple[int, int]], ipfix: bool) -> bytes:
+def options_template(tid: int, scope: Sequence[tuple[int, int]], fields: Sequence[tuple[int, int]],
+                     ipfix: bool) -> bytes:
     """An options template set of the given scope and option fields ((IE, length) each)."""
     specs = b"".join(struct.pack(">HH", ie, n) for ie, n in (*scope, *fields))
     if ipfix:  # field count, scope field count
