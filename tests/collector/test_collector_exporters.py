@@ -207,6 +207,14 @@ def test_datagram_fuzz_neither_crashes_nor_stalls_the_collector(tmp_path: Path, 
         eventually(settled, 10, interval=0.5, message="fuzz read")
         assert harness.counters("collector").get("malformed", 0) > 500
         bad = harness.counters("collector")["malformed"]
+        # a switch's interface counters (sFlow counter sample) show in the collector's counters (status)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            counters = G.if_counters_sample(7, 10**10, (123_456, 654_321), (1000, 2000), errors=(5, 0))
+            sock.sendto(G.sflow_v5([], 1, extra=[counters]), ("127.0.0.1", ports["sflow"]))
+        shown = lambda: harness.counters("collector").get("interfaces", {}).get("127.0.0.1", {})  # noqa: E731
+        iface = eventually(lambda: shown().get("7"), 10)
+        assert (iface["speed"], iface["in_octets"], iface["out_octets"], iface["in_errors"]) == (10**10, 123_456,
+                                                                                               654_321, 5)
         # the same process (nothing restarts it here) still decodes a real export stream: the flood is
         # detected and counted, and no more datagrams are malformed than the fuzz's
         check(harness, lambda: softflowd(flood, ports["netflow"], 9), PACKETS, malformed=bad)
