@@ -29,7 +29,7 @@ IF_COUNTERS = np.dtype([
 assert IF_COUNTERS.itemsize == 88
 MAX_EXPORTERS = 1024  # exporters whose interfaces are kept
 MAX_INTERFACES = 512  # interfaces kept per exporter (a chassis switch has a few hundred)
-SHOWN_EXPORTERS, SHOWN_INTERFACES = 16, 32  # in the heartbeat's counters (the busiest first)
+SHOWN_EXPORTERS, SHOWN_INTERFACES = 8, 16  # in the heartbeat's counters (the busiest first)
 
 
 @dataclass
