@@ -56,7 +56,7 @@ class Collector:
         self.seen = SeenBy()  # exporter -> victim packets since the last ExporterTraffic
         self.interfaces = InterfaceTable()  # sFlow counter samples: each exporter's interfaces
         self.counters = {"datagrams": 0, "not_allowed": 0, "malformed": 0, "bad_sampling": 0, "bad_samples": 0,
-                         "counter_samples": 0, "counter_records_bad": 0, "other_records": 0,
+                         "counter_samples": 0, "counter_records_bad": 0, "other_samples": 0,
                          "bad_lengths": 0, "flows": 0, "samples": 0, "ignored": 0, "records": 0,
                          "batches": 0, "batches_dropped": 0, "frames": 0, "frames_dropped": 0}
 
@@ -122,7 +122,7 @@ class Collector:
         if not len(batch.dgrams):
             return
         rows, cols = sflow_rows(batch, self.s.max_sampling_rate)
-        for name in ("malformed", "bad_samples", "counter_samples", "other_records"):
+        for name in ("malformed", "bad_samples", "counter_samples", "other_samples"):
             self.counters[name] += getattr(batch, name)
         self.counters["bad_sampling"] += batch.bad_rate
         self.counters["counter_records_bad"] += batch.interfaces.bad

@@ -2,8 +2,10 @@
 
 v5 records have one fixed layout (a numpy dtype). A v9 or IPFIX template compiles to a numpy dtype
 (floodwatch.collector.templates) and each data set is read with one `np.frombuffer`; only templates with
-variable-length fields (IPFIX, rare in flow export) are walked record by record. Bad input raises
-BadDatagram (counted by the caller); nothing here keeps state but the TemplateCache it is given.
+variable-length fields (IPFIX, rare in flow export) are walked record by record. Options data set the
+sampling rate of a sampler id, or of the whole exporter / observation domain; a flow naming a sampler id
+takes its rate (looked up once per distinct id of a batch). Bad input raises BadDatagram (counted by
+the caller); nothing here keeps state but the TemplateCache it is given.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class SflowBatch:
     bad_samples: int = 0
     bad_rate: int = 0
     counter_samples: int = 0
-    other_records: int = 0
+    other_samples: int = 0
     interfaces: ifcounters.Decoded = field(default_factory=ifcounters.Decoded.empty)
 
     def __len__(self) -> int:
@@ -120,7 +120,7 @@ def _samples(batch: SflowBatch, flat: np.ndarray, max_rate: int) -> np.ndarray:
     if counters.any():
         batch.interfaces = ifcounters.decode(batch.buf, flat, samples.select(counters), exporter[counters])
     known = counters | (samples.fmt == FLOW_SAMPLE) | (samples.fmt == FLOW_SAMPLE_EXPANDED)
-    batch.other_records += int((~known).sum())
+    batch.other_samples += int((~known).sum())
     return np.concatenate(parts)
 
 

@@ -9,6 +9,7 @@ the same fixed dtype.
 The cache is bounded (an attacker can send templates too): at most `max_templates`, least recently used
 out first, each expiring `timeout` seconds after it was last announced; data sets whose template is not
 known yet wait (at most `pending_sets` of them, `pending_seconds` long) and are decoded when it comes.
+Sampling rates announced in options data are kept per domain and per (domain, sampler id), as bounded.
 """
 
 from __future__ import annotations
