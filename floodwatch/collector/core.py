@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from floodwatch.capture.batch import Directions, FrameBudget, RecordBatch
-from floodwatch.collector.flows import Flows, base_rows, sane, weighted_rows
+from floodwatch.collector.flows import Flows, base_rows, distinct, sane, weighted_rows
 from floodwatch.collector.ifcounters import InterfaceTable
 from floodwatch.collector.netflow import FlowDecoder
 from floodwatch.collector.seenby import SeenBy
@@ -137,7 +137,7 @@ class Collector:
         if self.s.frames_per_second:
             self._frames(batch.buf, cols, self.sflow_ts, keep)
         raw = opaque(rows)
-        for r in np.unique(rate[keep]).tolist():
+        for r in distinct(rate[keep]):
             self._emit(int(r), raw[keep & (rate == r)].view(RECORD_DTYPE))
 
     def decode_flows(self) -> None:

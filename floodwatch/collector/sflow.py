@@ -20,6 +20,7 @@ import numpy as np
 from floodwatch.capture import parse as P
 from floodwatch.capture.fastparse import parse_many
 from floodwatch.collector import ifcounters
+from floodwatch.collector.flows import distinct
 from floodwatch.collector.xdr import Items, walk, words
 from floodwatch.errors import BadDatagram
 from floodwatch.records import RECORD_DTYPE, opaque
@@ -133,12 +134,12 @@ def sflow_rows(batch: SflowBatch, max_rate: int) -> tuple[np.ndarray, dict[str, 
     table = _samples(batch, flat, max_rate)
     cols = {name: table[:, i] for i, name in enumerate(("off", "cap", "wire", "rate", "link", "exporter"))}
     cols["wire"] = np.minimum(cols["wire"], 0xFFFFFFFF)
-    kinds = np.unique(cols["link"])
+    kinds = distinct(cols["link"])
     if len(kinds) > 1:
         order = np.argsort(cols["link"], kind="stable")
         cols = {k: v[order] for k, v in cols.items()}
     parts = [opaque(np.zeros(0, dtype=RECORD_DTYPE))]
-    for k in kinds.tolist():
+    for k in kinds:
         sel = cols["link"] == k
         parts.append(opaque(parse_many(batch.buf, cols["off"][sel], cols["cap"][sel], cols["wire"][sel], k, flat)))
     return (parts[1] if len(parts) == 2 else np.concatenate(parts)).view(RECORD_DTYPE), cols
