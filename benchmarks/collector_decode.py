@@ -7,7 +7,7 @@ records), and sFlow v5 datagrams of 7 flow samples with 128-byte Ethernet/IPv4/U
 Flows come from random sources to a /24 of protected addresses. CPU time is the process's (user+system),
 medians of --runs runs. Optional baseline in the same run: FastNetMon CE (--fastnetmon), see BENCHMARKS.md.
 
-    .venv/bin/python benchmarks/collector_decode.py [--datagrams 20000] [--runs 5]
+    .venv/bin/python benchmarks/collector_decode.py [--datagrams 20000] [--runs 5] [--kinds v9,sflow] [--fastnetmon]
 """
 
 from __future__ import annotations
