@@ -93,16 +93,19 @@ def if_counters_sample(if_index: int, speed: int, octets: tuple[int, int], packe
 
 
 def sflow_v5(headers: Sequence[tuple[bytes, int]], rate: int, agent: str = "192.0.2.1", seq: int = 0,
-             counters: int = 0, extra: Sequence[bytes] = ()) -> bytes:
-    """(frame head, frame length) per flow sample, all at 1 in `rate`; plus `counters` empty counter
-    samples and the `extra` samples as they are."""
+             counters: int = 0, extra: Sequence[bytes] = (), expanded: bool = False) -> bytes:
+    """(frame head, frame length) per flow sample (compact, format 1, or expanded, format 3), all at 1 in
+    `rate`; plus `counters` empty counter samples and the `extra` samples as they are."""
     samples = []
     for i, (head, frame_len) in enumerate(headers):
         pad = (-len(head)) % 4
         raw = struct.pack(">IIII", 1, frame_len, 0, len(head)) + head + b"\0" * pad
         rec = struct.pack(">II", 1, len(raw)) + raw
-        body = struct.pack(">IIIIIIII", seq + i, 1, rate, rate * (seq + i), 0, 1, 2, 1) + rec
-        samples.append(struct.pack(">II", 1, len(body)) + body)
+        if expanded:  # source id type and index, interfaces as (format, value)
+            body = struct.pack(">IIIIIIIIIII", seq + i, 0, 1, rate, rate * (seq + i), 0, 0, 1, 0, 2, 1) + rec
+        else:
+            body = struct.pack(">IIIIIIII", seq + i, 1, rate, rate * (seq + i), 0, 1, 2, 1) + rec
+        samples.append(struct.pack(">II", 3 if expanded else 1, len(body)) + body)
     for i in range(counters):
         cbody = struct.pack(">III", i, 1, 0)  # seq, source, no records
         samples.append(struct.pack(">II", 2, len(cbody)) + cbody)

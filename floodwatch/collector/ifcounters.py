@@ -27,6 +27,7 @@ IF_COUNTERS = np.dtype([
     ("out_discards", ">u4"), ("out_errors", ">u4"), ("promiscuous", ">u4"),
 ])
 assert IF_COUNTERS.itemsize == 88
+MAX_RECORDS = 32  # records in one counter sample at most (interface, Ethernet, VLAN, processor...)
 MAX_EXPORTERS = 1024  # exporters whose interfaces are kept
 MAX_INTERFACES = 512  # interfaces kept per exporter (a chassis switch has a few hundred)
 SHOWN_EXPORTERS, SHOWN_INTERFACES = 8, 16  # in the heartbeat's counters (the busiest first)
@@ -52,6 +53,9 @@ def decode(buf: bytes, flat: np.ndarray, s: Items, exporter: np.ndarray) -> Deco
     bad = int((~fits).sum())
     s, exporter, head = s.select(fits), exporter[fits], head[fits]
     nrec = words(flat, s.body + head - 4, 1)[:, 0]
+    many = nrec > MAX_RECORDS  # absurd, and walking it would cost per record
+    bad += int(many.sum())
+    s, exporter, head, nrec = s.select(~many), exporter[~many], head[~many], nrec[~many]
     recs, bad_chain = walk(buf, flat, s.body + head, s.end, nrec)
     bad += int(bad_chain.sum())
     gen = recs.select(recs.fmt == GENERIC_INTERFACE)

@@ -27,6 +27,8 @@ from floodwatch.records import RECORD_DTYPE, opaque
 
 HEAD4 = struct.Struct(">II16xI")  # version, agent address type, (IPv4 address ... ) sample count
 MAX_SAMPLES_GUESS = 64  # a datagram's sample count, as far as batching goes
+MAX_SAMPLES = 256  # samples in one datagram at most (agents fill a datagram to the MTU: ~10 at 1500 bytes)
+MAX_RECORDS = 32  # records in one sample at most (a header and a few extended records)
 HEADER_LINKTYPE = {1: P.LINKTYPE_ETHERNET, 11: P.LINKTYPE_RAW, 12: P.LINKTYPE_RAW}
 MAX_HEADER = 1024  # an sFlow agent sends 128 bytes by default; more than this is absurd
 PAD = bytes(128)
@@ -72,6 +74,8 @@ def decode_sflow(data: bytes, out: SflowBatch, exporter: int) -> None:
         if n < pos:
             raise BadDatagram("sFlow: short header")
         nsamples = int.from_bytes(data[36:40], "big")
+    if nsamples > MAX_SAMPLES:  # absurd: and walking it would cost per sample
+        raise BadDatagram(f"sFlow: {nsamples} samples in a datagram")
     base = out.size
     out.parts.append(data)
     out.size = base + n
@@ -88,8 +92,11 @@ def _flow_entries(batch: SflowBatch, flat: np.ndarray, s: Items, exporter: np.nd
     s, exporter = s.select(fits), exporter[fits]
     w = words(flat, s.body, head // 4)
     rate, nrec = w[:, 3 if expanded else 2], w[:, -1]
-    bad = (rate < 1) | (rate > max_rate)
+    many = nrec > MAX_RECORDS
+    bad = ((rate < 1) | (rate > max_rate)) & ~many
     batch.bad_rate += int(bad.sum())
+    batch.bad_samples += int(many.sum())
+    bad |= many
     s, exporter, rate, nrec = s.select(~bad), exporter[~bad], rate[~bad], nrec[~bad]
     recs, bad_chain = walk(batch.buf, flat, s.body + head, s.end, nrec)
     batch.bad_samples += int(bad_chain.sum())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from floodwatch.collector import exportgen as G
 from floodwatch.collector.core import Collector
@@ -129,16 +130,17 @@ def test_enterprise_and_variable_length_fields_are_skipped() -> None:
     assert set(sink.rows()["dport"].tolist()) == {80}
 
 
-def test_sflow_headers_parsed_by_our_parser_and_frames_to_recorder() -> None:
+@pytest.mark.parametrize("expanded", [False, True])
+def test_sflow_headers_parsed_by_our_parser_and_frames_to_recorder(expanded: bool) -> None:
     c, sink = make(networks=["203.0.113.0/24"])
     heads = [(G.eth_ipv4_udp(f"198.51.100.{i}", "203.0.113.5", 4000 + i, 123, 440), 482) for i in range(1, 9)]
     other = [(G.eth_ipv4_udp("198.51.100.1", "192.0.2.200", 1, 2, 10), 52)]  # not a protected network
-    c.feed("sflow", G.sflow_v5(heads + other, rate=512, counters=2), "192.0.2.1", 5.0)
+    c.feed("sflow", G.sflow_v5(heads + other, rate=512, counters=2, expanded=expanded), "192.0.2.1", 5.0)
     c.flush_all()
     assert sink.total() == (8 * 512, 8 * 512 * 482)
     rows = sink.rows()
     assert set(rows["dport"].tolist()) == {123} and set(rows["paylen"].tolist()) == {440}
-    assert c.counters["ignored"] == 1
+    assert c.counters["ignored"] == 1 and c.counters["counter_samples"] == 2
     assert sink.frames and sink.frames[0].sample_rate == 512 and len(sink.frames[0].frames) == 8
 
 
@@ -181,6 +183,22 @@ def test_exporters_allow_list_absurd_rates_and_lengths_counted() -> None:
     c.feed("flow", G.netflow_v5(bad), "192.0.2.1", 1.0)
     c.flush_all()
     assert c.counters["bad_lengths"] == 1 and not sink.batches
+
+
+def test_sflow_absurd_counts_cost_nothing() -> None:
+    """A datagram claiming more samples than an agent sends is malformed at once (not walked sample by
+    sample); a flow sample claiming too many records is counted and dropped, its neighbours kept."""
+    c, sink = make()
+    head = G.sflow_v5([], 1)[:24]
+    c.feed("sflow", head + (100_000).to_bytes(4, "big") + b"\0" * 60_000, "192.0.2.1", 1.0)
+    good = G.sflow_v5([(G.eth_ipv4_udp("198.51.100.1", "203.0.113.5", 1, 2, 30), 72)] * 2, 10)
+    sample = good[28 : len(good) - (len(good) - 28) // 2]  # the first of the two flow samples
+    liar = bytearray(sample)
+    liar[8 + 28 : 8 + 32] = (1000).to_bytes(4, "big")  # its record count
+    c.feed("sflow", good[:24] + (3).to_bytes(4, "big") + sample + bytes(liar) + sample, "192.0.2.1", 1.0)
+    c.flush_all()
+    assert c.counters["malformed"] == 1 and c.counters["bad_samples"] == 1
+    assert sink.total() == (2 * 10, 2 * 10 * 72)
 
 
 def test_fuzz_random_and_mutated_datagrams() -> None:
