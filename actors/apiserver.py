@@ -33,7 +33,7 @@ class ApiServerActor(AsyncActor[ApiserverSettings]):
         if creds_path is not None:
             self.server.provision_local_node(creds_path, settings.local_node_name)
         addresses = await self.server.start()
-        self.log.info("serving the Agent API on {} (db {})", addresses, db)
+        self.log.info("serving the Agent API on {} (db {})", addresses, self.server.where)
         self.count_from(self.server.snapshot)
 
     async def on_stop(self) -> None:
