@@ -26,7 +26,7 @@ from floodwatch.server.notify.service import Notifier
 from floodwatch.server.paths import write_private
 from floodwatch.server.prom import ServerMetrics
 from floodwatch.server.store import Conflict, NotFound
-from floodwatch.server.upload import clean_pcap_dir
+from floodwatch.server.upload import clean_pcap_dir, delete_captures
 from floodwatch.server.validate import BadField
 from floodwatch.settings.apiserver import ApiserverSettings
 from floodwatch.settings.notify import NotifySettings
@@ -131,8 +131,7 @@ class ApiServer:
             return None
         for key in [k for k, v in self._auth_cache.items() if v[0] == node_id]:
             del self._auth_cache[key]
-        for name in removed["pcap_files"]:
-            (self.pcap_dir / Path(name).name).unlink(missing_ok=True)
+        delete_captures(self.pcap_dir, removed["pcap_files"])
         return removed
 
     # -- the application -------------------------------------------------------------------------

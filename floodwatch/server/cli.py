@@ -6,6 +6,7 @@
     or --config FILE whose [apiserver] names either)
     floodwatch server add-node NAME --db PATH [--json]          new node: prints its UUID and key once
     floodwatch server nodes --db PATH [--json]
+    floodwatch server remove-node NODE --db PATH [--json]       the node and everything it sent
     floodwatch server incidents --db PATH [--json] [--node N] [--status S]
     floodwatch server incident show ID --db PATH [--json]
     floodwatch server queue-command NODE "CMD" --db PATH [--json-command] [--json]
@@ -136,6 +137,22 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     _print(args, nodes, [f"{'id':>4} {'name':<20} {'status':<8} {'last seen':<25} {'version':<10} uuid"] + [
         f"{n['node_id']:>4} {n['name']:<20} {n['status']:<8} {n['last_seen_at'] or '-':<25} "
         f"{n['agent_version'] or '-':<10} {n['node_uuid']}" for n in nodes])
+    return 0
+
+
+def cmd_remove_node(args: argparse.Namespace) -> int:
+    from floodwatch.server.upload import delete_captures
+
+    store, _, pcaps = _store(args)
+    node = _node_or_exit(store, args.node)
+    removed = store.remove_node(node["node_id"])
+    if removed is None:
+        raise FloodwatchError(f"no node {args.node!r}")
+    delete_captures(pcaps, removed["pcap_files"])
+    _print(args, {"name": node["name"], "node_uuid": node["node_uuid"], **removed},
+           [f"removed node {node['name']} ({node['node_uuid']}): {removed['incidents']} incidents, "
+            f"{removed['metrics']} samples, {removed['commands']} commands, {len(removed['pcap_files'])} captures",
+            "A running server refuses its agent within 5 s."])
     return 0
 
 
@@ -315,6 +332,8 @@ def build(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="server_command", metavar="COMMAND")
     _sub(sub, "add-node", cmd_add_node, "create a node; prints its UUID and API key once").add_argument("name")
     _sub(sub, "nodes", cmd_nodes, "list nodes")
+    _sub(sub, "remove-node", cmd_remove_node, "delete a node with everything it sent (its key stops working)"
+         ).add_argument("node")
     inc = _sub(sub, "incidents", cmd_incidents, "list incidents (newest first)")
     inc.add_argument("--node", default=None)
     inc.add_argument("--status", choices=("active", "resolved"), default=None)

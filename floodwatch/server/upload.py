@@ -159,6 +159,12 @@ async def _store(request: web.Request, node_id: int, incident_text: str | None, 
     return ok({"incident_id": incident_id, "bytes": received.size, "sha256": received.sha256}, status=201)
 
 
+def delete_captures(pcap_dir: Path, names: list[str]) -> None:
+    """Delete stored captures by the names the database holds (only their last part: never a path)."""
+    for name in names:
+        (pcap_dir / Path(name).name).unlink(missing_ok=True)
+
+
 def clean_pcap_dir(pcap_dir: Path, known: set[str], older_than: float | None = None) -> int:
     """Remove temporary files of interrupted uploads and stored files the database does not know (a crash
     between the rename and the commit). Returns how many were removed. A process alone with its capture

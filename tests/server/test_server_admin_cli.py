@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from fwserver_util import Backend, Node, ServerProc, cli, cli_json, incident_body, running, upload
 
+from tests.helpers import eventually
+
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProc]:
@@ -130,7 +132,7 @@ def test_start_removes_leftovers_of_interrupted_uploads(tmp_path: Path) -> None:
     (pcaps / "incident-7-0123456789abcdef.pcap").write_bytes(b"renamed, never committed")
     (pcaps / "operator-notes.txt").write_text("not ours: kept")
     with running(tmp_path):
-        assert sorted(os.listdir(pcaps)) == ["operator-notes.txt"]
+        assert sorted(p.name for p in pcaps.iterdir() if p.is_file()) == ["operator-notes.txt"]
 
 
 def test_bad_listen_address_and_busy_port_fail_clearly(tmp_path: Path, srv: ServerProc) -> None:
@@ -158,3 +160,21 @@ def test_metrics_older_than_the_retention_are_deleted(tmp_path: Path) -> None:
             return [m["pps"] for m in r.json]
 
         eventually(lambda: kept() == [2], 10, message="old sample pruned")
+
+
+def test_remove_node_deletes_it_with_its_data_and_captures(srv: ServerProc, admin: dict[str, str]) -> None:
+    node = srv.add_node("to-remove")
+    keep = srv.add_node("to-keep")
+    assert srv.post("metrics", {"pps": 1, "bps": 8, "recorded_at": "2026-11-30T10:00:00Z"}, node).status == 200
+    iid = srv.post("incident", incident_body(), node).json["incident_id"]
+    assert upload(srv, node, iid, b"\xd4\xc3\xb2\xa1" + b"x" * 100).status == 201
+    stored = [p.name for p in srv.pcap_dir.iterdir() if p.name.startswith(f"incident-{iid}-")]
+    assert len(stored) == 1
+    out = cli_json("remove-node", "to-remove", *srv.store_args)
+    assert out["name"] == "to-remove" and out["incidents"] == 1 and out["metrics"] == 1
+    assert out["pcap_files"] == stored and not (srv.pcap_dir / stored[0]).exists()
+    assert "to-remove" not in {n["name"] for n in cli_json("nodes", *srv.store_args)}
+    eventually(lambda: srv.post("heartbeat", {}, node).status == 401, 10, message="its key refused")
+    assert srv.post("heartbeat", {}, keep).status == 200
+    again = cli("remove-node", "to-remove", *srv.store_args, check=False)
+    assert again.returncode == 1 and "no node 'to-remove'" in again.stderr
