@@ -366,14 +366,15 @@ class SqliteSetup(Setup):
     def __init__(self, n: int) -> None:
         from floodwatch.server.sqlite_store import SQLiteStore
         from tests.server.fwserver_util import ServerProc
-        from tests.server.replicas import PROXIED
 
         self.tmp = tempfile.TemporaryDirectory(prefix="fw-fleet-")
         d = Path(self.tmp.name)
         store = SQLiteStore(d / "server.db")
         self.nodes = make_nodes(store, n)
         store.close()
-        self.server = ServerProc(d, [*PROXIED]).start()  # its clients: one address (this machine)
+        # a fleet straight to one process: one connection per agent, all from this machine's address
+        caps = ["--max-connections", "10000", "--max-connections-per-address", "10000"]
+        self.server = ServerProc(d, caps).start()
         self.port = self.server.port
         self.replica_ports = [self.server.port]
 

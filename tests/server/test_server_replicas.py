@@ -132,6 +132,9 @@ async def check_stored(admin: Admin, agents: list[Agent], commands: dict[str, li
         acks = Counter(r.body["command_id"] for r in a.delivered("ack"))
         assert acks == Counter(commands[a.node_uuid]), f"agent {i}: each command acked once: {acks}"
         assert a.outbox.dead_letters == 0, a.outbox.dead_letter_rows()
+        beats = a.delivered("heartbeat")
+        node = await admin.get(f"nodes/{a.node_uuid}")
+        assert len(beats) >= 2 and node["uptime"] == beats[-1].body["uptime"] and node["os"] == "replica-test"
 
 
 def check_failover(fleet: Replicas, agents: list[Agent], killed_at: float) -> None:
