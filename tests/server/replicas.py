@@ -67,6 +67,11 @@ http {{
             proxy_read_timeout 60s;
             proxy_send_timeout 60s;
         }}
+        location /api/v1/admin/ {{  # the replicas see every client as 127.0.0.1: the proxy decides
+            allow 127.0.0.1; deny all;
+            proxy_pass http://floodwatch; proxy_http_version 1.1; proxy_set_header Connection "";
+        }}
+        location = /metrics {{ deny all; }}  # scraped on each replica, not through the proxy
     }}
 }}
 """
