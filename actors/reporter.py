@@ -62,7 +62,8 @@ class Reporter(AsyncActor[ReporterSettings]):
         self._workers: list[asyncio.Task[Any]] = []
         self.incident_events = 0  # incident.* events received (ReporterDrained)
         self.pcaps = 0  # pcap.saved events received
-        self.count_from(self._outbox_counters, gauges=("outbox_pending", "dead_letters"))
+        self.open_incidents: set[str] = set()  # while empty, metric samples wait for metrics_interval
+        self.count_from(self._outbox_counters, gauges=("outbox_pending", "metrics_held", "dead_letters"))
 
     async def on_start(self) -> None:
         s = self.settings
@@ -119,21 +120,36 @@ class Reporter(AsyncActor[ReporterSettings]):
     async def on_message(self, msg: Message) -> None:
         self.incident_events += isinstance(msg, IncidentEvent)
         self.pcaps += isinstance(msg, PcapSaved)
+        if isinstance(msg, IncidentEvent):
+            self._follow_incident(msg)
         try:
-            self._enqueue(msg)
+            held = self._enqueue(msg)
         except (ValueError, TypeError, OverflowError) as e:  # e.g. a NaN timestamp: the message is bad
             self.counters["bad_messages"] += 1
             self._bad.warning("map", "dropped a {} that cannot be reported: {}", msg.TOPIC, e)
             return
-        self._queued()
+        if not held:  # a held sample is due later: the delivery loop already sleeps until its head is due
+            self._queued()
         if isinstance(msg, IncidentOpened) and self.poller is not None:
             self.poller.trigger()
 
-    def _enqueue(self, msg: Message) -> None:
+    def _follow_incident(self, msg: IncidentEvent) -> None:
+        """Metrics go at once while an incident is open: an opening one releases the held samples."""
+        if isinstance(msg, IncidentResolved) or msg.status == "resolved":
+            self.open_incidents.discard(msg.incident_key)
+            return
+        if not self.open_incidents:
+            self.outbox.release_metrics()
+        self.open_incidents.add(msg.incident_key)
+
+    def _enqueue(self, msg: Message) -> bool:
+        """Queue the report of one event; True when it is a metric sample held for a quiet stretch."""
         ob = self.outbox
         if isinstance(msg, TrafficSecond):
             busy = self.deliverer.metrics_busy_upto if self.deliverer else 0
-            ob.add_metric(mapping.metrics_sample(msg), busy)
+            hold = 0.0 if self.open_incidents else self.settings.metrics_interval
+            ob.add_metric(mapping.metrics_sample(msg), busy, hold)
+            return hold > 0
         elif isinstance(msg, IncidentEvent):
             key = msg.incident_key
             ob.add("incident", incident_stream(key), mapping.incident_body(msg), mapping.incident_op(msg), key)
@@ -148,6 +164,7 @@ class Reporter(AsyncActor[ReporterSettings]):
             ob.add("ack", ACKS, mapping.ack_body(msg))
             if self.poller is not None:
                 self.poller.note_acked(msg.command_id)
+        return False
 
     def _outbox_counters(self) -> dict[str, Any]:
         """The delivery's and the config poll's counters, and the outbox's state (exact at each beat)."""
@@ -155,7 +172,9 @@ class Reporter(AsyncActor[ReporterSettings]):
         for part in (self.deliverer, self.poller):
             if part is not None:
                 out.update(part.counters)
-        return {**out, "outbox_pending": self.outbox.pending, "metrics_downsampled": self.outbox.downsampled}
+        held = self.outbox.held_metrics()  # waiting for the quiet interval by design: not "pending"
+        return {**out, "outbox_pending": self.outbox.pending - held, "metrics_held": held,
+                "metrics_downsampled": self.outbox.downsampled}
 
     def drained(self) -> ReporterDrained | None:
         if self.outbox.pending:

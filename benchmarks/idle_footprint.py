@@ -8,6 +8,7 @@ pages the Python processes have in common fairly; RSS counts them once per proce
     .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30
     .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30 --background-pps 50
     .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30 --no-metrics   # without /metrics
+    .venv/bin/python benchmarks/idle_footprint.py --ref main --seconds 120   # the baseline first, same run
 
 `--background-pps N`: a quiet but not silent host, N small UDP packets per second from the other
 namespace for the whole run (a real host always sees some traffic: ARP, DNS, monitoring, ssh).
@@ -33,6 +34,7 @@ from tests.helpers import (
     base_config,
     eventually,
     exit_on_sigterm,
+    extract_commit,
     ipc_endpoints,
     netns_pair,
     stop_process,
@@ -78,14 +80,8 @@ def tree(root: int) -> list[int]:
     return out
 
 
-def main() -> int:
-    exit_on_sigterm()  # a killed run still removes its namespaces and stops its processes
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--warmup", type=float, default=15)
-    ap.add_argument("--seconds", type=float, default=30)
-    ap.add_argument("--background-pps", type=float, default=0.0)
-    ap.add_argument("--no-metrics", action="store_true", help="without the metrics actor (the baseline for its cost)")
-    a = ap.parse_args()
+def measure(tree_dir: Path, a: argparse.Namespace) -> None:
+    """One run of the agent from `tree_dir` (this checkout, or a --ref tree) and its table."""
     with tempfile.TemporaryDirectory() as d, netns_pair("fwidl") as pair:
         tmp = Path(d)
         port = 18787
@@ -101,38 +97,62 @@ def main() -> int:
         )
         config = write_config(tmp / "idle.toml", cfg)
         log = open(tmp / "sup.log", "wb")  # noqa: SIM115
+        env = dict(os.environ, PYTHONPATH=str(tree_dir))
         sup = subprocess.Popen(["ip", "netns", "exec", pair.ns_b, PYTHON, "-m", "floodwatch.cli", "run",
-                                "--config", str(config)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                                "--config", str(config)], cwd=tree_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
         background = None
         if a.background_pps > 0:
             background = background_traffic(pair, a.background_pps, a.warmup + a.seconds + 90, "--variety", "64")
         try:
-            st = eventually(lambda: (s := try_status(config)) and all(x["state"] == "running" for x in s.values())
-                            and s, 60, message="all actors running")
+            eventually(lambda: (s := try_status(config)) and all(x["state"] == "running" for x in s.values()),
+                       60, message="all actors running")
             time.sleep(a.warmup)  # benchmark: let start-up work settle before measuring
-            pids = tree(sup.pid)
-            c0 = {p: cpu_of(p) for p in pids}
-            t0 = time.monotonic()
-            time.sleep(a.seconds)  # benchmark: the measurement window
-            elapsed = time.monotonic() - t0
-            cpu = {p: cpu_of(p) - c0[p] for p in pids}
-            mem = {p: mem_of(p) for p in pids}
-            names = {sup.pid: "supervisor"} | {x["pid"]: n for n, x in try_status(config).items()}
-            names |= {p: "zygote" for p in pids if p not in names}
-            print(f"idle footprint over {elapsed:.0f} s after {a.warmup:g} s warm-up, {len(pids)} processes, "
-                  f"{os.cpu_count()} cores, background {a.background_pps:g} pps")
-            for p in pids:
-                print(f"  {names.get(p, p):<11} cpu {100 * cpu[p] / elapsed:5.2f}% of a core  "
-                      f"rss {mem[p][0] / 1e6:6.1f} MB  pss {mem[p][1] / 1e6:6.1f} MB")
-            rss, pss = sum(m[0] for m in mem.values()), sum(m[1] for m in mem.values())
-            print(f"TOTAL cpu {100 * sum(cpu.values()) / elapsed:.2f}% of one core, "
-                  f"rss {rss / 1e6:.1f} MB, pss {pss / 1e6:.1f} MB")
-            del st
+            report(sup.pid, config, a)
         finally:
             if background is not None:
                 stop_process(background, 5)
             stop_process(sup, 30)
             log.close()
+
+
+def report(root: int, config: Path, a: argparse.Namespace) -> None:
+    pids = tree(root)
+    c0 = {p: cpu_of(p) for p in pids}
+    t0 = time.monotonic()
+    time.sleep(a.seconds)  # benchmark: the measurement window
+    elapsed = time.monotonic() - t0
+    cpu = {p: cpu_of(p) - c0[p] for p in pids}
+    mem = {p: mem_of(p) for p in pids}
+    names = {root: "supervisor"} | {x["pid"]: n for n, x in try_status(config).items()}
+    names |= {p: "zygote" for p in pids if p not in names}
+    load = os.getloadavg()
+    print(f"idle footprint over {elapsed:.0f} s after {a.warmup:g} s warm-up, {len(pids)} processes, "
+          f"{os.cpu_count()} cores, background {a.background_pps:g} pps, load average {load[0]:.1f} {load[1]:.1f}")
+    for p in pids:
+        print(f"  {names.get(p, p):<11} cpu {100 * cpu[p] / elapsed:5.2f}% of a core  "
+              f"rss {mem[p][0] / 1e6:6.1f} MB  pss {mem[p][1] / 1e6:6.1f} MB")
+    rss, pss = sum(m[0] for m in mem.values()), sum(m[1] for m in mem.values())
+    print(f"TOTAL cpu {100 * sum(cpu.values()) / elapsed:.2f}% of one core, "
+          f"rss {rss / 1e6:.1f} MB, pss {pss / 1e6:.1f} MB", flush=True)
+
+
+def main() -> int:
+    exit_on_sigterm()  # a killed run still removes its namespaces and stops its processes
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--warmup", type=float, default=15)
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--background-pps", type=float, default=0.0)
+    ap.add_argument("--no-metrics", action="store_true", help="without the metrics actor (the baseline for its cost)")
+    ap.add_argument("--ref", default="", help="first run the same on this commit (git archive), the baseline")
+    a = ap.parse_args()
+    if not a.ref:
+        measure(REPO, a)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="fwref") as ref_dir:
+        print(f"## ref {a.ref} (before)")
+        measure(extract_commit(a.ref, Path(ref_dir)), a)
+    print("## this checkout (after)")
+    measure(REPO, a)
     return 0
 
 

@@ -103,7 +103,8 @@ def analysis_config(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, 
     if args.report_to:
         actors.append("reporter")
         cfg["supervisor"]["critical"].append("reporter")
-        rep: dict[str, Any] = {"url": args.report_to, "node_uuid": args.node_uuid or ""}
+        # every sample at once: the run ends when the outbox is empty, not a quiet interval later
+        rep: dict[str, Any] = {"url": args.report_to, "node_uuid": args.node_uuid or "", "metrics_interval": 0.0}
         key = args.api_key or os.environ.get("FLOODWATCH_API_KEY", "")
         if key:
             key_file = tmp / "api-key"

@@ -25,6 +25,10 @@ EXTENSIONS = (
     "floodwatch.executor.cli",
     "floodwatch.trafficgen.cli",
 )
+# The command each extension adds: running one loads only its module (`analyze` starts without the
+# server's aiohttp, SQLite and templates); help and unknown commands load them all.
+EXTENSION_COMMANDS = {"analyze": "floodwatch.analyze", "server": "floodwatch.server.cli",
+                      "command": "floodwatch.executor.cli", "traffic": "floodwatch.trafficgen.cli"}
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -109,7 +113,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser(extensions: bool = True) -> argparse.ArgumentParser:
+def build_parser(extensions: bool | tuple[str, ...] = True) -> argparse.ArgumentParser:
+    """The parser with the core commands and `extensions` (True: all, False: none, or these modules)."""
     p = argparse.ArgumentParser(prog="floodwatch", description="DDoS detection and mitigation agent")
     p.add_argument("--version", action="version", version=f"floodwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -135,7 +140,8 @@ def build_parser(extensions: bool = True) -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=cmd_config_check)
 
-    for name in EXTENSIONS if extensions else ():
+    wanted = EXTENSIONS if extensions is True else extensions or ()
+    for name in wanted:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
@@ -150,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # the core commands do not load the others' modules: the supervisor stays small (no sqlite3, aiohttp)
     core = bool(argv) and argv[0] in CORE_COMMANDS
-    args = build_parser(extensions=not core).parse_args(argv)
+    one = EXTENSION_COMMANDS.get(argv[0]) if argv else None
+    args = build_parser(extensions=(one,) if one else not core).parse_args(argv)
     return int(args.func(args))
 
 

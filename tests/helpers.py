@@ -384,3 +384,10 @@ def try_status(config: Path) -> dict[str, Any]:
         return status(config, timeout=1.0)
     except ConnectionError:
         return {}
+
+
+def extract_commit(ref: str, into: Path) -> Path:
+    """The tree of another commit (`git archive`), for a benchmark's same-run baseline (--ref)."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into

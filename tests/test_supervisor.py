@@ -125,6 +125,18 @@ def test_actors_start_as_plain_processes_when_the_zygote_is_gone(make_sys: Any) 
     assert b"tests.dummy_actor" in Path(f"/proc/{st['d1']['pid']}/cmdline").read_bytes()
 
 
+def test_forked_actors_and_the_zygote_are_named(make_sys: Any) -> None:
+    """Actors forked from the zygote (itself a child of the supervisor) show as fw-<actor> in ps/top, and
+    the zygote as fw-zygote: a fork keeps its parent's command line, so the name is what tells them apart."""
+    s = make_sys(["d1", "d2"]).start()
+    st = eventually(lambda: s.running("d1", "d2"), 20)
+    zygote = query_status(load_config(s.config)).supervisor["zygote_pid"]
+    assert Path(f"/proc/{zygote}/comm").read_text().strip() == "fw-zygote"
+    assert [Path(f"/proc/{st[n]['pid']}/comm").read_text().strip() for n in ("d1", "d2")] == ["fw-d1", "fw-d2"]
+    assert s.proc is not None
+    assert Path(f"/proc/{zygote}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(s.proc.pid)
+
+
 def test_supervisor_stays_small_and_reads_aligned_heartbeats_together(make_sys: Any) -> None:
     """The supervisor runs all the time: it loads no numpy, SQLite or aiohttp (the actors do), and the
     actors' heartbeats keep to a shared phase, so they arrive together."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import math
 import os
 import random
 import stat
@@ -21,12 +23,13 @@ from typing import Any
 from floodwatch.logs import RateLimitedLog
 from floodwatch.reporter import dialect
 from floodwatch.reporter.client import Answer, ApiClient, ApiUnreachable
-from floodwatch.reporter.outbox import METRICS, Outbox, Row
+from floodwatch.reporter.outbox import METRICS, QUIET, Outbox, Row, merge_samples
 from floodwatch.reporter.policy import Outcome, Throttle, Verdict, backoff, classify, parse_retry_after
 from floodwatch.settings.reporter import ReporterSettings
 
 AUTH_HEALTH = "api: {status} (check api key / node uuid)"
 PCAP_ID_WAIT_ATTEMPTS = 30  # a pcap whose incident never got a server id is dead-lettered after this
+MAX_WAIT = 60.0  # the loop looks at the outbox at least this often (a wake() normally comes first)
 
 
 def json_or_none(answer: Answer) -> tuple[bool, Any]:
@@ -88,12 +91,15 @@ class Deliverer:
                 for row in self.outbox.heads(now, set(self.tasks), free):
                     self._start(row)
             self._wake.clear()
-            due = self.outbox.next_due()
-            wait = 1.0 if due is None else min(1.0, max(0.005, due - now))
-            if paused:
-                wait = min(1.0, paused)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                await asyncio.wait_for(self._wake.wait(), self._wait(now, paused))
+
+    def _wait(self, now: float, paused: float) -> float | None:
+        """Until the earliest head is due (or the pause ends); None: nothing queued, sleep until wake()."""
+        if paused:
+            return min(MAX_WAIT, paused)
+        due = self.outbox.next_due()
+        return None if due is None else min(MAX_WAIT, max(0.005, due - now))
 
     async def stop(self) -> None:
         for task in self.tasks.values():
@@ -118,7 +124,7 @@ class Deliverer:
         rows = [row]
         try:
             if row.kind == "metrics":
-                rows = self.outbox.metrics_batch(dialect.metrics_batch(self.dialect, self.settings.metrics_batch))
+                rows = self._metrics_rows()
                 self.metrics_busy_upto = rows[-1].id
                 outcome = await self._post(rows, "metrics", self._metrics_body(rows))
             elif row.kind == "incident":
@@ -138,9 +144,24 @@ class Deliverer:
             outcome = Outcome(Verdict.RETRY, f"internal error: {type(e).__name__}: {e}")
         self._apply(rows, outcome)
 
-    @staticmethod
-    def _metrics_body(rows: list[Row]) -> Any:
-        return rows[0].body if len(rows) == 1 else [r.body for r in rows]
+    def _metrics_rows(self) -> list[Row]:
+        """The samples of the next POST: a backlog batch; for the flowtriq dialect (one sample per request)
+        the quiet samples at the head, up to one metrics_interval of them, which go merged into one."""
+        s = self.settings
+        if self.dialect != dialect.FLOWTRIQ:
+            return self.outbox.metrics_batch(s.metrics_batch)
+        rows = self.outbox.metrics_batch(max(1, math.ceil(s.metrics_interval)))
+        quiet = 0
+        while quiet < len(rows) and rows[quiet].op == QUIET:
+            quiet += 1
+        return rows[:max(1, quiet)]
+
+    def _metrics_body(self, rows: list[Row]) -> Any:
+        if len(rows) == 1:
+            return rows[0].body
+        if self.dialect == dialect.FLOWTRIQ:
+            return functools.reduce(merge_samples, (r.body for r in rows))
+        return [r.body for r in rows]
 
     async def _post(self, rows: list[Row], path: str, body: Any) -> Outcome:
         answer = await self.client.call("POST", path, json=body)

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 METRICS = "metrics"
+QUIET = "quiet"  # the `op` of a metric sample queued while no incident was open (it may wait and merge)
 ACKS = "acks"
 HEARTBEAT = "heartbeat"
 INCIDENT_MEMORY_DAYS = 30  # server incident ids older than this are forgotten at start
@@ -141,11 +142,14 @@ class Outbox:
         return int(self.db.execute(f"SELECT COUNT(*) FROM outbox WHERE {where}").fetchone()[0])  # noqa: S608
 
     # -- adding ------------------------------------------------------------------------------------
-    def add(self, kind: str, stream: str, body: dict[str, Any], op: str = "", incident_key: str = "") -> int:
-        """Queue one report durably; returns its id."""
+    def add(self, kind: str, stream: str, body: dict[str, Any], op: str = "", incident_key: str = "",
+            hold: float = 0.0) -> int:
+        """Queue one report durably (due `hold` seconds from now); returns its id."""
+        now = self.clock()
         cur = self.db.execute(
-            "INSERT INTO outbox (stream, kind, op, incident_key, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (stream, kind, op, incident_key, json.dumps(body, separators=(",", ":")), self.clock()),
+            "INSERT INTO outbox (stream, kind, op, incident_key, body, created_at, next_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (stream, kind, op, incident_key, json.dumps(body, separators=(",", ":")), now, now + hold if hold else 0),
         )
         self.pending += 1
         return int(cur.lastrowid or 0)
@@ -156,9 +160,12 @@ class Outbox:
         if cur.rowcount == 0:
             self.add("heartbeat", HEARTBEAT, body)
 
-    def add_metric(self, sample: dict[str, Any], busy_upto: int = 0) -> None:
-        """Queue a sample; past the cap, downsample the oldest (never rows up to `busy_upto`, in flight)."""
-        self.add("metrics", METRICS, sample)
+    def add_metric(self, sample: dict[str, Any], busy_upto: int = 0, hold: float = 0.0) -> None:
+        """Queue a sample; past the cap, downsample the oldest (never rows up to `busy_upto`, in flight).
+
+        `hold` > 0: a quiet sample (no incident open), due that many seconds from now, so the samples of a
+        quiet stretch go together (`release_metrics` makes them due at once when an incident opens)."""
+        self.add("metrics", METRICS, sample, QUIET if hold > 0 else "", hold=hold)
         self.metric_rows += 1
         if self.metric_rows > self.max_metrics:
             self.compact_metrics(busy_upto)
@@ -186,6 +193,18 @@ class Outbox:
         self.metric_rows -= removed
         self.downsampled += removed
         return removed
+
+    def held_metrics(self) -> int:
+        """Quiet samples that wait for their interval (not yet due, never tried)."""
+        row = self.db.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'metrics' AND attempts = 0 AND next_at > ?",
+                              (self.clock(),)).fetchone()
+        return int(row[0])
+
+    def release_metrics(self) -> None:
+        """Samples held back for a quiet stretch become due now (an incident opened)."""
+        now = self.clock()
+        self.db.execute("UPDATE outbox SET next_at = ? WHERE kind = 'metrics' AND attempts = 0 AND next_at > ?",
+                        (now, now))
 
     # -- reading -----------------------------------------------------------------------------------
     def _rows(self, sql: str, args: Iterable[Any]) -> list[Row]:

@@ -32,6 +32,10 @@ class ReporterSettings:
     backoff_max: float = 120.0  # longest retry delay (Retry-After may ask for more, up to 1 h)
     auth_backoff: float = 60.0  # retry delay after 401/403 (reports are kept, not dead-lettered)
     metrics_batch: int = 300  # samples per POST /metrics when a backlog is delivered
+    # While no incident is open, the per-second samples are posted together every this many seconds (as an
+    # array; the flowtriq dialect merges them into one sample with `samples`, like Flowtriq's agent, which
+    # posts every 5 s); during an incident each goes at once. 0: each sample at once, always.
+    metrics_interval: float = 5.0
     outbox_max_metrics: int = 20000  # metric samples kept before older ones are downsampled (~5.5 h)
     max_upload_bytes: int = 100 * 1024 * 1024  # the API's pcap limit; bigger files are dead-lettered
     max_response_bytes: int = 1024 * 1024  # longer answers from the server are refused
@@ -48,6 +52,8 @@ class ReporterSettings:
                      "upload_timeout", "backoff_initial", "backoff_max", "auth_backoff"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0")
+        if not 0 <= self.metrics_interval <= 300:
+            raise ValueError("metrics_interval: must be between 0 and 300 seconds")
         if self.backoff_max < self.backoff_initial:
             raise ValueError("backoff_max: must be >= backoff_initial")
         for name in ("max_in_flight", "metrics_batch", "max_upload_bytes", "max_response_bytes"):

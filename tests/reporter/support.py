@@ -48,7 +48,7 @@ def reporter_settings(url: str, api_key: str, node_uuid: str, **over: Any) -> di
     s: dict[str, Any] = {
         "url": url, "api_key": api_key, "node_uuid": node_uuid, "heartbeat_interval": 1.0,
         "config_interval": 1.0, "backoff_initial": 0.2, "backoff_max": 1.0, "auth_backoff": 0.5,
-        "connect_timeout": 1.0, "request_timeout": 3.0,
+        "connect_timeout": 1.0, "request_timeout": 3.0, "metrics_interval": 0.0,  # each sample at once
         "dialect": "published",  # parts A/B, which FakeApi speaks; the flowtriq dialect has its own tests
     }
     s.update(over)

@@ -76,16 +76,19 @@ class Supervisor:
         self.bad_control = 0  # control messages that were not valid messages (status: bad_control_messages)
 
     # -- set-up ------------------------------------------------------------------------------------
+    def _module(self, name: str) -> str:
+        return self.config.supervisor.modules.get(name, f"actors.{name}")
+
     def _child(self, name: str) -> Child:
-        module = self.config.supervisor.modules.get(name, f"actors.{name}")
-        return Child(name, module, name in self.config.supervisor.critical, RestartPolicy(self.config.supervisor))
+        return Child(name, self._module(name), name in self.config.supervisor.critical,
+                     RestartPolicy(self.config.supervisor))
 
     def __enter__(self) -> Supervisor:
         """Bind the event proxy and the control socket (BusError if taken); the actors start later."""
         for d in (self.config.agent.runtime_dir, self.config.agent.state_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
         if self.config.supervisor.preload and become_subreaper():
-            self.zygote = Zygote()
+            self.zygote = Zygote(tuple(self._module(name) for name in actor_names(self.config)))
         try:
             self.proxy = EventProxy(self.ctx, self.endpoints, self.config.bus.hwm_events)
             self.proxy.start()

@@ -1,10 +1,14 @@
 """A fork server for actors: imports the heavy modules once, then forks each actor from that image.
 
 The forked actors share those pages copy-on-write, so the whole system's memory (PSS) shrinks and an
-actor restarts without paying its imports again. The zygote forks twice per actor: the actor is
-re-parented to the supervisor, which is a child subreaper, so the supervisor waits for it as for any
-child. Protocol over a socketpair: one JSON line per request {"module", "argv", "env"}, answered
-with one line {"pid"} (or {"error"}).
+actor restarts without paying its imports again. Besides the modules every actor uses (PRELOAD), it
+imports the modules of the actors this supervisor runs (`python -m actors.X` then finds everything it
+imports already loaded, shared, and starts in a few milliseconds); nothing that no configured actor
+needs is loaded (`floodwatch analyze` loads no aiohttp, SQLite or HTTP server). The zygote itself is a
+fork of the supervisor, so the interpreter and their common modules are shared by all of them too.
+The zygote forks twice per actor: the actor is re-parented to the supervisor, which is a child
+subreaper, so the supervisor waits for it as for any child. Protocol over a socketpair: one JSON line
+per request {"module", "argv", "env"}, answered with one line {"pid"} (or {"error"}).
 """
 
 from __future__ import annotations
@@ -25,20 +29,16 @@ from typing import Any
 
 PRELOAD = (
     "zmq",
-    "zmq.asyncio",
     "msgpack",
     "loguru",
-    "numpy",
     "floodwatch.runtime.actor",
-    "floodwatch.runtime.aio",
+    "floodwatch.runtime.entry",
     "floodwatch.messages",
-    "floodwatch.records",
     "floodwatch.config",
-    "aiohttp",  # the reporter and the API server
-    "aiohttp.web",  # the API server and the metrics actor
-    "sqlite3",
 )
+MAX_FD = 65536  # file descriptors above this are not closed in the zygote (none are open there)
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -48,6 +48,12 @@ def prctl(option: int, value: int) -> bool:
         return int(libc.prctl(option, value, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
+
+
+def set_process_name(name: str) -> None:
+    """The name `ps -o comm`, top and /proc/PID/comm show (a fork keeps its parent's command line)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def become_subreaper() -> bool:
@@ -76,12 +82,13 @@ def _run_actor(req: dict[str, Any], sup_pid: int) -> None:
         time.sleep(0.001)
     os.environ.clear()
     os.environ.update(req["env"])
+    set_process_name(f"fw-{req['env'].get('FLOODWATCH_ACTOR') or req['module'].rsplit('.', 1)[-1]}")
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.argv = [req["module"], *req["argv"]]
     code = 0
     try:
-        runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
+        code = _run_module(req["module"])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if isinstance(e.code, str):
@@ -93,6 +100,19 @@ def _run_actor(req: dict[str, Any], sup_pid: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _run_module(name: str) -> int:
+    """`python -m name`: the preloaded module's main() (an actor module's entry, argv from sys.argv), or,
+    for a module without one, its code run as __main__ (a fresh copy, so runpy finds no stale one)."""
+    module = sys.modules.get(name)
+    main = getattr(module, "main", None)
+    if callable(main):
+        result = main()
+        return result if isinstance(result, int) else 0
+    sys.modules.pop(name, None)
+    runpy.run_module(name, run_name="__main__", alter_sys=True)
+    return 0
 
 
 def _fork_actor(conn: socket.socket, req: dict[str, Any], sup_pid: int) -> None:
@@ -116,16 +136,37 @@ def _fork_actor(conn: socket.socket, req: dict[str, Any], sup_pid: int) -> None:
     conn.sendall((json.dumps({"pid": pid} if pid else {"error": "fork failed"}) + "\n").encode())
 
 
-def serve(fd: int, sup_pid: int) -> None:
+def preload(modules: tuple[str, ...]) -> None:
+    """Import what the actors will import. A module that fails here fails again, with its traceback, in
+    the actor that runs it (and the supervisor restarts that one): the zygote itself goes on."""
+    for name in (*PRELOAD, *modules):
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+
+
+def _become_zygote(keep_fd: int) -> None:
+    """In the fresh fork of the supervisor: none of its signal handling, files or sockets (as a new
+    process with close_fds would have), stdin from /dev/null, one OpenBLAS thread for numpy."""
+    set_process_name("fw-zygote")
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    os.closerange(3, keep_fd)
+    os.closerange(keep_fd + 1, MAX_FD)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def serve(fd: int, sup_pid: int, modules: tuple[str, ...] = ()) -> None:
     """The zygote's loop (in its own process)."""
     conn = socket.socket(fileno=fd)
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != sup_pid:
         os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the supervisor's business
-    for name in PRELOAD:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
+    preload(modules)
     gc.collect()
     gc.freeze()  # keep the preloaded objects' pages shared: the collector will not touch them
     buf = b""
@@ -187,15 +228,24 @@ class ForkedProcess:
 class Zygote:
     """The supervisor's side: start the zygote, ask it for actors."""
 
-    def __init__(self) -> None:
-        import subprocess
+    def __init__(self, modules: tuple[str, ...] = ()) -> None:
+        """`modules`: the actors' modules (`actors.capture`, ...), imported once in the zygote.
 
+        The zygote is forked from the supervisor (before the supervisor starts any thread or socket), so
+        the interpreter and the modules both use (zmq, msgpack, loguru, the config) are one set of pages
+        for the supervisor, the zygote and every actor."""
         self._sock, theirs = socket.socketpair()
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"))
-        code = f"import floodwatch.runtime.supervisor.zygote as z; z.serve({theirs.fileno()}, {os.getpid()})"
-        self.proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),), env=env,
-                                     stdin=subprocess.DEVNULL)
+        sup_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the zygote
+            try:
+                self._sock.close()
+                _become_zygote(theirs.fileno())
+                serve(theirs.fileno(), sup_pid, modules)
+            finally:
+                os._exit(1)
         theirs.close()
+        self.proc = ForkedProcess(pid)
         self._sock.settimeout(30.0)  # the first answer waits for the preload
         self._buf = b""
 

@@ -25,6 +25,7 @@ class Dissections:
         self.queue = DissectQueue(self.make, limit)
         self.pending: set[str] = set()
         self.errors: OrderedDict[str, str] = OrderedDict()
+        self._submitted = asyncio.Event()  # wakes run() from its idle wait
 
     def findings_path(self, file_name: str) -> Path:
         return self.pcap_dir / f"{file_name}.findings.json"  # file_name: chosen by the server
@@ -51,6 +52,7 @@ class Dissections:
         self.queue.submit(JobSpec(str(incident_id), str(self.pcap_dir / file_name),
                                   str(self.findings_path(file_name)), attack_subtype=subtype))
         self.pending &= {Path(s.pcap).name for s in self.queue.waiting} | self._running()
+        self._submitted.set()
 
     def _running(self) -> set[str]:
         job = self.queue.running
@@ -67,7 +69,11 @@ class Dissections:
         self.pending &= {Path(s.pcap).name for s in self.queue.waiting} | self._running()
 
     async def run(self) -> None:
+        """Follow the jobs every half second while there are some; with none, sleep until a submit."""
         while True:
+            if not self.pending and self.queue.running is None and not self.queue.waiting:
+                self._submitted.clear()
+                await self._submitted.wait()
             await asyncio.sleep(0.5)
             self.poll()
 

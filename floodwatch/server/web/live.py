@@ -5,8 +5,9 @@ PostgreSQL (replicas): each commit NOTIFYs its events (`encode`, sent by the sto
 every replica's hub LISTENs (`Hub.follow`), so a browser on any replica sees what any replica stored.
 Incidents go out at once (with the row as stored); metrics are coalesced to each node's newest sample
 and sent every FLUSH_SECONDS, so a thousand nodes reporting every second cost each browser a few messages
-per second. Each browser has a bounded queue: a client too slow to read loses messages (counted), never
-the server's memory.
+per second. With no page open nothing is kept and the flush task sleeps until a sample arrives for a
+browser (no idle timer). Each browser has a bounded queue: a client too slow to read loses messages
+(counted), never the server's memory.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class Hub:
         self.clients: set[asyncio.Queue[str]] = set()
         self.pending_pps: dict[int, list[float]] = {}
         self.stats = {"sse_clients": 0, "sse_dropped": 0, "sse_listen_errors": 0, "sse_bad_events": 0}
+        self._has_pending = asyncio.Event()  # set when pending_pps gets its first sample since a flush
 
     # -- database thread ---------------------------------------------------------------------------
     def from_store(self, events: list[tuple[str, dict[str, Any]]]) -> None:
@@ -151,10 +153,13 @@ class Hub:
     def _take(self, items: list[tuple[str, Any]]) -> None:
         for kind, data in items:
             if kind == "pps":
+                if not self.clients:
+                    continue  # nobody to show it to: no flush to schedule
                 node_id, t, pps, bps = data
                 prev = self.pending_pps.get(node_id)
                 if prev is None or prev[0] <= t:
                     self.pending_pps[node_id] = [t, pps, bps]
+                self._has_pending.set()
             else:
                 self.send("incident", data)
 
@@ -169,8 +174,11 @@ class Hub:
                 self.stats["sse_dropped"] += 1
 
     async def run(self) -> None:
+        """Flush the coalesced samples at most every FLUSH_SECONDS, and only when there are some."""
         while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+            await self._has_pending.wait()
+            await asyncio.sleep(FLUSH_SECONDS)  # what arrives meanwhile goes out in the same message
+            self._has_pending.clear()
             if self.pending_pps:
                 pending, self.pending_pps = self.pending_pps, {}
                 self.send("pps", {str(k): v for k, v in pending.items()})
