@@ -136,6 +136,9 @@ class PGStore:
                     self._notify(conn)
                 finally:
                     self._conn = None
+        except psycopg.Error as e:  # BEGIN, NOTIFY or COMMIT on a lost connection, or no connection in time
+            self._events.clear()
+            raise StorageError(f"{self.where}: {_first_line(e)}") from e
         except BaseException:
             self._events.clear()
             raise

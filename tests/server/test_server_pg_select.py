@@ -139,3 +139,37 @@ def test_a_newer_postgresql_schema_stops_the_server_and_migrate(pg_cluster: PgCl
         srv.start()
     assert "newer than this floodwatch knows" in srv.log()
     assert pg_cluster.psql("SELECT max(version) FROM schema_migrations", db=db).strip() == str(future)
+
+
+def test_lost_database_connections_cost_a_retry_never_a_500_or_data(
+        pg: Backend, pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """PostgreSQL restarted or a connection cut: the requests in flight get 503 + Retry-After (agents
+    retry), the pool replaces the connections, and the server goes on."""
+    from tests.helpers import eventually
+
+    srv = ServerProc(tmp_path, backend=pg).start()
+    try:
+        node = srv.add_node(f"cut-{secrets.token_hex(2)}")
+        assert srv.post("heartbeat", {"agent_version": "1"}, node).status == 200
+        db = pg.url.rsplit("/", 1)[1]
+        statuses: list[int] = []
+        for i in range(3):
+            killed = pg_cluster.psql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                     f"WHERE datname = '{db}' AND pid <> pg_backend_pid()")
+            assert int(killed) >= 1
+            sample = {"pps": i, "bps": 8, "recorded_at": f"2026-11-30T11:00:0{i}Z"}
+
+            def sent(s: dict[str, object] = sample) -> bool:
+                r = srv.post("metrics", s, node)
+                statuses.append(r.status)
+                assert r.status in (200, 503), r.raw
+                if r.status == 503:
+                    assert r.headers.get("Retry-After") == "5"
+                return r.status == 200
+
+            eventually(sent, 20, message="the server answers again")
+        assert pg_cluster.psql("SELECT count(*) FROM metrics", db=db).strip() == "3"
+    finally:
+        assert srv.stop() == 0
+    assert "Traceback" not in srv.log() and pg_cluster.password not in srv.log()
+    assert 500 not in statuses
