@@ -67,8 +67,8 @@ def test_the_server_from_its_config_serves_agents_and_operators_on_postgresql(
         assert nodes.json[0]["agent_version"] == "1.2.3"
         # the rows are in PostgreSQL, where a second process (the CLI) reads them
         db = pg.url.rsplit("/", 1)[1]
-        assert pg_cluster.psql(f"SELECT count(*) FROM metrics m JOIN nodes n ON n.id = m.node_id "
-                               f"WHERE n.name = '{name}'", db=db).strip() == "3"
+        assert pg_cluster.psql("SELECT count(*) FROM metrics m JOIN nodes n ON n.id = m.node_id "
+                               "WHERE n.name = 'edge-1'", db=db).strip() == "3"
         listed = cli_inproc("incidents", "--database", pg.url, "--password-file", pg.password_file)
         assert [(i["incident_key"], i["peak_pps"]) for i in listed] == [("k-1", 5000)]
     finally:
