@@ -280,3 +280,24 @@ def test_the_session_cookie_is_secure_under_tls(tmp_path: Path, backend: Backend
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     finally:
         srv.stop()
+
+
+def test_an_admin_adds_and_deletes_users_and_a_deleted_users_session_ends(env: Any) -> None:
+    srv, _, pw = env
+    admin = Browser(srv)
+    assert admin.login("admin", pw["admin"])[0] == 302
+    token = admin.csrf()
+    status, _, page = admin.call("POST", "/users", {"action": "add", "name": "dora", "role": "operator",
+                                                    "csrf": token})
+    m = re.search(r'<code id="new-password">([^<]+)</code>', page)
+    assert status == 200 and m, page[:300]
+    dora = Browser(srv)
+    assert dora.login("dora", m.group(1))[0] == 302
+    assert dora.call("GET", "/commands")[0] == 200
+    assert admin.call("POST", "/users", {"action": "add", "name": "dora", "role": "viewer", "csrf": token})[0] == 400
+    assert admin.call("POST", "/users", {"action": "delete", "name": "admin", "csrf": token})[0] == 400  # not yourself
+    status, _, page = admin.call("POST", "/users", {"action": "delete", "name": "dora", "csrf": token})
+    assert status == 200 and "dora" not in page
+    status, headers, _ = dora.call("GET", "/commands")  # signed out at once: the session went with the user
+    assert status == 302 and headers["location"].startswith("/login")
+    assert dora.login("dora", m.group(1))[0] == 401
