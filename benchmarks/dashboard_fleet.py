@@ -1,7 +1,9 @@
 """The dashboard at fleet size: fill a database with --nodes nodes, --incidents incidents and --days of
 per-second metrics for --metric-nodes nodes (1-minute and hourly rollup rows for the whole span, raw
 samples for the last --raw-hours), start the real server on it, sign in, and time every page and the
-charts' data through HTTP (medians of --runs requests on one keep-alive connection).
+charts' data through HTTP (medians of --runs requests on one keep-alive connection). With --postgresql,
+the same data is then moved into a throwaway PostgreSQL (export/import) and the same requests timed on
+a server using it.
 
 Baseline in the same run: the 24 h chart aggregated from the raw samples per request (what a server
 without rollups would do), against the same chart from the rollups, both timed in this process.
@@ -167,6 +169,63 @@ def baseline(path: Path, runs: int) -> tuple[float, float]:
     return statistics.median(raw), statistics.median(roll)
 
 
+def serve(store_args: list[str], tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The real server on that storage; (process, port)."""
+    port_file = tmp / f"port-{name}"
+    log = open(tmp / f"server-{name}.log", "wb")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen([sys.executable, "-m", "floodwatch.server", "--listen", "127.0.0.1:0", *store_args,
+                             "--port-file", str(port_file)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ))
+    deadline = time.time() + 60
+    while not (port_file.exists() and port_file.read_text().strip().isdigit()):
+        assert proc.poll() is None and time.time() < deadline, (tmp / f"server-{name}.log").read_text()
+        time.sleep(0.1)
+    return proc, int(port_file.read_text())
+
+
+def time_all(port: int, password: str, args: argparse.Namespace, label: str) -> dict[str, Any]:
+    client = Client(port)
+    client.login(password)
+    since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 3 * 86400))
+    pages = ["/", "/?page=5", "/nodes/1", "/incidents", "/incidents?status=active",
+             "/incidents?family=syn_flood&node=node-0007", f"/incidents?since={since}",
+             f"/incidents?before={args.incidents // 2}",
+             f"/incidents/{args.incidents}", "/commands", "/users"]
+    charts = [f"/dash/api/nodes/1/series?range={r}" for r in ("15m", "1h", "24h", "7d", "30d")]
+    print(f"\n{label}\n{'request':<55} {'median ms':>10} {'max ms':>8} {'bytes':>9}")
+    results: dict[str, Any] = {}
+    for path in pages + charts:
+        med, worst, size = timed(client, path, args.runs)
+        results[path] = {"median_ms": round(med, 1), "max_ms": round(worst, 1), "bytes": size}
+        print(f"{path:<55} {med:>10.1f} {worst:>8.1f} {size:>9}", flush=True)
+    worst_page = max(results[p]["median_ms"] for p in pages)
+    worst_chart = max(results[c]["median_ms"] for c in charts)
+    print(f"{label}: slowest page median {worst_page:.1f} ms (goal < 200), slowest chart median {worst_chart:.1f} "
+          f"ms (goal < 300)")
+    return results
+
+
+def to_postgresql(db: Path, tmp: Path) -> tuple[Any, list[str]]:
+    """The filled SQLite database moved into a throwaway PostgreSQL (export/import, then ANALYZE)."""
+    from floodwatch.server import transfer
+    from tests.pgcluster import PgCluster
+
+    cluster = PgCluster().start()
+    url = cluster.new_database()
+    t0 = time.perf_counter()
+    with open(tmp / "server.export", "w") as out:
+        transfer.export(db, out)
+    with open(tmp / "server.export") as lines:
+        transfer.import_pg(lines, url, cluster.password)
+    cluster.psql("ANALYZE", db=url.rsplit("/", 1)[1])
+    (tmp / "server.export").unlink()
+    pw = tmp / "pgpass"
+    pw.touch(mode=0o600)
+    pw.write_text(cluster.password + "\n")
+    print(f"moved into PostgreSQL in {time.perf_counter() - t0:.1f} s", flush=True)
+    return cluster, ["--database", url, "--password-file", str(pw), "--pcap-dir", str(tmp / "pg-pcaps")]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else "")
     p.add_argument("--nodes", type=int, default=1000)
@@ -176,44 +235,32 @@ def main() -> int:
     p.add_argument("--raw-hours", type=float, default=48.0)
     p.add_argument("--runs", type=int, default=15)
     p.add_argument("--keep", default=None, help="fill this database file (kept) instead of a temporary one")
+    p.add_argument("--postgresql", action="store_true",
+                   help="also move the data into a throwaway PostgreSQL and time the same requests there")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fw-dashbench-"))
     db = Path(args.keep) if args.keep else tmp / "server.db"
     password, fill_s = fill(db, args)
-    port_file = tmp / "port"
-    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([sys.executable, "-m", "floodwatch.server", "--listen", "127.0.0.1:0", "--db", str(db),
-                             "--port-file", str(port_file)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ))
+    proc, port = serve(["--db", str(db)], tmp, "sqlite")
     try:
-        deadline = time.time() + 60
-        while not (port_file.exists() and port_file.read_text().strip().isdigit()):
-            assert proc.poll() is None and time.time() < deadline, (tmp / "server.log").read_text()
-            time.sleep(0.1)
-        client = Client(int(port_file.read_text()))
-        client.login(password)
-        since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 3 * 86400))
-        pages = ["/", "/?page=5", "/nodes/1", "/incidents", "/incidents?status=active",
-                 "/incidents?family=syn_flood&node=node-0007", f"/incidents?since={since}",
-                 f"/incidents?before={args.incidents // 2}",
-                 f"/incidents/{args.incidents}", "/commands", "/users"]
-        charts = [f"/dash/api/nodes/1/series?range={r}" for r in ("15m", "1h", "24h", "7d", "30d")]
-        print(f"\n{'request':<55} {'median ms':>10} {'max ms':>8} {'bytes':>9}")
-        results: dict[str, Any] = {}
-        for path in pages + charts:
-            med, worst, size = timed(client, path, args.runs)
-            results[path] = {"median_ms": round(med, 1), "max_ms": round(worst, 1), "bytes": size}
-            print(f"{path:<55} {med:>10.1f} {worst:>8.1f} {size:>9}", flush=True)
-        raw_ms, roll_ms = baseline(db, args.runs)
-        print(f"\nbaseline, 24 h chart of one node in-process: from raw samples {raw_ms:.1f} ms, "
-              f"from rollups {roll_ms:.1f} ms")
-        worst_page = max(results[p]["median_ms"] for p in pages)
-        worst_chart = max(results[c]["median_ms"] for c in charts)
-        print(f"slowest page median {worst_page:.1f} ms (goal < 200), slowest chart median {worst_chart:.1f} ms "
-              f"(goal < 300); fill {fill_s:.1f} s")
+        time_all(port, password, args, "SQLite")
     finally:
         proc.terminate()
         proc.wait(30)
+    raw_ms, roll_ms = baseline(db, args.runs)
+    print(f"\nbaseline, 24 h chart of one node in-process: from raw samples {raw_ms:.1f} ms, "
+          f"from rollups {roll_ms:.1f} ms; fill {fill_s:.1f} s")
+    if args.postgresql:
+        cluster, store_args = to_postgresql(db, tmp)
+        try:
+            proc, port = serve(store_args, tmp, "postgresql")
+            try:
+                time_all(port, password, args, "PostgreSQL")
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        finally:
+            cluster.stop()
     return 0
 
 

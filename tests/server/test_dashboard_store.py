@@ -47,7 +47,7 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
 def test_a_session_made_by_one_store_is_known_to_another_until_it_expires(opener: Opener) -> None:
     a, b = opener(), opener()
     users.add_user(a, "olga", "operator", T0)
-    token, made = sessions.create(a, "olga", T0)
+    token, made = sessions.create(a, "olga", "operator", T0)
     assert made.role == "operator" and len(token) >= 43
     seen = sessions.get(b, token, T0 + 10)  # the other replica, or the server after a restart
     assert seen is not None and (seen.user, seen.role, seen.csrf) == ("olga", "operator", made.csrf)
@@ -64,8 +64,8 @@ def test_a_session_made_by_one_store_is_known_to_another_until_it_expires(opener
 def test_signing_out_and_deleting_the_user_end_its_sessions_on_every_store(opener: Opener) -> None:
     a, b = opener(), opener()
     users.add_user(a, "vic", "viewer", T0)
-    first, _ = sessions.create(a, "vic", T0)
-    second, _ = sessions.create(b, "vic", T0)
+    first, _ = sessions.create(a, "vic", "viewer", T0)
+    second, _ = sessions.create(b, "vic", "viewer", T0)
     sessions.drop(b, first)
     assert sessions.get(a, first, T0 + 1) is None and sessions.get(a, second, T0 + 1) is not None
     assert users.delete_user(b, "vic")
@@ -75,7 +75,7 @@ def test_signing_out_and_deleting_the_user_end_its_sessions_on_every_store(opene
 def test_sessions_are_bounded_the_least_recently_used_go(opener: Opener) -> None:
     store = opener()
     users.add_user(store, "ann", "viewer", T0)
-    tokens = [sessions.create(store, "ann", T0 + i, max_sessions=3)[0] for i in range(5)]
+    tokens = [sessions.create(store, "ann", "viewer", T0 + i, max_sessions=3)[0] for i in range(5)]
     assert [sessions.get(store, t, T0 + 10) is not None for t in tokens] == [False, False, True, True, True]
 
 

@@ -50,7 +50,7 @@ async def login(request: web.Request) -> web.Response:
         srv.count("dash_login_failures")
         return render(request, "login.html", status=401, error="Wrong user name or password",
                       next=_next(str(form.get("next", ""))))
-    token, _ = await srv.db.call(sessions.create, srv.store, user["name"], time.time())
+    token, _ = await srv.db.call(sessions.create, srv.store, user["name"], user["role"], time.time())
     resp = web.HTTPFound(_next(str(form.get("next", ""))))
     resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/")
     raise resp

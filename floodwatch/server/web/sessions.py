@@ -38,7 +38,7 @@ def token_key(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def create(store: Store, user: str, now: float, idle: float = IDLE_SECONDS,
+def create(store: Store, user: str, role: str, now: float, idle: float = IDLE_SECONDS,
            max_sessions: int = MAX_SESSIONS) -> tuple[str, Session]:
     """A new session for `user` (who must exist): (the cookie value, the session). Expired sessions are
     removed, and beyond `max_sessions` the least recently used ones."""
@@ -52,8 +52,7 @@ def create(store: Store, user: str, now: float, idle: float = IDLE_SECONDS,
         if bound is not None:
             store.execute("DELETE FROM dash_sessions WHERE seen_at <= ? AND token_hash != ?",
                           (bound[0], token_key(token)))
-        role = store.execute("SELECT role FROM dash_users WHERE name = ?", (user,)).fetchone()
-    return token, Session(user, str(role[0]) if role else "viewer", csrf, now)
+    return token, Session(user, role, csrf, now)
 
 
 def get(store: Store, token: str | None, now: float, idle: float = IDLE_SECONDS) -> Session | None:
