@@ -278,13 +278,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from floodwatch.server import pg_store, transfer
+    from floodwatch.server import backend, transfer
 
     if not getattr(args, "database", None):
         raise FloodwatchError("import: --database postgresql://USER@HOST:PORT/DB is required")
     with open(args.file) as f:
-        counts = transfer.import_pg(f, args.database, pg_store.read_password(args.database_password_file))
-    where = pg_store.redact(args.database)
+        counts = transfer.import_pg(f, args.database, backend.read_password(args.database_password_file))
+    where = backend.redact(args.database)
     _print(args, counts, [f"{t}: {n} rows" for t, n in counts.items()] + [f"imported into {where}"])
     return 0
 

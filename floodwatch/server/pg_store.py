@@ -11,12 +11,9 @@ COPY. The password comes from the caller (a file or FLOODWATCH_DB_PASSWORD), nev
 from __future__ import annotations
 
 import json
-import os
-import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,6 +23,7 @@ from psycopg_pool import ConnectionPool
 
 from floodwatch.errors import StorageError
 from floodwatch.server import migrations, pg_rows, pg_schema, rollup
+from floodwatch.server.backend import read_password, redact  # noqa: F401 - read_password: for callers
 from floodwatch.server.sqlite_store import (
     _INCIDENT_SELECT,
     DETAIL_FIELDS,
@@ -53,28 +51,6 @@ _UPSERT = ("INSERT INTO {table} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLI
 EVENTS_CHANNEL = "floodwatch_events"  # what each commit recorded, for every replica's live pages (web/live.py)
 LISTEN_CHECK_SECONDS = 30.0  # a quiet listening connection is checked this often (a dead one is replaced)
 NOTIFY_MAX = 7900  # bytes: PostgreSQL refuses a NOTIFY payload of 8000 or more
-
-
-def redact(url: str) -> str:
-    """The URL without anything after a ':' in its user part (for messages)."""
-    scheme, sep, rest = url.partition("://")
-    cred, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{cred.split(':')[0]}{at}{host}" if at else url
-
-
-def read_password(path: str | None) -> str | None:
-    """The database password: from `path` (its first line; the file not readable by others) when given,
-    else FLOODWATCH_DB_PASSWORD."""
-    if path:
-        try:
-            mode = os.stat(path).st_mode
-            if mode & stat.S_IRWXO:
-                raise StorageError(f"database password file {path}: readable by others (mode "
-                                   f"{stat.S_IMODE(mode):o}); run: chmod 600 {path}")
-            return Path(path).read_text().splitlines()[0] if Path(path).stat().st_size else ""
-        except OSError as e:
-            raise StorageError(f"database password file {path}: {e.strerror}") from e
-    return os.environ.get("FLOODWATCH_DB_PASSWORD")
 
 
 class PGStore:

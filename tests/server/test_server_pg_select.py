@@ -96,6 +96,12 @@ def test_the_password_from_the_environment_and_a_readable_password_file_refused(
     assert pg_cluster.password not in denied.stderr + denied.stdout
 
 
+def test_export_names_its_limit_on_postgresql(pg: Backend, tmp_path: Path) -> None:
+    out = cli("export", "--database", pg.url, "--password-file", pg.password_file, "--out", str(tmp_path / "x"),
+              check=False)
+    assert out.returncode == 1 and "reads a SQLite database" in out.stderr and not (tmp_path / "x").exists()
+
+
 def _v1_database(pg_cluster: PgCluster, tmp: Path) -> Backend:
     """A database as the first release left it (schema version 1), with a node and a metric in it."""
     backend = pg_backend(pg_cluster, tmp)
