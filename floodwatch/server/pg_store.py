@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 
 from floodwatch.errors import StorageError
 from floodwatch.server import migrations, pg_rows, pg_schema, rollup
-from floodwatch.server.backend import read_password, redact  # noqa: F401 - read_password: for callers
+from floodwatch.server.backend import redact
 from floodwatch.server.sqlite_store import (
     _INCIDENT_SELECT,
     DETAIL_FIELDS,

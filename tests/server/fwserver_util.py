@@ -119,7 +119,8 @@ class ServerProc:
             from floodwatch.server.sqlite_store import SQLiteStore
 
             return SQLiteStore(self.db, create=False)
-        from floodwatch.server.pg_store import PGStore, read_password
+        from floodwatch.server.backend import read_password
+        from floodwatch.server.pg_store import PGStore
 
         return PGStore(self.backend.url, read_password(self.backend.password_file), max_size=1)
 

@@ -190,7 +190,8 @@ def test_a_newer_schema_is_refused_on_both(store: Any, tmp_path: Path, request: 
 
 def test_postgresql_password_stays_out_of_messages(pg_cluster: PgCluster) -> None:
     from floodwatch.errors import StorageError
-    from floodwatch.server.pg_store import PGStore, redact
+    from floodwatch.server.backend import redact
+    from floodwatch.server.pg_store import PGStore
 
     url = pg_cluster.new_database()
     wrong = "wrong-" + pg_cluster.password
