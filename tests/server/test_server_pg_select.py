@@ -182,3 +182,14 @@ def test_lost_database_connections_cost_a_retry_never_a_500_or_data(
         assert srv.stop() == 0
     assert "Traceback" not in srv.log() and pg_cluster.password not in srv.log()
     assert 500 not in statuses
+
+
+def test_an_unreachable_database_stops_the_server_at_start_with_the_reason() -> None:
+    from tests.helpers import free_port
+
+    url = f"postgresql://fw@127.0.0.1:{free_port()}/fw"  # nothing listens there
+    env = {**os.environ, "FLOODWATCH_DB_PASSWORD": "not-shown"}
+    served = cli("--listen", "127.0.0.1:0", "--database", url, check=False, env=env)
+    assert served.returncode == 1, served.stderr
+    assert "cannot connect to the database" in served.stderr and url in served.stderr
+    assert "not-shown" not in served.stderr + served.stdout
