@@ -22,15 +22,16 @@ def _row(page: str, channel: str) -> str:
     return m.group(0)
 
 
-def test_notifications_page_shows_each_channels_last_delivery_and_error(peers: Peers, tmp_path: Path) -> None:
+def test_notifications_page_shows_each_channels_last_delivery_and_error(peers: Peers, tmp_path: Path,
+                                                                       backend: Backend) -> None:
     hook = {"name": "hook", "kind": "webhook", "url": f"{peers.rx.base}/webhook", "families": ["udp_flood"],
             "secret_file": peers.secret_file("hook", peers.webhook_secret)}
     peers.rx.fail["webhook"] = [Reply(400, f"refused: {EVIL}")]  # a refusal: the message fails, no retry
-    srv = ServerProc(tmp_path, ["--config", str(peers.config([hook]))]).start()
+    srv = ServerProc(tmp_path, ["--config", str(peers.config([hook]))], backend=backend).start()
     try:
         node = srv.add_node("edge-n")
         viewer = Browser(srv)
-        password = cli_inproc("add-user", "vera", "--role", "viewer", "--db", str(srv.db))["password"]
+        password = cli_inproc("add-user", "vera", "--role", "viewer", *srv.store_args)["password"]
         viewer.login("vera", password)
         assert 'href="/notifications"' in viewer.call("GET", "/")[2]
         assert srv.post("incident", incident_body(), node).status == 201
@@ -59,11 +60,11 @@ def test_notifications_page_shows_each_channels_last_delivery_and_error(peers: P
         srv.stop()
 
 
-def test_notifications_page_without_channels(tmp_path: Path) -> None:
-    srv = ServerProc(tmp_path).start()
+def test_notifications_page_without_channels(tmp_path: Path, fresh_backend: Backend) -> None:
+    srv = ServerProc(tmp_path, backend=fresh_backend).start()  # a database without any channel's messages
     try:
         b = Browser(srv)
-        b.login("admin", (srv.tmp / "dashboard-admin-password").read_text().strip())
+        b.login("nina", cli_inproc("add-user", "nina", "--role", "viewer", *srv.store_args)["password"])
         status, _, page = b.call("GET", "/notifications")
         assert status == 200 and "No channels" in page
         assert Browser(srv).call("GET", "/notifications")[0] == 302  # signed out: to the login page
