@@ -170,3 +170,36 @@ def test_a_browser_on_one_process_shows_incidents_posted_to_the_other_live(
         assert a.post("metrics", [sample], node).status == 200
         eventually(lambda: cell("pps") == "4.32 k", LIVE, message="A's sample on B's fleet page")
         assert driver.execute_script("return window.__same_page") == 1  # live, not reloaded
+
+
+def test_live_updates_resume_after_the_listening_connection_is_cut(
+        pair: tuple[ServerProc, ServerProc], pg: Backend, pg_cluster: PgCluster) -> None:
+    a, b = pair
+    node = a.add_node("edge-cut")
+    viewer = Browser(b)
+    assert viewer.login("carl", _user(a, "carl", "viewer"))[0] == 302
+    on_b = Events(b, viewer.cookie)
+    try:
+        db = pg.url.rsplit("/", 1)[1]
+        cut = pg_cluster.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = "
+                              f"'{db}' AND query LIKE 'LISTEN%'", db=db)
+        assert int(cut) == 2  # one listening connection per process
+
+        def delivered() -> bool:  # posted until a re-established listener on B passes one on
+            return _seen_within(on_b, a.post("incident", incident_body(), node).json["incident_id"], 0.5)
+
+        eventually(delivered, 20, interval=0.2, message="live updates on B after its listener was cut")
+        assert "live updates: " in b.log() and "listening again" in b.log()
+        status, _, text = Browser(b).call("GET", "/metrics")  # counted (loopback, no token set)
+        assert status == 200 and "floodwatch_server_sse_listen_errors_total 1" in text
+    finally:
+        on_b.close()
+
+
+def _seen_within(events: Events, incident_id: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if events.find("incident", lambda d: d["incident_id"] == incident_id) is not None:
+            return True
+        time.sleep(0.02)
+    return False

@@ -164,7 +164,7 @@ def setup(app: web.Application, server: ApiServer) -> None:
 async def _start(app: web.Application) -> None:
     dash = app[DASH_KEY]
     srv = dash.server
-    dash.hub = Hub(srv.store, asyncio.get_running_loop())
+    dash.hub = Hub(srv.store, asyncio.get_running_loop(), srv.count)
     store: Any = srv.store
     if store.dialect == "postgresql":  # every replica's commits, through LISTEN/NOTIFY
         store.announce = live.encode

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -86,12 +87,15 @@ def decode(payload: str) -> tuple[list[int], list[tuple[int, float, int, int]]]:
 
 
 class Hub:
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop,
+                 count: Callable[[str, int], None] | None = None) -> None:
         self.store = store
         self.loop = loop
         self.clients: set[asyncio.Queue[str]] = set()
         self.pending_pps: dict[int, list[float]] = {}
-        self.stats = {"sse_clients": 0, "sse_dropped": 0, "sse_listen_errors": 0, "sse_bad_events": 0}
+        self.stats = {"sse_clients": 0}
+        # the server's counters (its snapshot, /metrics): sse_dropped, sse_listen_errors, sse_bad_events
+        self.count = count or (lambda name, n: None)
         self._has_pending = asyncio.Event()  # set when pending_pps gets its first sample since a flush
 
     # -- database thread ---------------------------------------------------------------------------
@@ -133,7 +137,7 @@ class Hub:
                     if self.clients:  # nobody watching: nothing to read
                         await self._from_payload(payload, db)
             except StorageError as e:
-                self.stats["sse_listen_errors"] += 1
+                self.count("sse_listen_errors", 1)
                 log.warning("live updates: {}; listening again in {:.0f} s", e, wait)
             await asyncio.sleep(wait)
             wait = min(wait * 2, RELISTEN_SECONDS[1])
@@ -142,7 +146,7 @@ class Hub:
         try:
             incident_ids, samples = decode(payload)
         except ValueError:  # a replica of another version, or not ours: counted, skipped
-            self.stats["sse_bad_events"] += 1
+            self.count("sse_bad_events", 1)
             return
         out: list[tuple[str, Any]] = [("pps", s) for s in samples]
         if incident_ids:
@@ -171,7 +175,7 @@ class Hub:
             try:
                 q.put_nowait(msg)
             except asyncio.QueueFull:
-                self.stats["sse_dropped"] += 1
+                self.count("sse_dropped", 1)
 
     async def run(self) -> None:
         """Flush the coalesced samples at most every FLUSH_SECONDS, and only when there are some."""
