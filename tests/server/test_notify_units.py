@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,11 +178,27 @@ def test_what_answers_mean() -> None:
     assert retry_after({"Retry-After": "999999"}, "", 0) == 3600
 
 
-def test_outbox_rows_are_written_with_the_incident(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The outbox runs on both stores: SQLite, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        s: Any = SQLiteStore(tmp_path / "s.db")
+    else:
+        from floodwatch.server.pg_store import PGStore
+
+        cluster = request.getfixturevalue("pg_cluster")
+        s = PGStore(cluster.new_database(), cluster.password)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_outbox_rows_are_written_with_the_incident(any_store: Any) -> None:
+    store = any_store
     outbox.init(store)
     chans = [Channel("all", "webhook"), Channel("crit", "webhook", min_severity="critical")]
-    def queue(s: SQLiteStore, i: int, before: dict[str, Any] | None) -> None:
+    def queue(s: Any, i: int, before: dict[str, Any] | None) -> None:
         outbox.queue_incident_change(s, chans, i, before, 1000.0)
 
     store.incident_hooks.append(queue)
@@ -208,4 +225,22 @@ def test_outbox_rows_are_written_with_the_incident(tmp_path: Path) -> None:
     status = {r["channel"]: r for r in outbox.channel_status(store)}
     assert status["all"]["sent"] == 1 and status["all"]["folded"] == 3 and status["crit"]["pending"] == 2
     assert status["all"]["last_sent_at"].startswith("1970-01-01T00:17:11") and status["all"]["last_error"] is None
-    store.close()
+
+
+def test_a_channel_lease_has_one_holder_until_it_expires_or_its_holder_dies(any_store: Any) -> None:
+    store = any_store
+    outbox.init(store)
+    dead: set[str] = set()
+    a, b = (outbox.Lease(name, 30.0, 5.0, dead.__contains__) for name in ("host:1:a", "host:2:b"))
+    with store.transaction():
+        assert outbox.hold(store, "hook", a, 1000.0) and outbox.hold(store, "hook", a, 1010.0)  # renewed
+        assert not outbox.hold(store, "hook", b, 1020.0) and outbox.hold(store, "other", b, 1020.0)
+        assert outbox.hold(store, "hook", b, 1041.0)  # a's lease ran out at 1040
+        assert not outbox.hold(store, "hook", a, 1042.0)
+        dead.add("host:2:b")  # b died (on this host): a takes the channel at once
+        assert outbox.hold(store, "hook", a, 1043.0)
+    dead.clear()  # b again, restarted
+    outbox.release(store, "hook", "host:1:a")
+    assert outbox.hold(store, "hook", b, 1044.0)
+    step, msg = outbox.next_step(store, Channel("hook", "webhook"), 1045.0, True, a)
+    assert (step.action, step.until, msg) == ("wait", 1050.0, None)  # not the holder: looks again later
