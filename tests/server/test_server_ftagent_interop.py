@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fwserver_util import ServerProc, cli_inproc
+from fwserver_util import Backend, ServerProc, cli_inproc, pg_backend
 
 from tests.conftest import require_netns
 from tests.helpers import REPO, NetnsPair, eventually, netns_pair
@@ -61,6 +61,20 @@ def ftagent(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.skip(f"PyPI is unreachable, cannot install ftagent=={VERSION}: {pip.stderr.strip()[-300:]}")
         raise AssertionError(f"pip install ftagent=={VERSION} failed:\n{pip.stderr[-3000:]}")
     return venv / "bin" / "ftagent"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Both stores. The server runs in namespace B, where the cluster's TCP port on the host's loopback
+    cannot be reached: it connects through the cluster's Unix socket (a path, the same in every network
+    namespace), with the cluster's local-socket authentication."""
+    if request.param == "sqlite":
+        return Backend()
+    cluster = request.getfixturevalue("pg_cluster")
+    backend = pg_backend(cluster, tmp_path)
+    name = backend.url.rsplit("/", 1)[1]
+    return Backend("postgresql", f"postgresql://{cluster.user}@/{name}?host={cluster.dir}&port={cluster.port}",
+                   backend.password_file)
 
 
 @pytest.fixture
@@ -111,8 +125,9 @@ def flood(pair: NetnsPair) -> subprocess.Popen[bytes]:
 
 
 def test_the_official_agent_reports_everything_to_floodwatch(ftagent: Path, pair: NetnsPair,
-                                                               tmp_path: Path) -> None:
-    srv = ServerProc(tmp_path, ["--rate-limit", "0"], wrap=["ip", "netns", "exec", pair.ns_b]).start()
+                                                               tmp_path: Path, storage: Backend) -> None:
+    srv = ServerProc(tmp_path, ["--rate-limit", "0"], wrap=["ip", "netns", "exec", pair.ns_b],
+                     backend=storage).start()
     agent: subprocess.Popen[bytes] | None = None
     sender: subprocess.Popen[bytes] | None = None
     db = [*srv.store_args]
