@@ -18,9 +18,10 @@ from floodwatch.errors import StorageError
 from floodwatch.server import admin, auth, handlers, partc
 from floodwatch.server import web as web_dashboard
 from floodwatch.server.backend import describe, open_store
+from floodwatch.server.clientaddr import CLIENT_KEY, FORWARDED_FOR, client_address, parse_trusted
 from floodwatch.server.dbthread import DbWorker
 from floodwatch.server.http import SERVER_KEY, ApiError, error
-from floodwatch.server.listening import ConnectionLimits, Guard, GuardedHandler, server_tls
+from floodwatch.server.listening import ClientAccessLogger, ConnectionLimits, Guard, GuardedHandler, server_tls
 from floodwatch.server.netaddr import parse_listen
 from floodwatch.server.notify.service import Notifier
 from floodwatch.server.paths import write_private
@@ -71,6 +72,7 @@ class ApiServer:
                           self.store.migrated[-1].version, _copy_note(self.store))
         self.db = DbWorker(self.store)
         self.limiter = auth.RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.trusted_proxies = parse_trusted(settings.trusted_proxies)
         self.counters: dict[str, int] = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0, "bad_requests": 0,
                                          "connections_refused": 0, "header_timeouts": 0}
         self.addresses: list[tuple[str, int]] = []
@@ -136,7 +138,7 @@ class ApiServer:
 
     # -- the application -------------------------------------------------------------------------
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self.metrics.middleware, self._errors],
+        app = web.Application(middlewares=[self._client, self.metrics.middleware, self._errors],
                               client_max_size=self.settings.max_body_bytes)
         app[SERVER_KEY] = self
         handlers.add_routes(app, AGENT_PREFIX)
@@ -149,6 +151,21 @@ class ApiServer:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
+
+    @web.middleware
+    async def _client(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Behind trusted proxies: the rest of the application sees the client's address as
+        `request.remote` (clientaddr.py); the access log finds it under CLIENT_KEY."""
+        if not self.trusted_proxies:
+            return await handler(request)  # type: ignore[no-any-return]
+        client, malformed = client_address(request.remote, request.headers.getall(FORWARDED_FOR, []),
+                                           self.trusted_proxies)
+        if malformed:
+            self.count("forwarded_for_malformed")
+        if client is None or client == request.remote:
+            return await handler(request)  # type: ignore[no-any-return]
+        request[CLIENT_KEY] = client
+        return await handler(request.clone(remote=client))  # type: ignore[no-any-return]
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -223,7 +240,8 @@ class ApiServer:
                       self.settings.header_timeout, self.count)
         access_log = self.log if self.settings.access_log else None
         return lambda: GuardedHandler(manager, guard, loop=loop, keepalive_timeout=self.settings.keepalive_timeout,
-                                      access_log=access_log)  # type: ignore[arg-type]
+                                      access_log=access_log,  # type: ignore[arg-type]
+                                      access_log_class=ClientAccessLogger)
 
     async def stop(self) -> None:
         for task in self._tasks:

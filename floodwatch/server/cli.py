@@ -59,7 +59,7 @@ def _settings(args: argparse.Namespace) -> tuple[ApiserverSettings, str]:
                                                 "max_upload_bytes", "read_timeout", "metrics_retention_days",
                                                 "admin_token_file", "synchronous", "tls_cert", "tls_key",
                                                 "header_timeout", "keepalive_timeout", "max_connections",
-                                                "max_connections_per_address")
+                                                "max_connections_per_address", "trusted_proxies")
                  if getattr(args, k, None) is not None}
     if getattr(args, "db_path", None) is not None and getattr(args, "database", None) is None:
         overrides.update(database="", database_password_file="")  # --db PATH: that SQLite file
@@ -327,6 +327,8 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keepalive-timeout", dest="keepalive_timeout", type=float, default=None)
     p.add_argument("--max-connections", dest="max_connections", type=int, default=None)
     p.add_argument("--max-connections-per-address", dest="max_connections_per_address", type=int, default=None)
+    p.add_argument("--trusted-proxy", dest="trusted_proxies", action="append", default=None, metavar="CIDR",
+                   help="believe X-Forwarded-For from this proxy (repeatable; replaces [apiserver] trusted_proxies)")
     p.add_argument("--port-file", dest="port_file", default=None, help="write the bound port here when ready")
     p.set_defaults(server_func=cmd_serve, json=False)
     sub = p.add_subparsers(dest="server_command", metavar="COMMAND")

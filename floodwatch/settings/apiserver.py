@@ -40,6 +40,10 @@ class ApiserverSettings:
     admin_token_file: str = ""
     allow_remote_admin: bool = True  # false: the admin API only answers loopback clients
     access_log: bool = False  # one log line per request (off: counters only)
+    # Reverse proxies (CIDRs or addresses) whose X-Forwarded-For is believed: from one of them, the
+    # client is the rightmost forwarded address that is not a trusted proxy (server/clientaddr.py).
+    # Empty: the header is ignored and the TCP peer is the client. Connection caps stay per TCP peer.
+    trusted_proxies: list[str] = field(default_factory=list)
     extra_listen: list[str] = field(default_factory=list)  # more HOST:PORT to serve on
     # TLS: with both, every listen address speaks HTTPS only (TLS 1.2+). The key must not be readable by
     # others (0600, or 0640 with a group such as ssl-cert).
@@ -80,6 +84,11 @@ class ApiserverSettings:
             raise ValueError("database_password_file: only with database = \"postgresql://...\"")
         if self.database_pool_size < 1:
             raise ValueError("database_pool_size: must be >= 1")
+        from floodwatch.server.clientaddr import parse_trusted
+
+        if not isinstance(self.trusted_proxies, list):
+            raise ValueError("trusted_proxies: must be a list of CIDRs, e.g. [\"127.0.0.1/32\"]")
+        parse_trusted(self.trusted_proxies)
         if self.rate_limit < 0:
             raise ValueError("rate_limit: must be >= 0 (0 turns it off)")
 
