@@ -60,7 +60,7 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-For $remote_addr;  # the edge: what the client wrote is dropped
             proxy_next_upstream error timeout;
             proxy_next_upstream_tries 3;
             proxy_connect_timeout 2s;
@@ -70,6 +70,7 @@ http {{
         location /api/v1/admin/ {{  # the replicas see every client as 127.0.0.1: the proxy decides
             allow 127.0.0.1; deny all;
             proxy_pass http://floodwatch; proxy_http_version 1.1; proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $remote_addr;
         }}
         location = /metrics {{ deny all; }}  # scraped on each replica, not through the proxy
     }}
