@@ -9,6 +9,7 @@ Clients are told apart by their loopback source address (127.0.0.9, 127.0.0.10, 
 from __future__ import annotations
 
 import http.client
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ import pytest
 from floodwatch.server.sqlite_store import SQLiteStore
 from floodwatch.server.web.sessions import LOGIN_FAILURES
 from tests.helpers import eventually
-from tests.server.fwserver_util import Backend, cli
+from tests.server.fwserver_util import Backend, cli, cli_inproc, incident_body
 from tests.server.replicas import Replicas, have_nginx, replicas
 from tests.server.test_dashboard_http import Browser
 
@@ -114,6 +115,32 @@ def test_metrics_loopback_rule_judges_the_forwarded_client(fleet: Replicas) -> N
     assert _scrape(direct)[0] == 200  # the proxy's host itself (no header): loopback
     assert _scrape(direct, {"X-Forwarded-For": "203.0.113.5"})[0] == 403  # a remote client via the proxy
     assert _scrape(direct, {"X-Forwarded-For": "127.0.0.5"})[0] == 200
+
+
+def test_the_dashboard_works_through_the_proxy_with_forwarded_addresses(fleet: Replicas) -> None:
+    """Sign-in, a page and the live updates are served to a forwarded client as to any other."""
+    password = cli_inproc("add-user", "fwd-olga", "--role", "operator", *fleet.store_args)["password"]
+    user = _via(fleet.nginx.port, "127.0.0.13")
+    assert user.login("fwd-olga", password)[0] == 302
+    status, _, page = user.call("GET", "/")
+    assert status == 200 and 'data-csrf="' in page
+    conn = http.client.HTTPConnection("127.0.0.1", fleet.ports[0], timeout=30)  # the proxy's address
+    conn.request("GET", "/events", headers={"Cookie": f"fw_session={user.cookie}", "X-Forwarded-For": "127.0.0.13"})
+    resp = conn.getresponse()
+    try:
+        assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+        srv = fleet.servers[0]
+        node = srv.add_node("edge-fwd")
+        opened = srv.post("incident", incident_body(), node)
+        assert opened.status == 201
+        while line := resp.fp.readline():  # the socket's timeout bounds the wait
+            data = json.loads(line[6:]) if line.startswith(b"data: ") else None
+            if isinstance(data, dict) and data.get("incident_id") == opened.json["incident_id"]:
+                break
+        else:
+            raise AssertionError("the live updates ended before the incident came")
+    finally:
+        conn.close()
 
 
 def test_a_bad_trusted_proxy_stops_the_server_with_the_reason(tmp_path: Any) -> None:
