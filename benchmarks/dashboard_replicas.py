@@ -113,7 +113,8 @@ def notify_cost(url: str, password: str, nodes: int, batch: int, rounds: int) ->
     store = PGStore(url, password)
     try:
         ids = [store.add_node(f"bench-{i}", f"bench-uuid-{i}", "h", 0.0)["node_id"] for i in range(nodes)]
-        off, on = [], []
+        off: list[float] = []
+        on: list[float] = []
         t0 = time.time()
         for r in range(rounds):
             for announce, into in ((None, off), (live.encode, on)):
