@@ -70,6 +70,7 @@ class CaptureActor(Actor[CaptureSettings]):
             self.every(self.policy.next_reading, self._counters, first=0.0)
             if s.source == "afpacket":
                 self.controller = SamplingController(s.budget_pps, s.max_sample_rate, clock, s.sample_rate)
+                self.policy.on_rate(self.source.rate)  # a fixed sample_rate > 1: paced from the start
                 # a silent link needs no sampling decision: the first packet brings back the pace
                 self.every(self.policy.slow(s.controller_interval, 5.0), self._control)
         self.log.info("capturing from {} on {}", self.source.name,
@@ -83,6 +84,9 @@ class CaptureActor(Actor[CaptureSettings]):
                 if step.eager:
                     self._go_eager()
                 self.poll_once(step.poll_ms)
+                continue
+            if self.policy.paced:  # the kernel samples (a flood): the ring is read at the readings
+                self._paced_step()
                 continue
             n = self.source.pump(self.out)
             self.out.flush_due()
@@ -100,6 +104,14 @@ class CaptureActor(Actor[CaptureSettings]):
                 self.poll_once(0)
             else:
                 self.poll_once(idle)
+
+    def _paced_step(self) -> None:
+        """Paced: the counter readings read the ring (and the first turn after sampling started)."""
+        assert self.out is not None
+        if self.policy.read_now():
+            self.source.pump(self.out, self.s.ring_blocks)
+            self.out.flush_all()
+        self.poll_once(self.next_timeout_ms())
 
     def on_stop(self) -> None:
         if self.out is not None:
@@ -156,9 +168,7 @@ class CaptureActor(Actor[CaptureSettings]):
         now = self.policy.clock()
         if self.s.source == "afpacket":
             # what the ring holds goes out before the counters: a window the counters close has its records
-            for _ in range(self.s.ring_blocks):
-                if not self.source.pump(self.out):
-                    break
+            self.source.pump(self.out, self.s.ring_blocks)
             self.out.flush_all()
         wire = 0
         for sample in self.source.counter_samples(now, self.out.send_drops, self.conns.count()):
@@ -175,6 +185,7 @@ class CaptureActor(Actor[CaptureSettings]):
         if rate != self.source.rate:
             self.out.flush_all()
             self.source.set_rate(rate)
+            self.policy.on_rate(rate)
             self.log.info("sampling 1 in {} (wire {:.0f} pps, budget {} pps)", rate,
                           self.controller.last_pps, self.s.budget_pps)
 

@@ -10,7 +10,6 @@ open; the capture sends the records a reading covers before it), and records onl
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 
@@ -238,9 +237,7 @@ class Engine:
 
     def _emit(self, ws: WindowStats) -> list[Message]:
         out: list[Message] = []
-        msg = ws.to_message()
-        if self.geo is not None and ws.sampled:
-            msg = replace(msg, geo=breakdown(self.geo, [(ip, c) for ip, c, _ in hh_rows(ws.src, GEO_WINDOW)]))
+        msg = ws.to_message(self.geo, GEO_WINDOW)
         self.stats["windows"] += 1
         self.published[ws.index] = ws.times()
         if len(self.published) > PUBLISHED_KEEP:

@@ -21,6 +21,7 @@ from floodwatch.aggregate.features import (
     SIZE_EDGES,
     SIZE_NAMES,
 )
+from floodwatch.aggregate.geo import CountryLookup, breakdown
 from floodwatch.aggregate.hll import HyperLogLog
 from floodwatch.aggregate.keys import addr_keys, halves_bytes, key_text
 from floodwatch.aggregate.sigsample import SignatureSampler
@@ -132,10 +133,14 @@ def _top_of(idx: np.ndarray, counts: np.ndarray, n: int) -> list[list[Any]]:
 def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
     """Heavy-hitter table -> [(ip text, count, aux...)] for the top n."""
     keys, counts, payload, aux = hh.top(n)
-    # one tolist() per array, not numpy scalars per row: a window's top lists are built ten times a second
-    pay = [halves_bytes(hi, lo) for hi, lo in payload.tolist()] if payload.shape[1] else [None] * keys.size
-    return [(key_text(k, a), c, x) for k, a, c, x in zip(keys.tolist(), pay, counts.tolist(), aux.tolist(),
-                                                        strict=True)]
+    # one tolist() per array, not numpy scalars per row: a window's top lists are built ten times a second;
+    # the address bytes only for IPv6 keys (IPv4 keys carry their address)
+    klist = keys.tolist()
+    pay: list[bytes | None] = [None] * keys.size
+    if payload.shape[1]:
+        for i in np.flatnonzero(keys >> np.uint64(63)).tolist():
+            pay[i] = halves_bytes(*payload[i].tolist())
+    return [(key_text(k, a), c, x) for k, a, c, x in zip(klist, pay, counts.tolist(), aux.tolist(), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -296,10 +301,12 @@ class WindowStats:
     def add_late(self, count: int) -> None:
         self.late += count
 
-    def to_message(self) -> TrafficWindow:
+    def to_message(self, geo: CountryLookup | None = None, geo_rows: int = 0) -> TrafficWindow:
+        """The window's message; with `geo`, the countries of its `geo_rows` heaviest sources (the top
+        list is the head of those rows: the table is ranked once)."""
         if self.sampled == 0 and self.late == 0:
             return self._empty_message()
-        return self._full_message()
+        return self._full_message(geo, geo_rows)
 
     def _empty_message(self) -> TrafficWindow:
         """A window without records (an idle link: ten a second): the record-derived fields of an empty
@@ -316,8 +323,10 @@ class WindowStats:
                       kernel_drops=c.kernel_drops, conn_count=c.conn_count, extra=self._extra())
         return TrafficWindow(**fields)
 
-    def _full_message(self) -> TrafficWindow:
+    def _full_message(self, geo: CountryLookup | None = None, geo_rows: int = 0) -> TrafficWindow:
         c = self.counters
+        top_n = self.spec.top_n
+        src_rows = hh_rows(self.src, max(top_n, geo_rows if geo is not None else 0))
         scaled = int(self.packets.sum())
         exact = c.present
         src_distinct = len(self.src) if self.src.exact else self.src_hll.estimate()
@@ -340,7 +349,7 @@ class WindowStats:
             ttl_hist={int(t): int(self.ttl[t]) for t in np.flatnonzero(self.ttl).tolist()},
             src_distinct=src_distinct,
             src_hll=self.src_hll.to_bytes(),
-            top_src_ips=[[ip, cnt] for ip, cnt, _ in hh_rows(self.src, self.spec.top_n)],
+            top_src_ips=[[ip, cnt] for ip, cnt, _ in src_rows[:top_n]],
             top_dst_ips=[[ip, cnt, aux[0]] for ip, cnt, aux in hh_rows(self.dst, self.spec.top_n)],
             top_src_ports=self.sport.top(self.spec.top_n),
             top_dst_ports=self.dport.top(self.spec.top_n),
@@ -360,6 +369,7 @@ class WindowStats:
             tls_hellos=self.hellos.total,
             top_tls_src=[] if self.hellos.src is None else
             [[ip, cnt] for ip, cnt, _ in hh_rows(self.hellos.src, self.spec.top_n)],
+            geo=breakdown(geo, [(ip, n) for ip, n, _ in src_rows[:geo_rows]]) if geo is not None else {},
             extra=self._extra(),
         )
 

@@ -9,6 +9,10 @@ Three modes, decided at each counter reading from the wire rate since the previo
   over after each reading (a full one is a flood starting: eager at once) and, if that block was a
   trickle's, counts every packet handed over since the reading half way to the next one (more than a
   trickle's worth is a flood that began after the first block: eager);
+* paced (AF_PACKET, the kernel samples 1 in N > 1, paced_reads and the ring holds two busy readings'
+  worth of blocks): a flood above the budget; the ring is read at each counter reading only, all the
+  blocks handed over at once (one parse, one batch), not at every block; when sampling starts, what
+  the ring holds (the flood's unsampled start) is read at once;
 * quiet (quiet_interval > 0 and no packet since the last reading): readings every quiet_interval; the
   first packet after the silence brings back exact counters at once (and no lazy mode at that reading,
   whose rate covers the silence).
@@ -69,6 +73,11 @@ class ReadPolicy:
         # a trickle hands over one block per ring_block_timeout_ms: lazy reading needs a ring that holds
         # one and a half counter intervals of those (the default 16 blocks x 10 ms: 160 ms for 100 ms)
         self.lazy_fits = 1.5 * s.counter_interval <= s.ring_blocks * s.ring_block_timeout_ms / 1000
+        # paced reading keeps to half the ring between readings (blocks come at most every timeout)
+        self.paced_fits = (s.source == "afpacket" and s.paced_reads
+                           and 2 * s.busy_counter_interval <= s.ring_blocks * s.ring_block_timeout_ms / 1000)
+        self.sampling = False  # the kernel keeps 1 in N > 1
+        self._read_now = False  # paced: sampling just started, read the ring at once
 
     # -- events ----------------------------------------------------------------------------------
     def woke(self) -> bool:
@@ -122,6 +131,23 @@ class ReadPolicy:
         self.lazy = False
         self.lazy_exits += 1
         return LazyStep(eager=True, poll_ms=0)
+
+    def on_rate(self, rate: int) -> None:
+        """The kernel now keeps 1 in `rate` packets: paced reading while it samples (rate > 1)."""
+        if rate > 1 and not self.sampling:
+            self._read_now = True  # the blocks admitted so far (a flood's start, unsampled) at once
+        self.sampling = rate > 1
+
+    @property
+    def paced(self) -> bool:
+        """Read the ring at the readings only: the kernel samples (a flood) and the link is not silent (a
+        silent link waits for its first packet, as in eager mode)."""
+        return self.sampling and self.paced_fits and not self.quiet
+
+    def read_now(self) -> bool:
+        """Paced: True once after sampling started (read what the ring holds now)."""
+        now, self._read_now = self._read_now, False
+        return now
 
     # -- schedule --------------------------------------------------------------------------------
     def next_reading(self) -> float:

@@ -166,18 +166,18 @@ class AfPacketSource:
             ring.set_rate(rate)
         self.prev_rate, self.rate, self.rate_since = self.rate, rate, time.time()
 
-    def pump(self, out: Output) -> int:
+    def pump(self, out: Output, most: int = BLOCKS_PER_PUMP) -> int:
+        """Read up to `most` handed-over blocks of each ring (parsed together); the packets handled."""
         n = 0
         for idx, ring in enumerate(self.rings):
-            for _ in range(BLOCKS_PER_PUMP):
-                block = ring.read_block()
-                if block is None:
-                    break
-                try:
-                    self._emit(out, idx, ring, block)
-                finally:
-                    ring.release()
-                n += len(block.rows)
+            block, k = ring.read_blocks(most)
+            if block is None:
+                continue
+            try:
+                self._emit(out, idx, ring, block)
+            finally:
+                ring.release(k)
+            n += len(block.rows)
         return n
 
     def _emit(self, out: Output, idx: int, ring: Ring, block: Block) -> None:

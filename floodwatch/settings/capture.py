@@ -31,8 +31,11 @@ class CaptureSettings:
     max_sample_rate: int = 65536  # the largest N used
     sample_rate: int = 0  # fixed 1-in-N sampling (disables the adaptive controller); 0 = adaptive
     snaplen: int = 256  # bytes of each frame copied into the ring (and into FrameBatch)
-    ring_block_size: int = 1 << 20  # TPACKET_V3 block bytes (power of two, multiple of the page size)
-    ring_blocks: int = 16  # blocks per interface ring: memory = size x blocks per interface
+    ring_block_size: int = 1 << 19  # TPACKET_V3 block bytes (power of two, multiple of the page size)
+    # blocks per interface ring: memory = size x blocks per interface (16 MiB). Under sampling, or a
+    # trickle, the kernel hands over a partly filled block every ring_block_timeout_ms: 32 blocks hold
+    # 320 ms of those (paced and lazy reading need two and one and a half readings' worth)
+    ring_blocks: int = 32
     # The kernel hands over a partly filled block after this long: the latency of capture at low rates,
     # and (each block costs a fixed ~0.2 ms of numpy work) its CPU floor under sampling.
     ring_block_timeout_ms: int = 10
@@ -50,6 +53,12 @@ class CaptureSettings:
     # (every counter_interval) instead of at every block the kernel hands over: a host's background
     # traffic costs ten wake-ups a second, not one per packet. 0 = always read every block at once.
     lazy_pps: int = 2000
+    # While the kernel samples (the wire rate is above budget_pps: a flood), read the ring only at the
+    # counter readings (every busy_counter_interval), all the blocks handed over at once, instead of at
+    # every block: a flood costs the same few wake-ups and batches a second at any rate. Windows close at
+    # the readings anyway (each reads the ring first), so detection is not delayed. Used only where the
+    # ring holds twice busy_counter_interval of blocks (ring_blocks x ring_block_timeout_ms).
+    paced_reads: bool = True
     controller_interval: float = 0.2  # seconds between sampling decisions
     frames_per_second: int = 2000  # raw frames per second to the recorder at most; 0 = none
     frames_batch: int = 256  # frames per FrameBatch at most

@@ -176,3 +176,39 @@ def test_readings_keep_to_the_aggregators_window_grid(now: float, state: str, ex
     assert p.next_reading() == pytest.approx(expected)
     clock.t += p.next_reading() + 0.001  # just after a reading: the next one is a whole step later
     assert p.next_reading() == pytest.approx({"busy": 0.5, "lazy": 1.0, "quiet": 2.0}[state] - 0.001)
+
+
+def test_while_the_kernel_samples_the_ring_is_read_at_the_readings_only() -> None:
+    clock = Clock()
+    p = ReadPolicy(CaptureSettings(), lateness=0.05, clock=clock)  # 32 blocks x 10 ms >= 2 x 100 ms
+    p.on_reading(1000, T0)
+    p.on_rate(1)
+    assert not p.paced and not p.read_now()  # 1 in 1: every block at once
+    p.on_rate(32)  # a flood over the budget: paced, and what the ring holds now (unsampled) is read at once
+    assert p.paced and p.read_now() and not p.read_now()
+    p.on_rate(64)  # already sampling: the readings read the ring
+    assert p.paced and not p.read_now()
+    p.on_reading(400_000, T0 + 0.1)
+    assert p.paced and not p.read_now()
+    p.on_rate(1)  # the flood is over: every block at once again
+    assert not p.paced
+    p.on_rate(4)
+    assert p.paced and p.read_now()
+
+
+def test_paced_reading_stops_on_a_silent_link_and_needs_a_ring_that_holds_two_readings() -> None:
+    clock = Clock()
+    p = ReadPolicy(CaptureSettings(), lateness=0.05, clock=clock)
+    p.on_rate(16)
+    p.on_reading(1000, T0)
+    assert p.paced
+    p.on_reading(1000, T0 + 0.1)  # silent: the ring wakes the reader at its first block instead
+    assert p.quiet and not p.paced
+    assert p.woke() and p.paced
+    for settings in (CaptureSettings(ring_blocks=16),  # 16 x 10 ms < 2 x 100 ms
+                     CaptureSettings(busy_counter_interval=0.2),  # 32 x 10 ms < 2 x 200 ms
+                     CaptureSettings(paced_reads=False),
+                     CaptureSettings(source="pcap", pcap_file="x.pcap")):
+        other = ReadPolicy(settings, lateness=0.05, clock=clock)
+        other.on_rate(16)
+        assert not other.paced, settings
