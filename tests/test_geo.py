@@ -52,3 +52,19 @@ def test_geo_off_means_no_lookup_and_no_breakdown() -> None:
     ws = windows_of(Engine(AggregatorSettings(geo="off"), geo=make_lookup("off")))
     assert ws and all(w.geo == {} for w in ws)
     assert classify_profile(profile_of(ws))["geo_breakdown"] == {}
+
+
+def test_iptocc_answers_the_same_from_its_bounded_cache_of_known_addresses() -> None:
+    import iptocc
+
+    from floodwatch.aggregate import geo
+
+    rng = np.random.default_rng(5)
+    pool = [f"{a}.{b}.{c}.{d}" for a, b, c, d in rng.integers(1, 224, (3 * geo.CACHE, 4)).tolist()]
+    lookup = IptoccLookup()
+    for k in range(12):  # windows of 300 heaviest sources, partly the same ones again, past the bound
+        ips = pool[k * 700 : k * 700 + 300] + pool[:50] + pool[:3]
+        truth = [c or geo.UNKNOWN for c in iptocc.country_code(ips)]
+        assert lookup.countries(ips) == truth
+        assert len(lookup._known) <= geo.CACHE
+    assert lookup.countries([]) == []

@@ -25,6 +25,9 @@ class CountryLookup(Protocol):
     def countries(self, ips: Sequence[str]) -> list[str]: ...
 
 
+CACHE = 4096  # addresses whose country is kept: a flood's heaviest sources come back window after window
+
+
 class IptoccLookup:
     name = "iptocc"
 
@@ -32,11 +35,19 @@ class IptoccLookup:
         import iptocc
 
         self._cc = iptocc.country_code
+        self._known: dict[str, str] = {}
 
     def countries(self, ips: Sequence[str]) -> list[str]:
-        if not ips:
-            return []
-        return [c or UNKNOWN for c in self._cc(list(ips))]
+        known = self._known
+        new = [ip for ip in dict.fromkeys(ips) if ip not in known]
+        if not new:
+            return [known[ip] for ip in ips]
+        fresh = dict(zip(new, (c or UNKNOWN for c in self._cc(new)), strict=True))
+        out = [fresh.get(ip) or known[ip] for ip in ips]
+        if len(known) + len(fresh) > CACHE:  # bounded: spoofed sources rarely come back anyway
+            known.clear()
+        known.update(fresh)
+        return out
 
 
 class MaxmindLookup:

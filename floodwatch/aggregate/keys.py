@@ -52,10 +52,19 @@ def addr_keys(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     return np.where(v4, lo.astype(np.uint64), v6)
 
 
+V4_TEXT_CACHE = 4096  # IPv4 texts kept: a flood's heaviest sources come back window after window
+_v4_text: dict[int, str] = {}
+
+
 def key_text(key: int, addr: bytes | None = None) -> str:
     """A key back to its address text; IPv6 keys need the 16 address bytes kept beside them."""
     if not key >> 63:
-        return socket.inet_ntoa((key & 0xFFFFFFFF).to_bytes(4, "big"))
+        text = _v4_text.get(key)
+        if text is None:
+            if len(_v4_text) >= V4_TEXT_CACHE:  # bounded: spoofed sources rarely come back anyway
+                _v4_text.clear()
+            text = _v4_text[key] = socket.inet_ntoa((key & 0xFFFFFFFF).to_bytes(4, "big"))
+        return text
     if addr is None:
         return f"ipv6-hash-{key:016x}"
     return addr_text(addr)

@@ -108,13 +108,23 @@ class Output:
         return self.budget.take(n, now)
 
     def add_frame(self, idx: int, linktype: int, rate: int, ts: float, wirelen: int, data: bytes) -> None:
+        self.add_frames(idx, linktype, rate, [[ts, wirelen, data[: self.snaplen]]])
+
+    def add_frames(self, idx: int, linktype: int, rate: int, frames: list[list[Any]]) -> None:
+        """Append [ts, wirelen, data] rows (data at most snaplen bytes) of one interface, link type and rate."""
         key = (idx, linktype, rate)
-        if key != self.frames_key or len(self.frames) >= self.frames_batch:
+        if key != self.frames_key:
             self.flush_frames()
             self.frames_key = key
-        if not self.frames:
-            self.frames_born = self.clock()
-        self.frames.append([ts, wirelen, data[: self.snaplen]])
+        done = 0
+        while done < len(frames):
+            if len(self.frames) >= self.frames_batch:
+                self.flush_frames()
+            if not self.frames:
+                self.frames_born = self.clock()
+            take = frames[done : done + self.frames_batch - len(self.frames)]
+            self.frames.extend(take)
+            done += len(take)
 
     def flush_frames(self) -> None:
         if not self.frames:

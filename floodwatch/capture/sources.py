@@ -11,12 +11,14 @@ import math
 import select
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from floodwatch.capture.fastparse import parse_many
 from floodwatch.capture.ifstats import IfCounters, IfStats
 from floodwatch.capture.output import Output
+from floodwatch.capture.parse import Buf
 from floodwatch.capture.pcapfile import Chunk, PcapReader
 from floodwatch.capture.ring import Block, Ring
 from floodwatch.errors import CaptureError
@@ -25,6 +27,14 @@ from floodwatch.settings.capture import CaptureSettings
 
 BLOCKS_PER_PUMP = 4
 RATE_SPLIT_WINDOW = 5.0  # seconds after a rate change during which blocks are checked for older packets
+
+
+def frame_rows(buf: Buf, ts: np.ndarray, wires: np.ndarray, offs: np.ndarray, caps: np.ndarray,
+               snaplen: int) -> list[list[Any]]:
+    """FrameBatch rows [ts, wirelen, data] of the frames buf[offs[i]:offs[i] + caps[i]] (at most snaplen
+    bytes each): one tolist() per column, no numpy scalar per frame."""
+    ends = (offs + np.minimum(caps, snaplen)).tolist()
+    return [[t, w, buf[o:e]] for t, w, o, e in zip(ts.tolist(), wires.tolist(), offs.tolist(), ends, strict=True)]
 
 
 class PcapSource:
@@ -86,11 +96,9 @@ class PcapSource:
         self.packets += len(chunk)
         self.last_ts = float(chunk.ts[-1])
         k = out.frames_wanted(len(chunk), now=self.last_ts)
-        buf = self.reader.buf
-        for i in range(k):
-            o, c = int(chunk.offs[i]), int(chunk.caps[i])
-            data = buf[o : o + min(c, out.snaplen)]
-            out.add_frame(0, chunk.linktype, 1, float(chunk.ts[i]), int(chunk.wires[i]), data)
+        if k:
+            out.add_frames(0, chunk.linktype, 1, frame_rows(self.reader.buf, chunk.ts[:k], chunk.wires[:k],
+                                                            chunk.offs[:k], chunk.caps[:k], out.snaplen))
         return len(chunk)
 
     def idle_ms(self) -> float:
@@ -191,10 +199,12 @@ class AfPacketSource:
             out.add_rows(idx, rows[:split], self.prev_rate)
         out.add_rows(idx, rows[split:], self.rate)
         k = out.frames_wanted(len(rows))
-        for i in range(k):
-            rate = self.prev_rate if i < split else self.rate
-            out.add_frame(idx, ring.linktype, rate, float(rows["ts"][i]), int(rows["wirelen"][i]),
-                          ring.frame(int(block.frame_offs[i]), int(block.caps[i])))
+        if k:
+            frames = frame_rows(ring.mm, rows["ts"][:k], rows["wirelen"][:k], block.frame_offs[:k], block.caps[:k],
+                                out.snaplen)
+            if split:
+                out.add_frames(idx, ring.linktype, self.prev_rate, frames[:split])
+            out.add_frames(idx, ring.linktype, self.rate, frames[split:])
 
     def idle_ms(self) -> float:
         return 1000.0  # the ring descriptors wake us when a block is handed over

@@ -62,3 +62,15 @@ def test_key_text_of_ipv4_keys_and_unknown_ipv6_keys() -> None:
     assert key_text(0x0000FFFF_01020304) == "1.2.3.4"
     assert key_text(0xFFFFFFFF) == "255.255.255.255"
     assert key_text((1 << 63) | 0xABC) == "ipv6-hash-8000000000000abc"
+
+
+def test_ipv4_texts_come_the_same_from_the_bounded_cache() -> None:
+    from floodwatch.aggregate import keys
+
+    rnd = random.Random(9)
+    ints = [rnd.getrandbits(32) for _ in range(3 * keys.V4_TEXT_CACHE)]
+    for _ in range(2):  # the second pass finds some in the cache, others cleared
+        for i in ints:
+            key = (0xFFFF << 32) | i
+            assert key_text(key) == str(ipaddress.IPv4Address(i))
+            assert len(keys._v4_text) <= keys.V4_TEXT_CACHE

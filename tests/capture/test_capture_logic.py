@@ -16,6 +16,7 @@ from floodwatch.capture.fastparse import parse_many
 from floodwatch.capture.ifstats import IfCounters, IfStats, default_route_interface
 from floodwatch.capture.output import Output
 from floodwatch.capture.sampling import SamplingController
+from floodwatch.capture.sources import frame_rows
 from floodwatch.config import config_from_dict
 from floodwatch.errors import CaptureError, ConfigError
 from floodwatch.messages import FrameBatch, Message, PacketBatch
@@ -143,6 +144,21 @@ def test_output_batches_by_size_age_and_rate_change() -> None:
     assert [len(f.frames) for f in fb] == [4, 2] and all(len(x[2]) == 20 for f in fb for x in f.frames)
     clock.t += 0.5
     assert out.frames_wanted(50) == 5
+    # a whole read's frames at once: the same batches as one by one (cut at frames_batch, a new rate flushes)
+    rows = [[2.0 + i, 60 + i, bytes([i]) * 20] for i in range(9)]
+    out.add_frames(0, 1, 1, rows[:7])
+    out.add_frames(0, 1, 4, rows[7:])
+    out.flush_frames()
+    fb = [m for m, _ in sent if isinstance(m, FrameBatch)][2:]
+    assert [(len(f.frames), f.sample_rate) for f in fb] == [(4, 1), (3, 1), (2, 4)]
+    assert [x for f in fb for x in f.frames] == rows
+
+
+def test_frame_rows_cut_each_frame_to_snaplen() -> None:
+    buf = bytes(range(256)) * 4
+    offs, caps = np.array([0, 100, 600]), np.array([50, 10, 300])
+    rows = frame_rows(buf, np.array([1.5, 2.5, 3.5]), np.array([60, 10, 1500]), offs, caps, snaplen=40)
+    assert rows == [[1.5, 60, buf[0:40]], [2.5, 10, buf[100:110]], [3.5, 1500, buf[600:640]]]
 
 
 def test_frame_budget_follows_a_file_clock() -> None:
