@@ -64,12 +64,11 @@ class Engine:
         self.second: SecondRollup | None = None
         self.run = RunSummary(settings.run_capacity, settings.buffer, settings.hll_precision, settings.top_n)
         self.prev_peers = np.zeros(0, dtype=np.uint64)
-        # small batches of one window are queued and accounted together (the per-batch numpy cost is
-        # fixed): flushed at COALESCE records, another window or rate, or before the window closes
-        self._pend: list[tuple[np.ndarray, np.ndarray]] = []
-        self._pend_ws: WindowStats | None = None
-        self._pend_rate = 0
-        self._pend_n = 0
+        # the records of a window (and rate) are queued and accounted together when the window closes, or
+        # at COALESCE records (the per-call numpy cost is fixed): once per window in a sampled flood, not
+        # once per batch part; their times (slots) are counted at once, for the counter readings
+        self._pend: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = {}  # (window, rate) -> parts
+        self._pend_n: dict[tuple[int, int], int] = {}
         self.stats = {"batches": 0, "records": 0, "bad_batches": 0, "late_records": 0, "windows": 0,
                       "late_counter_packets": 0}
 
@@ -119,7 +118,6 @@ class Engine:
             raise BadBatch(f"counter sample from {sample.iface}: bad time {sample.ts!r} or a negative counter")
         out: list[Message] = []
         self.live = True
-        self._flush()  # queued records count when the delta is placed in time
         # records of another name than the counters (or none yet): taken as up to date
         until = self.records_until.get(sample.iface, math.inf)
         for piece in self.counters.feed(sample, self._records_between, until):
@@ -164,24 +162,27 @@ class Engine:
         if ws.index != index:
             ws.add_late(int(recs.size))
             self.stats["late_records"] += int(recs.size)
-        if self._pend and (self._pend_ws is not ws or self._pend_rate != rate):
-            self._flush()
-        self._pend.append((recs, addr))
-        self._pend_ws, self._pend_rate = ws, rate
-        self._pend_n += int(recs.size)
-        if self._pend_n >= COALESCE:
-            self._flush()
+        ws.add_times(recs, rate)
+        key = (ws.index, rate)
+        self._pend.setdefault(key, []).append((recs, addr))
+        self._pend_n[key] = self._pend_n.get(key, 0) + int(recs.size)
+        if self._pend_n[key] >= COALESCE:
+            self._flush_key(key)
 
-    def _flush(self) -> None:
-        if not self._pend or self._pend_ws is None:
-            return
-        if len(self._pend) == 1:
-            recs, addr = self._pend[0]
+    def _flush(self, limit: int | None = None) -> None:
+        """Account the queued records of the windows below `limit` (all when None), in queue order."""
+        for key in [k for k in self._pend if limit is None or k[0] < limit]:
+            self._flush_key(key)
+
+    def _flush_key(self, key: tuple[int, int]) -> None:
+        parts = self._pend.pop(key)
+        del self._pend_n[key]
+        if len(parts) == 1:
+            recs, addr = parts[0]
         else:
-            recs = np.concatenate([p[0] for p in self._pend])
+            recs = np.concatenate([p[0] for p in parts])
             addr = recs.view(ADDR_VIEW)
-        self._pend_ws.add(recs, addr, self._pend_rate, self.prev_peers)
-        self._pend, self._pend_ws, self._pend_n = [], None, 0
+        self.open[key[0]].add(recs, addr, key[1], self.prev_peers)
 
     def _records_between(self, index: int, a: float, b: float) -> tuple[float, float] | None:
         """Records of window `index` in (a, b]: None for a window published too long ago to know."""
@@ -214,8 +215,7 @@ class Engine:
         return self._close_until(limit)
 
     def _close_until(self, limit: int | None) -> list[Message]:
-        if self._pend_ws is not None and (limit is None or self._pend_ws.index < limit):
-            self._flush()
+        self._flush(limit)
         out: list[Message] = []
         max_empty = round(self.s.max_gap / self.width)
         while self.next_emit is not None and self.open and (limit is None or self.next_emit < limit):

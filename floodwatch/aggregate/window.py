@@ -208,8 +208,16 @@ class WindowStats:
         self.counters = CounterTotals()
         self.hellos = HelloCounts(spec.tls_ports)
 
+    def add_times(self, recs: np.ndarray, rate: int) -> None:
+        """When records of this window (sampled 1 in `rate`) came, by tenth of the window: counted as they
+        arrive (counter readings are placed by them), the rest of each record later, by add()."""
+        d = (recs["direction"] == DIR_OUT).astype(np.intp)
+        slot = np.clip(((recs["ts"] - self.t_start) * (SLOTS / (self.t_end - self.t_start))).astype(np.intp),
+                       0, SLOTS - 1)
+        self.slots += np.bincount(d * SLOTS + slot, minlength=2 * SLOTS) * rate
+
     def add(self, recs: np.ndarray, addr: np.ndarray, rate: int, prev_peers: np.ndarray) -> None:
-        """Account one slice of a batch (all in this window) sampled 1 in `rate`."""
+        """Account records of this window sampled 1 in `rate` (all but their times: add_times)."""
         n = int(recs.size)
         self.sampled += n
         out = recs["direction"] == DIR_OUT
@@ -222,8 +230,6 @@ class WindowStats:
         ts = recs["ts"]
         self.t_first = min(self.t_first, float(ts.min())) if self.t_first else float(ts.min())
         self.t_last = max(self.t_last, float(ts.max()))
-        slot = np.clip(((ts - self.t_start) * (SLOTS / (self.t_end - self.t_start))).astype(np.intp), 0, SLOTS - 1)
-        self.slots += np.bincount(d * SLOTS + slot, minlength=2 * SLOTS) * rate
         if self.t_last >= self.t_half:
             tail = (ts >= self.t_half) & ~out
             self.tail += (int(np.count_nonzero(tail)) * rate, int(recs["wirelen"][tail].sum()) * rate)

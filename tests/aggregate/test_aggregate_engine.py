@@ -288,3 +288,41 @@ def test_aggregate_late_reading_does_not_count_published_windows_twice() -> None
     assert len(wins) == 10 and not wins[0].exact
     assert [w.packets_in for w in wins] == [1000] * 10, [w.packets_in for w in wins]
     assert e.stats["late_counter_packets"] > 0
+
+
+def test_aggregate_a_window_read_in_parts_between_readings_equals_it_read_whole() -> None:
+    """Live: each reading's batch holds the end of one window and the start of the next; the parts are
+    queued and accounted once when their window closes (one numpy pass per window, not per part). Every
+    published window carries what the same records make in one batch per window (counts, top lists,
+    victims, ports, histograms), and the exact counters add up to what the wire carried."""
+    from tests.aggregate.agg_factory import counters
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    ts = 1000.04 + np.sort(rng.random(n)) * 0.45  # five windows, from after the first reading
+    recs = records(n, ts=ts, proto=17, flags=0, wirelen=rng.integers(60, 1500, n), sport=rng.integers(1, 65535, n),
+                   dport=rng.choice([53, 80, 123], n), src=v4_addrs(rng.integers(1 << 24, 1 << 31, 64)[rng.integers(0, 64, n)]))
+    readings = [1000.035 + 0.1 * k for k in range(7)]
+
+    def windows(cuts: list[float], everything: bool = False) -> list[TrafficWindow]:
+        e = engine(lateness=0.03)
+        out = e.feed_counters(counters(readings[0] - 0.1, 0, 0))
+        for k, t in enumerate(readings):
+            part = recs[(ts > cuts[k] - 0.1) & (ts <= cuts[k])]
+            if part.size:
+                out += e.feed_batch(batch(part, rate=4, seq=k))
+            seen = recs[ts <= t]
+            out += e.feed_counters(counters(t, int(seen.size) * 4, int(seen["wirelen"].sum()) * 4))
+        return [w for w in of(out, TrafficWindow) if w.sampled or everything]
+
+    split = windows(readings)  # as capture reads: up to each reading, across a window's end
+    whole = windows([1000.1 + 0.1 * k - 1e-9 for k in range(7)])  # one batch per window
+    assert len(split) == len(whole) == 5
+    wire = ("packets_in", "bytes_in")  # the readings' deltas are placed by the records known at each reading
+    for a, b in zip(split, whole, strict=True):
+        assert {k: v for k, v in a.to_dict().items() if k not in wire} == \
+               {k: v for k, v in b.to_dict().items() if k not in wire}
+        assert a.exact and a.records_packets_in == a.sampled * 4 and a.top_src_ips and a.victims
+    every = windows(readings, everything=True)
+    assert sum(w.packets_in for w in every) == n * 4
+    assert sum(w.bytes_in for w in every) == int(recs["wirelen"].sum()) * 4
