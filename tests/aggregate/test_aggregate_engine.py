@@ -300,8 +300,9 @@ def test_aggregate_a_window_read_in_parts_between_readings_equals_it_read_whole(
     rng = np.random.default_rng(7)
     n = 3000
     ts = 1000.04 + np.sort(rng.random(n)) * 0.45  # five windows, from after the first reading
+    sources = v4_addrs(rng.integers(1 << 24, 1 << 31, 64))
     recs = records(n, ts=ts, proto=17, flags=0, wirelen=rng.integers(60, 1500, n), sport=rng.integers(1, 65535, n),
-                   dport=rng.choice([53, 80, 123], n), src=v4_addrs(rng.integers(1 << 24, 1 << 31, 64)[rng.integers(0, 64, n)]))
+                   dport=rng.choice([53, 80, 123], n), src=sources[rng.integers(0, 64, n)])
     readings = [1000.035 + 0.1 * k for k in range(7)]
 
     def windows(cuts: list[float], everything: bool = False) -> list[TrafficWindow]:
