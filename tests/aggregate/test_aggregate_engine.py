@@ -327,3 +327,15 @@ def test_aggregate_a_window_read_in_parts_between_readings_equals_it_read_whole(
     every = windows(readings, everything=True)
     assert sum(w.packets_in for w in every) == n * 4
     assert sum(w.bytes_in for w in every) == int(recs["wirelen"].sum()) * 4
+
+
+def test_aggregate_a_batch_over_several_windows_in_or_out_of_time_order_makes_the_same_windows() -> None:
+    rng = np.random.default_rng(11)
+    recs = records(900, ts=1000.0 + np.sort(rng.random(900)) * 0.3, sport=rng.integers(1, 65535, 900),
+                   src=v4_addrs(rng.integers(1 << 24, 1 << 31, 900)))
+    in_order = run(engine(), batch(recs), batch(records(1, ts=1001.0)))
+    shuffled = run(engine(), batch(recs[rng.permutation(900)]), batch(records(1, ts=1001.0)))
+    a, b = of(in_order, TrafficWindow), of(shuffled, TrafficWindow)
+    assert [w.sampled for w in a][:3] == [int(np.count_nonzero((recs["ts"] >= 1000 + k / 10)
+                                                                & (recs["ts"] < 1000 + (k + 1) / 10))) for k in range(3)]
+    assert [w.to_dict() for w in a] == [w.to_dict() for w in b]
