@@ -9,6 +9,7 @@ open; the capture sends the records a reading covers before it), and records onl
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -101,7 +102,7 @@ class Engine:
             self._queue(lo, recs, addr, batch.sample_rate)
         elif (step := np.diff(widx)).min() >= 0:  # in time order (a ring's records are): slices, no copies
             edges = [0, *(np.flatnonzero(step) + 1).tolist(), len(widx)]
-            for a, b in zip(edges, edges[1:], strict=False):
+            for a, b in itertools.pairwise(edges):
                 self._queue(int(widx[a]), recs[a:b], addr[a:b], batch.sample_rate)
                 out += self._advance(float(ts[a:b].max()) - grace)
         else:
