@@ -233,6 +233,11 @@ def report(label: str, idle_res: dict[str, Any], results: list[RateResult]) -> N
               f"{recs:,.0f} | {cap / recs * 1e6:.1f} | {agg / recs * 1e6:.1f} | {split} |")
 
 
+def capture_setting(kv: str) -> tuple[str, int | bool]:
+    key, _, value = kv.partition("=")
+    return key, value == "true" if value in ("true", "false") else int(value)
+
+
 def main() -> int:
     exit_on_sigterm()  # a killed run still removes its namespaces and stops its processes
     ap = argparse.ArgumentParser()
@@ -243,8 +248,8 @@ def main() -> int:
     ap.add_argument("--max-packets", type=int, default=1_000_000)
     ap.add_argument("--warmup", type=float, default=10.0)
     ap.add_argument("--idle", type=float, default=20.0)
-    ap.add_argument("--capture", action="append", default=[], type=lambda kv: (kv.split("=")[0], int(kv.split("=")[1])),
-                    help="KEY=INT: a [capture] setting away from the default (e.g. budget_pps=5000)")
+    ap.add_argument("--capture", action="append", default=[], type=capture_setting,
+                    help="KEY=VALUE: a [capture] setting away from the default (budget_pps=5000, paced_reads=false)")
     args = ap.parse_args()
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     trees: list[tuple[str, Path]] = []
