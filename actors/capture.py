@@ -106,12 +106,13 @@ class CaptureActor(Actor[CaptureSettings]):
                 self.poll_once(idle)
 
     def _paced_step(self) -> None:
-        """Paced: the counter readings read the ring (and the first turn after sampling started)."""
+        """Paced: the counter readings read the ring, and half way between two (and the first turn after
+        sampling started)."""
         assert self.out is not None
         if self.policy.read_now():
             self.source.pump(self.out, self.s.ring_blocks)
             self.out.flush_all()
-        self.poll_once(self.next_timeout_ms())
+        self.poll_once(min(self.next_timeout_ms(), self.policy.half_wait_ms()))
 
     def on_stop(self) -> None:
         if self.out is not None:

@@ -10,9 +10,9 @@ Three modes, decided at each counter reading from the wire rate since the previo
   trickle's, counts every packet handed over since the reading half way to the next one (more than a
   trickle's worth is a flood that began after the first block: eager);
 * paced (AF_PACKET, the kernel samples 1 in N > 1, paced_reads and the ring holds two busy readings'
-  worth of blocks): a flood above the budget; the ring is read at each counter reading only, all the
-  blocks handed over at once (one parse, one batch), not at every block; when sampling starts, what
-  the ring holds (the flood's unsampled start) is read at once;
+  worth of blocks): a flood above the budget; the ring is read at each counter reading and half way
+  between two, all the blocks handed over at once (one parse, one batch), not at every block; when
+  sampling starts, what the ring holds (the flood's unsampled start) is read at once;
 * quiet (quiet_interval > 0 and no packet since the last reading): readings every quiet_interval; the
   first packet after the silence brings back exact counters at once (and no lazy mode at that reading,
   whose rate covers the silence).
@@ -78,6 +78,7 @@ class ReadPolicy:
                            and 2 * s.busy_counter_interval <= s.ring_blocks * s.ring_block_timeout_ms / 1000)
         self.sampling = False  # the kernel keeps 1 in N > 1
         self._read_now = False  # paced: sampling just started, read the ring at once
+        self._half_at = 0.0  # paced: also read half way between readings (less work at the reading)
 
     # -- events ----------------------------------------------------------------------------------
     def woke(self) -> bool:
@@ -102,6 +103,7 @@ class ReadPolicy:
         self._peek = True
         self._check_at = now + s.counter_interval / 2 if self.lazy else 0.0
         self._last_wire, self._last_time = wire, now
+        self._half_at = now + s.busy_counter_interval / 2
         return was_lazy and not self.lazy and rate >= s.lazy_pps
 
     def lazy_step(self, ring: Ring, timer_ms: float) -> LazyStep:
@@ -145,9 +147,16 @@ class ReadPolicy:
         return self.sampling and self.paced_fits and not self.quiet
 
     def read_now(self) -> bool:
-        """Paced: True once after sampling started (read what the ring holds now)."""
+        """Paced: True once after sampling started (read what the ring holds now), and once half way
+        between two readings (so that the reading, which closes a window, has half as much to read)."""
+        if self._half_at and self.clock() >= self._half_at:
+            self._read_now, self._half_at = True, 0.0
         now, self._read_now = self._read_now, False
         return now
+
+    def half_wait_ms(self) -> float:
+        """Paced: milliseconds to the half-way read (1000 when it was done)."""
+        return max(0.0, (self._half_at - self.clock()) * 1000) if self._half_at else 1000.0
 
     # -- schedule --------------------------------------------------------------------------------
     def next_reading(self) -> float:

@@ -257,9 +257,9 @@ def test_overload_engages_sampling_and_scaled_estimates_stay_within_5_percent(li
 
 
 def test_a_sampled_flood_is_read_at_a_pace_in_few_batches_with_the_same_estimates(live: Any, tmp_path: Path) -> None:
-    """While the kernel samples, the ring is read at each counter reading (all the blocks handed over,
-    parsed together, one batch), not at every 10 ms block: a few batches a second, and the scaled records
-    still match what was sent."""
+    """While the kernel samples, the ring is read at each counter reading and half way between two (all
+    the blocks handed over, parsed together, one batch), not at every 10 ms block: a few batches a
+    second, and the scaled records still match what was sent."""
     pair, harness, coll, _ = live
     mix = frames_mix(pair)
     frames = [mix["udp"][0], mix["tcp"][0], mix["udp"][0], mix["icmp"][0], mix["udp"][0]]
@@ -278,9 +278,9 @@ def test_a_sampled_flood_is_read_at_a_pace_in_few_batches_with_the_same_estimate
         sampled = [b for b in coll.batches if b.sample_rate > 1]
         assert sampled, "sampling never engaged"
         span = max(b.t_last for b in sampled) - min(b.t_first for b in sampled)
-        # one batch per reading, 10 a second (readings the machine delays only make fewer), plus one per rate
-        # change; reading every 10 ms block gave 35 a second under trafgen on a loaded 2-core machine
-        assert len(sampled) / span < 16, (len(sampled), span)
+        # one batch per reading and one half way, 20 a second (reads the machine delays only make fewer), plus
+        # one per rate change; reading every 10 ms block gave 35 a second under trafgen on a loaded machine
+        assert len(sampled) / span < 26, (len(sampled), span)
         rows, rates = coll.rows(pair.ip4_a)
         for proto, true in {17: n * 3 // 5, 6: n // 5, 1: n // 5}.items():
             est = float(rates[rows["proto"] == proto].sum())

@@ -178,18 +178,22 @@ def test_readings_keep_to_the_aggregators_window_grid(now: float, state: str, ex
     assert p.next_reading() == pytest.approx({"busy": 0.5, "lazy": 1.0, "quiet": 2.0}[state] - 0.001)
 
 
-def test_while_the_kernel_samples_the_ring_is_read_at_the_readings_only() -> None:
+def test_while_the_kernel_samples_the_ring_is_read_at_the_readings_and_half_way() -> None:
     clock = Clock()
     p = ReadPolicy(CaptureSettings(), lateness=0.05, clock=clock)  # 32 blocks x 10 ms >= 2 x 100 ms
     p.on_reading(1000, T0)
     p.on_rate(1)
-    assert not p.paced and not p.read_now()  # 1 in 1: every block at once
+    assert not p.paced  # 1 in 1: every block at once
     p.on_rate(32)  # a flood over the budget: paced, and what the ring holds now (unsampled) is read at once
     assert p.paced and p.read_now() and not p.read_now()
     p.on_rate(64)  # already sampling: the readings read the ring
     assert p.paced and not p.read_now()
-    p.on_reading(400_000, T0 + 0.1)
-    assert p.paced and not p.read_now()
+    assert p.half_wait_ms() == pytest.approx(50)
+    clock.t = T0 + 0.05  # half way to the next reading: once
+    assert p.read_now() and not p.read_now() and p.half_wait_ms() == 1000
+    clock.t = T0 + 0.1
+    p.on_reading(400_000, clock.t)
+    assert p.paced and not p.read_now() and p.half_wait_ms() == pytest.approx(50)
     p.on_rate(1)  # the flood is over: every block at once again
     assert not p.paced
     p.on_rate(4)
