@@ -53,11 +53,11 @@ class CaptureSettings:
     # (every counter_interval) instead of at every block the kernel hands over: a host's background
     # traffic costs ten wake-ups a second, not one per packet. 0 = always read every block at once.
     lazy_pps: int = 2000
-    # While the kernel samples (the wire rate is above budget_pps: a flood), read the ring only at the
-    # counter readings (every busy_counter_interval), all the blocks handed over at once, instead of at
-    # every block: a flood costs the same few wake-ups and batches a second at any rate. Windows close at
-    # the readings anyway (each reads the ring first), so detection is not delayed. Used only where the
-    # ring holds twice busy_counter_interval of blocks (ring_blocks x ring_block_timeout_ms).
+    # While the kernel samples (the wire rate is above budget_pps: a flood), read the ring at the counter
+    # readings (every busy_counter_interval) and half way between two, all the blocks handed over at once,
+    # instead of at every block: a flood costs the same few wake-ups and batches a second at any rate.
+    # Windows close at the readings anyway (each reads the ring first). Used only where the ring holds
+    # twice busy_counter_interval of blocks (ring_blocks x ring_block_timeout_ms).
     paced_reads: bool = True
     controller_interval: float = 0.2  # seconds between sampling decisions
     frames_per_second: int = 2000  # raw frames per second to the recorder at most; 0 = none
