@@ -4,7 +4,9 @@ The server runs every store call in one thread (floodwatch/server/dbthread.py), 
 (group commit), so a replica serves at most 1 / (cost of a call) requests a second, whatever its CPU.
 This times the calls a fleet makes most, in groups of --group calls (one transaction, each call in its
 savepoint, as the database thread does), on a throwaway PostgreSQL cluster (fsync on, as in production;
-tests/pgcluster.py) and on SQLite (synchronous=FULL), and prints the median per call of --rounds groups.
+tests/pgcluster.py) and on SQLite (synchronous=FULL), and prints the median per call of --rounds groups;
+and, for comparison, the same number of samples stored by one add_metrics call (what coalescing the
+requests of a batch into one COPY would cost).
 
     .venv/bin/python benchmarks/server_store_calls.py --rounds 20 --group 100
 """
@@ -58,6 +60,18 @@ def measure(store: Any, args: argparse.Namespace) -> dict[str, float]:
                     fn(node)
             per_call.append((time.perf_counter() - t0) * 1000 / len(nodes))
         out[name] = round(statistics.median(per_call), 3)
+    per_sample = []
+    for r in range(args.rounds):  # what batching across requests would cost: one call, `group` samples
+        samples = []
+        for k in range(args.group):
+            sample = mapping.metrics_sample(traffic_second(t + args.rounds + r * args.group + k, rng))
+            sample["recorded_at"] = mapping.parse_iso(sample["recorded_at"])
+            samples.append(sample)
+        t0 = time.perf_counter()
+        with store.group():
+            store.add_metrics(nodes[0], samples, time.time())
+        per_sample.append((time.perf_counter() - t0) * 1000 / args.group)
+    out["add_metrics, all in 1 call (/sample)"] = round(statistics.median(per_sample), 3)
     t0 = time.perf_counter()
     for _ in range(args.group):
         store.node_auth("no-such-node")  # alone: its own transaction, as on an auth cache miss
