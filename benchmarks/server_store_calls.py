@@ -100,9 +100,9 @@ def main() -> int:
         sq_ms = measure(sq, args)
         sq.close()
     print(f"# ms per call, median of {args.rounds} transactions of {args.group} calls")
-    print(f"{'call':<30} {'PostgreSQL':>11} {'SQLite':>9}")
+    print(f"{'call':<38} {'PostgreSQL':>11} {'SQLite':>9}")
     for name in pg_ms:
-        print(f"{name:<30} {pg_ms[name]:>11} {sq_ms[name]:>9}")
+        print(f"{name:<38} {pg_ms[name]:>11} {sq_ms[name]:>9}")
     return 0
 
 
