@@ -21,9 +21,11 @@ for PostgreSQL, what its active backends were waiting for (pg_stat_activity, sam
 from __future__ import annotations
 
 import argparse
+import atexit
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -266,6 +268,16 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
+def server_switch_interval(seconds: float) -> None:
+    """An experiment: the servers started from now on run with this GIL switch interval (Python's default
+    is 5 ms: a database thread woken by PostgreSQL's answer may wait that long for the event loop's
+    thread). Through a sitecustomize module on the servers' PYTHONPATH; the code is not changed."""
+    d = Path(tempfile.mkdtemp(prefix="fw-switch-"))
+    atexit.register(shutil.rmtree, d, True)
+    (d / "sitecustomize.py").write_text(f"import sys\nsys.setswitchinterval({seconds!r})\n")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(d), os.environ.get("PYTHONPATH", "")]))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     p.add_argument("--setup", choices=("pg", "sqlite"), required=True)
@@ -277,10 +289,14 @@ def main() -> int:
     p.add_argument("--replicas", type=int, default=2, help="pg: server replicas behind nginx")
     p.add_argument("--nginx-workers", type=int, default=1)
     p.add_argument("--pg-no-fsync", action="store_true", help="pg: fsync off (to see what durability costs)")
+    p.add_argument("--switch-interval", type=float, default=None,
+                   help="experiment: the servers' GIL switch interval in seconds (Python's default 0.005)")
     p.add_argument("--stop-at-failure", action="store_true", help="stop after the first step over the goal")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     counts = sorted(int(x) for x in args.agents.split(","))
+    if args.switch_interval:
+        server_switch_interval(args.switch_interval)
     print(f"# {machine()}; load average {os.getloadavg()}; {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
           flush=True)
     setup: Setup = (PgSetup(counts[-1], args.replicas, args.nginx_workers, not args.pg_no_fsync) if args.setup == "pg"
