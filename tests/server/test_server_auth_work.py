@@ -14,15 +14,17 @@ from typing import Any
 
 import aiohttp
 import pytest
+from fwserver_util import Backend
 
 from floodwatch.server import auth
 from floodwatch.server.app import ApiServer
+from floodwatch.server.pg_store import PGStore
 from floodwatch.server.sqlite_store import SQLiteStore
 from floodwatch.settings.apiserver import ApiserverSettings
 
 
-def test_unknown_and_known_nodes_do_the_same_verification_work(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_and_known_nodes_do_the_same_verification_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               fresh_backend: Backend) -> None:
     calls: Counter[str] = Counter()
 
     def counted(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,8 +35,11 @@ def test_unknown_and_known_nodes_do_the_same_verification_work(tmp_path: Path,
 
     monkeypatch.setattr(auth, "hash_secret", counted("hash", auth.hash_secret))
     monkeypatch.setattr(hmac, "compare_digest", counted("compare_digest", hmac.compare_digest))
-    monkeypatch.setattr(SQLiteStore, "node_auth", counted("db_lookup", SQLiteStore.node_auth))
-    results = asyncio.run(_attempts(tmp_path, calls))
+    for store in (SQLiteStore, PGStore):
+        monkeypatch.setattr(store, "node_auth", counted("db_lookup", store.node_auth))
+    settings = ApiserverSettings(listen="127.0.0.1:0", database=fresh_backend.url,
+                                 database_password_file=fresh_backend.password_file)
+    results = asyncio.run(_attempts(settings, tmp_path, calls))
     one_miss = {"hash": 1, "db_lookup": 1, "compare_digest": 1}
     assert results["unknown uuid"] == [(401, one_miss)] * 3
     assert results["known uuid, wrong key"] == [(401, one_miss)] * 3
@@ -44,8 +49,9 @@ def test_unknown_and_known_nodes_do_the_same_verification_work(tmp_path: Path,
     assert results["right key"][1:] == [(200, {"hash": 1})] * 2  # then it is cached, behind its key
 
 
-async def _attempts(tmp: Path, calls: Counter[str]) -> dict[str, list[tuple[int, dict[str, int]]]]:
-    server = ApiServer(ApiserverSettings(listen="127.0.0.1:0"), tmp / "server.db", tmp / "pcaps")
+async def _attempts(settings: ApiserverSettings, tmp: Path,
+                    calls: Counter[str]) -> dict[str, list[tuple[int, dict[str, int]]]]:
+    server = ApiServer(settings, tmp / "server.db", tmp / "pcaps")
     key, node_uuid = auth.new_api_key(), auth.new_node_uuid()
     server.store.add_node("n1", node_uuid, auth.hash_secret(key), time.time())
     host, port = (await server.start())[0]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fwserver_util import Node, Reply, ServerProc, admin_headers, incident_body, multipart, running
+from fwserver_util import Backend, Node, Reply, ServerProc, admin_headers, incident_body, multipart, running
 
 ROUNDS = 40  # mutations per route and round trip of valid data
 HOSTILE = ["1e400", "-1e400", "NaN", "Infinity", '"\\ud800"', '"a\\udfff"', "[" * 973 + "]" * 973,
@@ -77,9 +77,10 @@ def strict(r: Reply, what: str) -> Any:
     return data
 
 
-def test_mutated_requests_to_every_route_never_fail_the_server_or_lose_data(tmp_path: Path) -> None:
+def test_mutated_requests_to_every_route_never_fail_the_server_or_lose_data(tmp_path: Path,
+                                                                          fresh_backend: Backend) -> None:
     rng = random.Random(20261130)
-    with running(tmp_path, "--read-timeout", "2") as srv:
+    with running(tmp_path, "--read-timeout", "2", backend=fresh_backend) as srv:
         node = srv.add_node("fuzz-node")
         admin = admin_headers(srv)
         first = srv.post("incident", incident_body("fuzz-base"), node)
@@ -197,10 +198,11 @@ def fuzz_upload(srv: ServerProc, node: Node, rng: random.Random, incident_id: in
     return 1
 
 
-def test_hostile_dashboard_requests_signed_in_never_fail_the_server(tmp_path: Path) -> None:
+def test_hostile_dashboard_requests_signed_in_never_fail_the_server(tmp_path: Path,
+                                                                   fresh_backend: Backend) -> None:
     """The web pages and their forms, signed in as the admin (valid session and CSRF token)."""
     rng = random.Random(20261201)
-    with running(tmp_path) as srv:
+    with running(tmp_path, backend=fresh_backend) as srv:
         node = srv.add_node("web-node")
         incident_id = strict(srv.post("incident", incident_body("web-1"), node), "incident")["incident_id"]
         cookie, token = sign_in(srv)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fwserver_util import Node, ServerProc, admin_headers
+from fwserver_util import Backend, Node, ServerProc, admin_headers
 
 from floodwatch.config import load_config
 from floodwatch.errors import ConfigError
@@ -33,10 +33,11 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, tls: tuple[Path, Path, Path]) -> Iterator[ServerProc]:
+def srv(tmp_path_factory: pytest.TempPathFactory, tls: tuple[Path, Path, Path],
+        backend: Backend) -> Iterator[ServerProc]:
     _, cert, key = tls
     s = ServerProc(tmp_path_factory.mktemp("tlssrv"), ["--tls-cert", str(cert), "--tls-key", str(key),
-                                                       "--max-connections-per-address", "2"])
+                                                       "--max-connections-per-address", "2"], backend=backend)
     s.start()
     try:
         yield s

@@ -1,10 +1,12 @@
-"""Pure logic and storage of the API server, without HTTP: validation, auth, rate limit, SQLite store."""
+"""Pure logic and storage of the API server, without HTTP: validation, auth, rate limit, and the store
+(SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,18 +99,27 @@ def test_node_config_changes() -> None:
         validate.node_config({"ioc_patterns": [{"name": "x"}]})
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "s.db")
-    yield s
-    s.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Both stores: SQLite in a file, and a fresh database on the test's PostgreSQL cluster."""
+    if request.param == "sqlite":
+        s: Any = SQLiteStore(tmp_path / "s.db")
+    else:
+        from floodwatch.server.pg_store import PGStore
+
+        cluster = request.getfixturevalue("pg_cluster")
+        s = PGStore(cluster.new_database(), password=cluster.password)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
-def _node(store: SQLiteStore, name: str = "n") -> int:
+def _node(store: Any, name: str = "n") -> int:
     return int(store.add_node(name, auth.new_node_uuid(), auth.hash_secret("k"), 1.0)["node_id"])
 
 
-def test_group_rolls_back_only_the_failing_call(store: SQLiteStore) -> None:
+def test_group_rolls_back_only_the_failing_call(store: Any) -> None:
     nid = _node(store)
     with store.group():
         store.add_metrics(nid, [{"pps": 1, "bps": 1, "recorded_at": 5.0}], 5.0)
@@ -122,7 +133,7 @@ def test_group_rolls_back_only_the_failing_call(store: SQLiteStore) -> None:
     assert store.check() == []
 
 
-def test_upsert_and_history(store: SQLiteStore) -> None:
+def test_upsert_and_history(store: Any) -> None:
     nid = _node(store)
     inc = validate.incident({"incident_key": "k1", "attack_family": "syn_flood", "severity": "low"})
     iid, created = store.upsert_incident(nid, inc, 1.0)
@@ -134,14 +145,14 @@ def test_upsert_and_history(store: SQLiteStore) -> None:
     assert [h["kind"] for h in shown["history"]] == ["open", "resolve"]
 
 
-def test_metrics_retention(store: SQLiteStore) -> None:
+def test_metrics_retention(store: Any) -> None:
     nid = _node(store)
     store.add_metrics(nid, [{"pps": i, "bps": 0, "recorded_at": float(i)} for i in range(10)], 10.0)
     assert store.prune_metrics(5.0) == 5
     assert [m["pps"] for m in store.metrics(nid, 0, 100)] == [5, 6, 7, 8, 9]
 
 
-def test_db_worker_commits_concurrent_calls_and_routes_errors(store: SQLiteStore) -> None:
+def test_db_worker_commits_concurrent_calls_and_routes_errors(store: Any) -> None:
     nid = _node(store)
     worker = DbWorker(store, max_batch=16)
     worker.start()
