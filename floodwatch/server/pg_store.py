@@ -38,7 +38,7 @@ from floodwatch.server.sqlite_store import (
     pcap_row,
 )
 from floodwatch.server.store import PCAPS_OF_NODE, REMOVE_NODE, Conflict, NotFound, incident_filter, removed_counts
-from floodwatch.server.validate import stored_details, stored_json
+from floodwatch.server.validate import BadField, stored_details, stored_json
 
 _METRIC_COLS = "node_id, recorded_at, received_at, pps, bps, tcp_pct, udp_pct, icmp_pct, conn_count"
 _UPSERT = ("INSERT INTO {table} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (node_id, t) DO UPDATE SET "
@@ -166,6 +166,8 @@ class PGStore:
             return cur.execute(sql, args)
         except psycopg.errors.IntegrityError as e:
             raise Conflict(str(e).splitlines()[0]) from e
+        except psycopg.DataError as e:  # a value the request sent (a NUL in a name from a URL): 400, not 503
+            raise BadField("value", _first_line(e)) from e
         except psycopg.Error as e:
             raise StorageError(f"{self.where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 

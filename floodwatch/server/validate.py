@@ -73,6 +73,8 @@ def _short(path: str) -> str:
 def _check_text(v: str, path: str) -> None:
     if len(v) > MAX_STRING:
         raise BadField(path, f"longer than {MAX_STRING} characters")
+    if "\x00" in v:  # no text field holds one, and PostgreSQL cannot store it: refused alike on both stores
+        raise BadField(path, "contains a NUL character (\\u0000)")
     if not v.isascii():
         try:
             v.encode("utf-8")

@@ -82,11 +82,19 @@ def test_heartbeat_marks_the_node_online_with_version_and_os(srv: ServerProc) ->
 @pytest.mark.parametrize(("body", "field"), [
     ({"uptime": "42"}, "uptime"), ({"agent_version": 5}, "agent_version"), ({"os": ["x"]}, "os"),
     ({"uptime": -1}, "uptime"), ({"uptime": True}, "uptime"), ([1, 2], "body"), ("text", "body"),
+    ({"os": "Debian\u0000"}, "os"),  # PostgreSQL cannot store a NUL: refused on both stores alike
 ])
 def test_heartbeat_bad_fields_are_named(srv: ServerProc, node: Node, body: object, field: str) -> None:
     r = srv.post("heartbeat", body, node)
     assert r.status == 400
     assert r.json["error"].startswith(f"{field}:"), r.json
+
+
+def test_a_nul_in_a_name_from_the_url_is_a_400_not_a_storage_failure(srv: ServerProc, admin: dict[str, str]) -> None:
+    r = srv.request("GET", "/api/v1/admin/nodes/edge%00a", headers=admin)
+    assert r.status == 400 and "NUL" in r.json["error"], r.raw
+    r = srv.request("GET", "/nodes/edge%00a")  # the dashboard's page: signed out, sent to the sign-in page
+    assert r.status < 500, r.raw[:200]
 
 
 @pytest.mark.parametrize("raw", [b"{", b"", b"{'a': 1}", b"\xff\xfe", b'{"uptime": NaN}', b"[" * 100000])
