@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fwserver_util import Backend
 
 from tests.helpers import (
     BusHarness,
@@ -34,10 +35,18 @@ def _post(port: int, path: str, body: dict[str, object], creds: dict[str, str]) 
         conn.close()
 
 
-def test_actor_provisions_the_local_node_serves_and_reports_counters(harness: BusHarness, tmp_path: Path) -> None:
+def apiserver_section(port: int, backend: Backend) -> dict[str, object]:
+    """[apiserver] listening on `port`, its storage SQLite in the state directory or `backend`'s PostgreSQL."""
+    if backend.kind == "sqlite":
+        return {"listen": f"127.0.0.1:{port}"}
+    return {"listen": f"127.0.0.1:{port}", "database": backend.url, "database_password_file": backend.password_file}
+
+
+def test_actor_provisions_the_local_node_serves_and_reports_counters(harness: BusHarness, tmp_path: Path,
+                                                                     fresh_backend: Backend) -> None:
     port = free_port()
     cfg = write_config(tmp_path / "c.toml", base_config(tmp_path, harness.endpoints,
-                                                        apiserver={"listen": f"127.0.0.1:{port}"}))
+                                                        apiserver=apiserver_section(port, fresh_backend)))
     proc = start_actor("apiserver", cfg, tmp_path / "actor.log")
     try:
         harness.wait_ready("apiserver")
@@ -69,12 +78,12 @@ def _safe_post(port: int, creds: dict[str, str]) -> int:
 
 
 @pytest.mark.slow
-def test_supervisor_runs_the_embedded_server(tmp_path: Path) -> None:
+def test_supervisor_runs_the_embedded_server(tmp_path: Path, fresh_backend: Backend) -> None:
     from tests.helpers import tcp_endpoints
 
     port = free_port()
     cfg = write_config(tmp_path / "c.toml", base_config(
-        tmp_path, tcp_endpoints(), apiserver={"listen": f"127.0.0.1:{port}"},
+        tmp_path, tcp_endpoints(), apiserver=apiserver_section(port, fresh_backend),
         supervisor={"actors": ["apiserver"], "critical": []}))
     proc = start_supervisor(cfg, tmp_path / "sup.log")
     try:
@@ -83,7 +92,18 @@ def test_supervisor_runs_the_embedded_server(tmp_path: Path) -> None:
         creds = json.loads((tmp_path / "state" / "server-local-node.json").read_text())
         eventually(lambda: _safe_post(port, creds) == 200, 20)
         db = tmp_path / "state" / "server.db"
-        assert db.exists() and (db.stat().st_mode & 0o777) == 0o600
+        if fresh_backend.kind == "sqlite":
+            assert db.exists() and (db.stat().st_mode & 0o777) == 0o600
+        else:  # the local node is in PostgreSQL, and no SQLite file was made beside it
+            assert not db.exists()
+            from floodwatch.server.backend import read_password
+            from floodwatch.server.pg_store import PGStore
+
+            store = PGStore(fresh_backend.url, read_password(fresh_backend.password_file), max_size=1)
+            try:
+                assert creds["node_uuid"] in {n["node_uuid"] for n in store.list_nodes(0.0, 90.0)}
+            finally:
+                store.close()
         assert os.path.isdir(tmp_path / "state" / "server-pcaps")
     finally:
         assert stop_process(proc, 20) == 0, (tmp_path / "sup.log").read_text()[-3000:]
