@@ -15,7 +15,16 @@ from floodwatch.errors import ConfigError
 from floodwatch.server import migrations, pg_schema
 from floodwatch.settings.apiserver import ApiserverSettings
 from tests.pgcluster import PgCluster
-from tests.server.fwserver_util import Backend, ServerProc, admin_headers, cli, cli_inproc, pg_backend
+from tests.server.fwserver_util import (
+    Backend,
+    Node,
+    ServerProc,
+    admin_headers,
+    cli,
+    cli_inproc,
+    incident_body,
+    pg_backend,
+)
 
 
 @pytest.mark.parametrize(("url", "message"), [
@@ -129,6 +138,26 @@ def test_migrate_upgrades_a_shipped_postgresql_schema_with_its_data(pg_cluster: 
     assert pg_cluster.psql("SELECT n, pps_max FROM metrics_1m", db=db).strip() == "1|700"
     assert [n["name"] for n in cli_inproc("nodes", *args)] == ["old"]
     assert cli_inproc("migrate", *args)["applied"] == []
+
+
+def test_a_server_started_on_a_shipped_postgresql_schema_upgrades_it_and_serves_its_nodes(
+        pg_cluster: PgCluster, tmp_path: Path) -> None:
+    from floodwatch.server import auth
+
+    backend = _v1_database(pg_cluster, tmp_path)
+    key, node_uuid = auth.new_api_key(), auth.new_node_uuid()
+    pg_cluster.psql(f"INSERT INTO nodes (uuid, name, key_hash, created_at) VALUES "
+                    f"('{node_uuid}', 'shipped', '{auth.hash_secret(key)}', 1)", db=backend.url.rsplit("/", 1)[1])
+    srv = ServerProc(tmp_path / "srv", backend=backend).start()
+    try:
+        assert f"database schema upgraded from version 1 to {migrations.CURRENT}" in srv.log()
+        node = Node(node_uuid, key)
+        assert srv.post("heartbeat", {"agent_version": "2"}, node).status == 200
+        assert srv.post("incident", incident_body("k-after-upgrade"), node).status == 201
+        nodes = srv.request("GET", "/api/v1/admin/nodes", headers=admin_headers(srv)).json
+        assert {n["name"]: n["agent_version"] for n in nodes} == {"old": None, "shipped": "2"}
+    finally:
+        srv.stop()
 
 
 def test_a_newer_postgresql_schema_stops_the_server_and_migrate(pg_cluster: PgCluster, tmp_path: Path) -> None:
