@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,21 @@ def fresh_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     if request.param == "sqlite":
         return Backend()
     return pg_backend(request.getfixturevalue("pg_cluster"), tmp_path_factory.mktemp("pg"))
+
+
+@pytest.fixture(params=BACKENDS)
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Both stores opened in this process: SQLite in a file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        from floodwatch.server.sqlite_store import SQLiteStore
+
+        s: Any = SQLiteStore(tmp_path / "server.db")
+    else:
+        from floodwatch.server.pg_store import PGStore
+
+        cluster = request.getfixturevalue("pg_cluster")
+        s = PGStore(cluster.new_database(), password=cluster.password)
+    try:
+        yield s
+    finally:
+        s.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from floodwatch.server.notify.deliver import classify, retry_after
 from floodwatch.server.notify.render import render, sign
 from floodwatch.server.notify.rules import Event, Pending, backoff, events_for, plan, recipients
 from floodwatch.server.notify.summary import Message
-from floodwatch.server.sqlite_store import SQLiteStore
 
 HOOK: dict[str, object] = {"name": "hook", "kind": "webhook", "url": "https://rx.example/hook",
                            "secret_env": "FW_TEST_HOOK"}
@@ -176,22 +174,6 @@ def test_what_answers_mean() -> None:
     assert retry_after({}, '{"retry_after": 1.5, "global": false}', 0) == 1.5
     assert retry_after({"Retry-After": "Thu, 01 Jan 1970 00:01:40 GMT"}, "", 40.0) == 60
     assert retry_after({"Retry-After": "999999"}, "", 0) == 3600
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """The outbox runs on both stores: SQLite, and a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        s: Any = SQLiteStore(tmp_path / "s.db")
-    else:
-        from floodwatch.server.pg_store import PGStore
-
-        cluster = request.getfixturevalue("pg_cluster")
-        s = PGStore(cluster.new_database(), cluster.password)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_outbox_rows_are_written_with_the_incident(any_store: Any) -> None:

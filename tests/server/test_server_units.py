@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,20 +98,10 @@ def test_node_config_changes() -> None:
         validate.node_config({"ioc_patterns": [{"name": "x"}]})
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """Both stores: SQLite in a file, and a fresh database on the test's PostgreSQL cluster."""
-    if request.param == "sqlite":
-        s: Any = SQLiteStore(tmp_path / "s.db")
-    else:
-        from floodwatch.server.pg_store import PGStore
-
-        cluster = request.getfixturevalue("pg_cluster")
-        s = PGStore(cluster.new_database(), password=cluster.password)
-    try:
-        yield s
-    finally:
-        s.close()
+@pytest.fixture
+def store(any_store: Any) -> Any:
+    """Both stores (tests/server/conftest.py)."""
+    return any_store
 
 
 def _node(store: Any, name: str = "n") -> int:

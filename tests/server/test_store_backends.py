@@ -3,7 +3,6 @@ cluster), so neither drifts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,10 @@ from tests.pgcluster import PgCluster
 T0 = 1_764_410_400.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "sqlite":
-        from floodwatch.server.sqlite_store import SQLiteStore
-
-        s: Any = SQLiteStore(tmp_path / "server.db")
-    else:
-        from floodwatch.server.pg_store import PGStore
-
-        cluster: PgCluster = request.getfixturevalue("pg_cluster")
-        s = PGStore(cluster.new_database(), password=cluster.password)
-    try:
-        yield s
-    finally:
-        s.close()
+@pytest.fixture
+def store(any_store: Any) -> Any:
+    """Both stores (tests/server/conftest.py)."""
+    return any_store
 
 
 def _node(store: Any, name: str = "edge-a") -> int:
