@@ -20,6 +20,7 @@ from floodwatch.errors import MessageDecodeError
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # bigger frames are refused before unpacking
+MAX_HLL_BYTES = 1 << 18  # HyperLogLog registers at the highest precision (floodwatch/aggregate/hll.py)
 
 
 class Message:
@@ -29,6 +30,15 @@ class Message:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def wire_fields(self) -> dict[str, Any]:
+        """The fields as they travel: `to_dict()` unless a class sends some in a compact form."""
+        return self.to_dict()
+
+    @classmethod
+    def expand_wire(cls, fields: dict[str, Any]) -> None:
+        """Undo `wire_fields`' compact forms in place (before the type checks); MessageDecodeError for
+        a compact form that is not valid."""
 
 
 M = TypeVar("M", bound=type[Message])
@@ -71,7 +81,7 @@ def register(cls: M) -> M:
 
 def encode(msg: Message) -> bytes:
     """A message -> its envelope bytes."""
-    return msgpack.packb([SCHEMA_VERSION, msg.TOPIC, msg.to_dict()], use_bin_type=True)
+    return msgpack.packb([SCHEMA_VERSION, msg.TOPIC, msg.wire_fields()], use_bin_type=True)
 
 
 def frames(msg: Message) -> list[bytes]:
@@ -102,6 +112,7 @@ def decode(data: bytes) -> Message:
         missing = sorted(expected.keys() - fields.keys())
         extra = sorted(str(k) for k in fields.keys() - expected.keys())
         raise MessageDecodeError(f"{topic}: missing fields {missing}, unknown fields {extra}")
+    cls.expand_wire(fields)
     for name, value in fields.items():
         allowed = expected[name]
         if not isinstance(value, allowed):
@@ -360,6 +371,24 @@ class TrafficWindow(Message):
     # sources [[ip, hellos], ...] (floodwatch/aggregate/tls.py)
     tls_hellos: int = 0
     top_tls_src: list[Any] = field(default_factory=list)
+
+    def wire_fields(self) -> dict[str, Any]:
+        """All-zero HLL registers (every window of a silent link: 4 KiB at p=12, ten a second) travel
+        as their length; `expand_wire` gives the same bytes back."""
+        fields = self.to_dict()
+        regs = self.src_hll
+        if regs and not regs.strip(b"\0"):
+            fields["src_hll"] = len(regs)
+        return fields
+
+    @classmethod
+    def expand_wire(cls, fields: dict[str, Any]) -> None:
+        n = fields["src_hll"]
+        if isinstance(n, bytes):
+            return
+        if type(n) is not int or not 0 < n <= MAX_HLL_BYTES or n & (n - 1):
+            raise MessageDecodeError(f"{cls.TOPIC}.src_hll: {n!r} is neither registers nor their count")
+        fields["src_hll"] = bytes(n)
 
 
 @register
