@@ -72,3 +72,41 @@ def test_fuzzed_envelopes_never_raise_anything_else() -> None:
             data = os.urandom(rng.randint(0, 64))
         with contextlib.suppress(MessageDecodeError):
             messages.decode(data)
+
+
+def _window_fields(**over: Any) -> dict[str, Any]:
+    from floodwatch.aggregate.sigsample import SignatureSampler
+    from floodwatch.aggregate.window import WindowSpec, WindowStats
+
+    msg = WindowStats(7, 0.1, WindowSpec(hll_p=12), SignatureSampler(None)).to_message()
+    return {**msg.to_dict(), **over}
+
+
+def test_an_empty_windows_zero_registers_travel_as_their_length_and_decode_the_same() -> None:
+    """A silent link's window: its 4 KiB of zero HLL registers are not sent ten times a second, and
+    every reader gets exactly the message it would have got from the full form."""
+    msg = messages.TrafficWindow(**_window_fields())
+    assert msg.src_hll == bytes(4096)
+    compact = messages.encode(msg)
+    full = msgpack.packb([SCHEMA_VERSION, msg.TOPIC, msg.to_dict()], use_bin_type=True)
+    assert len(compact) < 1024 < 4096 < len(full)
+    assert messages.decode(compact) == messages.decode(full) == msg
+    assert messages.decode_frames(messages.frames(msg)) == msg
+
+
+def test_registers_with_a_set_bit_travel_whole() -> None:
+    regs = bytearray(4096)
+    regs[4095] = 3
+    msg = messages.TrafficWindow(**_window_fields(src_hll=bytes(regs)))
+    data = messages.encode(msg)
+    assert len(data) > 4096 and messages.decode(data) == msg
+    empty = messages.TrafficWindow(**_window_fields(src_hll=b""))  # no registers at all: sent as is
+    assert messages.decode(messages.encode(empty)) == empty
+
+
+@pytest.mark.parametrize("count", [0, -4096, 4095, (1 << 18) * 2, True, 4096.0, "4096", None])
+def test_a_bad_register_count_is_a_decode_error(count: object) -> None:
+    fields = _window_fields(src_hll=count)
+    data = msgpack.packb([SCHEMA_VERSION, messages.TrafficWindow.TOPIC, fields], use_bin_type=True)
+    with pytest.raises(MessageDecodeError, match="src_hll"):
+        messages.decode(data)
