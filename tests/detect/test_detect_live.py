@@ -13,7 +13,7 @@ import pytest
 from floodwatch.messages import IncidentOpened
 from tests.conftest import require_netns
 from tests.detect.detect_live import bulk_tcp_both_ways, live_pipeline, sender_report
-from tests.helpers import netns_pair
+from tests.helpers import eventually, netns_pair
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 THRESHOLD = 2_000
@@ -72,3 +72,21 @@ def test_detect_live_more_vectors_named(tmp_path: Path) -> None:
             if got != (family, subtype) or opened.attack_subtype != subtype:
                 wrong.append((vector, v6, opened.attack_subtype, got))
     assert wrong == []
+
+
+def test_detect_live_flood_after_a_silent_link_learnt_as_zeros(tmp_path: Path) -> None:
+    """An idle link's windows (sent compactly: no records, zero registers) still teach the baseline, and
+    a flood after the silence opens an incident that ends when the link is quiet again."""
+    require_netns()
+    settings = {"dynamic": True, "floor_pps": THRESHOLD, "min_learn_seconds": 3.0, "hold_down": 1.0,
+                "cooldown": 0.5}
+    with netns_pair("fwsil") as pair, live_pipeline(pair, tmp_path, settings) as live:
+        eventually(lambda: live.harness.counters("detector").get("learnt_windows", 0) >= 50, timeout=30,
+                   message="five seconds of silence learnt")
+        assert not [m for m in live.sub.drain(0.2) if isinstance(m, IncidentOpened)]
+        sender = live.send("udp_flood", 10 * THRESHOLD, 2.5)
+        opened, _ = live.opened(timeout=20)
+        sender_report(sender)
+        assert opened.attack_family == "udp_flood" and opened.target_ips == [pair.ip4_b]
+        assert opened.extra["threshold_source"].startswith("dynamic")
+        assert live.resolved().incident_key == opened.incident_key
