@@ -9,6 +9,7 @@ Counts are scaled by the batch's sample rate; DIR_UNKNOWN counts as inbound.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -166,6 +167,7 @@ class RecordTimes:
 
 
 _EMPTY: dict[WindowSpec, dict[str, Any]] = {}  # the fields of an empty window's message, per spec
+_MUTABLE = tuple(f.name for f in dataclass_fields(TrafficWindow) if str(f.type).startswith(("dict", "list")))
 SLOTS = 10  # a window's records are also counted by tenth of the window, to place counter deltas in time
 
 
@@ -322,7 +324,9 @@ class WindowStats:
             empty = WindowStats(0, 1.0, self.spec, SignatureSampler(None))
             template = _EMPTY[self.spec] = empty._full_message().to_dict()
         c = self.counters
-        fields: dict[str, Any] = {k: (v.copy() if isinstance(v, (dict, list)) else v) for k, v in template.items()}
+        fields = dict(template)
+        for k in _MUTABLE:  # each message its own containers (readers may fold into them)
+            fields[k] = fields[k].copy()
         fields.update(t_start=self.t_start, t_end=self.t_end, exact=c.present,
                       packets_in=c.rx_packets if c.present else 0, bytes_in=c.rx_bytes if c.present else 0,
                       packets_out=c.tx_packets if c.present else 0, bytes_out=c.tx_bytes if c.present else 0,
