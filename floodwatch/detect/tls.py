@@ -76,7 +76,6 @@ class TlsDetector:
         self.s, self.ports = s, ports
         self.baseline = Baseline(s.tls_floor, NO_BPS, s.multiplier, s.mean_multiplier, s.min_learn_seconds)
         self.recent: deque[tuple[float, int, float]] = deque(maxlen=1024)
-        self.recent_hellos = 0  # the hellos in `recent`
         self.run_start: float | None = None
         self.run: TlsIncident | None = None  # evidence of the run before it opens
         self.incident: TlsIncident | None = None
@@ -84,18 +83,11 @@ class TlsDetector:
         self.counters = {"tls_incidents": 0, "tls_bursts_ignored": 0}
 
     def rate(self, w: TrafficWindow) -> float:
-        """ClientHellos/s over the last SPAN seconds of windows (0 without a hello in them: every window
-        of a quiet link, without summing the span ten times a second)."""
-        recent = self.recent
-        if len(recent) == recent.maxlen:
-            self.recent_hellos -= recent[0][1]  # the append below drops it
-        recent.append((w.t_end, w.tls_hellos, max(w.t_end - w.t_start, 1e-3)))
-        self.recent_hellos += w.tls_hellos
-        while recent and recent[0][0] <= w.t_end - SPAN:
-            self.recent_hellos -= recent.popleft()[1]
-        if not self.recent_hellos:
-            return 0.0
-        return sum(r[1] for r in recent) / max(sum(r[2] for r in recent), 1e-3)
+        """ClientHellos/s over the last SPAN seconds of windows."""
+        self.recent.append((w.t_end, w.tls_hellos, max(w.t_end - w.t_start, 1e-3)))
+        while self.recent and self.recent[0][0] <= w.t_end - SPAN:
+            self.recent.popleft()
+        return sum(r[1] for r in self.recent) / max(sum(r[2] for r in self.recent), 1e-3)
 
     def step(self, w: TrafficWindow) -> list[IncidentEvent]:
         rate = self.rate(w)
