@@ -29,7 +29,10 @@ class Message:
     TOPIC: ClassVar[str] = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
+        return {name: getattr(self, name) for name in names}
 
     def wire_fields(self) -> dict[str, Any]:
         """The fields as they travel: `to_dict()` unless a class sends some in a compact form."""
@@ -44,6 +47,8 @@ class Message:
 M = TypeVar("M", bound=type[Message])
 REGISTRY: dict[str, type[Message]] = {}
 _FIELD_TYPES: dict[str, dict[str, tuple[type, ...]]] = {}
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per class, in order (dataclasses.fields is slow)
+_ZEROS: dict[int, bytes] = {}  # all-zero HLL registers by length (one of each power of two)
 
 
 def _basic_types(annotation: Any) -> tuple[type, ...]:
@@ -317,6 +322,16 @@ class ExporterTraffic(Message):
     pairs: list[list[Any]]  # [exporter address, destination address, packets scaled by sampling]
 
 
+def _zeros(n: int) -> bytes:
+    """n zero bytes, one shared object per length that is a power of two (others are made each time)."""
+    z = _ZEROS.get(n)
+    if z is None:
+        z = bytes(n)
+        if not n & (n - 1) and n <= MAX_HLL_BYTES:
+            _ZEROS[n] = z
+    return z
+
+
 @register
 @dataclass(frozen=True)
 class TrafficWindow(Message):
@@ -377,7 +392,7 @@ class TrafficWindow(Message):
         as their length; `expand_wire` gives the same bytes back."""
         fields = self.to_dict()
         regs = self.src_hll
-        if regs and not regs.strip(b"\0"):
+        if regs and regs == _zeros(len(regs)):
             fields["src_hll"] = len(regs)
         return fields
 
@@ -388,7 +403,7 @@ class TrafficWindow(Message):
             return
         if type(n) is not int or not 0 < n <= MAX_HLL_BYTES or n & (n - 1):
             raise MessageDecodeError(f"{cls.TOPIC}.src_hll: {n!r} is neither registers nor their count")
-        fields["src_hll"] = bytes(n)
+        fields["src_hll"] = _zeros(n)
 
 
 @register
