@@ -99,12 +99,14 @@ class RunSummary:
 
     def add(self, ws: WindowStats, msg: TrafficWindow) -> None:
         self.windows += 1
-        if ws.sampled:
-            self.t_first = self.t_first or ws.t_first
-            self.t_last = max(self.t_last, ws.t_last)
         self.packets += msg.packets_in + msg.packets_out
         self.bytes += msg.bytes_in + msg.bytes_out
         self.malformed += msg.malformed
+        if not ws.has_records():  # counters only: every record-derived sum below would add zeros
+            return
+        if ws.sampled:
+            self.t_first = self.t_first or ws.t_first
+            self.t_last = max(self.t_last, ws.t_last)
         self.sampled += ws.sampled
         self.scaled += int(ws.packets.sum())
         self.proto += ws.proto[:4] + ws.proto[4:]

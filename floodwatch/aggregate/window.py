@@ -312,9 +312,14 @@ class WindowStats:
     def to_message(self, geo: CountryLookup | None = None, geo_rows: int = 0) -> TrafficWindow:
         """The window's message; with `geo`, the countries of its `geo_rows` heaviest sources (the top
         list is the head of those rows: the table is ranked once)."""
-        if self.sampled == 0 and self.late == 0:
+        if not self.has_records():
             return self._empty_message()
         return self._full_message(geo, geo_rows)
+
+    def has_records(self) -> bool:
+        """False for a window no record reached (late ones included): its record-derived fields are all
+        empty (an idle link's ten windows a second)."""
+        return self.sampled != 0 or self.late != 0
 
     def _empty_message(self) -> TrafficWindow:
         """A window without records (an idle link: ten a second): the record-derived fields of an empty

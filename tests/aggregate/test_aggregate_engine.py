@@ -339,3 +339,30 @@ def test_aggregate_a_batch_over_several_windows_in_or_out_of_time_order_makes_th
     per_window = np.bincount(((recs["ts"] - 1000) * 10).astype(int), minlength=3)
     assert [w.sampled for w in a][:3] == per_window.tolist()
     assert [w.to_dict() for w in a] == [w.to_dict() for w in b]
+
+
+def test_aggregate_run_summary_counts_silent_windows_and_the_traffic_after_them() -> None:
+    """Windows no record reached add only their counters to the run (the rest would be zeros): the
+    summary still counts their windows and packets, and the records that come after in full."""
+    from tests.aggregate.agg_factory import counters
+
+    e = engine(lateness=0.0)
+    e.feed_counters(counters(1000.0, 0, 0, iface="test"))
+    out: list[Message] = []
+    for i in range(1, 21):  # two seconds of counters only: 10 packets per window, no records
+        out += e.feed_counters(counters(1000.0 + i * 0.1, 10 * i, 600 * i, iface="test"))
+    silent = of(out, TrafficWindow)
+    assert len(silent) >= 19 and all(w.sampled == 0 and w.src_hll == bytes(len(w.src_hll)) for w in silent)
+    assert sum(w.packets_in for w in silent) >= 190
+    recs = records(50, ts=1002.05 + np.arange(50) * 0.001, wirelen=100, proto=17, flags=0, dport=53,
+                   src="198.51.100.9", direction=DIR_IN)
+    e.feed_batch(batch(recs))
+    out += e.feed_counters(counters(1002.2, 250, 15_000, iface="test"))
+    out += e.finish()
+    s = of(out, TrafficSummary)[0]
+    windows = of(out, TrafficWindow)
+    assert s.packets == sum(w.packets_in + w.packets_out for w in windows) == 250
+    assert s.extra["windows"] == len(windows) and s.extra["sampled"] == 50
+    assert s.protocols["udp"] == 50 and s.top_src_ips[0] == {"ip": "198.51.100.9", "count": 50}
+    assert s.top_dst_ports == [{"port": 53, "proto": "udp", "count": 50}]
+    assert s.t_first == pytest.approx(1002.05)
