@@ -2,7 +2,9 @@
 
 This keeps SQLite off the event loop and turns many small writes into one fsync (group commit) while
 every caller still learns the outcome of its own call only after the commit: an answer the client
-gets means the write is on disk.
+gets means the write is on disk. A batch's `add_metrics` calls (most of the traffic: one per agent per
+second) go to the store as one `add_metrics_many` call: on PostgreSQL one COPY and three upserts instead
+of four round trips and a savepoint per call.
 """
 
 from __future__ import annotations
@@ -32,11 +34,19 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
+def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
+    try:
+        return True, fn(*args)
+    except Exception as e:  # noqa: BLE001 - handed to the caller, who maps it
+        return False, e
+
+
 class DbWorker:
     def __init__(self, store: Store, max_batch: int = 256) -> None:
         self.store = store
         self.max_batch = max_batch
-        self.stats: dict[str, int] = {"db_calls": 0, "db_commits": 0, "db_errors": 0}
+        self.stats: dict[str, int] = {"db_calls": 0, "db_commits": 0, "db_errors": 0, "db_metrics_coalesced": 0,
+                                      "db_metrics_fallbacks": 0}
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="server-db", daemon=True)
         self._stopped = False
@@ -86,16 +96,35 @@ class DbWorker:
             self.on_timing(now - started, operation)
         return now
 
+    def _add_metrics_many(self, batch: list[_Item]) -> dict[int, tuple[bool, Any]]:
+        """The batch's add_metrics calls as one store call (one COPY, one upsert per rollup table), when
+        there are several: {position in the batch: (ok, result)}. If the combined call fails (rolled back
+        alone), the calls run one by one, so a bad one fails alone."""
+        at = [i for i, (fn, _, _, _) in enumerate(batch) if fn == self.store.add_metrics]
+        many = getattr(self.store, "add_metrics_many", None)
+        if len(at) < 2 or many is None:
+            return {}
+        try:
+            counts = many([batch[i][1] for i in at])
+        except Exception:  # noqa: BLE001 - retried call by call below, each with its own outcome
+            self.stats["db_metrics_fallbacks"] += 1
+            return {i: _outcome(batch[i][0], batch[i][1]) for i in at}
+        self.stats["db_metrics_coalesced"] += len(at)
+        return {i: (True, n) for i, n in zip(at, counts, strict=True)}
+
     def _run_batch(self, batch: list[_Item]) -> None:
         results: list[tuple[bool, Any]] = []
         try:
             with self.store.group():
                 t = time.perf_counter()
-                for fn, args, _, _ in batch:
-                    try:
-                        results.append((True, fn(*args)))
-                    except Exception as e:  # noqa: BLE001 - handed to the caller, who maps it
-                        results.append((False, e))
+                metrics = self._add_metrics_many(batch)
+                if metrics:
+                    t = self._timed(t, "add_metrics_many")
+                for i, (fn, args, _, _) in enumerate(batch):
+                    if i in metrics:
+                        results.append(metrics[i])
+                        continue
+                    results.append(_outcome(fn, args))
                     t = self._timed(t, getattr(fn, "__name__", "other"))
             self._timed(t, "commit")
         except Exception as e:  # noqa: BLE001 - the commit failed: every caller gets the error

@@ -34,6 +34,7 @@ from floodwatch.server.sqlite_store import (
     command_row,
     config_row,
     metric_row,
+    metrics_events,
     node_row,
     pcap_row,
 )
@@ -46,6 +47,20 @@ _UPSERT = ("INSERT INTO {table} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLI
            "pps_max = greatest({table}.pps_max, excluded.pps_max), bps_sum = {table}.bps_sum + excluded.bps_sum, "
            "bps_max = greatest({table}.bps_max, excluded.bps_max), tcp_sum = {table}.tcp_sum + excluded.tcp_sum, "
            "udp_sum = {table}.udp_sum + excluded.udp_sum, icmp_sum = {table}.icmp_sum + excluded.icmp_sum")
+
+# The same upserts for many rows in one statement: one array per column (a constant text, so prepared).
+_UPSERT_MANY = _UPSERT.replace(
+    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+    "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], "
+    "%s::bigint[], %s::float8[], %s::float8[], %s::float8[])")
+_LATEST_MANY = ("INSERT INTO node_latest SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::bigint[], "
+                "%s::bigint[]) ON CONFLICT (node_id) DO UPDATE SET recorded_at = excluded.recorded_at, "
+                "pps = excluded.pps, bps = excluded.bps WHERE excluded.recorded_at >= node_latest.recorded_at")
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows -> one list per column (for unnest)."""
+    return [list(c) for c in zip(*rows, strict=True)]
 
 
 EVENTS_CHANNEL = "floodwatch_events"  # what each commit recorded, for every replica's live pages (web/live.py)
@@ -237,6 +252,27 @@ class PGStore:
                 raise StorageError(f"{self.where}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
             self._events.append(("metrics", {"node_id": node_id, **newest}))
         return len(rows)
+
+    def add_metrics_many(self, calls: list[rollup.MetricsCall]) -> list[int]:
+        """Several add_metrics calls as one (the database thread's batch): one COPY, one upsert per rollup
+        table (rows pre-aggregated per node and bucket), one for node_latest; each call's count. Stores what
+        the calls one by one would; all or nothing."""
+        rows = [(node_id, s["recorded_at"], now, s["pps"], s["bps"], s.get("tcp_pct"), s.get("udp_pct"),
+                 s.get("icmp_pct"), s.get("conn_count")) for node_id, samples, now in calls for s in samples]
+        if rows:
+            with self._tx() as cur:
+                try:
+                    with cur.copy(f"COPY metrics ({_METRIC_COLS}) FROM STDIN") as copy:
+                        for r in rows:
+                            copy.write_row(r)
+                    for width, table in rollup.TABLES.items():
+                        cur.execute(_UPSERT_MANY.format(table=table), _columns(rollup.buckets_many(calls, width)))
+                    latest = [(n, s["recorded_at"], s["pps"], s["bps"]) for n, s in rollup.newest_many(calls).items()]
+                    cur.execute(_LATEST_MANY, _columns(latest))
+                except psycopg.Error as e:
+                    raise StorageError(f"{self.where}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+                self._events.extend(metrics_events(calls))
+        return [len(samples) for _, samples, _ in calls]
 
     def metrics(self, node_id: int, since: float, limit: int) -> list[dict[str, Any]]:
         rows = self._all("SELECT * FROM metrics WHERE node_id = %s AND recorded_at >= %s "

@@ -44,6 +44,10 @@ _UPSERT = ("INSERT INTO {table} VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (node_i
            "tcp_sum = tcp_sum + excluded.tcp_sum, udp_sum = udp_sum + excluded.udp_sum, "
            "icmp_sum = icmp_sum + excluded.icmp_sum")
 
+_LATEST = ("INSERT INTO node_latest VALUES (?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET "
+           "recorded_at = excluded.recorded_at, pps = excluded.pps, bps = excluded.bps "
+           "WHERE excluded.recorded_at >= node_latest.recorded_at")
+
 
 def init_schema(conn: sqlite3.Connection) -> None:
     for stmt in SCHEMA.split(";"):
@@ -74,6 +78,30 @@ def buckets(node_id: int, samples: list[dict[str, Any]], width: int) -> list[tup
             for t, a in acc.items()]
 
 
+MetricsCall = tuple[int, list[dict[str, Any]], float]  # add_metrics' arguments: (node_id, samples, now)
+
+
+def buckets_many(calls: list[MetricsCall], width: int) -> list[tuple[Any, ...]]:
+    """Several add_metrics calls' samples -> one rollup row per (node, bucket): the rows one multi-row
+    upsert needs (PostgreSQL refuses to update one row twice in a statement). Pure."""
+    per_node: dict[int, list[dict[str, Any]]] = {}
+    for node_id, samples, _ in calls:
+        per_node.setdefault(node_id, []).extend(samples)
+    return [row for node_id, samples in per_node.items() for row in buckets(node_id, samples, width)]
+
+
+def newest_many(calls: list[MetricsCall]) -> dict[int, dict[str, Any]]:
+    """Each node's newest sample among these calls (node_latest's rows). Pure."""
+    out: dict[int, dict[str, Any]] = {}
+    for node_id, samples, _ in calls:
+        if not samples:
+            continue
+        newest, cur = max(samples, key=lambda s: s["recorded_at"]), out.get(node_id)
+        if cur is None or newest["recorded_at"] >= cur["recorded_at"]:  # as node_latest's upsert, call by call
+            out[node_id] = newest
+    return out
+
+
 def record(conn: sqlite3.Connection, node_id: int, samples: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Fold a batch of samples into the rollups and node_latest; returns the newest sample (or None)."""
     if not samples:
@@ -81,11 +109,15 @@ def record(conn: sqlite3.Connection, node_id: int, samples: list[dict[str, Any]]
     for width, table in TABLES.items():
         conn.executemany(_UPSERT.format(table=table), buckets(node_id, samples, width))
     newest = max(samples, key=lambda s: s["recorded_at"])
-    conn.execute("INSERT INTO node_latest VALUES (?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET "
-                 "recorded_at = excluded.recorded_at, pps = excluded.pps, bps = excluded.bps "
-                 "WHERE excluded.recorded_at >= node_latest.recorded_at",
-                 (node_id, newest["recorded_at"], newest["pps"], newest["bps"]))
+    conn.execute(_LATEST, (node_id, newest["recorded_at"], newest["pps"], newest["bps"]))
     return newest
+
+
+def record_many(conn: sqlite3.Connection, calls: list[MetricsCall]) -> None:
+    """Fold several calls' samples into the rollups and node_latest (SQLite), one upsert per row."""
+    for width, table in TABLES.items():
+        conn.executemany(_UPSERT.format(table=table), buckets_many(calls, width))
+    conn.executemany(_LATEST, [(n, s["recorded_at"], s["pps"], s["bps"]) for n, s in newest_many(calls).items()])
 
 
 def prune(store: Store, now: float) -> int:

@@ -209,6 +209,21 @@ class SQLiteStore:
                 self._events.append(("metrics", {"node_id": node_id, **newest}))
         return len(rows)
 
+    def add_metrics_many(self, calls: list[rollup.MetricsCall]) -> list[int]:
+        """Several add_metrics calls as one (the database thread's batch): each call's count; stores what
+        the calls one by one would (rows, rollups, node_latest); all or nothing."""
+        rows = [(node_id, s["recorded_at"], now, s["pps"], s["bps"], s.get("tcp_pct"), s.get("udp_pct"),
+                 s.get("icmp_pct"), s.get("conn_count")) for node_id, samples, now in calls for s in samples]
+        with self._tx():
+            try:
+                self.conn.executemany("INSERT INTO metrics (node_id, recorded_at, received_at, pps, bps, "
+                                      "tcp_pct, udp_pct, icmp_pct, conn_count) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                rollup.record_many(self.conn, calls)
+            except sqlite3.Error as e:
+                raise StorageError(f"{self.path}: {e}") from e
+            self._events.extend(metrics_events(calls))
+        return [len(samples) for _, samples, _ in calls]
+
     def metrics(self, node_id: int, since: float, limit: int) -> list[dict[str, Any]]:
         rows = self._exec("SELECT * FROM metrics WHERE node_id = ? AND recorded_at >= ? "
                           "ORDER BY recorded_at, id LIMIT ?", (node_id, since, limit)).fetchall()
@@ -432,6 +447,12 @@ def node_row(r: sqlite3.Row | dict[str, Any], now: float, offline_after: float) 
             "last_seen_at": _ts(seen), "agent_version": r["agent_version"], "os": r["os"],
             "uptime": r["uptime"], "created_at": _ts(r["created_at"]),
             "pps_threshold": r["pps_threshold"], "bps_threshold": r["bps_threshold"]}
+
+
+def metrics_events(calls: list[rollup.MetricsCall]) -> list[tuple[str, dict[str, Any]]]:
+    """The "metrics" events add_metrics records, one per call with samples (its newest), for several calls."""
+    return [("metrics", {"node_id": node_id, **max(samples, key=lambda s: s["recorded_at"])})
+            for node_id, samples, _ in calls if samples]
 
 
 def metric_row(r: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:

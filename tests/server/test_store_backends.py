@@ -3,12 +3,15 @@ cluster), so neither drifts."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from floodwatch.errors import StorageError
 from floodwatch.server import auth, migrations
+from floodwatch.server.dbthread import DbWorker
 from floodwatch.server.store import Conflict, NotFound
 from tests.pgcluster import PgCluster
 
@@ -213,3 +216,96 @@ def test_backend_neutral_sql_reads_the_same_rows_on_both(store: Any) -> None:
     assert dict(store.execute("SELECT command, node_id FROM commands").fetchall()) == {'"50% off?"': node}
     assert store.execute("DELETE FROM commands WHERE node_id = ?", (node,)).rowcount == 1
     assert store.execute("SELECT 1 FROM commands").fetchone() is None
+
+
+def _metric_calls(a: int, b: int) -> list[tuple[int, list[dict[str, Any]], float]]:
+    """Calls as a batch brings them: one node twice (one bucket shared, one new), samples out of order,
+    a sample on a minute's edge, an equal newest time, percentages, an empty call."""
+    return [(a, [{"recorded_at": T0 + 59, "pps": 7, "bps": 70, "tcp_pct": 12.5, "conn_count": 3},
+                 {"recorded_at": T0 + 3, "pps": 900, "bps": 10, "udp_pct": 80.25}], T0 + 60),
+            (b, [{"recorded_at": T0 + 30, "pps": 5, "bps": 50, "icmp_pct": 0.5}], T0 + 60),
+            (a, [{"recorded_at": T0 + 60, "pps": 11, "bps": 110, "tcp_pct": 50.0},
+                 {"recorded_at": T0 + 20, "pps": 2, "bps": 20}], T0 + 61),
+            (b, [], T0 + 61),
+            (b, [{"recorded_at": T0 + 30, "pps": 6, "bps": 60}], T0 + 62)]
+
+
+def _stored(store: Any, node: int) -> dict[str, list[Any]]:
+    """What a node's samples left in each table (without row ids and node ids)."""
+    cols = "recorded_at, received_at, pps, bps, tcp_pct, udp_pct, icmp_pct, conn_count"
+    out = {"metrics": f"SELECT {cols} FROM metrics WHERE node_id = {node} ORDER BY recorded_at, pps",
+           "metrics_1m": f"SELECT * FROM metrics_1m WHERE node_id = {node} ORDER BY t",
+           "metrics_1h": f"SELECT * FROM metrics_1h WHERE node_id = {node} ORDER BY t",
+           "node_latest": f"SELECT * FROM node_latest WHERE node_id = {node}"}
+    with store.group():
+        return {k: [tuple(float(v) if v is not None else None for v in r) for r in _rows(store, sql)]
+                for k, sql in out.items()}
+
+
+def test_metrics_added_as_one_batch_store_what_the_calls_one_by_one_store(store: Any) -> None:
+    one_a, one_b, many_a, many_b = (_node(store, n) for n in ("one-a", "one-b", "many-a", "many-b"))
+    events: list[Any] = []
+    store.listeners.append(events.extend)
+    with store.group():
+        counts = [store.add_metrics(n, samples, now) for n, samples, now in _metric_calls(one_a, one_b)]
+    one_events, events[:] = list(events), []
+    with store.group():
+        assert store.add_metrics_many(_metric_calls(many_a, many_b)) == counts == [2, 1, 2, 0, 1]
+    ids = {one_a: many_a, one_b: many_b}
+    assert events == [(k, {**e, "node_id": ids[e["node_id"]]}) for k, e in one_events]
+    for one, many in ids.items():
+        per_call, batched = _stored(store, one), _stored(store, many)
+        assert batched["metrics"] == per_call["metrics"] and len(batched["metrics"]) == (4 if one == one_a else 2)
+        for table in ("metrics_1m", "metrics_1h", "node_latest"):
+            assert [r[1:] for r in batched[table]] == [r[1:] for r in per_call[table]], table
+    assert [r[1:] for r in _stored(store, many_a)["metrics_1m"]] == [
+        (T0, 3.0, 909.0, 900.0, 100.0, 70.0, 12.5, 80.25, 0.0),
+        (T0 + 60, 1.0, 11.0, 11.0, 110.0, 110.0, 50.0, 0.0, 0.0)]
+    assert _stored(store, many_b)["node_latest"] == [(float(many_b), T0 + 30, 6.0, 60.0)]  # the later of equal times
+
+
+def test_the_database_thread_stores_a_batch_of_metrics_in_one_call_and_a_bad_call_fails_alone(store: Any) -> None:
+    a, b = _node(store, "a"), _node(store, "b")
+    worker = DbWorker(store, max_batch=128)
+
+    async def go() -> list[Any]:
+        calls = [worker.call(store.add_metrics, node, [{"recorded_at": T0 + i, "pps": i, "bps": 1}], T0 + i)
+                 for i in range(40) for node in (a, b)]
+        no_such_node = 999_999
+        calls.append(worker.call(store.add_metrics, no_such_node, [{"recorded_at": T0, "pps": 1, "bps": 1}], T0))
+        calls += [worker.call(store.add_metrics, a, [{"recorded_at": T0 + 100, "pps": 1, "bps": 1}], T0 + 100)]
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        await asyncio.sleep(0)  # one turn of the loop: every call is queued, so the thread takes them as one batch
+        worker.start()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        results = asyncio.run(go())
+    finally:
+        worker.stop()
+    assert results[:80] == [1] * 80 and results[81] == 1
+    assert isinstance(results[80], StorageError)
+    assert len(store.metrics(a, 0, 1000)) == 41 and len(store.metrics(b, 0, 1000)) == 40
+    assert worker.stats["db_commits"] == 1 and worker.stats["db_metrics_fallbacks"] == 1
+    assert worker.stats["db_metrics_coalesced"] == 0  # the combined call failed: the calls ran one by one
+
+
+def test_the_database_thread_coalesces_a_batch_of_metrics_calls(store: Any) -> None:
+    a = _node(store)
+    worker = DbWorker(store, max_batch=128)
+
+    async def go() -> list[Any]:
+        tasks = [asyncio.ensure_future(worker.call(store.add_metrics, a, [{"recorded_at": T0 + i, "pps": i, "bps": 1}],
+                                                   T0 + i)) for i in range(50)]
+        tasks.append(asyncio.ensure_future(worker.call(store.node_config, a)))
+        await asyncio.sleep(0)  # one turn of the loop: every call is queued, so the thread takes them as one batch
+        worker.start()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        results = asyncio.run(go())
+    finally:
+        worker.stop()
+    assert results[:50] == [1] * 50 and results[50]["node_id"] == a
+    assert worker.stats["db_commits"] == 1 and worker.stats["db_metrics_coalesced"] == 50
+    assert [m["pps"] for m in store.metrics(a, 0, 1000)] == list(range(50))
