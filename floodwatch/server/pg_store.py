@@ -42,17 +42,15 @@ from floodwatch.server.store import PCAPS_OF_NODE, REMOVE_NODE, Conflict, NotFou
 from floodwatch.server.validate import BadField, stored_details, stored_json
 
 _METRIC_COLS = "node_id, recorded_at, received_at, pps, bps, tcp_pct, udp_pct, icmp_pct, conn_count"
-_UPSERT = ("INSERT INTO {table} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (node_id, t) DO UPDATE SET "
-           "n = {table}.n + excluded.n, pps_sum = {table}.pps_sum + excluded.pps_sum, "
-           "pps_max = greatest({table}.pps_max, excluded.pps_max), bps_sum = {table}.bps_sum + excluded.bps_sum, "
-           "bps_max = greatest({table}.bps_max, excluded.bps_max), tcp_sum = {table}.tcp_sum + excluded.tcp_sum, "
-           "udp_sum = {table}.udp_sum + excluded.udp_sum, icmp_sum = {table}.icmp_sum + excluded.icmp_sum")
-
-# The same upserts for many rows in one statement: one array per column (a constant text, so prepared).
-_UPSERT_MANY = _UPSERT.replace(
-    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-    "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], "
-    "%s::bigint[], %s::float8[], %s::float8[], %s::float8[])")
+# Rollup and node_latest upserts of many rows in one statement, one array per column (a constant text:
+# prepared); rows come pre-aggregated per (node, bucket): a statement may not update one row twice.
+_UPSERT_MANY = ("INSERT INTO {table} SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], "
+                "%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::float8[]) "
+                "ON CONFLICT (node_id, t) DO UPDATE SET "
+                "n = {table}.n + excluded.n, pps_sum = {table}.pps_sum + excluded.pps_sum, "
+                "pps_max = greatest({table}.pps_max, excluded.pps_max), bps_sum = {table}.bps_sum + excluded.bps_sum, "
+                "bps_max = greatest({table}.bps_max, excluded.bps_max), tcp_sum = {table}.tcp_sum + excluded.tcp_sum, "
+                "udp_sum = {table}.udp_sum + excluded.udp_sum, icmp_sum = {table}.icmp_sum + excluded.icmp_sum")
 _LATEST_MANY = ("INSERT INTO node_latest SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::bigint[], "
                 "%s::bigint[]) ON CONFLICT (node_id) DO UPDATE SET recorded_at = excluded.recorded_at, "
                 "pps = excluded.pps, bps = excluded.bps WHERE excluded.recorded_at >= node_latest.recorded_at")
@@ -82,6 +80,7 @@ class PGStore:
         # the dashboard, web/live.py: every replica's live pages learn what any replica stored)
         self.announce: Callable[[list[tuple[str, dict[str, Any]]]], list[str]] | None = None
         self._conn: psycopg.Connection[Any] | None = None
+        self._aborted = False  # a read inside group() failed: the transaction cannot commit (_read)
         kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
         if password is not None:
             kwargs["password"] = password
@@ -121,9 +120,11 @@ class PGStore:
     def group(self) -> Iterator[None]:
         try:
             with self.pool.connection() as conn, conn.transaction():
-                self._conn = conn
+                self._conn, self._aborted = conn, False
                 try:
                     yield
+                    if self._aborted:
+                        raise StorageError(f"{self.where}: a read failed in the transaction: rolled back")
                     self._notify(conn)
                 finally:
                     self._conn = None
@@ -186,13 +187,29 @@ class PGStore:
         except psycopg.Error as e:
             raise StorageError(f"{self.where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
+    @contextmanager
+    def _read(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor for one read-only statement: inside group() without a savepoint (two round trips fewer
+        for node_auth, node_config...). A read that fails there has aborted the group's transaction, so
+        the group then rolls back and every call in it gets an error (none is told "stored" wrongly)."""
+        if self._conn is None:
+            with self._tx() as cur:
+                yield cur
+            return
+        try:
+            with self._conn.cursor() as cur:
+                yield cur
+        except BaseException:
+            self._aborted = True
+            raise
+
     def _one(self, sql: str, args: tuple[Any, ...] = ()) -> dict[str, Any] | None:
-        with self._tx() as cur:
+        with self._read() as cur:
             row: dict[str, Any] | None = self._exec(cur, sql, args).fetchone()
         return row
 
     def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._tx() as cur:
+        with self._read() as cur:
             return self._exec(cur, sql, args).fetchall()
 
     # -- nodes -----------------------------------------------------------------------------------
@@ -232,26 +249,7 @@ class PGStore:
 
     # -- metrics ---------------------------------------------------------------------------------
     def add_metrics(self, node_id: int, samples: list[dict[str, Any]], now: float) -> int:
-        rows = [(node_id, s["recorded_at"], now, s["pps"], s["bps"], s.get("tcp_pct"), s.get("udp_pct"),
-                 s.get("icmp_pct"), s.get("conn_count")) for s in samples]
-        if not rows:
-            return 0
-        with self._tx() as cur:
-            try:
-                with cur.copy(f"COPY metrics ({_METRIC_COLS}) FROM STDIN") as copy:
-                    for r in rows:
-                        copy.write_row(r)
-                for width, table in rollup.TABLES.items():
-                    cur.executemany(_UPSERT.format(table=table), rollup.buckets(node_id, samples, width))
-                newest = max(samples, key=lambda s: s["recorded_at"])
-                cur.execute("INSERT INTO node_latest VALUES (%s,%s,%s,%s) ON CONFLICT (node_id) DO UPDATE SET "
-                            "recorded_at = excluded.recorded_at, pps = excluded.pps, bps = excluded.bps "
-                            "WHERE excluded.recorded_at >= node_latest.recorded_at",
-                            (node_id, newest["recorded_at"], newest["pps"], newest["bps"]))
-            except psycopg.Error as e:
-                raise StorageError(f"{self.where}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
-            self._events.append(("metrics", {"node_id": node_id, **newest}))
-        return len(rows)
+        return self.add_metrics_many([(node_id, samples, now)])[0]
 
     def add_metrics_many(self, calls: list[rollup.MetricsCall]) -> list[int]:
         """Several add_metrics calls as one (the database thread's batch): one COPY, one upsert per rollup
@@ -424,11 +422,12 @@ class PGStore:
         return int(row["id"])
 
     def pending_commands(self, node_id: int, now: float) -> list[dict[str, Any]]:
-        with self._tx() as cur:
-            rows = self._exec(cur, "SELECT id, command FROM commands WHERE node_id = %s AND acked_at IS NULL "
-                              "ORDER BY id LIMIT 1000", (node_id,)).fetchall()
-            self._exec(cur, "UPDATE commands SET delivered_at = %s WHERE node_id = %s AND acked_at IS NULL "
-                       "AND delivered_at IS NULL", (now, node_id))
+        rows = self._all("SELECT id, command FROM commands WHERE node_id = %s AND acked_at IS NULL "
+                         "ORDER BY id LIMIT 1000", (node_id,))
+        if rows:  # none pending (the usual answer): a read only, without a savepoint
+            with self._tx() as cur:
+                self._exec(cur, "UPDATE commands SET delivered_at = %s WHERE node_id = %s AND acked_at IS NULL "
+                           "AND delivered_at IS NULL AND id <= %s", (now, node_id, rows[-1]["id"]))
         return [{"id": r["id"], "command": stored_json(r["command"])[0]} for r in rows]
 
     def ack_command(self, node_id: int, ack: dict[str, Any], now: float) -> bool:

@@ -4,7 +4,7 @@ Three resolutions: the raw 1 s samples (table `metrics`, kept `metrics_retention
 and minute (`metrics_1m`, kept ROLLUP_1M_DAYS) and one per node and hour (`metrics_1h`, kept
 ROLLUP_1H_DAYS). `node_latest` holds each node's newest sample (the fleet page's current pps/bps).
 Each row keeps sums and maxima, so any coarser bucket is an exact re-aggregation of finer ones.
-`init_schema` and `record` work on SQLite's connection (pg_store.py has its own writes); the readers and
+`init_schema` and `record_many` work on SQLite's connection (pg_store.py has its own writes); the readers and
 `prune` take either store (`Store.execute`).
 """
 
@@ -100,17 +100,6 @@ def newest_many(calls: list[MetricsCall]) -> dict[int, dict[str, Any]]:
         if cur is None or newest["recorded_at"] >= cur["recorded_at"]:  # as node_latest's upsert, call by call
             out[node_id] = newest
     return out
-
-
-def record(conn: sqlite3.Connection, node_id: int, samples: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Fold a batch of samples into the rollups and node_latest; returns the newest sample (or None)."""
-    if not samples:
-        return None
-    for width, table in TABLES.items():
-        conn.executemany(_UPSERT.format(table=table), buckets(node_id, samples, width))
-    newest = max(samples, key=lambda s: s["recorded_at"])
-    conn.execute(_LATEST, (node_id, newest["recorded_at"], newest["pps"], newest["bps"]))
-    return newest
 
 
 def record_many(conn: sqlite3.Connection, calls: list[MetricsCall]) -> None:

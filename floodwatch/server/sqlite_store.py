@@ -196,18 +196,7 @@ class SQLiteStore:
 
     # -- metrics ---------------------------------------------------------------------------------
     def add_metrics(self, node_id: int, samples: list[dict[str, Any]], now: float) -> int:
-        rows = [(node_id, s["recorded_at"], now, s["pps"], s["bps"], s.get("tcp_pct"), s.get("udp_pct"),
-                 s.get("icmp_pct"), s.get("conn_count")) for s in samples]
-        with self._tx():
-            try:
-                self.conn.executemany("INSERT INTO metrics (node_id, recorded_at, received_at, pps, bps, "
-                                      "tcp_pct, udp_pct, icmp_pct, conn_count) VALUES (?,?,?,?,?,?,?,?,?)", rows)
-                newest = rollup.record(self.conn, node_id, samples)
-            except sqlite3.Error as e:
-                raise StorageError(f"{self.path}: {e}") from e
-            if newest is not None:
-                self._events.append(("metrics", {"node_id": node_id, **newest}))
-        return len(rows)
+        return self.add_metrics_many([(node_id, samples, now)])[0]
 
     def add_metrics_many(self, calls: list[rollup.MetricsCall]) -> list[int]:
         """Several add_metrics calls as one (the database thread's batch): each call's count; stores what

@@ -309,3 +309,23 @@ def test_the_database_thread_coalesces_a_batch_of_metrics_calls(store: Any) -> N
     assert results[:50] == [1] * 50 and results[50]["node_id"] == a
     assert worker.stats["db_commits"] == 1 and worker.stats["db_metrics_coalesced"] == 50
     assert [m["pps"] for m in store.metrics(a, 0, 1000)] == list(range(50))
+
+
+def test_postgresql_a_read_failing_in_a_group_rolls_the_group_back(pg_cluster: PgCluster) -> None:
+    """Reads skip the savepoint on PostgreSQL: one that fails aborts the transaction, so nothing in the group
+    may be reported stored."""
+    from floodwatch.server.pg_store import PGStore
+
+    store = PGStore(pg_cluster.new_database(), password=pg_cluster.password)
+    try:
+        a = _node(store)
+        with pytest.raises(StorageError, match="rolled back"), store.group():
+            store.queue_command(a, "lost", T0)
+            with pytest.raises(StorageError, match="division by zero"):
+                store._one("SELECT 1 / 0")
+        assert store.list_commands(a) == [] and store.pending_commands(a, T0) == []
+        store.queue_command(a, "kept", T0)
+        assert [c["command"] for c in store.pending_commands(a, T0)] == ["kept"]
+        assert store.list_commands(a)[0]["delivered_at"] is not None
+    finally:
+        store.close()
