@@ -264,50 +264,46 @@ def test_metrics_added_as_one_batch_store_what_the_calls_one_by_one_store(store:
     assert _stored(store, many_b)["node_latest"] == [(float(many_b), T0 + 30, 6.0, 60.0)]  # the later of equal times
 
 
-def test_the_database_thread_stores_a_batch_of_metrics_in_one_call_and_a_bad_call_fails_alone(store: Any) -> None:
-    a, b = _node(store, "a"), _node(store, "b")
-    worker = DbWorker(store, max_batch=128)
+def _one_batch(store: Any, calls: list[tuple[Any, ...]]) -> tuple[list[Any], dict[str, int]]:
+    """Store calls [(method, *args)] through a real DbWorker, queued before its thread starts so that it takes
+    them as one batch: each call's result (or exception) and the worker's counters."""
+    worker = DbWorker(store, max_batch=len(calls))
 
     async def go() -> list[Any]:
-        calls = [worker.call(store.add_metrics, node, [{"recorded_at": T0 + i, "pps": i, "bps": 1}], T0 + i)
-                 for i in range(40) for node in (a, b)]
-        no_such_node = 999_999
-        calls.append(worker.call(store.add_metrics, no_such_node, [{"recorded_at": T0, "pps": 1, "bps": 1}], T0))
-        calls += [worker.call(store.add_metrics, a, [{"recorded_at": T0 + 100, "pps": 1, "bps": 1}], T0 + 100)]
-        tasks = [asyncio.ensure_future(c) for c in calls]
-        await asyncio.sleep(0)  # one turn of the loop: every call is queued, so the thread takes them as one batch
+        tasks = [asyncio.ensure_future(worker.call(fn, *args)) for fn, *args in calls]
+        await asyncio.sleep(0)  # one turn of the loop: every call is queued
         worker.start()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     try:
-        results = asyncio.run(go())
+        return asyncio.run(go()), worker.stats
     finally:
         worker.stop()
+
+
+def _sample(t: float, pps: int = 1) -> list[dict[str, Any]]:
+    return [{"recorded_at": t, "pps": pps, "bps": 1}]
+
+
+def test_the_database_thread_stores_a_batch_of_metrics_in_one_call_and_a_bad_call_fails_alone(store: Any) -> None:
+    a, b = _node(store, "a"), _node(store, "b")
+    no_such_node = 999_999
+    calls = [(store.add_metrics, node, _sample(T0 + i, i), T0 + i) for i in range(40) for node in (a, b)]
+    calls += [(store.add_metrics, no_such_node, _sample(T0), T0), (store.add_metrics, a, _sample(T0 + 100), T0 + 100)]
+    results, stats = _one_batch(store, calls)
     assert results[:80] == [1] * 80 and results[81] == 1
     assert isinstance(results[80], StorageError)
     assert len(store.metrics(a, 0, 1000)) == 41 and len(store.metrics(b, 0, 1000)) == 40
-    assert worker.stats["db_commits"] == 1 and worker.stats["db_metrics_fallbacks"] == 1
-    assert worker.stats["db_metrics_coalesced"] == 0  # the combined call failed: the calls ran one by one
+    assert stats["db_commits"] == 1 and stats["db_metrics_fallbacks"] == 1
+    assert stats["db_metrics_coalesced"] == 0  # the combined call failed: the calls ran one by one
 
 
 def test_the_database_thread_coalesces_a_batch_of_metrics_calls(store: Any) -> None:
     a = _node(store)
-    worker = DbWorker(store, max_batch=128)
-
-    async def go() -> list[Any]:
-        tasks = [asyncio.ensure_future(worker.call(store.add_metrics, a, [{"recorded_at": T0 + i, "pps": i, "bps": 1}],
-                                                   T0 + i)) for i in range(50)]
-        tasks.append(asyncio.ensure_future(worker.call(store.node_config, a)))
-        await asyncio.sleep(0)  # one turn of the loop: every call is queued, so the thread takes them as one batch
-        worker.start()
-        return await asyncio.gather(*tasks, return_exceptions=True)
-
-    try:
-        results = asyncio.run(go())
-    finally:
-        worker.stop()
+    calls = [(store.add_metrics, a, _sample(T0 + i, i), T0 + i) for i in range(50)]
+    results, stats = _one_batch(store, [*calls, (store.node_config, a)])
     assert results[:50] == [1] * 50 and results[50]["node_id"] == a
-    assert worker.stats["db_commits"] == 1 and worker.stats["db_metrics_coalesced"] == 50
+    assert stats["db_commits"] == 1 and stats["db_metrics_coalesced"] == 50
     assert [m["pps"] for m in store.metrics(a, 0, 1000)] == list(range(50))
 
 
