@@ -188,11 +188,12 @@ class PGStore:
             raise StorageError(f"{self.where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
     @contextmanager
-    def _read(self) -> Iterator[psycopg.Cursor[Any]]:
-        """A cursor for one read-only statement: inside group() without a savepoint (two round trips fewer
-        for node_auth, node_config...). A read that fails there has aborted the group's transaction, so
-        the group then rolls back and every call in it gets an error (none is told "stored" wrongly)."""
-        if self._conn is None:
+    def _read(self, bare: bool) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor for one read-only statement; `bare`: inside group() without a savepoint (two round trips
+        fewer), only for the per-agent reads whose arguments the server made (an id, a canonical UUID), never
+        text from a request. A bare read failing on the server has aborted the group's transaction, so the
+        group then rolls back and every call in it gets an error (none is told "stored" wrongly)."""
+        if self._conn is None or not bare:
             with self._tx() as cur:
                 yield cur
             return
@@ -200,16 +201,17 @@ class PGStore:
             with self._conn.cursor() as cur:
                 yield cur
         except BaseException:
-            self._aborted = True
+            if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                self._aborted = True
             raise
 
-    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> dict[str, Any] | None:
-        with self._read() as cur:
+    def _one(self, sql: str, args: tuple[Any, ...] = (), bare: bool = False) -> dict[str, Any] | None:
+        with self._read(bare) as cur:
             row: dict[str, Any] | None = self._exec(cur, sql, args).fetchone()
         return row
 
-    def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._read() as cur:
+    def _all(self, sql: str, args: tuple[Any, ...] = (), bare: bool = False) -> list[dict[str, Any]]:
+        with self._read(bare) as cur:
             return self._exec(cur, sql, args).fetchall()
 
     # -- nodes -----------------------------------------------------------------------------------
@@ -222,7 +224,7 @@ class PGStore:
         return {"node_id": row["id"], "node_uuid": node_uuid, "name": name}
 
     def node_auth(self, node_uuid: str) -> tuple[int, str] | None:
-        row = self._one("SELECT id, key_hash FROM nodes WHERE uuid = %s", (node_uuid,))
+        row = self._one("SELECT id, key_hash FROM nodes WHERE uuid = %s", (node_uuid,), bare=True)
         return None if row is None else (int(row["id"]), str(row["key_hash"]))
 
     def find_node(self, ref: str, now: float = 0.0, offline_after: float = 90.0) -> dict[str, Any] | None:
@@ -400,7 +402,7 @@ class PGStore:
     # -- remote config and commands --------------------------------------------------------------
     def node_config(self, node_id: int) -> dict[str, Any]:
         row = self._one("SELECT pps_threshold, bps_threshold, baseline, ioc_patterns FROM nodes WHERE id = %s",
-                        (node_id,))
+                        (node_id,), bare=True)
         if row is None:
             raise NotFound(f"no node {node_id}")
         return config_row(node_id, row)
@@ -423,7 +425,7 @@ class PGStore:
 
     def pending_commands(self, node_id: int, now: float) -> list[dict[str, Any]]:
         rows = self._all("SELECT id, command FROM commands WHERE node_id = %s AND acked_at IS NULL "
-                         "ORDER BY id LIMIT 1000", (node_id,))
+                         "ORDER BY id LIMIT 1000", (node_id,), bare=True)
         if rows:  # none pending (the usual answer): a read only, without a savepoint
             with self._tx() as cur:
                 self._exec(cur, "UPDATE commands SET delivered_at = %s WHERE node_id = %s AND acked_at IS NULL "

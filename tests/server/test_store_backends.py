@@ -13,6 +13,7 @@ from floodwatch.errors import StorageError
 from floodwatch.server import auth, migrations
 from floodwatch.server.dbthread import DbWorker
 from floodwatch.server.store import Conflict, NotFound
+from floodwatch.server.validate import BadField
 from tests.pgcluster import PgCluster
 
 T0 = 1_764_410_400.0
@@ -308,8 +309,8 @@ def test_the_database_thread_coalesces_a_batch_of_metrics_calls(store: Any) -> N
 
 
 def test_postgresql_a_read_failing_in_a_group_rolls_the_group_back(pg_cluster: PgCluster) -> None:
-    """Reads skip the savepoint on PostgreSQL: one that fails aborts the transaction, so nothing in the group
-    may be reported stored."""
+    """The per-agent reads skip the savepoint on PostgreSQL: one that fails aborts the transaction, so nothing
+    in the group may be reported stored. Other reads keep theirs: one failing costs its caller only."""
     from floodwatch.server.pg_store import PGStore
 
     store = PGStore(pg_cluster.new_database(), password=pg_cluster.password)
@@ -317,11 +318,16 @@ def test_postgresql_a_read_failing_in_a_group_rolls_the_group_back(pg_cluster: P
         a = _node(store)
         with pytest.raises(StorageError, match="rolled back"), store.group():
             store.queue_command(a, "lost", T0)
-            with pytest.raises(StorageError, match="division by zero"):
-                store._one("SELECT 1 / 0")
+            with pytest.raises(StorageError, match="no_such_table"):
+                store._one("SELECT * FROM no_such_table", bare=True)
         assert store.list_commands(a) == [] and store.pending_commands(a, T0) == []
+        with store.group():
+            store.queue_command(a, "one", T0)
+            with pytest.raises(BadField):
+                store.find_node("edge\x00a")  # text from a request: with a savepoint
+        assert [c["command"] for c in store.list_commands(a)] == ["one"]
         store.queue_command(a, "kept", T0)
-        assert [c["command"] for c in store.pending_commands(a, T0)] == ["kept"]
-        assert store.list_commands(a)[0]["delivered_at"] is not None
+        assert [c["command"] for c in store.pending_commands(a, T0)] == ["one", "kept"]
+        assert all(c["delivered_at"] is not None for c in store.list_commands(a))
     finally:
         store.close()
