@@ -47,6 +47,7 @@ from tests.helpers import (
     base_config,
     eventually,
     exit_on_sigterm,
+    extract_commit,
     ipc_endpoints,
     netns_pair,
     stop_process,
@@ -256,10 +257,7 @@ def main() -> int:
     tmp_ref = None
     try:
         if args.ref:
-            tmp_ref = Path(tempfile.mkdtemp(prefix="fwref"))
-            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.ref], check=True,
-                                     capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(tmp_ref)], input=archive, check=True)
+            tmp_ref = extract_commit(args.ref, Path(tempfile.mkdtemp(prefix="fwref")))
             trees.append((f"ref {args.ref}", tmp_ref))
         trees.append(("this checkout", REPO))
         for label, path in trees:
