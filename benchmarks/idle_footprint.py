@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.capture_live import cpu_of
 from floodwatch.settings.core import SupervisorSettings
 from tests.helpers import (
     PYTHON,
@@ -41,14 +42,6 @@ from tests.helpers import (
     try_status,
     write_config,
 )
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_of(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / TICK
 
 
 def mem_of(pid: int) -> tuple[int, int]:
