@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, eventually
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SHOTS = REPO / "benchmarks" / "results" / "screenshots"
+# Screenshots go to a temporary directory unless FLOODWATCH_SCREENSHOTS names one (the committed set:
+# FLOODWATCH_SCREENSHOTS=benchmarks/results/screenshots), so a test run leaves the tree as it found it.
+SHOTS = Path(os.environ.get("FLOODWATCH_SCREENSHOTS") or Path(tempfile.gettempdir()) / "floodwatch-screenshots")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,900")
 
@@ -73,6 +75,16 @@ def sign_in(driver: Any, base: str, user: str, password: str) -> None:
     driver.find_element(By.ID, "login-submit").click()
 
 
+def _redrawn(driver: Any) -> None:
+    """Return once the page has redrawn its charts at the window's current width (charts.js stamps
+    data-fw-redrawn after its debounced resize handler); the resize is dispatched here, so it also
+    happens when the size did not change."""
+    driver.execute_script("document.documentElement.removeAttribute('data-fw-redrawn');"
+                          "window.dispatchEvent(new Event('resize'));")
+    eventually(lambda: driver.execute_script(
+        "return document.documentElement.getAttribute('data-fw-redrawn') !== null"), timeout=10)
+
+
 def shoot(driver: Any, name: str) -> None:
     """Screenshots of the current page at 1280 (dark) and 390 px wide (light), full page height."""
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -80,7 +92,7 @@ def shoot(driver: Any, name: str) -> None:
         height = 900 if width == 1280 else 844
         driver.execute_script(f"document.documentElement.setAttribute('data-theme', '{theme}')")
         driver.set_window_size(width, height)
-        time.sleep(0.3)  # let the layout and the charts redraw at the new width
+        _redrawn(driver)  # the layout and the charts redrawn at the new width
         full = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 4000)")
         driver.set_window_size(width, max(height, int(full)))
         driver.save_screenshot(str(SHOTS / f"{name}-{width}.png"))

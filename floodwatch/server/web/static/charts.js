@@ -42,7 +42,10 @@
   var timer = null;
   window.addEventListener("resize", function () {  // redraw at the new width (phones rotate)
     clearTimeout(timer);
-    timer = setTimeout(function () { drawn.forEach(function (d) { if (d[0].isConnected) FW.lineChart(d[0], d[1]); }); }, 100);
+    timer = setTimeout(function () {
+      drawn.forEach(function (d) { if (d[0].isConnected) FW.lineChart(d[0], d[1]); });
+      document.documentElement.setAttribute("data-fw-redrawn", String(window.innerWidth));  // tests wait on it
+    }, 100);
   });
 
   FW.lineChart = function (box, opts) {
