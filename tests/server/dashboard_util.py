@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, eventually
+from tests.helpers import eventually
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

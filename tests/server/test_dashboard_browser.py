@@ -1,6 +1,7 @@
 """The dashboard in a real browser (headless Chromium from Debian, driven by Selenium) against the real
 server process: sign-in, live updates from the agent API, the incident page's charts and capture,
-commands by role, escaping of agent-sent text. Screenshots go to $FLOODWATCH_SCREENSHOTS (default: a temporary directory)."""
+commands by role, escaping of agent-sent text. Screenshots go to $FLOODWATCH_SCREENSHOTS (default: a temporary
+directory)."""
 
 from __future__ import annotations
 
