@@ -107,6 +107,42 @@ def _v3(conn: sqlite3.Connection) -> None:
     _script(conn, SCHEMA_V3)
 
 
+# Version 4: each sample stored once. A sample is known by (node, the agent's own recorded_at): a retry
+# of a batch whose answer was lost (a replica died after its commit) is ignored, not stored again. A sample
+# the server stamped at arrival (its agent sent no recorded_at: the official agent) has no identity of its
+# own: `timed_by_agent` is NULL there, and NULLs never collide in a unique index. Rows stored before are
+# told apart by their times: the server's stamp is recorded_at == received_at exactly. The upgrade
+# REMOVES the extra copies of an agent-timed sample already stored (the lowest id stays) and takes them
+# out of the rollups' counts and sums (their maxima stay: a retried copy holds the same values);
+# nothing else changes.
+V4_DUPLICATES = """
+CREATE TEMP TABLE v4_duplicates AS SELECT m.id, m.node_id, m.recorded_at, m.pps, m.bps, m.tcp_pct, m.udp_pct,
+  m.icmp_pct FROM metrics m WHERE m.recorded_at <> m.received_at AND EXISTS (SELECT 1 FROM metrics o
+  WHERE o.node_id = m.node_id AND o.recorded_at = m.recorded_at AND o.recorded_at <> o.received_at AND o.id < m.id)
+"""
+V4_ROLLUP = """UPDATE {table} SET n = {table}.n - d.n, pps_sum = {table}.pps_sum - d.pps, bps_sum = {table}.bps_sum - d.bps,
+  tcp_sum = {table}.tcp_sum - d.tcp, udp_sum = {table}.udp_sum - d.udp, icmp_sum = {table}.icmp_sum - d.icmp
+  FROM (SELECT node_id, {bucket} AS b, count(*) AS n, sum(pps) AS pps,
+  sum(bps) AS bps, sum(coalesce(tcp_pct, 0)) AS tcp, sum(coalesce(udp_pct, 0)) AS udp,
+  sum(coalesce(icmp_pct, 0)) AS icmp FROM v4_duplicates GROUP BY node_id, b) AS d
+  WHERE {table}.node_id = d.node_id AND {table}.t = d.b"""  # the same text on PostgreSQL (pg_schema.V4)
+V4_KEY = """
+DELETE FROM metrics WHERE id IN (SELECT id FROM v4_duplicates);
+DROP TABLE v4_duplicates;
+ALTER TABLE metrics ADD COLUMN timed_by_agent INTEGER DEFAULT 1;
+UPDATE metrics SET timed_by_agent = NULL WHERE recorded_at = received_at;
+DROP INDEX IF EXISTS metrics_node_time;
+CREATE UNIQUE INDEX metrics_sample ON metrics (node_id, recorded_at, timed_by_agent)
+"""
+
+
+def _v4(conn: sqlite3.Connection) -> None:
+    _script(conn, V4_DUPLICATES)
+    for width, table in rollup.TABLES.items():
+        conn.execute(V4_ROLLUP.format(table=table, bucket=f"CAST(recorded_at / {width} AS INTEGER) * {width}"))
+    _script(conn, V4_KEY)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -119,6 +155,8 @@ MIGRATIONS = (
     Migration(2, "schema_migrations; metric rollups (1 min, 1 h) and node_latest, filled from metrics", _v2),
     Migration(3, "dashboard users, sessions and sign-in failures in the database; incidents by status and family",
               _v3),
+    Migration(4, "each metric sample stored once, known by (node, the agent's recorded_at); removes the extra "
+                 "copies of a sample already stored and their counts in the rollups", _v4),
 )
 CURRENT = MIGRATIONS[-1].version
 

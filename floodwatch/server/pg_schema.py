@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from floodwatch.server import migrations
+from floodwatch.server import migrations, rollup
 
 V1 = """
 CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);
@@ -53,11 +53,13 @@ _ROLLUP = """CREATE TABLE IF NOT EXISTS {t} (
   node_id bigint NOT NULL, t bigint NOT NULL, n bigint NOT NULL, pps_sum bigint NOT NULL, pps_max bigint NOT NULL,
   bps_sum bigint NOT NULL, bps_max bigint NOT NULL, tcp_sum double precision NOT NULL,
   udp_sum double precision NOT NULL, icmp_sum double precision NOT NULL, PRIMARY KEY (node_id, t))"""
+# Samples of `{src}` -> one rollup row per node and bucket of {w} seconds (v2's fill, pg_store's writes)
+ROLLUP_ROWS = """SELECT node_id, (floor(recorded_at / {w}) * {w})::bigint AS b, count(*), sum(pps), max(pps), sum(bps),
+  max(bps), sum(coalesce(tcp_pct, 0)), sum(coalesce(udp_pct, 0)), sum(coalesce(icmp_pct, 0)) FROM {src}
+  GROUP BY node_id, b"""  # noqa: S608 - constant text
 # v2 fills the rollups from the samples already stored (as the SQLite migration does); buckets a server
 # already keeps (it ran newer code) stay
-_FILL = """INSERT INTO {t} SELECT node_id, (floor(recorded_at / {w}) * {w})::bigint AS b, count(*), sum(pps),
-  max(pps), sum(bps), max(bps), sum(coalesce(tcp_pct, 0)), sum(coalesce(udp_pct, 0)), sum(coalesce(icmp_pct, 0))
-  FROM metrics GROUP BY node_id, b ON CONFLICT (node_id, t) DO NOTHING"""
+_FILL = "INSERT INTO {t} " + ROLLUP_ROWS.replace("{src}", "metrics") + " ON CONFLICT (node_id, t) DO NOTHING"
 V2 = f"""
 CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
   applied_at double precision NOT NULL);
@@ -91,7 +93,12 @@ CREATE INDEX IF NOT EXISTS dash_login_failures_key ON dash_login_failures (key, 
 CREATE INDEX IF NOT EXISTS dash_login_failures_at ON dash_login_failures (at);
 CREATE INDEX IF NOT EXISTS incidents_status_family ON incidents (status, attack_family)
 """
-VERSIONS = {1: V1, 2: V2, 3: V3}
+# the SQLite statements do on PostgreSQL too, but for the bucket's arithmetic (migrations.py says what v4 does)
+V4 = ";".join([migrations.V4_DUPLICATES,
+               *(migrations.V4_ROLLUP.format(table=t, bucket=f"(floor(recorded_at / {w}) * {w})::bigint")
+                 for w, t in rollup.TABLES.items()),
+               migrations.V4_KEY])
+VERSIONS = {1: V1, 2: V2, 3: V3, 4: V4}
 assert sorted(VERSIONS) == [m.version for m in migrations.MIGRATIONS], "a migration without its PostgreSQL DDL"
 # Serialises schema changes of replicas starting together (an advisory lock, released at commit).
 LOCK = 0x666C6F6F64  # "flood"

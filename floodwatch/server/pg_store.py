@@ -4,8 +4,8 @@ The server's database thread (dbthread.py) calls the store from one thread, so a
 each top-level call (or a whole `group()`) borrows a pooled connection for one transaction; calls inside
 a group are savepoints. The pool replaces broken connections (a PostgreSQL restart costs the batch in
 flight, which its callers see as an error, not the server). psycopg prepares a statement on the server
-once it has run a few times (prepare_threshold), so per-request queries are prepared. Metrics go in by
-COPY. The password comes from the caller (a file or FLOODWATCH_DB_PASSWORD), never from the URL.
+once it has run a few times (prepare_threshold), so per-request queries are prepared. A batch of metrics
+is one statement. The password comes from the caller (a file or FLOODWATCH_DB_PASSWORD), never from the URL.
 """
 
 from __future__ import annotations
@@ -41,19 +41,24 @@ from floodwatch.server.sqlite_store import (
 from floodwatch.server.store import PCAPS_OF_NODE, REMOVE_NODE, Conflict, NotFound, incident_filter, removed_counts
 from floodwatch.server.validate import BadField, stored_details, stored_json
 
-_METRIC_COLS = "node_id, recorded_at, received_at, pps, bps, tcp_pct, udp_pct, icmp_pct, conn_count"
-# Rollup and node_latest upserts of many rows in one statement, one array per column (a constant text:
-# prepared); rows come pre-aggregated per (node, bucket): a statement may not update one row twice.
-_UPSERT_MANY = ("INSERT INTO {table} SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], "
-                "%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::float8[]) "
-                "ON CONFLICT (node_id, t) DO UPDATE SET "
-                "n = {table}.n + excluded.n, pps_sum = {table}.pps_sum + excluded.pps_sum, "
-                "pps_max = greatest({table}.pps_max, excluded.pps_max), bps_sum = {table}.bps_sum + excluded.bps_sum, "
-                "bps_max = greatest({table}.bps_max, excluded.bps_max), tcp_sum = {table}.tcp_sum + excluded.tcp_sum, "
-                "udp_sum = {table}.udp_sum + excluded.udp_sum, icmp_sum = {table}.icmp_sum + excluded.icmp_sum")
-_LATEST_MANY = ("INSERT INTO node_latest SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::bigint[], "
-                "%s::bigint[]) ON CONFLICT (node_id) DO UPDATE SET recorded_at = excluded.recorded_at, "
-                "pps = excluded.pps, bps = excluded.bps WHERE excluded.recorded_at >= node_latest.recorded_at")
+# A batch of samples in one statement (a constant text: prepared): the rows go in by one multi-row insert
+# that skips a sample already stored (rollup.ONCE), and the rollups and node_latest take only the rows it
+# inserted (aggregated per node and bucket: a statement may not update one row twice); it returns the
+# agent-timed samples it stored, so each call learns its count.
+_ROLLUP_UPSERT = ("INSERT INTO {table} " + pg_schema.ROLLUP_ROWS.replace("{src}", "ins") + " ON CONFLICT (node_id, t) "
+                  "DO UPDATE SET n = {table}.n + excluded.n, pps_sum = {table}.pps_sum + excluded.pps_sum, "
+                  "pps_max = greatest({table}.pps_max, excluded.pps_max), bps_sum = {table}.bps_sum + excluded.bps_sum, "
+                  "bps_max = greatest({table}.bps_max, excluded.bps_max), tcp_sum = {table}.tcp_sum + excluded.tcp_sum, "
+                  "udp_sum = {table}.udp_sum + excluded.udp_sum, icmp_sum = {table}.icmp_sum + excluded.icmp_sum")
+_ADD_METRICS = (
+    f"WITH ins AS (INSERT INTO metrics ({rollup.METRIC_COLUMNS}) SELECT * FROM unnest(%s::bigint[], %s::float8[], "
+    "%s::float8[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::float8[], %s::bigint[], %s::integer[]) "
+    f"{rollup.ONCE} RETURNING node_id, recorded_at, pps, bps, tcp_pct, udp_pct, icmp_pct, timed_by_agent), "
+    + ", ".join(f"{table} AS ({_ROLLUP_UPSERT.format(table=table, w=width)})" for width, table in rollup.TABLES.items())
+    + ", latest AS (INSERT INTO node_latest SELECT DISTINCT ON (node_id) node_id, recorded_at, pps, bps FROM ins "
+    "ORDER BY node_id, recorded_at DESC ON CONFLICT (node_id) DO UPDATE SET recorded_at = excluded.recorded_at, "
+    "pps = excluded.pps, bps = excluded.bps WHERE excluded.recorded_at >= node_latest.recorded_at) "
+    "SELECT node_id, recorded_at FROM ins WHERE timed_by_agent IS NOT NULL")
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
@@ -254,23 +259,21 @@ class PGStore:
         return self.add_metrics_many([(node_id, samples, now)])[0]
 
     def add_metrics_many(self, calls: list[rollup.MetricsCall]) -> list[int]:
-        """Several add_metrics calls as one (the database thread's batch): one COPY, one upsert per rollup
-        table (rows pre-aggregated per node and bucket), one for node_latest; each call's count. Stores what
-        the calls one by one would; all or nothing."""
-        rows = [(node_id, s["recorded_at"], now, s["pps"], s["bps"], s.get("tcp_pct"), s.get("udp_pct"),
-                 s.get("icmp_pct"), s.get("conn_count")) for node_id, samples, now in calls for s in samples]
+        """Several add_metrics calls as one (the database thread's batch), in one statement (_ADD_METRICS): each
+        call's count of samples stored (a sample already stored, or earlier in the batch, is not stored again
+        nor counted in the rollups). Stores what the calls one by one would; all or nothing."""
+        calls = rollup.first_copies(calls)
+        rows = rollup.metric_rows(calls)
         if rows:
             with self._tx() as cur:
                 try:
-                    with cur.copy(f"COPY metrics ({_METRIC_COLS}) FROM STDIN") as copy:
-                        for r in rows:
-                            copy.write_row(r)
-                    for width, table in rollup.TABLES.items():
-                        cur.execute(_UPSERT_MANY.format(table=table), _columns(rollup.buckets_many(calls, width)))
-                    latest = [(n, s["recorded_at"], s["pps"], s["bps"]) for n, s in rollup.newest_many(calls).items()]
-                    cur.execute(_LATEST_MANY, _columns(latest))
+                    cur.execute(_ADD_METRICS, _columns(rows))
+                    stored = {(r["node_id"], r["recorded_at"]) for r in cur.fetchall()}
                 except psycopg.Error as e:
                     raise StorageError(f"{self.where}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+                if len(stored) < len(rows):  # a retry (or a sample the server stamped): keep what was stored
+                    calls = [(n, [s for s in samples if s.get("stamped") or (n, s["recorded_at"]) in stored], now)
+                             for n, samples, now in calls]
                 self._events.extend(metrics_events(calls))
         return [len(samples) for _, samples, _ in calls]
 

@@ -81,6 +81,39 @@ def buckets(node_id: int, samples: list[dict[str, Any]], width: int) -> list[tup
 MetricsCall = tuple[int, list[dict[str, Any]], float]  # add_metrics' arguments: (node_id, samples, now)
 
 
+# A sample is stored once: the unique index metrics_sample (migrations.py, version 4) knows it by node and
+# the agent's own recorded_at; a repeat is skipped (only that conflict: a missing node is still an error).
+METRIC_COLUMNS = "node_id, recorded_at, received_at, pps, bps, tcp_pct, udp_pct, icmp_pct, conn_count, timed_by_agent"
+ONCE = "ON CONFLICT (node_id, recorded_at, timed_by_agent) DO NOTHING"
+INSERT_METRICS = f"INSERT INTO metrics ({METRIC_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) {ONCE}"
+
+
+def first_copies(calls: list[MetricsCall]) -> list[MetricsCall]:
+    """The calls without the samples an earlier call of the batch (or the same call) already holds: the same
+    node and the agent's own recorded_at, a retry; samples the server stamped (`stamped`) all stay. Pure."""
+    seen: set[tuple[int, float]] = set()
+    out: list[MetricsCall] = []
+    for node_id, samples, now in calls:
+        kept = []
+        for s in samples:
+            if not s.get("stamped"):
+                key = (node_id, s["recorded_at"])
+                if key in seen:
+                    continue
+                seen.add(key)
+            kept.append(s)
+        out.append((node_id, kept, now))
+    return out
+
+
+def metric_rows(calls: list[MetricsCall]) -> list[tuple[Any, ...]]:
+    """The calls' samples as rows of `metrics` (INSERT_METRICS' order); timed_by_agent is NULL for a sample the
+    server stamped (never a duplicate of another: NULLs differ in the unique index), else 1."""
+    return [(node_id, s["recorded_at"], now, s["pps"], s["bps"], s.get("tcp_pct"), s.get("udp_pct"),
+             s.get("icmp_pct"), s.get("conn_count"), None if s.get("stamped") else 1)
+            for node_id, samples, now in calls for s in samples]
+
+
 def buckets_many(calls: list[MetricsCall], width: int) -> list[tuple[Any, ...]]:
     """Several add_metrics calls' samples -> one rollup row per (node, bucket): the rows one multi-row
     upsert needs (PostgreSQL refuses to update one row twice in a statement). Pure."""

@@ -199,19 +199,29 @@ class SQLiteStore:
         return self.add_metrics_many([(node_id, samples, now)])[0]
 
     def add_metrics_many(self, calls: list[rollup.MetricsCall]) -> list[int]:
-        """Several add_metrics calls as one (the database thread's batch): each call's count; stores what
-        the calls one by one would (rows, rollups, node_latest); all or nothing."""
-        rows = [(node_id, s["recorded_at"], now, s["pps"], s["bps"], s.get("tcp_pct"), s.get("udp_pct"),
-                 s.get("icmp_pct"), s.get("conn_count")) for node_id, samples, now in calls for s in samples]
+        """Several add_metrics calls as one (the database thread's batch): each call's count of samples stored
+        (a sample already stored, or earlier in the batch, is not stored again nor counted in the rollups);
+        stores what the calls one by one would (rows, rollups, node_latest); all or nothing."""
+        calls = rollup.first_copies(calls)
+        rows = rollup.metric_rows(calls)
         with self._tx():
             try:
-                self.conn.executemany("INSERT INTO metrics (node_id, recorded_at, received_at, pps, bps, "
-                                      "tcp_pct, udp_pct, icmp_pct, conn_count) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                self.conn.execute("SAVEPOINT metrics")
+                if self.conn.executemany(rollup.INSERT_METRICS, rows).rowcount != len(rows):
+                    calls = self._stored_only(calls)  # a retry: some were stored before (the rare path)
+                self.conn.execute("RELEASE metrics")
                 rollup.record_many(self.conn, calls)
             except sqlite3.Error as e:
                 raise StorageError(f"{self.path}: {e}") from e
             self._events.extend(metrics_events(calls))
         return [len(samples) for _, samples, _ in calls]
+
+    def _stored_only(self, calls: list[rollup.MetricsCall]) -> list[rollup.MetricsCall]:
+        """The batch again, sample by sample, after undoing it: the calls with only the samples now stored."""
+        self.conn.execute("ROLLBACK TO metrics")
+        return [(node_id, [s for s, row in zip(samples, rollup.metric_rows([(node_id, samples, now)]), strict=True)
+                           if self.conn.execute(rollup.INSERT_METRICS, row).rowcount == 1], now)
+                for node_id, samples, now in calls]
 
     def metrics(self, node_id: int, since: float, limit: int) -> list[dict[str, Any]]:
         rows = self._exec("SELECT * FROM metrics WHERE node_id = ? AND recorded_at >= ? "

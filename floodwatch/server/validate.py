@@ -281,10 +281,11 @@ def heartbeat(body: Any) -> dict[str, Any]:
 
 
 def metric_sample(obj: Any, now: float) -> dict[str, Any]:
-    """One sample; a sample without recorded_at is stamped with the time it arrived."""
+    """One sample; a sample without recorded_at is stamped with the time it arrived (`stamped`: it cannot be
+    told from a retry of itself, so it is never deduplicated)."""
     obj = _object(obj)
     recorded = _time(obj, "recorded_at")
-    return {
+    sample: dict[str, Any] = {
         "pps": _count(obj, "pps", required=True),
         "bps": _count(obj, "bps", required=True),
         "tcp_pct": _float(obj, "tcp_pct", 0, 100),
@@ -293,6 +294,9 @@ def metric_sample(obj: Any, now: float) -> dict[str, Any]:
         "conn_count": _count(obj, "conn_count"),
         "recorded_at": now if recorded is None else recorded,
     }
+    if recorded is None:
+        sample["stamped"] = True
+    return sample
 
 
 def metrics(body: Any, now: float, max_batch: int) -> list[dict[str, Any]]:

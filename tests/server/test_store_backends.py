@@ -13,7 +13,7 @@ from floodwatch.errors import StorageError
 from floodwatch.server import auth, migrations
 from floodwatch.server.dbthread import DbWorker
 from floodwatch.server.store import Conflict, NotFound
-from floodwatch.server.validate import BadField
+from floodwatch.server.validate import BadField, iso_from_epoch
 from tests.pgcluster import PgCluster
 
 T0 = 1_764_410_400.0
@@ -36,8 +36,8 @@ def _inc(key: str | None, **over: Any) -> dict[str, Any]:
 
 
 def test_schema_is_at_the_current_version(store: Any) -> None:
-    assert store.schema_before == 0 and [m.version for m in store.migrated] == [1, 2, 3]
-    assert migrations.CURRENT == 3
+    assert store.schema_before == 0 and [m.version for m in store.migrated] == [1, 2, 3, 4]
+    assert migrations.CURRENT == 4
 
 
 def test_nodes_heartbeats_and_names(store: Any) -> None:
@@ -221,14 +221,18 @@ def test_backend_neutral_sql_reads_the_same_rows_on_both(store: Any) -> None:
 
 def _metric_calls(a: int, b: int) -> list[tuple[int, list[dict[str, Any]], float]]:
     """Calls as a batch brings them: one node twice (one bucket shared, one new), samples out of order,
-    a sample on a minute's edge, an equal newest time, percentages, an empty call."""
+    a sample on a minute's edge, percentages, an empty call, retried samples (stored once) and two samples
+    the server stamped at the same arrival (no time of their own: both stored)."""
+    stamped = {"recorded_at": T0 + 62, "pps": 1, "bps": 10, "stamped": True}
     return [(a, [{"recorded_at": T0 + 59, "pps": 7, "bps": 70, "tcp_pct": 12.5, "conn_count": 3},
                  {"recorded_at": T0 + 3, "pps": 900, "bps": 10, "udp_pct": 80.25}], T0 + 60),
             (b, [{"recorded_at": T0 + 30, "pps": 5, "bps": 50, "icmp_pct": 0.5}], T0 + 60),
             (a, [{"recorded_at": T0 + 60, "pps": 11, "bps": 110, "tcp_pct": 50.0},
                  {"recorded_at": T0 + 20, "pps": 2, "bps": 20}], T0 + 61),
             (b, [], T0 + 61),
-            (b, [{"recorded_at": T0 + 30, "pps": 6, "bps": 60}], T0 + 62)]
+            (b, [{"recorded_at": T0 + 30, "pps": 5, "bps": 50, "icmp_pct": 0.5},
+                 {"recorded_at": T0 + 31, "pps": 6, "bps": 60}], T0 + 62),
+            (a, [{"recorded_at": T0 + 3, "pps": 900, "bps": 10, "udp_pct": 80.25}, stamped, dict(stamped)], T0 + 62)]
 
 
 def _stored(store: Any, node: int) -> dict[str, list[Any]]:
@@ -251,18 +255,19 @@ def test_metrics_added_as_one_batch_store_what_the_calls_one_by_one_store(store:
         counts = [store.add_metrics(n, samples, now) for n, samples, now in _metric_calls(one_a, one_b)]
     one_events, events[:] = list(events), []
     with store.group():
-        assert store.add_metrics_many(_metric_calls(many_a, many_b)) == counts == [2, 1, 2, 0, 1]
+        assert store.add_metrics_many(_metric_calls(many_a, many_b)) == counts == [2, 1, 2, 0, 1, 2]
     ids = {one_a: many_a, one_b: many_b}
     assert events == [(k, {**e, "node_id": ids[e["node_id"]]}) for k, e in one_events]
     for one, many in ids.items():
         per_call, batched = _stored(store, one), _stored(store, many)
-        assert batched["metrics"] == per_call["metrics"] and len(batched["metrics"]) == (4 if one == one_a else 2)
+        assert batched["metrics"] == per_call["metrics"] and len(batched["metrics"]) == (6 if one == one_a else 2)
         for table in ("metrics_1m", "metrics_1h", "node_latest"):
             assert [r[1:] for r in batched[table]] == [r[1:] for r in per_call[table]], table
     assert [r[1:] for r in _stored(store, many_a)["metrics_1m"]] == [
         (T0, 3.0, 909.0, 900.0, 100.0, 70.0, 12.5, 80.25, 0.0),
-        (T0 + 60, 1.0, 11.0, 11.0, 110.0, 110.0, 50.0, 0.0, 0.0)]
-    assert _stored(store, many_b)["node_latest"] == [(float(many_b), T0 + 30, 6.0, 60.0)]  # the later of equal times
+        (T0 + 60, 3.0, 13.0, 11.0, 130.0, 110.0, 50.0, 0.0, 0.0)]
+    assert _stored(store, many_b)["node_latest"] == [(float(many_b), T0 + 31, 6.0, 60.0)]
+    assert _stored(store, many_a)["node_latest"] == [(float(many_a), T0 + 62, 1.0, 10.0)]
 
 
 def _one_batch(store: Any, calls: list[tuple[Any, ...]]) -> tuple[list[Any], dict[str, int]]:
@@ -306,6 +311,41 @@ def test_the_database_thread_coalesces_a_batch_of_metrics_calls(store: Any) -> N
     assert results[:50] == [1] * 50 and results[50]["node_id"] == a
     assert stats["db_commits"] == 1 and stats["db_metrics_coalesced"] == 50
     assert [m["pps"] for m in store.metrics(a, 0, 1000)] == list(range(50))
+
+
+def test_a_sample_sent_again_is_stored_once_and_counted_once_in_the_rollups(store: Any) -> None:
+    """Exactly once: a sample is known by its node and its agent's recorded_at. Repeated in a later call, in a
+    later batch or within one batch, it is neither stored again nor counted again in the rollups."""
+    a = _node(store)
+    first = [{"recorded_at": T0 + 1, "pps": 100, "bps": 800, "tcp_pct": 10.0}, {"recorded_at": T0 + 2, "pps": 200,
+                                                                              "bps": 1600}]
+    assert store.add_metrics(a, first, T0 + 2) == 2
+    assert store.add_metrics(a, [dict(s) for s in first], T0 + 9) == 0  # the agent's retry: a later call
+    new = {"recorded_at": T0 + 3, "pps": 300, "bps": 2400}
+    with store.group():  # a later batch holding a stored sample, and a new one twice
+        assert store.add_metrics_many([(a, [dict(first[1]), new], T0 + 10), (a, [dict(new)], T0 + 10),
+                                       (a, [dict(first[0])], T0 + 11)]) == [1, 0, 0]
+    assert store.add_metrics_many([(a, [dict(new), dict(new)], T0 + 12)]) == [0]
+    stored = [(m["recorded_at"], m["pps"], m["received_at"]) for m in store.metrics(a, 0, 100)]
+    assert stored == [(iso_from_epoch(T0 + 1), 100, iso_from_epoch(T0 + 2)),  # the first copy, as it arrived
+                      (iso_from_epoch(T0 + 2), 200, iso_from_epoch(T0 + 2)),
+                      (iso_from_epoch(T0 + 3), 300, iso_from_epoch(T0 + 10))]
+    for table in ("metrics_1m", "metrics_1h"):
+        assert _rows(store, f"SELECT n, pps_sum, pps_max, bps_sum, tcp_sum FROM {table} WHERE node_id = {a}") == [
+            (3, 600, 300, 4800, 10.0)], table
+    assert _rows(store, f"SELECT recorded_at, pps FROM node_latest WHERE node_id = {a}") == [(T0 + 3, 300)]
+
+
+def test_the_database_thread_answers_every_copy_of_a_retried_sample_and_stores_it_once(store: Any) -> None:
+    a, b = _node(store, "a"), _node(store, "b")
+    calls = [(store.add_metrics, node, _sample(T0 + i, i), T0 + 50) for i in range(20) for node in (a, b)]
+    retried = [(store.add_metrics, a, _sample(T0 + i, i), T0 + 51) for i in range(10, 30)]
+    results, stats = _one_batch(store, calls + retried)
+    assert results == [1] * 40 + [0] * 10 + [1] * 10  # each caller answered; the copies stored nothing
+    assert stats["db_metrics_coalesced"] == 60 and stats["db_metrics_fallbacks"] == 0
+    assert [m["pps"] for m in store.metrics(a, 0, 1000)] == list(range(30))
+    assert _rows(store, f"SELECT sum(n) AS n, sum(pps_sum) AS pps FROM metrics_1m WHERE node_id = {a}") == [
+        (30, sum(range(30)))]
 
 
 def test_postgresql_a_read_failing_in_a_group_rolls_the_group_back(pg_cluster: PgCluster) -> None:
