@@ -15,6 +15,7 @@ from fwserver_util import Node, ServerProc, cli, cli_json, incident_body, runnin
 
 from floodwatch.server import auth, migrations
 from floodwatch.server.sqlite_store import SQLiteStore
+from floodwatch.server.validate import iso_from_epoch
 
 SHIPPED = Path(__file__).parent / "data" / "sqlite_store_890339c.py.txt"
 T0 = 1_764_410_400.0  # 2025-11-29T10:00:00Z, on a minute and an hour boundary
@@ -56,13 +57,13 @@ def test_migrate_upgrades_the_shipped_schema_keeping_every_row(tmp_path: Path) -
     made = write_v1_database(db)
 
     out = cli_json("migrate", "--db", str(db))
-    assert out["before"] == 1 and out["after"] == migrations.CURRENT == 3 and out["applied"] == [2, 3]
+    assert out["before"] == 1 and out["after"] == migrations.CURRENT == 4 and out["applied"] == [2, 3, 4]
     backup = Path(out["backup"])
     assert backup.stat().st_mode & 0o777 == 0o600
     assert sqlite3.connect(backup).execute("SELECT count(*) FROM metrics").fetchone() == (121,)
 
     store = SQLiteStore(db, create=False)
-    assert store.schema_before == 3 and store.migrated == []  # nothing left to do
+    assert store.schema_before == 4 and store.migrated == []  # nothing left to do
     assert [n["name"] for n in store.list_nodes(T0, 90)] == ["edge-a", "edge-b"]
     assert len(store.metrics(made["a"], 0, 1000)) == 120
     assert store.incident_by_key(made["a"], "k-shipped") == (made["incident"], T0 + 30)
@@ -77,17 +78,17 @@ def test_migrate_upgrades_the_shipped_schema_keeping_every_row(tmp_path: Path) -
         == (120, 219)
     latest = {r[0]: tuple(r[1:]) for r in store.execute("SELECT node_id, recorded_at, pps FROM node_latest")}
     assert latest == {made["a"]: (T0 + 119, 219), made["b"]: (T0 + 5, 7)}
-    assert [r[0] for r in store.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3]
+    assert [r[0] for r in store.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4]
     assert store.check() == []
     store.close()
 
-    assert cli_json("migrate", "--db", str(db)) == {"before": 3, "after": 3, "applied": [], "backup": None}
+    assert cli_json("migrate", "--db", str(db)) == {"before": 4, "after": 4, "applied": [], "backup": None}
 
 
 def test_a_server_started_on_the_shipped_schema_upgrades_it_and_serves_its_nodes(tmp_path: Path) -> None:
     made = write_v1_database(tmp_path / "server.db")
     with running(tmp_path) as srv:
-        assert "database schema upgraded from version 1 to 3" in srv.log()
+        assert "database schema upgraded from version 1 to 4" in srv.log()
         node = made["node"]
         assert srv.post("heartbeat", {"agent_version": "2"}, node).status == 200
         r = srv.post("incident", incident_body("k-shipped"), node)  # the open the agent retries: same incident
@@ -108,7 +109,7 @@ def test_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
     for args in (["migrate", "--db", str(db)], ["nodes", "--db", str(db)]):
         proc = cli(*args, check=False)
         assert proc.returncode == 1
-        assert "schema is version 99, newer than this floodwatch knows (up to 3)" in proc.stderr, proc.stderr
+        assert "schema is version 99, newer than this floodwatch knows (up to 4)" in proc.stderr, proc.stderr
     srv = ServerProc(tmp_path)
     try:
         with pytest.raises(AssertionError, match="server exited"):
@@ -140,7 +141,7 @@ def test_a_version_2_database_with_dashboard_users_keeps_them_and_they_sign_in(t
     conn.close()
 
     with running(tmp_path) as srv:
-        assert "database schema upgraded from version 2 to 3" in srv.log()
+        assert "database schema upgraded from version 2 to 4" in srv.log()
         assert not (tmp_path / "dashboard-admin-password").exists()  # an admin exists: none made
         status, headers = _login(srv.port, "ops", password)
         assert status == 302 and "fw_session=" in headers.get("set-cookie", "")
@@ -159,3 +160,49 @@ def _login(port: int, user: str, password: str) -> tuple[int, dict[str, str]]:
     resp.read()
     conn.close()
     return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+
+
+def write_v3_database_with_a_retried_sample(path: Path) -> tuple[int, int]:
+    """A version-3 database as its servers stored samples (each POST's rows, the rollups counting every row):
+    node a's sample at T0+1 stored three times (the agent retried after lost answers), its twin at T0+1 on
+    node b, and two samples the server stamped at one arrival (a batch without times); (a, b)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrations.MIGRATIONS[0].apply(conn)
+    conn.execute("INSERT INTO nodes (uuid, name, key_hash, created_at) VALUES ('u-a', 'a', 'h', 0), ('u-b', 'b', 'h', 0)")
+    rows = [(1, T0 + 1, T0 + 5, 100, 800, 10.0), (1, T0 + 2, T0 + 5, 200, 1600, None),
+            (1, T0 + 1, T0 + 9, 100, 800, 10.0), (1, T0 + 1, T0 + 12, 100, 800, 10.0), (2, T0 + 1, T0 + 5, 7, 56, None),
+            (1, T0 + 70, T0 + 70, 5, 40, None), (1, T0 + 70, T0 + 70, 6, 48, None)]
+    conn.executemany("INSERT INTO metrics (node_id, recorded_at, received_at, pps, bps, tcp_pct) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", rows)
+    for m in migrations.MIGRATIONS[1:3]:
+        m.apply(conn)
+    conn.execute("INSERT INTO schema_migrations VALUES (1, 'v1', 0), (2, 'v2', 0), (3, 'v3', 0)")
+    conn.close()
+    return 1, 2
+
+
+def test_version_4_keeps_one_copy_of_a_sample_stored_twice_and_corrects_the_rollups(tmp_path: Path) -> None:
+    db = tmp_path / "server.db"
+    a, b = write_v3_database_with_a_retried_sample(db)
+    minutes = "SELECT t, n, pps_sum, pps_max, bps_sum, tcp_sum FROM metrics_1m WHERE node_id = 1 ORDER BY t"
+    with sqlite3.connect(db) as before:
+        assert before.execute(minutes).fetchall() == [(T0, 4, 500, 200, 4000, 30.0), (T0 + 60, 2, 11, 6, 88, 0.0)]
+
+    out = cli_json("migrate", "--db", str(db))
+    assert (out["before"], out["applied"]) == (3, [4]) and Path(out["backup"]).is_file()
+    store = SQLiteStore(db, create=False)
+    got = [(m["recorded_at"], m["received_at"], m["pps"]) for m in store.metrics(a, 0, 100)]
+    assert got == [(iso_from_epoch(T0 + 1), iso_from_epoch(T0 + 5), 100),  # the first copy stays
+                   (iso_from_epoch(T0 + 2), iso_from_epoch(T0 + 5), 200),
+                   (iso_from_epoch(T0 + 70), iso_from_epoch(T0 + 70), 5),  # stamped by the server: both kept
+                   (iso_from_epoch(T0 + 70), iso_from_epoch(T0 + 70), 6)]
+    assert [m["pps"] for m in store.metrics(b, 0, 100)] == [7]
+    # the removed copies are out of the counts and sums (a retried copy held the same values: maxima stay)
+    assert [tuple(r) for r in store.execute(minutes)] == [(T0, 2, 300, 200, 2400, 10.0), (T0 + 60, 2, 11, 6, 88, 0.0)]
+    assert tuple(store.execute("SELECT n, pps_sum FROM metrics_1h WHERE node_id = 1").fetchone()) == (4, 311)
+    # from now on a retry stores nothing, a sample the server stamps is stored
+    assert store.add_metrics(a, [{"recorded_at": T0 + 1, "pps": 100, "bps": 800}], T0 + 80) == 0
+    assert store.add_metrics(a, [{"recorded_at": T0 + 70, "pps": 9, "bps": 72, "stamped": True}], T0 + 80) == 1
+    assert tuple(store.execute(minutes).fetchall()[1]) == (T0 + 60, 3, 20, 9, 160, 0.0)
+    assert store.check() == []
+    store.close()

@@ -222,3 +222,52 @@ def test_an_unreachable_database_stops_the_server_at_start_with_the_reason() -> 
     assert served.returncode == 1, served.stderr
     assert "cannot connect to the database" in served.stderr and url in served.stderr
     assert "not-shown" not in served.stderr + served.stdout
+
+
+def test_version_4_on_postgresql_keeps_one_copy_of_a_sample_stored_twice(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """A version-3 database whose agent's retry stored a sample three times (and the rollups counted each),
+    plus two samples the server stamped at one arrival: the upgrade keeps the first copy, takes the others
+    out of the rollups' counts and sums, keeps both stamped samples; a retry afterwards stores nothing."""
+    import psycopg
+
+    backend = pg_backend(pg_cluster, tmp_path)
+    t0 = 1_764_410_400.0
+    with psycopg.connect(backend.url, password=pg_cluster.password) as conn:
+        for version in (1, 2, 3):  # v1's tables, the samples as v3 servers stored them, then v2's and v3's
+            for stmt in pg_schema.VERSIONS[version].split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            if version == 1:
+                conn.execute("INSERT INTO nodes (uuid, name, key_hash, created_at) VALUES ('u-a', 'a', 'h', 0), "
+                             "('u-b', 'b', 'h', 0)")
+                with conn.cursor() as cur:
+                    cur.executemany("INSERT INTO metrics (node_id, recorded_at, received_at, pps, bps, tcp_pct) "
+                                    "VALUES (%s, %s, %s, %s, %s, %s)", [
+                                        (1, t0 + 1, t0 + 5, 100, 800, 10.0), (1, t0 + 2, t0 + 5, 200, 1600, None),
+                                        (1, t0 + 1, t0 + 9, 100, 800, 10.0), (1, t0 + 1, t0 + 12, 100, 800, 10.0),
+                                        (2, t0 + 1, t0 + 5, 7, 56, None), (1, t0 + 70, t0 + 70, 5, 40, None),
+                                        (1, t0 + 70, t0 + 70, 6, 48, None)])
+        conn.execute("INSERT INTO schema_migrations VALUES (1, 'v1', 0), (2, 'v2', 0), (3, 'v3', 0)")
+    db = backend.url.rsplit("/", 1)[1]
+    minutes = "SELECT t, n, pps_sum, pps_max, bps_sum, tcp_sum FROM metrics_1m WHERE node_id = 1 ORDER BY t"
+    assert pg_cluster.psql(minutes, db=db).split() == [f"{int(t0)}|4|500|200|4000|30", f"{int(t0) + 60}|2|11|6|88|0"]
+
+    args = ["--database", backend.url, "--password-file", backend.password_file]
+    out = cli_inproc("migrate", *args)
+    assert (out["before"], out["applied"]) == (3, [4])
+    rows = pg_cluster.psql("SELECT node_id, recorded_at - 1764410400, received_at - 1764410400, pps FROM metrics "
+                           "ORDER BY id", db=db).split()
+    assert rows == ["1|1|5|100", "1|2|5|200", "2|1|5|7", "1|70|70|5", "1|70|70|6"]
+    assert pg_cluster.psql(minutes, db=db).split() == [f"{int(t0)}|2|300|200|2400|10", f"{int(t0) + 60}|2|11|6|88|0"]
+    assert pg_cluster.psql("SELECT n, pps_sum FROM metrics_1h WHERE node_id = 1", db=db).strip() == "4|311"
+
+    from floodwatch.server.pg_store import PGStore
+
+    store = PGStore(backend.url, pg_cluster.password)
+    try:
+        assert store.migrated == []
+        assert store.add_metrics(1, [{"recorded_at": t0 + 1, "pps": 100, "bps": 800}], t0 + 80) == 0
+        assert store.add_metrics(1, [{"recorded_at": t0 + 70, "pps": 9, "bps": 72, "stamped": True}], t0 + 80) == 1
+    finally:
+        store.close()
+    assert pg_cluster.psql(minutes, db=db).split()[1] == f"{int(t0) + 60}|3|20|9|160|0"
