@@ -128,6 +128,25 @@ def test_metrics_one_sample_and_a_backlog_keep_each_recorded_at(srv: ServerProc,
     assert stored[2]["pps"] == 2 and stored[2]["tcp_pct"] == 50.5 and stored[2]["conn_count"] == 3
 
 
+def test_a_retried_metrics_post_is_answered_ok_and_each_sample_stored_once(srv: ServerProc,
+                                                                          admin: dict[str, str]) -> None:
+    """The agent retries a POST whose answer it lost (a replica died after its commit): it gets 200 again, so
+    it stops retrying, and each sample stays stored once. A sample without a recorded_at of its own (the
+    official agent's) is stamped at arrival and cannot be told from its retry: stored again (docs/server.md)."""
+    n = srv.add_node()
+    batch = [{"pps": 100 + i, "bps": 800, "recorded_at": f"2026-11-28T10:00:0{i}.250Z"} for i in range(3)]
+    for _ in range(2):
+        r = srv.post("metrics", batch, n)
+        assert r.status == 200 and r.json == {"accepted": 3}, r.raw
+    r = srv.post("metrics", [batch[2], {"pps": 7, "bps": 8, "recorded_at": "2026-11-28T10:00:09+00:00"}], n)
+    assert r.status == 200 and r.json == {"accepted": 2}, r.raw
+    for _ in range(2):
+        assert srv.post("metrics", {"pps": 55, "bps": 440}, n).status == 200
+    stored = srv.request("GET", f"/api/v1/admin/nodes/{n.uuid}/metrics", headers=admin).json
+    assert [s["pps"] for s in stored] == [100, 101, 102, 7, 55, 55], stored
+    assert stored[0]["recorded_at"] == "2026-11-28T10:00:00.250Z"
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"bps": 1}, "pps"), ({"pps": 1}, "bps"), ({"pps": -1.5, "bps": 1}, "pps"), ({"pps": "1", "bps": 1}, "pps"),
     ({"pps": 1, "bps": 1, "tcp_pct": 101}, "tcp_pct"), ({"pps": 1, "bps": 1, "udp_pct": "x"}, "udp_pct"),

@@ -79,7 +79,9 @@ def test_timestamps_need_a_zone_and_come_back_as_utc() -> None:
 
 
 def test_metrics_without_recorded_at_get_the_arrival_time() -> None:
-    assert validate.metrics({"pps": 1, "bps": 2}, 123.0, 10)[0]["recorded_at"] == 123.0
+    stamped = validate.metrics({"pps": 1, "bps": 2}, 123.0, 10)[0]
+    assert stamped["recorded_at"] == 123.0 and stamped["stamped"] is True  # never taken for a retry of another
+    assert "stamped" not in validate.metrics({"pps": 1, "bps": 2, "recorded_at": "2026-11-28T10:00:00Z"}, 9.0, 10)[0]
     assert validate.metrics([], 1.0, 10) == []
 
 
