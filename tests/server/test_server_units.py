@@ -149,7 +149,7 @@ def test_db_worker_commits_concurrent_calls_and_routes_errors(store: Any) -> Non
     worker.start()
 
     async def go() -> list[object]:
-        calls = [worker.call(store.add_metrics, nid, [{"pps": i, "bps": 0, "recorded_at": 1.0}], 1.0)
+        calls = [worker.call(store.add_metrics, nid, [{"pps": i, "bps": 0, "recorded_at": 1.0 + i}], 1.0)
                  for i in range(100)]
         calls.append(worker.call(store.ack_command, nid, {"command_id": 5, "status": "applied"}, 1.0))
         return await asyncio.gather(*calls, return_exceptions=True)
