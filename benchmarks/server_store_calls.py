@@ -5,17 +5,22 @@ The server runs every store call in one thread (floodwatch/server/dbthread.py), 
 This times the calls a fleet makes most, in groups of --group calls (one transaction, each call in its
 savepoint, as the database thread does), on a throwaway PostgreSQL cluster (fsync on, as in production;
 tests/pgcluster.py) and on SQLite (synchronous=FULL), and prints the median per call of --rounds groups;
-and, for comparison, the same number of samples stored by one add_metrics call (what coalescing the
-requests of a batch into one COPY would cost).
+and the same number of samples stored by one add_metrics_many call of --group one-sample calls (what the
+database thread does with a batch's metrics requests) and by one add_metrics call.
+`--ref COMMIT` first measures that commit's code (extracted with `git archive`, run by this script in a
+process of its own) for a baseline in the same run.
 
-    .venv/bin/python benchmarks/server_store_calls.py --rounds 20 --group 100
+    .venv/bin/python benchmarks/server_store_calls.py --rounds 20 --group 100 [--ref main]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# the source tree measured: this one, or `--tree DIR` (the baseline's, see --ref)
+sys.path.insert(0, sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv[:-1]
+                else str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.fleet_agents import traffic_second
 from floodwatch.reporter import mapping
@@ -72,6 +79,8 @@ def measure(store: Any, args: argparse.Namespace) -> dict[str, float]:
             store.add_metrics(nodes[0], samples, time.time())
         per_sample.append((time.perf_counter() - t0) * 1000 / args.group)
     out["add_metrics, all in 1 call (/sample)"] = round(statistics.median(per_sample), 3)
+    out["add_metrics_many, 1 sample a call (/sample)"] = _many(store, nodes, rng, t + 2 * args.rounds * args.group,
+                                                               args)
     t0 = time.perf_counter()
     for _ in range(args.group):
         store.node_auth("no-such-node")  # alone: its own transaction, as on an auth cache miss
@@ -79,11 +88,25 @@ def measure(store: Any, args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--group", type=int, default=100, help="calls per transaction (the database thread's batch)")
-    args = p.parse_args()
+def _many(store: Any, nodes: list[int], rng: random.Random, t: float, args: argparse.Namespace) -> float:
+    """Median ms per sample of add_metrics_many with one one-sample call per node (the database thread's
+    coalesced batch of metrics requests), one transaction per round."""
+    per_sample = []
+    for r in range(args.rounds):
+        calls = []
+        for node in nodes:
+            sample = mapping.metrics_sample(traffic_second(t + r, rng))
+            sample["recorded_at"] = mapping.parse_iso(sample["recorded_at"])
+            calls.append((node, [sample], time.time()))
+        t0 = time.perf_counter()
+        with store.group():
+            store.add_metrics_many(calls)
+        per_sample.append((time.perf_counter() - t0) * 1000 / len(calls))
+    return round(statistics.median(per_sample), 3)
+
+
+def both(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """{"PostgreSQL": ms per call, "SQLite": ms per call} of the tree this process imported."""
     from floodwatch.server.pg_store import PGStore
     from floodwatch.server.sqlite_store import SQLiteStore
     from tests.pgcluster import PgCluster
@@ -99,10 +122,42 @@ def main() -> int:
         sq = SQLiteStore(Path(d) / "server.db", "FULL")
         sq_ms = measure(sq, args)
         sq.close()
+    return {"PostgreSQL": pg_ms, "SQLite": sq_ms}
+
+
+def baseline(ref: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """`both` on commit `ref`'s code: this script, run with --tree on that commit's extracted tree."""
+    from tests.helpers import extract_commit
+
+    tree = extract_commit(ref, Path(tempfile.mkdtemp(prefix="fw-calls-ref-")))
+    try:
+        out = subprocess.run([sys.executable, __file__, "--rounds", str(args.rounds), "--group", str(args.group),
+                              "--json", "--tree", str(tree)], check=True, capture_output=True, text=True).stdout
+        result: dict[str, dict[str, float]] = json.loads(out.splitlines()[-1])
+        return result
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--group", type=int, default=100, help="calls per transaction (the database thread's batch)")
+    p.add_argument("--ref", default="", help="a commit to measure first, as the baseline (git archive)")
+    p.add_argument("--tree", default="", help=argparse.SUPPRESS)  # read before the imports
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    runs = {f"ref {args.ref}": baseline(args.ref, args)} if args.ref else {}
+    runs["this tree"] = both(args)
+    if args.json:
+        print(json.dumps(runs["this tree"]))
+        return 0
+    names = list(runs["this tree"]["PostgreSQL"])
+    cols = [(run, db) for db in ("PostgreSQL", "SQLite") for run in runs]
     print(f"# ms per call, median of {args.rounds} transactions of {args.group} calls")
-    print(f"{'call':<38} {'PostgreSQL':>11} {'SQLite':>9}")
-    for name in pg_ms:
-        print(f"{name:<38} {pg_ms[name]:>11} {sq_ms[name]:>9}")
+    print(f"{'call':<44}" + "".join(f" {db + ' ' + run:>24}" for run, db in cols))
+    for name in names:
+        print(f"{name:<44}" + "".join(f" {runs[run][db].get(name, '-'):>24}" for run, db in cols))
     return 0
 
 

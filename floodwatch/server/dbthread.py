@@ -3,7 +3,7 @@
 This keeps SQLite off the event loop and turns many small writes into one fsync (group commit) while
 every caller still learns the outcome of its own call only after the commit: an answer the client
 gets means the write is on disk. A batch's `add_metrics` calls (most of the traffic: one per agent per
-second) go to the store as one `add_metrics_many` call: on PostgreSQL one COPY and three upserts instead
+second) go to the store as one `add_metrics_many` call: on PostgreSQL one statement instead
 of four round trips and a savepoint per call.
 """
 
@@ -97,7 +97,7 @@ class DbWorker:
         return now
 
     def _add_metrics_many(self, batch: list[_Item]) -> dict[int, tuple[bool, Any]]:
-        """The batch's add_metrics calls as one store call (one COPY, one upsert per rollup table), when
+        """The batch's add_metrics calls as one store call (on PostgreSQL one statement), when
         there are several: {position in the batch: (ok, result)}. If the combined call fails (rolled back
         alone), the calls run one by one, so a bad one fails alone."""
         at = [i for i, (fn, _, _, _) in enumerate(batch) if fn == self.store.add_metrics]

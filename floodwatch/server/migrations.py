@@ -120,9 +120,9 @@ CREATE TEMP TABLE v4_duplicates AS SELECT m.id, m.node_id, m.recorded_at, m.pps,
   m.icmp_pct FROM metrics m WHERE m.recorded_at <> m.received_at AND EXISTS (SELECT 1 FROM metrics o
   WHERE o.node_id = m.node_id AND o.recorded_at = m.recorded_at AND o.recorded_at <> o.received_at AND o.id < m.id)
 """
-V4_ROLLUP = """UPDATE {table} SET n = {table}.n - d.n, pps_sum = {table}.pps_sum - d.pps, bps_sum = {table}.bps_sum - d.bps,
-  tcp_sum = {table}.tcp_sum - d.tcp, udp_sum = {table}.udp_sum - d.udp, icmp_sum = {table}.icmp_sum - d.icmp
-  FROM (SELECT node_id, {bucket} AS b, count(*) AS n, sum(pps) AS pps,
+V4_ROLLUP = """UPDATE {table} SET n = {table}.n - d.n, pps_sum = {table}.pps_sum - d.pps,
+  bps_sum = {table}.bps_sum - d.bps, tcp_sum = {table}.tcp_sum - d.tcp, udp_sum = {table}.udp_sum - d.udp,
+  icmp_sum = {table}.icmp_sum - d.icmp FROM (SELECT node_id, {bucket} AS b, count(*) AS n, sum(pps) AS pps,
   sum(bps) AS bps, sum(coalesce(tcp_pct, 0)) AS tcp, sum(coalesce(udp_pct, 0)) AS udp,
   sum(coalesce(icmp_pct, 0)) AS icmp FROM v4_duplicates GROUP BY node_id, b) AS d
   WHERE {table}.node_id = d.node_id AND {table}.t = d.b"""  # the same text on PostgreSQL (pg_schema.V4)

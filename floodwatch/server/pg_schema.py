@@ -56,7 +56,7 @@ _ROLLUP = """CREATE TABLE IF NOT EXISTS {t} (
 # Samples of `{src}` -> one rollup row per node and bucket of {w} seconds (v2's fill, pg_store's writes)
 ROLLUP_ROWS = """SELECT node_id, (floor(recorded_at / {w}) * {w})::bigint AS b, count(*), sum(pps), max(pps), sum(bps),
   max(bps), sum(coalesce(tcp_pct, 0)), sum(coalesce(udp_pct, 0)), sum(coalesce(icmp_pct, 0)) FROM {src}
-  GROUP BY node_id, b"""  # noqa: S608 - constant text
+  GROUP BY node_id, b"""
 # v2 fills the rollups from the samples already stored (as the SQLite migration does); buckets a server
 # already keeps (it ran newer code) stay
 _FILL = "INSERT INTO {t} " + ROLLUP_ROWS.replace("{src}", "metrics") + " ON CONFLICT (node_id, t) DO NOTHING"

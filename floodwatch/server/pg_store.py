@@ -47,11 +47,13 @@ from floodwatch.server.validate import BadField, stored_details, stored_json
 # agent-timed samples it stored, so each call learns its count.
 _ROLLUP_UPSERT = ("INSERT INTO {table} " + pg_schema.ROLLUP_ROWS.replace("{src}", "ins") + " ON CONFLICT (node_id, t) "
                   "DO UPDATE SET n = {table}.n + excluded.n, pps_sum = {table}.pps_sum + excluded.pps_sum, "
-                  "pps_max = greatest({table}.pps_max, excluded.pps_max), bps_sum = {table}.bps_sum + excluded.bps_sum, "
-                  "bps_max = greatest({table}.bps_max, excluded.bps_max), tcp_sum = {table}.tcp_sum + excluded.tcp_sum, "
-                  "udp_sum = {table}.udp_sum + excluded.udp_sum, icmp_sum = {table}.icmp_sum + excluded.icmp_sum")
+                  "pps_max = greatest({table}.pps_max, excluded.pps_max), "
+                  "bps_sum = {table}.bps_sum + excluded.bps_sum, "
+                  "bps_max = greatest({table}.bps_max, excluded.bps_max), "
+                  "tcp_sum = {table}.tcp_sum + excluded.tcp_sum, udp_sum = {table}.udp_sum + excluded.udp_sum, "
+                  "icmp_sum = {table}.icmp_sum + excluded.icmp_sum")
 _ADD_METRICS = (
-    f"WITH ins AS (INSERT INTO metrics ({rollup.METRIC_COLUMNS}) SELECT * FROM unnest(%s::bigint[], %s::float8[], "
+    f"WITH ins AS (INSERT INTO metrics ({rollup.METRIC_COLUMNS}) SELECT * FROM unnest(%s::bigint[], %s::float8[], "  # noqa: S608
     "%s::float8[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::float8[], %s::bigint[], %s::integer[]) "
     f"{rollup.ONCE} RETURNING node_id, recorded_at, pps, bps, tcp_pct, udp_pct, icmp_pct, timed_by_agent), "
     + ", ".join(f"{table} AS ({_ROLLUP_UPSERT.format(table=table, w=width)})" for width, table in rollup.TABLES.items())

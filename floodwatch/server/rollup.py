@@ -85,7 +85,7 @@ MetricsCall = tuple[int, list[dict[str, Any]], float]  # add_metrics' arguments:
 # the agent's own recorded_at; a repeat is skipped (only that conflict: a missing node is still an error).
 METRIC_COLUMNS = "node_id, recorded_at, received_at, pps, bps, tcp_pct, udp_pct, icmp_pct, conn_count, timed_by_agent"
 ONCE = "ON CONFLICT (node_id, recorded_at, timed_by_agent) DO NOTHING"
-INSERT_METRICS = f"INSERT INTO metrics ({METRIC_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) {ONCE}"
+INSERT_METRICS = f"INSERT INTO metrics ({METRIC_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) {ONCE}"  # noqa: S608
 
 
 def first_copies(calls: list[MetricsCall]) -> list[MetricsCall]:

@@ -168,7 +168,8 @@ def write_v3_database_with_a_retried_sample(path: Path) -> tuple[int, int]:
     node b, and two samples the server stamped at one arrival (a batch without times); (a, b)."""
     conn = sqlite3.connect(path, isolation_level=None)
     migrations.MIGRATIONS[0].apply(conn)
-    conn.execute("INSERT INTO nodes (uuid, name, key_hash, created_at) VALUES ('u-a', 'a', 'h', 0), ('u-b', 'b', 'h', 0)")
+    conn.execute("INSERT INTO nodes (uuid, name, key_hash, created_at) VALUES ('u-a', 'a', 'h', 0), "
+                 "('u-b', 'b', 'h', 0)")
     rows = [(1, T0 + 1, T0 + 5, 100, 800, 10.0), (1, T0 + 2, T0 + 5, 200, 1600, None),
             (1, T0 + 1, T0 + 9, 100, 800, 10.0), (1, T0 + 1, T0 + 12, 100, 800, 10.0), (2, T0 + 1, T0 + 5, 7, 56, None),
             (1, T0 + 70, T0 + 70, 5, 40, None), (1, T0 + 70, T0 + 70, 6, 48, None)]

@@ -151,11 +151,12 @@ def check_failover(fleet: Replicas, agents: list[Agent], killed_at: float) -> No
     assert lost and sum(a.deliverer.counters["retries"] for a in agents) >= len(lost), "the kill cost answers"
 
 
-def test_replica_killed_under_load_loses_nothing(fleet: Replicas, tmp_path: Path) -> None:
+def test_replica_killed_under_load_loses_and_doubles_nothing(fleet: Replicas, tmp_path: Path) -> None:
     """Eight agents (both dialects) report metrics, heartbeats, an incident with updates and acks through
     nginx; replica 0 is SIGKILLed mid-load. Every sample the agents counted as delivered is stored exactly
-    once (also one whose answer was lost in the kill: the agent's retry is recognised), each incident once with every update in order, every
-    command delivered and acked once, and the agents went on through replica 1."""
+    once (also one whose answer was lost in the kill: the agent's retry is recognised), each incident once
+    with every update in order, every command delivered and acked once, and the agents went on through
+    replica 1."""
     nodes = make_nodes(fleet.store_args, AGENTS)
     token = cli_inproc("admin-token", *fleet.store_args)["admin_token"]
 
