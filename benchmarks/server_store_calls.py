@@ -7,10 +7,10 @@ savepoint, as the database thread does), on a throwaway PostgreSQL cluster (fsyn
 tests/pgcluster.py) and on SQLite (synchronous=FULL), and prints the median per call of --rounds groups;
 and the same number of samples stored by one add_metrics_many call of --group one-sample calls (what the
 database thread does with a batch's metrics requests) and by one add_metrics call.
-`--ref COMMIT` first measures that commit's code (extracted with `git archive`, run by this script in a
-process of its own) for a baseline in the same run.
+`--ref COMMIT` also measures that commit's code (extracted with `git archive`, run by this script in a
+process of its own) for a baseline in the same run: `--repeat N` times each, alternately, medians shown.
 
-    .venv/bin/python benchmarks/server_store_calls.py --rounds 20 --group 100 [--ref main]
+    .venv/bin/python benchmarks/server_store_calls.py --rounds 20 --group 100 [--ref main --repeat 3]
 """
 
 from __future__ import annotations
@@ -125,18 +125,29 @@ def both(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     return {"PostgreSQL": pg_ms, "SQLite": sq_ms}
 
 
-def baseline(ref: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """`both` on commit `ref`'s code: this script, run with --tree on that commit's extracted tree."""
+def run_tree(tree: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """`both` on a tree's code: this script in a process of its own, with --tree."""
+    out = subprocess.run([sys.executable, __file__, "--rounds", str(args.rounds), "--group", str(args.group),
+                          "--json", "--tree", str(tree)], check=True, capture_output=True, text=True).stdout
+    result: dict[str, dict[str, float]] = json.loads(out.splitlines()[-1])
+    return result
+
+
+def compare(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
+    """Commit `--ref` and this tree measured alternately `--repeat` times: the median of each figure."""
     from tests.helpers import extract_commit
 
-    tree = extract_commit(ref, Path(tempfile.mkdtemp(prefix="fw-calls-ref-")))
+    trees = {f"ref {args.ref}": extract_commit(args.ref, Path(tempfile.mkdtemp(prefix="fw-calls-ref-"))),
+             "this tree": Path(__file__).resolve().parent.parent}
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in trees}
     try:
-        out = subprocess.run([sys.executable, __file__, "--rounds", str(args.rounds), "--group", str(args.group),
-                              "--json", "--tree", str(tree)], check=True, capture_output=True, text=True).stdout
-        result: dict[str, dict[str, float]] = json.loads(out.splitlines()[-1])
-        return result
+        for _ in range(args.repeat):
+            for name, tree in trees.items():
+                runs[name].append(run_tree(tree, args))
     finally:
-        shutil.rmtree(tree, ignore_errors=True)
+        shutil.rmtree(trees[f"ref {args.ref}"], ignore_errors=True)
+    return {name: {db: {call: round(statistics.median(r[db][call] for r in done), 3) for call in done[0][db]}
+                   for db in done[0]} for name, done in runs.items()}
 
 
 def main() -> int:
@@ -146,15 +157,16 @@ def main() -> int:
     p.add_argument("--ref", default="", help="a commit to measure first, as the baseline (git archive)")
     p.add_argument("--tree", default="", help=argparse.SUPPRESS)  # read before the imports
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--repeat", type=int, default=1, help="with --ref: runs of each, alternately (medians)")
     args = p.parse_args()
-    runs = {f"ref {args.ref}": baseline(args.ref, args)} if args.ref else {}
-    runs["this tree"] = both(args)
     if args.json:
-        print(json.dumps(runs["this tree"]))
+        print(json.dumps(both(args)))
         return 0
+    runs = compare(args) if args.ref else {"this tree": both(args)}
     names = list(runs["this tree"]["PostgreSQL"])
     cols = [(run, db) for db in ("PostgreSQL", "SQLite") for run in runs]
-    print(f"# ms per call, median of {args.rounds} transactions of {args.group} calls")
+    print(f"# ms per call, median of {args.rounds} transactions of {args.group} calls"
+          + (f"; median of {args.repeat} alternate runs each" if args.ref else ""))
     print(f"{'call':<44}" + "".join(f" {db + ' ' + run:>24}" for run, db in cols))
     for name in names:
         print(f"{name:<44}" + "".join(f" {runs[run][db].get(name, '-'):>24}" for run, db in cols))
