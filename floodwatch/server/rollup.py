@@ -115,8 +115,8 @@ def metric_rows(calls: list[MetricsCall]) -> list[tuple[Any, ...]]:
 
 
 def buckets_many(calls: list[MetricsCall], width: int) -> list[tuple[Any, ...]]:
-    """Several add_metrics calls' samples -> one rollup row per (node, bucket): the rows one multi-row
-    upsert needs (PostgreSQL refuses to update one row twice in a statement). Pure."""
+    """Several add_metrics calls' samples -> one rollup row per (node, bucket): one upsert each (SQLite's
+    writes; PostgreSQL aggregates the rows it inserted in its statement, pg_store.py). Pure."""
     per_node: dict[int, list[dict[str, Any]]] = {}
     for node_id, samples, _ in calls:
         per_node.setdefault(node_id, []).extend(samples)
