@@ -9,6 +9,7 @@ pages the Python processes have in common fairly; RSS counts them once per proce
     .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30 --background-pps 50
     .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30 --no-metrics   # without /metrics
     .venv/bin/python benchmarks/idle_footprint.py --ref main --seconds 120   # the baseline first, same run
+    .venv/bin/python benchmarks/idle_footprint.py --seconds 60 --smaps   # and where each process's MB are
 
 `--background-pps N`: a quiet but not silent host, N small UDP packets per second from the other
 namespace for the whole run (a real host always sees some traffic: ARP, DNS, monitoring, ssh).
@@ -27,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.capture_live import cpu_of
+from benchmarks.smaps import table as smaps_table
 from floodwatch.settings.core import SupervisorSettings
 from tests.helpers import (
     PYTHON,
@@ -127,6 +129,9 @@ def report(root: int, config: Path, a: argparse.Namespace) -> None:
     rss, pss = sum(m[0] for m in mem.values()), sum(m[1] for m in mem.values())
     print(f"TOTAL cpu {100 * sum(cpu.values()) / elapsed:.2f}% of one core, "
           f"rss {rss / 1e6:.1f} MB, pss {pss / 1e6:.1f} MB", flush=True)
+    if a.smaps:
+        for p in pids:
+            print(smaps_table(p, str(names.get(p, p))), flush=True)
 
 
 def main() -> int:
@@ -136,6 +141,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--background-pps", type=float, default=0.0)
     ap.add_argument("--no-metrics", action="store_true", help="without the metrics actor (the baseline for its cost)")
+    ap.add_argument("--smaps", action="store_true", help="then each process's memory by kind of mapping")
     ap.add_argument("--ref", default="", help="first run the same on this commit (git archive), the baseline")
     a = ap.parse_args()
     if not a.ref:

@@ -153,7 +153,7 @@ class AfPacketSource:
         try:
             for name in ifaces:
                 self.stats.append(IfStats(name))
-                self.rings.append(Ring(name, settings.ring_block_size, settings.ring_blocks,
+                self.rings.append(Ring(name, settings.ring_block_bytes, settings.ring_blocks,
                                        settings.ring_block_timeout_ms, settings.snaplen,
                                        settings.fanout_group, settings.fanout_mode))
         except CaptureError:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 SOURCES = ("afpacket", "pcap", "pyshark")
 FANOUT_MODES = ("hash", "lb", "cpu")
+RING_FRAME_OVERHEAD = 96  # ring bytes per frame besides its snaplen: tpacket3_hdr, sockaddr_ll, alignment
+AUTO_BLOCK_MIN, AUTO_BLOCK_MAX = 1 << 16, 1 << 19  # ring_block_size = 0: the sized block's bounds
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,13 @@ class CaptureSettings:
     max_sample_rate: int = 65536  # the largest N used
     sample_rate: int = 0  # fixed 1-in-N sampling (disables the adaptive controller); 0 = adaptive
     snaplen: int = 256  # bytes of each frame copied into the ring (and into FrameBatch)
-    ring_block_size: int = 1 << 19  # TPACKET_V3 block bytes (power of two, multiple of the page size)
-    # blocks per interface ring: memory = size x blocks per interface (16 MiB). Under sampling, or a
-    # trickle, the kernel hands over a partly filled block every ring_block_timeout_ms: 32 blocks hold
-    # 320 ms of those (paced and lazy reading need two and one and a half readings' worth)
+    # TPACKET_V3 block bytes (power of two, multiple of the page size); 0 = sized to the budget
+    # (ring_block_bytes: one block holds ring_block_timeout_ms of budget_pps at full snaplen, 64-512 KiB;
+    # 128 KiB at the default budget). The whole ring is mapped and resident from the start.
+    ring_block_size: int = 0
+    # blocks per interface ring: memory = block size x blocks per interface (4 MiB by default). Under
+    # sampling, or a trickle, the kernel hands over a partly filled block every ring_block_timeout_ms:
+    # 32 blocks hold 320 ms of those (paced and lazy reading need two and one and a half readings' worth)
     ring_blocks: int = 32
     # The kernel hands over a partly filled block after this long: the latency of capture at low rates,
     # and (each block costs a fixed ~0.2 ms of numpy work) its CPU floor under sampling.
@@ -95,8 +100,10 @@ class CaptureSettings:
         if not 96 <= self.snaplen <= 65535:
             raise ValueError("snaplen: must be between 96 and 65535")
         bs = self.ring_block_size
-        if bs < 4096 or bs & (bs - 1) or bs > 1 << 26:
-            raise ValueError("ring_block_size: must be a power of two between 4096 and 64 MiB")
+        if bs and (bs < 4096 or bs & (bs - 1) or bs > 1 << 26):
+            raise ValueError("ring_block_size: must be 0 (sized to budget_pps) or a power of two between "
+                             "4096 and 64 MiB")
+        bs = self.ring_block_bytes
         if bs < self.snaplen + 256:
             raise ValueError("ring_block_size: too small for snaplen")
         if not 2 <= self.ring_blocks <= 4096:
@@ -122,3 +129,16 @@ class CaptureSettings:
             raise ValueError("conn_source: one of auto, sockstat, conntrack, off")
         if self.send_timeout < 0:
             raise ValueError("send_timeout: must be >= 0")
+
+    @property
+    def ring_block_bytes(self) -> int:
+        """The block size the ring uses: ring_block_size, or for 0 the smallest power of two that holds
+        one ring_block_timeout_ms of budget_pps frames at full snaplen (each frame takes about snaplen +
+        96 bytes in the ring: header, address, alignment), between 64 KiB and 512 KiB. At the budget a
+        block is then handed over by its timeout, not by filling up, so the ring holds ring_blocks x
+        ring_block_timeout_ms of traffic (what the reading policy counts on) at any rate up to it."""
+        if self.ring_block_size:
+            return self.ring_block_size
+        frames = max(self.budget_pps * self.ring_block_timeout_ms // 1000, 1)
+        need = frames * (self.snaplen + RING_FRAME_OVERHEAD)
+        return min(max(1 << max(need - 1, 1).bit_length(), AUTO_BLOCK_MIN), AUTO_BLOCK_MAX)

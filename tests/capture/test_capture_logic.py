@@ -254,6 +254,21 @@ def test_capture_defaults_are_valid() -> None:
     assert addr_bytes("10.0.0.1")[:12] == b"\0" * 10 + b"\xff\xff"
 
 
+def test_ring_blocks_are_sized_to_the_budget_unless_set() -> None:
+    """ring_block_size = 0 (default): one block holds ring_block_timeout_ms of budget_pps full frames."""
+    sized = lambda **kw: config_from_dict({"capture": kw}).capture.ring_block_bytes  # noqa: E731
+    assert sized(budget_pps=20_000) == 128 * 1024  # 200 frames of 352 bytes in the 10 ms block timeout
+    assert sized(budget_pps=2000) == 64 * 1024  # the floor
+    assert sized(budget_pps=50_000) == 256 * 1024
+    assert sized(budget_pps=1_000_000) == 512 * 1024  # the ceiling (the size before sizing)
+    assert sized(budget_pps=20_000, ring_block_timeout_ms=50) == 512 * 1024
+    assert sized(budget_pps=20_000, snaplen=96) == 64 * 1024
+    assert sized(ring_block_size=1 << 20) == 1 << 20  # an explicit size is kept
+    assert sized(budget_pps=100, ring_block_timeout_ms=1, snaplen=65535) == 128 * 1024  # one frame fits
+    with pytest.raises(ConfigError, match="ring_block_size"):
+        config_from_dict({"capture": {"ring_block_size": 4096, "snaplen": 9000}})
+
+
 def test_output_says_when_the_oldest_batch_is_due() -> None:
     clock = Clock()
     out = Output("pcap", ["pcap"], 100, 0.03, 0, 10, 64, lambda m, c: True, clock)

@@ -1,11 +1,12 @@
-"""A fork server for actors: imports the heavy modules once, then forks each actor from that image.
+"""A fork server for actors: the heavy modules are imported once, then each actor is forked from that image.
 
 The forked actors share those pages copy-on-write, so the whole system's memory (PSS) shrinks and an
-actor restarts without paying its imports again. Besides the modules every actor uses (PRELOAD), it
-imports the modules of the actors this supervisor runs (`python -m actors.X` then finds everything it
+actor restarts without paying its imports again. Besides the modules every actor uses (PRELOAD), the
+modules of the actors this supervisor runs are imported (`python -m actors.X` then finds everything it
 imports already loaded, shared, and starts in a few milliseconds); nothing that no configured actor
-needs is loaded (`floodwatch analyze` loads no aiohttp, SQLite or HTTP server). The zygote itself is a
-fork of the supervisor, so the interpreter and their common modules are shared by all of them too.
+needs is loaded (`floodwatch analyze` loads no aiohttp, SQLite or HTTP server). The supervisor imports
+them (preload_here) and then forks the zygote, so the supervisor, the zygote and every actor share one
+copy of the interpreter and of all these modules.
 The zygote forks twice per actor: the actor is re-parented to the supervisor, which is a child
 subreaper, so the supervisor waits for it as for any child. Protocol over a socketpair: one JSON line
 per request {"module", "argv", "env"}, answered with one line {"pid"} (or {"error"}).
@@ -144,9 +145,31 @@ def preload(modules: tuple[str, ...]) -> None:
             importlib.import_module(name)
 
 
+def preload_here(modules: tuple[str, ...]) -> None:
+    """In the supervisor, before it forks the zygote (and before it starts any thread): import what the
+    actors will, then freeze it. The zygote then writes nothing of this image, so its pages stay one
+    copy for the supervisor, the zygote and every actor (a zygote that imported them itself wrote into
+    the supervisor's free pool slots and heap, and each of those pages became a second copy). The
+    supervisor runs none of this code, so it does not copy it either. numpy's OpenBLAS starts no thread
+    unless OPENBLAS_NUM_THREADS says so (the library reads it when it loads).
+
+    Frozen: neither the supervisor's collector nor the zygote's or an actor's walks these objects (a
+    collection writes into every object it visits, copying its page)."""
+    ours = "OPENBLAS_NUM_THREADS" not in os.environ  # a value the user set is kept
+    if ours:
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        preload(modules)
+    finally:
+        if ours:
+            os.environ.pop("OPENBLAS_NUM_THREADS", None)
+    gc.collect()
+    gc.freeze()
+
+
 def _become_zygote(keep_fd: int) -> None:
     """In the fresh fork of the supervisor: none of its signal handling, files or sockets (as a new
-    process with close_fds would have), stdin from /dev/null, one OpenBLAS thread for numpy."""
+    process with close_fds would have), stdin from /dev/null."""
     set_process_name("fw-zygote")
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
@@ -156,19 +179,15 @@ def _become_zygote(keep_fd: int) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-def serve(fd: int, sup_pid: int, modules: tuple[str, ...] = ()) -> None:
-    """The zygote's loop (in its own process)."""
+def serve(fd: int, sup_pid: int) -> None:
+    """The zygote's loop (in its own process, forked after preload_here)."""
     conn = socket.socket(fileno=fd)
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != sup_pid:
         os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the supervisor's business
-    preload(modules)
-    gc.collect()
-    gc.freeze()  # keep the preloaded objects' pages shared: the collector will not touch them
     buf = b""
     while True:
         chunk = conn.recv(65536)
@@ -231,17 +250,18 @@ class Zygote:
     def __init__(self, modules: tuple[str, ...] = ()) -> None:
         """`modules`: the actors' modules (`actors.capture`, ...), imported once in the zygote.
 
-        The zygote is forked from the supervisor (before the supervisor starts any thread or socket), so
-        the interpreter and the modules both use (zmq, msgpack, loguru, the config) are one set of pages
-        for the supervisor, the zygote and every actor."""
+        The supervisor imports them here (preload_here), then forks the zygote (before it starts any
+        thread or socket), so the interpreter and every preloaded module are one set of pages for the
+        supervisor, the zygote and every actor."""
         self._sock, theirs = socket.socketpair()
         sup_pid = os.getpid()
+        preload_here(modules)
         pid = os.fork()
         if pid == 0:  # the zygote
             try:
                 self._sock.close()
                 _become_zygote(theirs.fileno())
-                serve(theirs.fileno(), sup_pid, modules)
+                serve(theirs.fileno(), sup_pid)
             finally:
                 os._exit(1)
         theirs.close()
