@@ -77,6 +77,13 @@ class Config:
             raise ConfigError(f"{self.path}: no section named {name!r}")
         return getattr(self, name)
 
+    def metrics_in_apiserver(self) -> bool:
+        """The agent's /metrics is served by the API server's actor, not by a metrics actor of its own:
+        `[metrics] in_apiserver`, and both the metrics and the built-in API server actor run."""
+        sup = self.supervisor
+        return (self.metrics.in_apiserver and self.metrics.enabled and self.apiserver.enabled
+                and all(name in sup.actors and name not in sup.modules for name in ("metrics", "apiserver")))
+
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a config file."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from floodwatch.config import load_config
+from floodwatch.config import config_from_dict, load_config
 from floodwatch.errors import ConfigError
+from floodwatch.runtime.supervisor.child import actor_names
 from tests.helpers import PYTHON, REPO
 
 
@@ -57,3 +59,23 @@ def test_config_check_command(tmp_path: Path) -> None:
     out = subprocess.run([PYTHON, "-m", "floodwatch.cli", "config", "check", str(bad)],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 1 and "capture.no_such_key: unknown key" in out.stderr
+
+
+@pytest.mark.parametrize(("sections", "own_actor"), [
+    ({}, False),  # the default: the API server's actor serves /metrics, no metrics actor
+    ({"metrics": {"in_apiserver": False}}, True),
+    ({"apiserver": {"enabled": False}}, True),
+    ({"supervisor": {"actors": ["metrics", "capture", "aggregator", "detector"]}}, True),
+    ({"supervisor": {"modules": {"apiserver": "tests.dummy_actor"}}}, True),  # not the built-in server
+])
+def test_metrics_are_served_by_the_apiserver_actor_when_it_runs(sections: dict[str, Any], own_actor: bool) -> None:
+    cfg = config_from_dict(sections)
+    assert cfg.metrics_in_apiserver() is not own_actor
+    assert ("metrics" in actor_names(cfg)) is own_actor
+    off = config_from_dict({**sections, "metrics": {"enabled": False}})
+    assert "metrics" not in actor_names(off) and not off.metrics_in_apiserver()
+
+
+def test_metrics_in_apiserver_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigError, match="in_apiserver"):
+        config_from_dict({"metrics": {"in_apiserver": "yes"}})

@@ -1,6 +1,7 @@
-"""The agent's /metrics (the metrics actor) and its embedded server's, scraped by the real Prometheus:
-the whole agent under `floodwatch run` in a network namespace, real traffic into it, Prometheus on that
-namespace's loopback (where both endpoints answer without a token)."""
+"""The agent's /metrics (served by the API server's actor, or by a metrics actor of its own) and its
+embedded server's, scraped by the real Prometheus: the whole agent under `floodwatch run` in a network
+namespace, real traffic into it, Prometheus on that namespace's loopback (where both endpoints answer
+without a token)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from floodwatch.config import load_config
 from tests.conftest import require_netns
 from tests.helpers import (
     PYTHON,
@@ -28,12 +30,12 @@ from tests.helpers import (
 from tests.prom_util import Prometheus, Target, require_prometheus
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
-ACTORS = ["metrics", "apiserver", "reporter", "executor", "detector", "recorder", "aggregator", "capture"]
+ACTORS = ["apiserver", "reporter", "executor", "detector", "recorder", "aggregator", "capture"]
 API, METRICS, PROM = 18787, 19108, 19090  # the namespace's own loopback: nothing else listens there
 
 
-@pytest.fixture
-def scraped(tmp_path: Path) -> Iterator[tuple[NetnsPair, Prometheus, Path]]:
+@pytest.fixture(params=[True, False], ids=["in_apiserver", "metrics_actor"])
+def scraped(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[NetnsPair, Prometheus, Path]]:
     require_netns()
     require_prometheus()
     with netns_pair("fwprm") as pair:
@@ -45,7 +47,7 @@ def scraped(tmp_path: Path) -> Iterator[tuple[NetnsPair, Prometheus, Path]]:
             apiserver={"listen": f"127.0.0.1:{API}"},
             reporter={"url": f"http://127.0.0.1:{API}/api/v1/agent", "heartbeat_interval": 1.0},
             executor={"argv_prefix": ["ip", "netns", "exec", pair.ns_b]},
-            metrics={"listen": f"127.0.0.1:{METRICS}"}))
+            metrics={"listen": f"127.0.0.1:{METRICS}", "in_apiserver": request.param}))
         log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115 - handed to the child
         agent = subprocess.Popen(["ip", "netns", "exec", pair.ns_b, PYTHON, "-m", "floodwatch.cli", "run",
                                   "--config", str(cfg)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -64,8 +66,13 @@ def scraped(tmp_path: Path) -> Iterator[tuple[NetnsPair, Prometheus, Path]]:
 
 def test_prometheus_scrapes_every_actor_and_counts_traffic(scraped: tuple[NetnsPair, Prometheus, Path]) -> None:
     pair, prom, cfg = scraped
-    eventually(lambda: prom.value("count(floodwatch_actor_up == 1)") == len(ACTORS), 60, interval=0.5,
+    own = not load_config(cfg).metrics_in_apiserver()  # [metrics] in_apiserver = false: an actor of its own
+    actors = ACTORS + ["metrics"] * own
+    eventually(lambda: prom.value("count(floodwatch_actor_up == 1)") == len(actors), 60, interval=0.5,
                message="every actor up, as Prometheus sees it")
+    scrapes = "floodwatch_metrics_scrapes_total" if own else "floodwatch_apiserver_metrics_scrapes_total"
+    eventually(lambda: (prom.value(scrapes) or 0) >= 1, 20, interval=0.5, message="the scrapes are counted")
+    assert prom.value('floodwatch_actor_up{actor="metrics"}') == (1 if own else None)
     assert prom.value('up{job="agent"}') == 1 and prom.value('up{job="server"}') == 1
     assert prom.value("floodwatch_supervisor_up") == 1
     assert prom.value('floodwatch_actor_state{actor="capture",state="running"}') == 1

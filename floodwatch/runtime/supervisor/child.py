@@ -71,7 +71,10 @@ class Child:
 
 
 def actor_names(config: Config) -> list[str]:
-    """Actors to run, in start order: built-in ones that are listed and enabled, then extra modules."""
+    """Actors to run, in start order: built-in ones that are listed and enabled, then extra modules. No
+    metrics actor when the API server's actor serves /metrics (Config.metrics_in_apiserver)."""
     wanted = config.supervisor.actors
     names = [n for n in ACTOR_ORDER if n in wanted and getattr(config.section(n), "enabled", True)]
+    if config.metrics_in_apiserver():
+        names.remove("metrics")
     return names + [n for n in wanted if n in config.supervisor.modules and n not in names]
