@@ -35,9 +35,9 @@ class CaptureSettings:
     snaplen: int = 256  # bytes of each frame copied into the ring (and into FrameBatch)
     # TPACKET_V3 block bytes (power of two, multiple of the page size); 0 = sized to the budget
     # (ring_block_bytes: one block holds ring_block_timeout_ms of budget_pps at full snaplen, 64-512 KiB;
-    # 128 KiB at the default budget). The whole ring is mapped and resident from the start.
+    # 128 KiB at a 20,000/s budget). The whole ring is mapped and resident from the start.
     ring_block_size: int = 0
-    # blocks per interface ring: memory = block size x blocks per interface (4 MiB by default). Under
+    # blocks per interface ring: memory = block size x blocks per interface (4 MiB at 20,000/s). Under
     # sampling, or a trickle, the kernel hands over a partly filled block every ring_block_timeout_ms:
     # 32 blocks hold 320 ms of those (paced and lazy reading need two and one and a half readings' worth)
     ring_blocks: int = 32
