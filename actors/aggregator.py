@@ -23,6 +23,7 @@ from floodwatch.messages import (
     CounterSample,
     Message,
     PacketBatch,
+    QuietWindows,
     StreamEnded,
     TrafficSecond,
     TrafficSummary,
@@ -34,6 +35,46 @@ from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.aggregator import AggregatorSettings
 
 MEMORY_CHECK_INTERVAL = 1.0
+
+
+def quiet(w: TrafficWindow) -> bool:
+    """A window in which nothing was seen: no record, no packet by the counters."""
+    return w.sampled == 0 and w.packets_in == 0 and w.packets_out == 0
+
+
+def quiet_runs(out: list[Message]) -> list[Message]:
+    """The engine's output as it goes on the bus: consecutive quiet windows alike but for their times (a
+    silent link's, ten a second, all produced by one counter reading) as one QuietWindows. Nothing waits:
+    only windows of the same output are merged, so a window with traffic goes out as soon as before. A
+    second's or the run's summary met inside a run follows the run (a silent second stays one message
+    whatever the phase of the readings)."""
+    sent: list[Message] = []
+    run: list[TrafficWindow] = []
+    held: list[Message] = []
+    for m in out:
+        if isinstance(m, TrafficWindow) and quiet(m) and (not run or alike(run[-1], m)):
+            run.append(m)
+        elif run and not isinstance(m, TrafficWindow):
+            held.append(m)
+        else:
+            sent += _run_message(run) + held
+            run, held = ([m], []) if isinstance(m, TrafficWindow) and quiet(m) else ([], [])
+            sent += [] if run else [m]
+    return sent + _run_message(run) + held
+
+
+def _run_message(run: list[TrafficWindow]) -> list[Message]:
+    return [QuietWindows(first=run[0], count=len(run))] if len(run) > 1 else list(run)
+
+
+def alike(a: TrafficWindow, b: TrafficWindow) -> bool:
+    """b is the window right after a and the same but for its times."""
+    if b.t_start != a.t_end or round(1 / (b.t_end - b.t_start)) != round(1 / (a.t_end - a.t_start)):
+        return False
+    fa, fb = a.to_dict(), b.to_dict()
+    for k in ("t_start", "t_end"):
+        del fa[k], fb[k]
+    return fa == fb
 
 
 class AggregatorActor(Actor[AggregatorSettings]):
@@ -48,7 +89,7 @@ class AggregatorActor(Actor[AggregatorSettings]):
         self._warn = RateLimitedLog(self.log, 10.0)
         self._next_memory_check = 0.0
         self.counters.update({"bad_batches": 0, "windows": 0, "seconds": 0, "summaries": 0, "streams_ended": 0,
-                              "memory_over_cap": 0})
+                              "memory_over_cap": 0, "quiet_runs": 0})
         self._ended_stats = {"batches": 0, "records": 0, "late_records": 0}  # of the streams that ended
         self.count_from(self._engine_counters)
         self.declare_gauges("rss_mb")
@@ -98,10 +139,13 @@ class AggregatorActor(Actor[AggregatorSettings]):
             self.counters["bad_messages"] += 1
 
     def emit(self, out: list[Message]) -> None:
-        for m in out:
+        for m in quiet_runs(out):
             self.publish(m)
             if isinstance(m, TrafficWindow):
                 self.counters["windows"] += 1
+            elif isinstance(m, QuietWindows):
+                self.counters["windows"] += m.count
+                self.counters["quiet_runs"] += 1
             elif isinstance(m, TrafficSecond):
                 self.counters["seconds"] += 1
             elif isinstance(m, TrafficSummary):

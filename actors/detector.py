@@ -27,6 +27,7 @@ from floodwatch.messages import (
     IncidentEnriched,
     IncidentEvent,
     Message,
+    QuietWindows,
     StreamEnded,
     TrafficWindow,
     WebWindow,
@@ -41,7 +42,8 @@ MAX_HOST_ADDRESSES = 16
 
 class DetectorActor(Actor[DetectorSettings]):
     name = "detector"
-    subscribes = (TrafficWindow, ConfigReceived, IncidentEnriched, StreamEnded, WebWindow, ExporterTraffic)
+    subscribes = (TrafficWindow, QuietWindows, ConfigReceived, IncidentEnriched, StreamEnded, WebWindow,
+                  ExporterTraffic)
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -93,6 +95,9 @@ class DetectorActor(Actor[DetectorSettings]):
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, TrafficWindow):
             self.on_window(msg)
+        elif isinstance(msg, QuietWindows):  # a silent link's windows, one message a second
+            for w in msg.windows():
+                self.on_window(w)
         elif isinstance(msg, ExporterTraffic):
             self.exporters.note(msg.pairs, time.time())
             self.update_exporters()

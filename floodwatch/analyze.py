@@ -32,6 +32,7 @@ from floodwatch.messages import (
     IncidentUpdated,
     Message,
     PcapSaved,
+    QuietWindows,
     RecorderDrained,
     ReporterDrained,
     StreamEnded,
@@ -155,7 +156,7 @@ class Analysis:
         topics: list[type[Message]] = [IncidentOpened, IncidentUpdated, IncidentResolved, TrafficSummary, StreamEnded,
                                        AnalysisFinished, PcapSaved, RecorderDrained, ReporterDrained]
         if self.args.classify:
-            topics.append(TrafficWindow)
+            topics += [TrafficWindow, QuietWindows]
         sub = bus.sub(self.sup.ctx, ep, [cls.TOPIC for cls in topics] + ["analyze.probe"], hwm=0)
         pub = bus.pub(self.sup.ctx, ep, hwm=1000)
         deadline = time.monotonic() + 10
@@ -187,6 +188,8 @@ class Analysis:
             self.pcaps[msg.incident_key] = msg
         elif isinstance(msg, TrafficWindow):
             self.windows.append(msg)
+        elif isinstance(msg, QuietWindows):
+            self.windows += msg.windows()
         elif isinstance(msg, RecorderDrained):
             self.recorder = msg
         elif isinstance(msg, ReporterDrained):

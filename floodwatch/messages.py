@@ -9,6 +9,7 @@ fields and each field's basic type, and raises MessageDecodeError for anything e
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -112,6 +113,13 @@ def decode(data: bytes) -> Message:
         raise MessageDecodeError(f"unknown message type {topic!r}")
     if not isinstance(fields, dict):
         raise MessageDecodeError(f"{topic}: fields are not a map")
+    return _build(cls, fields)
+
+
+def _build(cls: type[Message], fields: dict[str, Any]) -> Message:
+    """Wire fields of `cls` -> the message: the set of fields, the compact forms and each field's basic
+    type checked (MessageDecodeError otherwise)."""
+    topic = cls.TOPIC
     expected = _FIELD_TYPES[topic]
     if fields.keys() != expected.keys():
         missing = sorted(expected.keys() - fields.keys())
@@ -404,6 +412,46 @@ class TrafficWindow(Message):
         if type(n) is not int or not 0 < n <= MAX_HLL_BYTES or n & (n - 1):
             raise MessageDecodeError(f"{cls.TOPIC}.src_hll: {n!r} is neither registers nor their count")
         fields["src_hll"] = _zeros(n)
+
+
+MAX_QUIET_RUN = 36_000  # windows in one QuietWindows (an hour of 100 ms windows; the aggregator sends ~10)
+
+
+@register
+@dataclass(frozen=True)
+class QuietWindows(Message):
+    """`count` consecutive windows that are alike but for their times, as one message: a silent link's
+    windows (ten a second, all empty) go once a second instead of one by one. `first` is the first of
+    them; window i (0-based) is `first` moved i widths on the window grid (t_start = index / per second,
+    as the aggregator's windows are). A consumer of traffic.window handles every window of `windows()`
+    as if each had come alone."""
+
+    TOPIC: ClassVar[str] = "traffic.quiet"
+    first: TrafficWindow
+    count: int
+
+    def windows(self) -> list[TrafficWindow]:
+        first = self.first
+        per_second = round(1 / (first.t_end - first.t_start))
+        index = round(first.t_start * per_second)
+        return [first] + [dataclasses.replace(first, t_start=(index + i) / per_second,
+                                              t_end=(index + i + 1) / per_second) for i in range(1, self.count)]
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"first": self.first.wire_fields(), "count": self.count}
+
+    @classmethod
+    def expand_wire(cls, fields: dict[str, Any]) -> None:
+        first, count = fields["first"], fields["count"]
+        if type(count) is not int or not 0 < count <= MAX_QUIET_RUN:
+            raise MessageDecodeError(f"{cls.TOPIC}.count: {count!r} is not 1..{MAX_QUIET_RUN}")
+        if not isinstance(first, dict):
+            raise MessageDecodeError(f"{cls.TOPIC}.first: {type(first).__name__} is not a window's fields")
+        window = _build(TrafficWindow, first)
+        assert isinstance(window, TrafficWindow)
+        if not 0 < window.t_end - window.t_start <= 1 or not math.isfinite(window.t_start):
+            raise MessageDecodeError(f"{cls.TOPIC}.first: times {window.t_start!r}..{window.t_end!r} are no window")
+        fields["first"] = window
 
 
 @register

@@ -23,11 +23,15 @@ def _sample(cls: Any) -> Message:
             continue
         t = str(f.type)
         values[f.name] = (
-            0.5 if t.startswith("float") else b"x" if t == "bytes" else True if t == "bool" else
-            1 if t.startswith("int") else [] if t.startswith("list") else {} if t.startswith("dict")
-            else "s" if t.startswith("str") else None
+            1.0 if f.name == "t_end" else 0.5 if t.startswith("float") else b"x" if t == "bytes"
+            else True if t == "bool" else 1 if t.startswith("int") else [] if t.startswith("list") else {} if t.startswith("dict")
+            else "s" if t.startswith("str") else _sample(REGISTRY[_TOPICS[t]]) if t in _TOPICS  # a message in one
+            else None
         )
     return cls(**values)
+
+
+_TOPICS = {cls.__name__: topic for topic, cls in REGISTRY.items()}
 
 
 @pytest.mark.parametrize("topic", sorted(REGISTRY))
@@ -109,4 +113,35 @@ def test_a_bad_register_count_is_a_decode_error(count: object) -> None:
     fields = _window_fields(src_hll=count)
     data = msgpack.packb([SCHEMA_VERSION, messages.TrafficWindow.TOPIC, fields], use_bin_type=True)
     with pytest.raises(MessageDecodeError, match="src_hll"):
+        messages.decode(data)
+
+
+def test_a_quiet_run_travels_as_one_message_and_gives_back_every_window() -> None:
+    """Ten silent windows as one traffic.quiet: its windows are the ones it stands for, times and all."""
+    from floodwatch.aggregate.sigsample import SignatureSampler
+    from floodwatch.aggregate.window import WindowSpec, WindowStats
+
+    spec, sampler = WindowSpec(hll_p=12), SignatureSampler(None)
+    alone = [WindowStats(17_000_000_000 + i, 0.1, spec, sampler).to_message() for i in range(10)]
+    run = messages.QuietWindows(first=alone[0], count=10)
+    data = messages.encode(run)
+    assert len(data) < 1024 < sum(len(messages.encode(w)) for w in alone)
+    back = messages.decode_frames(messages.frames(run))
+    assert isinstance(back, messages.QuietWindows) and back.windows() == alone
+
+
+@pytest.mark.parametrize(("first", "count", "error"), [
+    ("window", 0, "count"), ("window", 10**6, "count"), ("window", 2.0, "count"), ("window", True, "count"),
+    ([1, 2], 10, "first"), ({"t_start": 1.0}, 10, "missing fields"), ("nan", 10, "no window"),
+    ("wide", 10, "no window"),
+])
+def test_a_bad_quiet_run_is_a_decode_error(first: object, count: object, error: str) -> None:
+    fields = _window_fields()
+    if first == "window":
+        first = fields
+    elif first in ("nan", "wide"):
+        first = {**fields, "t_start": float("nan")} if first == "nan" else {**fields, "t_end": fields["t_start"] + 5}
+    data = msgpack.packb([SCHEMA_VERSION, messages.QuietWindows.TOPIC, {"first": first, "count": count}],
+                         use_bin_type=True)
+    with pytest.raises(MessageDecodeError, match=error):
         messages.decode(data)

@@ -15,6 +15,7 @@ from floodwatch import messages
 from floodwatch.messages import (
     ConfigReceived,
     PacketBatch,
+    QuietWindows,
     StreamEnded,
     TrafficSecond,
     TrafficSummary,
@@ -144,3 +145,38 @@ def test_aggregate_actor_live_counters_give_exact_windows(
     assert all(w.exact and w.packets_in == 5000 and w.bytes_in == 300_000 for w in got[:20])
     assert all(w.packets_out == 50 and w.conn_count == 42 for w in got[:20])
     assert all(w.proto_in["udp"] == 5000 and w.sample_rate == 50.0 for w in got[:20])
+
+
+def test_aggregate_actor_sends_a_silent_seconds_windows_as_one_message(
+    harness: BusHarness, actor: subprocess.Popen[bytes], push: zmq.Socket, subs: list
+) -> None:
+    """A silent link (capture reads its counters once a second): each second's ten empty windows go as one
+    traffic.quiet, which stands for every one of them; the first window with traffic goes out alone."""
+    from tests.aggregate.agg_factory import counters
+
+    sub = harness.subscriber(TrafficWindow, QuietWindows)
+    subs.append(sub)
+    for i in range(5):
+        send(push, counters(4000.0 + i, 10_000, 600_000, conn=7))
+    got: list[messages.Message] = []
+
+    def three_runs() -> bool:
+        got.extend(sub.drain(0.2))
+        return sum(isinstance(m, QuietWindows) for m in got) >= 3
+
+    eventually(three_runs, 20)
+    runs = [m for m in got if isinstance(m, QuietWindows)]
+    assert [r.count for r in runs[1:]] == [10] * (len(runs) - 1), [r.count for r in runs]
+    assert not [m for m in got if isinstance(m, TrafficWindow)]
+    windows = [w for r in runs for w in r.windows()]
+    first = round(windows[0].t_start * 10)
+    assert [round(w.t_start * 10) for w in windows] == list(range(first, first + len(windows)))
+    assert all(w.exact and w.packets_in == 0 and w.conn_count == 7 and not w.src_distinct for w in windows)
+    # traffic after the silence: its window is not held back nor merged
+    send(push, batch(records(50, ts=4004.95, proto=17, flags=0)))
+    send(push, counters(4005.0, 10_050, 603_000, conn=7))
+    send(push, counters(4005.3, 10_050, 603_000, conn=7))  # lateness 0.2: closes the window of 4004.9
+    busy = eventually(lambda: next((m for m in sub.drain(0.2) if isinstance(m, TrafficWindow) and m.sampled), None),
+                      20)
+    assert busy.t_start == pytest.approx(4004.9) and busy.packets_in == 50 and busy.sampled == 50
+    eventually(lambda: harness.counters("aggregator").get("quiet_runs", 0) >= 3, 15)

@@ -10,9 +10,11 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from floodwatch.messages import (
+    SCHEMA_VERSION,
     AnalysisFinished,
     ConfigReceived,
     ExporterTraffic,
@@ -20,6 +22,7 @@ from floodwatch.messages import (
     IncidentOpened,
     IncidentResolved,
     IncidentUpdated,
+    QuietWindows,
     StreamEnded,
     TrafficWindow,
 )
@@ -129,6 +132,31 @@ def test_detect_actor_baseline_persists_across_restart(tmp_path: Path, harness: 
         assert opened.extra["threshold_source"].startswith("dynamic:")
         assert opened.extra["threshold_pps"] >= 7_000
         assert opened.updated_at - opened.started_at >= 1.2  # moderate: confirmed over the sustain period
+
+
+def test_detect_actor_steps_every_window_of_a_quiet_run(tmp_path: Path, harness: BusHarness) -> None:
+    """A silent link's windows come as one QuietWindows a second: the baseline learns each of them as a
+    zero, an open flood's incident ends on them, and a bad run is counted and dropped."""
+    settings = {"floor_pps": 3_000, "min_learn_seconds": 2.0, "hold_down": 1.0, "cooldown": 0.5}
+    sub = harness.subscriber(IncidentOpened, IncidentResolved)
+    with closing(sub), detector(tmp_path, harness, **settings) as proc:
+        harness.wait_subscribed(QuietWindows.TOPIC)
+        for second in range(3):  # 3 s of silence: 30 windows learnt, in three messages
+            harness.publish(QuietWindows(first=window(T0 + second), count=10))
+        eventually(lambda: harness.counters("detector").get("learnt_windows", 0) == 30, 10,
+                   message="every window of the quiet runs learnt")
+        t = publish_run(harness, T0 + 3, 2, pps=60_000, proto="udp", sport=123)
+        opened = sub.get(IncidentOpened)
+        assert opened.started_at == pytest.approx(T0 + 3)
+        for second in range(3):  # quiet again: the incident ends at the first silent window
+            harness.publish(QuietWindows(first=window(t + second), count=10))
+        resolved = sub.get(IncidentResolved)
+        assert resolved.incident_key == opened.incident_key and t <= (resolved.ended_at or 0) <= t + 1
+        eventually(lambda: harness.counters("detector").get("windows") == 30 + 20 + 30, 10)
+        bad = msgpack.packb([SCHEMA_VERSION, QuietWindows.TOPIC, {"first": {"t_start": t}, "count": 10}])
+        harness.publish_raw([QuietWindows.TOPIC.encode(), bad])  # a window without its fields
+        eventually(lambda: harness.counters("detector").get("bad_messages", 0) >= 1, 10)
+        assert proc.poll() is None
 
 
 def test_detect_actor_survives_bad_messages_and_a_corrupt_baseline(tmp_path: Path, harness: BusHarness) -> None:
