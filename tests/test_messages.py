@@ -24,7 +24,8 @@ def _sample(cls: Any) -> Message:
         t = str(f.type)
         values[f.name] = (
             1.0 if f.name == "t_end" else 0.5 if t.startswith("float") else b"x" if t == "bytes"
-            else True if t == "bool" else 1 if t.startswith("int") else [] if t.startswith("list") else {} if t.startswith("dict")
+            else True if t == "bool" else 1 if t.startswith("int") else [] if t.startswith("list")
+            else {} if t.startswith("dict")
             else "s" if t.startswith("str") else _sample(REGISTRY[_TOPICS[t]]) if t in _TOPICS  # a message in one
             else None
         )
