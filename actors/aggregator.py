@@ -51,30 +51,32 @@ def quiet_runs(out: list[Message]) -> list[Message]:
     sent: list[Message] = []
     run: list[TrafficWindow] = []
     held: list[Message] = []
+    key: dict[str, Any] = {}  # the run's fields but its times
     for m in out:
-        if isinstance(m, TrafficWindow) and quiet(m) and (not run or alike(run[-1], m)):
-            run.append(m)
+        if isinstance(m, TrafficWindow) and quiet(m):
+            mkey = timeless(m)
+            if run and mkey == key and m.t_start == run[-1].t_end:
+                run.append(m)
+                continue
+            sent += _run_message(run) + held
+            run, held, key = [m], [], mkey
         elif run and not isinstance(m, TrafficWindow):
             held.append(m)
         else:
-            sent += _run_message(run) + held
-            run, held = ([m], []) if isinstance(m, TrafficWindow) and quiet(m) else ([], [])
-            sent += [] if run else [m]
+            sent += _run_message(run) + held + [m]
+            run, held = [], []
     return sent + _run_message(run) + held
+
+
+def timeless(w: TrafficWindow) -> dict[str, Any]:
+    """The window's fields but its times (and its width, which QuietWindows keeps)."""
+    fields = w.to_dict()
+    fields["t_start"], fields["t_end"] = 0, round(1 / (w.t_end - w.t_start))
+    return fields
 
 
 def _run_message(run: list[TrafficWindow]) -> list[Message]:
     return [QuietWindows(first=run[0], count=len(run))] if len(run) > 1 else list(run)
-
-
-def alike(a: TrafficWindow, b: TrafficWindow) -> bool:
-    """b is the window right after a and the same but for its times."""
-    if b.t_start != a.t_end or round(1 / (b.t_end - b.t_start)) != round(1 / (a.t_end - a.t_start)):
-        return False
-    fa, fb = a.to_dict(), b.to_dict()
-    for k in ("t_start", "t_end"):
-        del fa[k], fb[k]
-    return fa == fb
 
 
 class AggregatorActor(Actor[AggregatorSettings]):

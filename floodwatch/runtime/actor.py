@@ -23,6 +23,7 @@ from floodwatch.messages import Message
 from floodwatch.runtime.core import ActorCore, S, die_with_supervisor
 
 Period = float | Callable[[], float]
+IDLE_POLL_MS = 60_000.0  # the longest sleep of the loop (every actor has its heartbeat timer, 5 s by default)
 
 
 class Pusher:
@@ -148,10 +149,11 @@ class Actor(ActorCore[S]):
         self._run_timers()
 
     def next_timeout_ms(self) -> float:
-        """Sleep until the next timer (a signal wakes the poll at once, so no need to wake early)."""
+        """Sleep until the next timer, however far (a signal or a message wakes the poll at once, so no
+        need to wake early: an idle actor wakes for its heartbeat, not once a second)."""
         if not self._timers:
-            return 1000.0
-        return max(0.0, min(1000.0, (self._timers[0][0] - time.monotonic()) * 1000))
+            return IDLE_POLL_MS
+        return max(0.0, min(IDLE_POLL_MS, (self._timers[0][0] - time.monotonic()) * 1000))
 
     def run_loop(self) -> None:
         """The main loop; override only for a hot loop (and call poll_once often)."""
