@@ -68,6 +68,27 @@ def test_reporter_outbox_survives_a_killed_process(tmp_path: Path) -> None:
     assert got == list(range(50))
 
 
+def test_reporter_outbox_quiet_samples_survive_a_killed_process(tmp_path: Path) -> None:
+    """Quiet samples (held for the metrics interval, committed without an fsync each) are still there
+    after a SIGKILL, in order and still held; an incident's report after them is synced as before."""
+    path = tmp_path / "ob.sqlite"
+    code = (
+        "import os, signal, time; from floodwatch.reporter.outbox import Outbox, incident_stream\n"
+        f"ob = Outbox({str(path)!r})\n"
+        "for i in range(20): ob.add_metric({'i': i}, hold=3600.0)\n"
+        "ob.add('incident', incident_stream('k'), {'open': 1}, 'open', 'k')\n"
+        "ob.add_metric({'i': 20}, hold=3600.0)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True)
+    assert proc.returncode == -9, proc.stderr
+    ob = Outbox(path)
+    assert ob.pending == 22 and ob.held_metrics() == 21
+    assert [row.body for row in ob.metrics_batch(100)] == [{"i": i} for i in range(21)]
+    ob.add_metric({"i": 21}, hold=3600.0)
+    assert ob.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for everything else
+
+
 def test_reporter_outbox_files_are_private(tmp_path: Path) -> None:
     path = tmp_path / "state" / "reporter" / "outbox.sqlite"
     ob = Outbox(path)
