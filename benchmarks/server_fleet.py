@@ -16,6 +16,11 @@ for PostgreSQL, what its active backends were waiting for (pg_stat_activity, sam
 
     .venv/bin/python benchmarks/server_fleet.py --setup pg --agents 500,1000,1500,2000 --duration 30
     .venv/bin/python benchmarks/server_fleet.py --setup sqlite --agents 500,1000 --duration 30
+    .venv/bin/python benchmarks/server_fleet.py --setup pg --agents 300,1000,2000 --duration 20 --ref main
+
+`--ref COMMIT` first runs the same steps on that commit (its tree extracted with `git archive` into a
+temporary directory, servers and load generator from there), then on this checkout: a baseline from the
+same session on a shared machine.
 """
 
 from __future__ import annotations
@@ -278,6 +283,31 @@ def server_switch_interval(seconds: float) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(d), os.environ.get("PYTHONPATH", "")]))
 
 
+def run_ref(ref: str, argv: list[str]) -> None:
+    """This benchmark, with the same arguments (but --ref), as it is in commit `ref`."""
+    from tests.helpers import extract_commit
+
+    tree = extract_commit(ref, Path(tempfile.mkdtemp(prefix="fw-fleet-ref-")))
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", ref], capture_output=True,
+                                text=True).stdout.strip()
+        print(f"## baseline: {ref} ({commit})", flush=True)
+        subprocess.run([sys.executable, str(tree / "benchmarks" / "server_fleet.py"), *argv], cwd=tree, check=False)
+        print("## this checkout", flush=True)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+def without_ref(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip or a == "--ref" or a.startswith("--ref="):
+            skip = a == "--ref"
+            continue
+        out.append(a)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     p.add_argument("--setup", choices=("pg", "sqlite"), required=True)
@@ -293,7 +323,10 @@ def main() -> int:
                    help="experiment: the servers' GIL switch interval in seconds (Python's default 0.005)")
     p.add_argument("--stop-at-failure", action="store_true", help="stop after the first step over the goal")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--ref", default="", help="a commit to run first as the baseline (git archive)")
     args = p.parse_args()
+    if args.ref:
+        run_ref(args.ref, without_ref(sys.argv[1:]))
     counts = sorted(int(x) for x in args.agents.split(","))
     if args.switch_interval:
         server_switch_interval(args.switch_interval)

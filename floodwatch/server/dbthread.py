@@ -2,9 +2,11 @@
 
 This keeps SQLite off the event loop and turns many small writes into one fsync (group commit) while
 every caller still learns the outcome of its own call only after the commit: an answer the client
-gets means the write is on disk. A batch's `add_metrics` calls (most of the traffic: one per agent per
-second) go to the store as one `add_metrics_many` call: on PostgreSQL one statement instead
-of four round trips and a savepoint per call.
+gets means the write is on disk. The calls of a batch to the methods in COALESCED (most of the traffic:
+a metrics sample per agent per second, the credentials lookups of the auth cache's misses, heartbeats)
+go to the store as one call per method, its batched form `<method>_many`: on PostgreSQL one statement
+instead of one or more round trips (and a savepoint) per call. The callers of a batch are answered
+with one wake-up of their event loop, not one each.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from loguru import logger
 from floodwatch.server.store import Store
 
 T = TypeVar("T")
+# store method -> the kind in the counters (db_<kind>_coalesced, db_<kind>_fallbacks); its batched form
+# `<method>_many` takes the calls' argument tuples and answers each call's result, all or nothing
+COALESCED = {"add_metrics": "metrics", "node_auth": "auth", "record_heartbeat": "heartbeat"}
 _Item = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 
@@ -32,6 +37,11 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_result(value)
     else:
         fut.set_exception(value)
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in settled:
+        _settle(fut, ok, value)
 
 
 def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
@@ -45,8 +55,9 @@ class DbWorker:
     def __init__(self, store: Store, max_batch: int = 256) -> None:
         self.store = store
         self.max_batch = max_batch
-        self.stats: dict[str, int] = {"db_calls": 0, "db_commits": 0, "db_errors": 0, "db_metrics_coalesced": 0,
-                                      "db_metrics_fallbacks": 0}
+        self.stats: dict[str, int] = {"db_calls": 0, "db_commits": 0, "db_errors": 0,
+                                      **{f"db_{kind}_{what}": 0 for kind in COALESCED.values()
+                                         for what in ("coalesced", "fallbacks")}}
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="server-db", daemon=True)
         self._stopped = False
@@ -96,33 +107,45 @@ class DbWorker:
             self.on_timing(now - started, operation)
         return now
 
-    def _add_metrics_many(self, batch: list[_Item]) -> dict[int, tuple[bool, Any]]:
-        """The batch's add_metrics calls as one store call (on PostgreSQL one statement), when
-        there are several: {position in the batch: (ok, result)}. If the combined call fails (rolled back
-        alone), the calls run one by one, so a bad one fails alone."""
-        at = [i for i, (fn, _, _, _) in enumerate(batch) if fn == self.store.add_metrics]
-        many = getattr(self.store, "add_metrics_many", None)
-        if len(at) < 2 or many is None:
-            return {}
+    def _coalesced(self, batch: list[_Item]) -> dict[int, tuple[bool, Any]]:
+        """The batch's calls to each method in COALESCED as one store call, where there are several:
+        {position in the batch: (ok, result)}."""
+        at: dict[str, list[int]] = {}
+        for i, (fn, _, _, _) in enumerate(batch):
+            name = getattr(fn, "__name__", "")
+            if name in COALESCED and getattr(fn, "__self__", None) is self.store:
+                at.setdefault(name, []).append(i)
+        out: dict[int, tuple[bool, Any]] = {}
+        for name, positions in at.items():
+            many = getattr(self.store, f"{name}_many", None)
+            if len(positions) < 2 or many is None:
+                continue
+            t = time.perf_counter()
+            out.update(self._many(COALESCED[name], many, batch, positions))
+            self._timed(t, f"{name}_many")
+        return out
+
+    def _many(self, kind: str, many: Callable[[list[tuple[Any, ...]]], list[Any]], batch: list[_Item],
+              at: list[int]) -> dict[int, tuple[bool, Any]]:
+        """One store call for the calls at `at`. If it fails (rolled back alone), the calls run one by one,
+        so a bad one fails alone."""
         try:
-            counts = many([batch[i][1] for i in at])
+            results = many([batch[i][1] for i in at])
         except Exception:  # noqa: BLE001 - retried call by call below, each with its own outcome
-            self.stats["db_metrics_fallbacks"] += 1
+            self.stats[f"db_{kind}_fallbacks"] += 1
             return {i: _outcome(batch[i][0], batch[i][1]) for i in at}
-        self.stats["db_metrics_coalesced"] += len(at)
-        return {i: (True, n) for i, n in zip(at, counts, strict=True)}
+        self.stats[f"db_{kind}_coalesced"] += len(at)
+        return {i: (True, r) for i, r in zip(at, results, strict=True)}
 
     def _run_batch(self, batch: list[_Item]) -> None:
         results: list[tuple[bool, Any]] = []
         try:
             with self.store.group():
+                coalesced = self._coalesced(batch)
                 t = time.perf_counter()
-                metrics = self._add_metrics_many(batch)
-                if metrics:
-                    t = self._timed(t, "add_metrics_many")
                 for i, (fn, args, _, _) in enumerate(batch):
-                    if i in metrics:
-                        results.append(metrics[i])
+                    if i in coalesced:
+                        results.append(coalesced[i])
                         continue
                     results.append(_outcome(fn, args))
                     t = self._timed(t, getattr(fn, "__name__", "other"))
@@ -133,6 +156,9 @@ class DbWorker:
             results = [(False, e)] * len(batch)
         self.stats["db_calls"] += len(batch)
         self.stats["db_commits"] += 1
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, _, fut, loop), (ok, value) in zip(batch, results, strict=True):
+            answers.setdefault(loop, []).append((fut, ok, value))
+        for loop, settled in answers.items():  # one wake-up (a self-pipe write) per loop, not one per call
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_settle, fut, ok, value)
+                loop.call_soon_threadsafe(_settle_all, settled)

@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from floodwatch.errors import StorageError
-from floodwatch.server import migrations, pg_rows, pg_schema, rollup
+from floodwatch.server import migrations, pg_batch, pg_rows, pg_schema, rollup
 from floodwatch.server.backend import redact
 from floodwatch.server.sqlite_store import (
     _INCIDENT_SELECT,
@@ -61,7 +61,6 @@ _ADD_METRICS = (
     "ORDER BY node_id, recorded_at DESC ON CONFLICT (node_id) DO UPDATE SET recorded_at = excluded.recorded_at, "
     "pps = excluded.pps, bps = excluded.bps WHERE excluded.recorded_at >= node_latest.recorded_at) "
     "SELECT node_id, recorded_at FROM ins WHERE timed_by_agent IS NOT NULL")
-
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     """Rows -> one list per column (for unnest)."""
@@ -234,6 +233,13 @@ class PGStore:
         row = self._one("SELECT id, key_hash FROM nodes WHERE uuid = %s", (node_uuid,), bare=True)
         return None if row is None else (int(row["id"]), str(row["key_hash"]))
 
+    def node_auth_many(self, calls: list[tuple[str]]) -> list[tuple[int, str] | None]:
+        """node_auth of several nodes (the database thread's batch) in one statement."""
+        uuids = [node_uuid for node_uuid, in calls]
+        rows = self._all(pg_batch.NODE_AUTH_MANY, (uuids,), bare=True)
+        found = {str(r["uuid"]): (int(r["id"]), str(r["key_hash"])) for r in rows}
+        return [found.get(u) for u in uuids]
+
     def find_node(self, ref: str, now: float = 0.0, offline_after: float = 90.0) -> dict[str, Any] | None:
         row = self._one("SELECT * FROM nodes WHERE name = %s OR uuid = %s OR id::text = %s "
                         "ORDER BY name = %s DESC LIMIT 1", (ref, ref.lower(), ref, ref))
@@ -247,6 +253,13 @@ class PGStore:
             self._exec(cur, "UPDATE nodes SET last_seen_at = %s, agent_version = coalesce(%s, agent_version), "
                        "os = coalesce(%s, os), uptime = coalesce(%s, uptime) WHERE id = %s",
                        (now, hb.get("agent_version"), hb.get("os"), hb.get("uptime"), node_id))
+
+    def record_heartbeat_many(self, calls: list[pg_batch.HeartbeatCall]) -> list[None]:
+        """Several record_heartbeat calls in one statement (a node's calls merged first, as one by one they
+        would leave it: the last time, the last value given of each field); all or nothing."""
+        with self._tx() as cur:
+            self._exec(cur, pg_batch.HEARTBEAT_MANY, tuple(pg_batch.heartbeats_merged(calls)))
+        return [None] * len(calls)
 
     def remove_node(self, node_id: int) -> dict[str, Any] | None:
         with self._tx() as cur:

@@ -170,6 +170,9 @@ class SQLiteStore:
         row = self._one("SELECT id, key_hash FROM nodes WHERE uuid = ?", (node_uuid,))
         return None if row is None else (int(row["id"]), str(row["key_hash"]))
 
+    def node_auth_many(self, calls: list[tuple[str]]) -> list[tuple[int, str] | None]:
+        return [self.node_auth(*args) for args in calls]  # in-process: nothing to gain from one statement
+
     def find_node(self, ref: str, now: float = 0.0, offline_after: float = 90.0) -> dict[str, Any] | None:
         row = self._one("SELECT * FROM nodes WHERE name = ? OR uuid = ? OR CAST(id AS TEXT) = ? "
                         "ORDER BY name = ? DESC LIMIT 1", (ref, ref.lower(), ref, ref))
@@ -187,6 +190,10 @@ class SQLiteStore:
             self._exec("UPDATE nodes SET last_seen_at = ?, agent_version = coalesce(?, agent_version), "
                        "os = coalesce(?, os), uptime = coalesce(?, uptime) WHERE id = ?",
                        (now, hb.get("agent_version"), hb.get("os"), hb.get("uptime"), node_id))
+
+    def record_heartbeat_many(self, calls: list[tuple[int, dict[str, Any], float]]) -> list[None]:
+        with self._tx():  # all or nothing, as on PostgreSQL
+            return [self.record_heartbeat(*args) for args in calls]
 
     def remove_node(self, node_id: int) -> dict[str, Any] | None:
         with self._tx():

@@ -51,6 +51,10 @@ class Store(Protocol):
         """(node_id, key_hash) of a node, or None."""
         ...
 
+    def node_auth_many(self, calls: list[tuple[str]]) -> list[tuple[int, str] | None]:
+        """node_auth of several nodes [(node_uuid,), ...] (the database thread's batch): each call's answer."""
+        ...
+
     def find_node(self, ref: str, now: float = 0.0, offline_after: float = 90.0) -> dict[str, Any] | None:
         """A node by name, UUID or numeric id (status as of `now`, default: the current time)."""
         ...
@@ -58,6 +62,11 @@ class Store(Protocol):
     def list_nodes(self, now: float, offline_after: float) -> list[dict[str, Any]]: ...
 
     def record_heartbeat(self, node_id: int, hb: dict[str, Any], now: float) -> None: ...
+
+    def record_heartbeat_many(self, calls: list[tuple[int, dict[str, Any], float]]) -> list[None]:
+        """Several record_heartbeat calls [(node_id, heartbeat, now), ...]: what they one by one would store,
+        all or nothing."""
+        ...
 
     def remove_node(self, node_id: int) -> dict[str, Any] | None:
         """Delete a node with everything it sent (REMOVE_NODE, one transaction): {"incidents", "metrics",

@@ -348,6 +348,44 @@ def test_the_database_thread_answers_every_copy_of_a_retried_sample_and_stores_i
         (30, sum(range(30)))]
 
 
+def test_the_database_thread_looks_up_a_batch_of_credentials_at_once_each_caller_its_own_answer(store: Any) -> None:
+    nodes = {name: store.add_node(name, auth.new_node_uuid(), auth.hash_secret(name), T0) for name in ("a", "b", "c")}
+    gone = nodes["c"]
+    store.remove_node(gone["node_id"])
+    unknown = auth.new_node_uuid()
+    asked = [nodes["a"], nodes["b"], gone, {"node_uuid": unknown}, nodes["a"], nodes["b"]]
+    calls = [(store.node_auth, n["node_uuid"]) for n in asked]
+    results, stats = _one_batch(store, [*calls, (store.node_config, nodes["a"]["node_id"])])
+    a, b = (nodes[x]["node_id"] for x in "ab")
+    assert results[:6] == [(a, auth.hash_secret("a")), (b, auth.hash_secret("b")), None, None,
+                           (a, auth.hash_secret("a")), (b, auth.hash_secret("b"))]
+    assert results[6]["node_id"] == a
+    assert stats["db_commits"] == 1 and stats["db_auth_coalesced"] == 6 and stats["db_auth_fallbacks"] == 0
+
+
+def test_the_database_thread_stores_a_batch_of_heartbeats_at_once_and_a_bad_one_fails_alone(store: Any) -> None:
+    a, b, c = _node(store, "a"), _node(store, "b"), _node(store, "c")
+    calls = [(store.record_heartbeat, a, {"agent_version": "1.0", "os": "linux"}, T0 + 1),
+             (store.record_heartbeat, b, {"uptime": 7}, T0 + 2),
+             (store.record_heartbeat, a, {"uptime": 9}, T0 + 3),  # a's fields so far stay, the time moves on
+             (store.record_heartbeat, a, {"agent_version": "1.1"}, T0 + 4)]
+    results, stats = _one_batch(store, calls)
+    assert results == [None] * 4 and stats["db_heartbeat_coalesced"] == 4 and stats["db_heartbeat_fallbacks"] == 0
+    got = {n["node_id"]: n for n in store.list_nodes(T0 + 10, 90)}
+    assert (got[a]["agent_version"], got[a]["os"], got[a]["uptime"]) == ("1.1", "linux", 9)
+    assert (got[b]["uptime"], got[b]["agent_version"], got[c]["status"]) == (7, None, "new")
+    # a was last seen at T0 + 4 (its last heartbeat): online 90 s later, offline just after
+    assert store.find_node("a", now=T0 + 94)["status"] == "online"
+    assert store.find_node("a", now=T0 + 94.5)["status"] == "offline"
+    bad = (store.record_heartbeat, c, {"uptime": 2**70}, T0 + 5)  # too big for the column: refused by the database
+    results, stats = _one_batch(store, [(store.record_heartbeat, b, {"os": "bsd"}, T0 + 6), bad,
+                                        (store.record_heartbeat, c, {"os": "hurd"}, T0 + 7)])
+    assert results[0] is None and results[2] is None and isinstance(results[1], Exception)
+    assert stats["db_heartbeat_fallbacks"] == 1 and stats["db_commits"] == 1
+    b_now, c_now = store.find_node("b"), store.find_node("c")
+    assert (b_now["os"], c_now["os"], c_now["uptime"]) == ("bsd", "hurd", None)
+
+
 def test_postgresql_a_read_failing_in_a_group_rolls_the_group_back(pg_cluster: PgCluster) -> None:
     """The per-agent reads skip the savepoint on PostgreSQL: one that fails aborts the transaction, so nothing
     in the group may be reported stored. Other reads keep theirs: one failing costs its caller only."""
