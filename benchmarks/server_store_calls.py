@@ -6,7 +6,8 @@ This times the calls a fleet makes most, in groups of --group calls (one transac
 savepoint, as the database thread does), on a throwaway PostgreSQL cluster (fsync on, as in production;
 tests/pgcluster.py) and on SQLite (synchronous=FULL), and prints the median per call of --rounds groups;
 and the same number of samples stored by one add_metrics_many call of --group one-sample calls (what the
-database thread does with a batch's metrics requests) and by one add_metrics call.
+database thread does with a batch's metrics requests) and by one add_metrics call; and the batched forms
+of node_auth and record_heartbeat that the database thread uses for a batch's calls (one statement).
 `--ref COMMIT` also measures that commit's code (extracted with `git archive`, run by this script in a
 process of its own) for a baseline in the same run: `--repeat N` times each, alternately, medians shown.
 
@@ -85,6 +86,26 @@ def measure(store: Any, args: argparse.Namespace) -> dict[str, float]:
     for _ in range(args.group):
         store.node_auth("no-such-node")  # alone: its own transaction, as on an auth cache miss
     out["node_auth (own transaction)"] = round((time.perf_counter() - t0) * 1000 / args.group, 3)
+    out.update(batched_forms(store, args, t))
+    return out
+
+
+def batched_forms(store: Any, args: argparse.Namespace, t: float) -> dict[str, float]:
+    """node_auth_many and record_heartbeat_many of --group calls, in a transaction: ms per call."""
+    uuids = [(n["node_uuid"],) for n in store.list_nodes(t, 90)[:args.group]]
+    hbs = [(n["node_id"], {"agent_version": "1", "uptime": 5}, t) for n in store.list_nodes(t, 90)[:args.group]]
+    out = {}
+    for name, batch in (("node_auth", uuids), ("record_heartbeat", hbs)):
+        fn = getattr(store, f"{name}_many", None)
+        if fn is None:  # a --ref tree from before them
+            continue
+        per_call = []
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            with store.group():
+                fn(batch)
+            per_call.append((time.perf_counter() - t0) * 1000 / len(batch))
+        out[f"{name}, all in 1 call (/call)"] = round(statistics.median(per_call), 3)
     return out
 
 

@@ -17,6 +17,7 @@ from loguru import logger
 from floodwatch.errors import StorageError
 from floodwatch.server import admin, auth, handlers, partc
 from floodwatch.server import web as web_dashboard
+from floodwatch.server.authcache import AuthCache
 from floodwatch.server.backend import describe, open_store
 from floodwatch.server.clientaddr import CLIENT_KEY, FORWARDED_FOR, client_address, parse_trusted
 from floodwatch.server.dbthread import DbWorker
@@ -29,13 +30,13 @@ from floodwatch.server.prom import ServerMetrics
 from floodwatch.server.store import Conflict, NotFound
 from floodwatch.server.upload import clean_pcap_dir, delete_captures
 from floodwatch.server.validate import BadField
+from floodwatch.server.web.live import RELISTEN_SECONDS
 from floodwatch.settings.apiserver import ApiserverSettings
 from floodwatch.settings.notify import NotifySettings
 
 AGENT_PREFIX = "/api/v1/agent"
 ADMIN_PREFIX = "/api/v1/admin"
-AUTH_CACHE_SECONDS = 5.0  # a node deleted or re-keyed in the database is refused within this time
-AUTH_CACHE_MAX = 100_000
+AUTH_CACHE_SECONDS = 5.0  # admin tokens: one made by the CLI is also found at once (a miss re-reads)
 SHARED_LEFTOVER_AGE = 3600.0  # replicas: an upload file not written for this long was abandoned
 BAD_REQUEST_STATUSES = frozenset({400, 408, 411, 413, 414, 415, 431})  # the request itself was wrong
 
@@ -76,7 +77,7 @@ class ApiServer:
         self.counters: dict[str, int] = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0, "bad_requests": 0,
                                          "connections_refused": 0, "header_timeouts": 0}
         self.addresses: list[tuple[str, int]] = []
-        self._auth_cache: dict[tuple[str, str], tuple[int, float]] = {}
+        self.auth_cache = AuthCache()
         self._admin_cache: tuple[float, list[str]] = (0.0, [])
         self._static_admin = static_admin_hashes(settings)
         self._runner: web.AppRunner | None = None
@@ -98,17 +99,15 @@ class ApiServer:
         """The node's id when `presented_hash` is the hash of its key, else None. Every miss does the
         same work, whether the node exists or not: one database lookup and one constant-time compare
         (against a dummy hash for an unknown node). Only successes are cached, keyed by the presented
-        hash too, so a cache hit needs the key and tells nothing about which nodes exist."""
-        t = time.monotonic()
-        hit = self._auth_cache.get((node_uuid, presented_hash))
-        if hit is not None and hit[1] > t:
-            return hit[0]
+        hash too, so a cache hit needs the key and tells nothing about which nodes exist (authcache.py)."""
+        hit = self.auth_cache.get(node_uuid, presented_hash)
+        if hit is not None:
+            return hit
+        generation = self.auth_cache.generation
         found = await self.db.call(self.store.node_auth, node_uuid)
         if not auth.secret_matches_hash(presented_hash, found[1] if found else auth.DUMMY_HASH) or not found:
             return None
-        if len(self._auth_cache) >= AUTH_CACHE_MAX:
-            self._auth_cache.clear()
-        self._auth_cache[(node_uuid, presented_hash)] = (found[0], t + AUTH_CACHE_SECONDS)
+        self.auth_cache.put(node_uuid, presented_hash, found[0], generation)
         return found[0]
 
     async def admin_hashes(self, refresh: bool = False) -> list[str]:
@@ -131,8 +130,7 @@ class ApiServer:
         removed = await self.db.call(self.store.remove_node, node_id)
         if removed is None:
             return None
-        for key in [k for k, v in self._auth_cache.items() if v[0] == node_id]:
-            del self._auth_cache[key]
+        self.auth_cache.forget(node_id)
         delete_captures(self.pcap_dir, removed["pcap_files"])
         return removed
 
@@ -230,6 +228,8 @@ class ApiServer:
             self._servers.append(server)
             self.addresses += [sock.getsockname()[:2] for sock in server.sockets]
         self._tasks.append(asyncio.ensure_future(self._housekeeping()))
+        if self.store.dialect == "postgresql":
+            self._tasks.append(asyncio.ensure_future(self._follow_removals(self.store)))
         return self.addresses
 
     def _handler_factory(self) -> Callable[[], GuardedHandler]:
@@ -265,6 +265,31 @@ class ApiServer:
         removed = clean_pcap_dir(self.pcap_dir, known, SHARED_LEFTOVER_AGE if shared else None)
         if removed:
             self.log.warning("removed {} leftover file(s) of interrupted uploads in {}", removed, self.pcap_dir)
+
+    async def _follow_removals(self, store: Any) -> None:
+        """Forget the cached credentials of nodes removed by any replica or the CLI (NOTIFY); listen again
+        after a failure, with the cache on its short bound meanwhile (authcache.py)."""
+        from floodwatch.server.pg_store import NODES_CHANNEL  # psycopg: only with PostgreSQL
+
+        wait = RELISTEN_SECONDS[0]
+        while True:
+            try:
+                async for payload in store.listen(NODES_CHANNEL, self._listening):
+                    wait = RELISTEN_SECONDS[0]
+                    if payload.isdecimal():
+                        self.auth_cache.forget(int(payload))
+                    else:  # not ours (another program on the channel): counted, skipped
+                        self.count("node_notify_bad")
+            except StorageError as e:
+                self.count("node_listen_errors")
+                self.log.warning("node removals: {}; listening again in {:.0f} s", e, wait)
+            self.auth_cache.listening(False)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RELISTEN_SECONDS[1])
+
+    def _listening(self) -> None:
+        self.count("node_listens")
+        self.auth_cache.listening(True)
 
     async def _housekeeping(self) -> None:
         rounds = 0

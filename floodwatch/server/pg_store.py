@@ -68,6 +68,7 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
 
 
 EVENTS_CHANNEL = "floodwatch_events"  # what each commit recorded, for every replica's live pages (web/live.py)
+NODES_CHANNEL = "floodwatch_nodes"  # the id of each node removed, for every replica's credentials cache
 LISTEN_CHECK_SECONDS = 30.0  # a quiet listening connection is checked this often (a dead one is replaced)
 NOTIFY_MAX = 7900  # bytes: PostgreSQL refuses a NOTIFY payload of 8000 or more
 
@@ -152,10 +153,12 @@ class PGStore:
             if len(payload.encode()) <= NOTIFY_MAX:
                 conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, payload))
 
-    async def listen(self, channel: str = EVENTS_CHANNEL) -> AsyncIterator[str]:
+    async def listen(self, channel: str = EVENTS_CHANNEL,
+                     on_listening: Callable[[], None] | None = None) -> AsyncIterator[str]:
         """The payloads NOTIFYed on `channel` by any process using this database, on a connection of its
-        own (checked every LISTEN_CHECK_SECONDS when quiet). StorageError when it fails: the caller
-        listens again (what was sent in between is not replayed)."""
+        own (checked every LISTEN_CHECK_SECONDS when quiet); `on_listening` is called once LISTEN is in
+        effect. StorageError when it fails: the caller listens again (what was sent in between is not
+        replayed)."""
         try:
             conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10, keepalives=1,
                                                          keepalives_idle=30, keepalives_interval=10,
@@ -165,6 +168,8 @@ class PGStore:
         try:
             async with conn:
                 await conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+                if on_listening is not None:
+                    on_listening()
                 while True:
                     async for note in conn.notifies(timeout=LISTEN_CHECK_SECONDS):
                         yield note.payload
@@ -267,6 +272,8 @@ class PGStore:
                      self._exec(cur, PCAPS_OF_NODE.replace("?", "%s"), (node_id, node_id)).fetchall()]
             counts = {what: self._exec(cur, sql.replace("?", "%s"), (node_id,) * sql.count("?")).rowcount
                       for what, sql in REMOVE_NODE}
+            if counts["node"]:  # every replica forgets its key (delivered if, and when, this commits)
+                self._exec(cur, "SELECT pg_notify(%s, %s)", (NODES_CHANNEL, str(node_id)))
         return removed_counts(counts, files)
 
     # -- metrics ---------------------------------------------------------------------------------

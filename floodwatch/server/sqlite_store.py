@@ -193,7 +193,9 @@ class SQLiteStore:
 
     def record_heartbeat_many(self, calls: list[tuple[int, dict[str, Any], float]]) -> list[None]:
         with self._tx():  # all or nothing, as on PostgreSQL
-            return [self.record_heartbeat(*args) for args in calls]
+            for args in calls:
+                self.record_heartbeat(*args)
+        return [None] * len(calls)
 
     def remove_node(self, node_id: int) -> dict[str, Any] | None:
         with self._tx():

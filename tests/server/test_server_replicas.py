@@ -6,9 +6,11 @@ Needs PostgreSQL and nginx (scripts/setup.sh --dev)."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 
 from floodwatch.messages import IncidentOpened, IncidentResolved, IncidentUpdated
 from floodwatch.reporter.mapping import iso
+from tests.helpers import eventually
 from tests.pgcluster import PgCluster
 from tests.server.fwserver_util import Node, cli_inproc, pg_backend
 from tests.server.replica_agents import Agent, drained, running
@@ -212,3 +215,36 @@ def test_command_queued_on_one_replica_reaches_an_agent_on_the_other(fleet: Repl
             assert inc["status"] == "resolved" and inc["updates"] >= 2, inc
 
     asyncio.run(asyncio.wait_for(scenario(), 240))
+
+
+def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def _listens(port: int) -> bool:
+    """The replica receives node removals (its credentials cache keeps keys 60 s from now on)."""
+    return "floodwatch_server_node_listens_total 1" in _get(port, "/metrics")[1]
+
+
+def _refused(port: int, node: Node) -> bool:
+    return _get(port, "/api/v1/agent/config", node.headers())[0] == 401
+
+
+def test_a_node_removed_elsewhere_is_refused_by_every_replica_at_once(fleet: Replicas) -> None:
+    """Both replicas have the node's key cached (60 s while they listen); `remove-node` (the CLI, as the
+    dashboard of any replica would) NOTIFYs the removal and both refuse the key well within that."""
+    node, other = make_nodes(fleet.store_args, 2)
+    for port in fleet.ports:
+        eventually(partial(_listens, port), 20, message=f"replica {port} listening")
+        assert _get(port, "/api/v1/agent/config", node.headers())[0] == 200  # now cached
+        assert _get(port, "/api/v1/agent/config", other.headers())[0] == 200
+    cli_inproc("remove-node", node.uuid, *fleet.store_args)
+    for port in fleet.ports:
+        eventually(partial(_refused, port, node), 3, message=f"replica {port} refusing the removed node")
+        assert _get(port, "/api/v1/agent/config", other.headers())[0] == 200  # the other node's key still works
