@@ -69,14 +69,16 @@ def sender_report(proc: subprocess.Popen[str], timeout: float = 60.0) -> dict[st
 
 @contextmanager
 def live_pipeline(pair: NetnsPair, tmp: Path, detector: dict[str, Any],
-                  lateness: float | None = None, window: float = 0.1) -> Iterator[Live]:
+                  lateness: float | None = None, window: float = 0.1,
+                  capture: dict[str, Any] | None = None) -> Iterator[Live]:
     """capture + aggregator + detector in namespace B, on ipc endpoints this process proxies; the
-    capture and aggregator settings that set the latency are the defaults unless given."""
+    capture and aggregator settings that set the latency are the defaults unless given (`capture`:
+    [capture] settings away from the default, e.g. budget_pps)."""
     eps = ipc_endpoints(tmp / "bus")
     procs: list[subprocess.Popen[bytes]] = []
     with BusHarness(eps) as harness:
         cfg = base_config(tmp, eps,
-                          capture={"interfaces": [pair.if_b], "frames_per_second": 0},
+                          capture={"interfaces": [pair.if_b], "frames_per_second": 0, **(capture or {})},
                           aggregator={"geo": "off", "window": window,
                                       **({"lateness": lateness} if lateness is not None else {})},
                           detector=detector)
