@@ -29,7 +29,8 @@ from tests.detect.detect_pipeline import read_rows, sampled_windows
 from tests.detect.test_detect_classify import GENERATED, NAMED_AS, family_of, named
 
 FLOOD_PPS = 100_000
-PACKETS = 40_000  # 0.4 s of flood
+PACKETS = 60_000  # 0.6 s of flood from SOURCES sources: enough of them among the records to call it spoofed
+SOURCES = 2_000
 THRESHOLD = 10_000
 
 
@@ -54,7 +55,7 @@ def test_detect_default_budget_keeps_every_vector_named(tmp_path: Path, v6: bool
     wrong: list[tuple[str, object, object]] = []
     for vector in GENERATED:
         path = tmp_path / f"{vector}.pcap"
-        write_pcap(path, paced(frames_for(VectorSpec(vector, v6, variety=600, sources=600)), FLOOD_PPS, PACKETS,
+        write_pcap(path, paced(frames_for(VectorSpec(vector, v6, variety=SOURCES, sources=SOURCES)), FLOOD_PPS, PACKETS,
                                1_700_000_000.0))
         rows, wires = read_rows(path)
         runs = []
