@@ -1,8 +1,5 @@
 """The durable outbox: every report is in SQLite (WAL, fsync per commit) before it is sent.
 
-(A quiet link's metric samples, held for `metrics_interval`, are committed without an fsync each: they
-survive the process, and reach the disk with the next synced commit.)
-
 A report leaves the `outbox` table only when the server acknowledged it, or into `dead_letters`
 with the reason when the server refused it for good. Reports form streams delivered in order
 (lowest id first): one per incident (open, updates, resolution, pcap), one for metrics, one for
@@ -167,18 +164,8 @@ class Outbox:
         """Queue a sample; past the cap, downsample the oldest (never rows up to `busy_upto`, in flight).
 
         `hold` > 0: a quiet sample (no incident open), due that many seconds from now, so the samples of a
-        quiet stretch go together (`release_metrics` makes them due at once when an incident opens). It
-        is committed without an fsync of its own (a process that dies keeps it: it is in the WAL; the
-        next synced commit, at the latest the delivery of the samples, puts it on the disk): a quiet
-        agent does not sync the disk every second."""
-        if hold > 0:
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                self.add("metrics", METRICS, sample, QUIET, hold=hold)
-            finally:
-                self.db.execute("PRAGMA synchronous=FULL")
-        else:
-            self.add("metrics", METRICS, sample)
+        quiet stretch go together (`release_metrics` makes them due at once when an incident opens)."""
+        self.add("metrics", METRICS, sample, QUIET if hold > 0 else "", hold=hold)
         self.metric_rows += 1
         if self.metric_rows > self.max_metrics:
             self.compact_metrics(busy_upto)

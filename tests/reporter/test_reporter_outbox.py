@@ -69,8 +69,8 @@ def test_reporter_outbox_survives_a_killed_process(tmp_path: Path) -> None:
 
 
 def test_reporter_outbox_quiet_samples_survive_a_killed_process(tmp_path: Path) -> None:
-    """Quiet samples (held for the metrics interval, committed without an fsync each) are still there
-    after a SIGKILL, in order and still held; an incident's report after them is synced as before."""
+    """Quiet samples (held for the metrics interval) are still there after a SIGKILL, in order and
+    still held, with the incident's report between them; every commit is synced (FULL)."""
     path = tmp_path / "ob.sqlite"
     code = (
         "import os, signal, time; from floodwatch.reporter.outbox import Outbox, incident_stream\n"
