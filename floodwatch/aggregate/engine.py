@@ -185,9 +185,9 @@ class Engine:
         del self._pend_n[key]
         if len(parts) == 1:
             recs, addr = parts[0]
-        else:
-            recs = np.concatenate([p[0] for p in parts])
-            addr = recs.view(ADDR_VIEW)
+        else:  # joined as bytes: np.concatenate of a structured dtype costs ~10x more
+            recs = np.frombuffer(b"".join([p[0].tobytes() for p in parts]), dtype=RECORD_DTYPE)
+            addr = np.frombuffer(recs.data, dtype=ADDR_VIEW)
         self.open[key[0]].add(recs, addr, key[1], self.prev_peers)
 
     def _records_between(self, index: int, a: float, b: float) -> tuple[float, float] | None:

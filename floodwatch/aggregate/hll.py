@@ -36,7 +36,11 @@ def _alpha(m: int) -> float:
 
 def index_rank(keys: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     """uint64 keys -> (register index, rank) arrays for precision p."""
-    h = fmix64(keys.astype(np.uint64, copy=False))
+    return hashed_index_rank(fmix64(keys.astype(np.uint64, copy=False)), p)
+
+
+def hashed_index_rank(h: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """fmix64-hashed keys -> (register index, rank): one hash for sketches of several precisions."""
     idx = (h >> np.uint64(64 - p)).astype(np.intp)
     w = h & np.uint64((1 << (64 - p)) - 1)
     # rank = leading zeros of w in its (64 - p) bits + 1, from the float64 exponent of w (the
@@ -89,6 +93,12 @@ class HyperLogLog:
             return
         idx, rank = index_rank(keys, self.p)
         np.maximum.at(self.regs, idx, rank)
+
+    def add_hashed(self, h: np.ndarray) -> None:
+        """Add keys already hashed with fmix64 (the hash shared with other sketches of the same keys)."""
+        if h.size:
+            idx, rank = hashed_index_rank(h, self.p)
+            np.maximum.at(self.regs, idx, rank)
 
     def merge(self, other: HyperLogLog) -> None:
         if other.p != self.p:

@@ -22,6 +22,16 @@ _EMPTY_U64 = np.zeros(0, dtype=np.uint64)
 _EMPTY_I64 = np.zeros(0, dtype=np.int64)
 
 
+def top_order(keys: np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
+    """Indexes of the n heaviest of distinct keys, by count descending then key ascending: the same
+    order as a lexsort of everything, sorting only the rows at or above the n-th largest count."""
+    if counts.size > 2 * n:
+        nth = counts[np.argpartition(counts, counts.size - n)[counts.size - n]]
+        cand = np.flatnonzero(counts >= nth)
+        return cand[np.lexsort((keys[cand], -counts[cand]))[:n]]
+    return np.lexsort((keys, -counts))[:n]
+
+
 class HeavyHitters:
     """Top keys by weight. `payload_width` uint64 words ride along per key (e.g. IPv6 address bytes);
     `aux` int64 columns are summed per key like the count but only as lower bounds (e.g. bytes)."""
@@ -48,8 +58,13 @@ class HeavyHitters:
 
     @property
     def exact(self) -> bool:
-        """True while nothing was ever dropped: counts and len() are exact."""
-        self.fold()
+        """True while nothing was ever dropped: counts and len() are exact. Folds only when the answer
+        depends on it (a table past capacity with its pending rows): asked once per window of a run,
+        a fold each time would sort the whole run's table ten times a second."""
+        if self.error:
+            return False  # the error never decreases
+        if self.keys.size + self._pending_rows > self.capacity:
+            self.fold()  # may prune (inexact) or not (duplicates): only a fold tells
         return self.error == 0
 
     def update(
@@ -127,7 +142,7 @@ class HeavyHitters:
         self.fold()
         if self.keys.size == 0 or n <= 0:
             return self.keys[:0], self.counts[:0], self.payload[:0], self.aux[:0]
-        order = np.lexsort((self.keys, -self.counts))[:n]
+        order = top_order(self.keys, self.counts, n)
         return self.keys[order], self.counts[order], self.payload[order], self.aux[order]
 
     def clear(self) -> None:

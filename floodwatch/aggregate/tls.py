@@ -21,7 +21,10 @@ def client_hellos(recs: np.ndarray, ports: np.ndarray) -> np.ndarray:
     """Mask of the records that carry a TLS ClientHello to one of `ports` (a sorted uint16 array)."""
     if recs.size == 0 or ports.size == 0:
         return np.zeros(recs.size, dtype=bool)
-    cand = (recs["proto"] == PROTO_TCP) & (recs["paylen"] >= 6) & np.isin(recs["dport"], ports)
+    cand = (recs["proto"] == PROTO_TCP) & (recs["paylen"] >= 6)
+    if not cand.any():  # a UDP or bare-SYN flood: no port lookup at all
+        return cand
+    cand &= np.isin(recs["dport"], ports)
     if not cand.any():
         return cand
     head = recs["payload"].view((np.uint8, recs.dtype["payload"].itemsize))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from floodwatch.aggregate.features import FLAG_NAMES, PROTO_NAMES
-from floodwatch.aggregate.hll import estimate_regs, index_rank
+from floodwatch.aggregate.hll import estimate_regs, hashed_index_rank
 from floodwatch.aggregate.keys import halves_bytes, key_text
 from floodwatch.messages import Victim
 
@@ -42,7 +42,7 @@ class VictimTable:
             rate: int) -> None:
         """Inbound IP records of one batch grouped by destination (np.unique's keys, first index,
         inverse and counts); dhalves are the destination addresses, cols holds wirelen, pidx (protocol
-        index), fidx (flag combo, or 255 when not TCP), skeys, sport and l4 (has ports) per record; dhalves holds the
+        index), fidx (flag combo, or 255 when not TCP), shash (the source keys' fmix64), sport and l4 (has ports) per record; dhalves holds the
         address of each destination in `group` (IPv6 keys need it for their text)."""
         uniq, _first, inv, cnt = group
         cand = np.argsort(-cnt, kind="stable")[: self.n]
@@ -65,7 +65,7 @@ class VictimTable:
         tcp = cols["fidx"] != 255
         fl = np.bincount(rows[tcp] * nfl + cols["fidx"][tcp], minlength=n * nfl)
         self.flags += fl.reshape(n, nfl) * rate
-        idx, rank = index_rank(cols["skeys"], VICTIM_HLL_P)
+        idx, rank = hashed_index_rank(cols["shash"], VICTIM_HLL_P)
         np.maximum.at(self.hll, (rows, idx), rank)
         self._add_ports(rows, cols["sport"], cols["l4"], cols["pidx"], rate)
 

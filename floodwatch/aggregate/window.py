@@ -24,9 +24,9 @@ from floodwatch.aggregate.features import (
 )
 from floodwatch.aggregate.geo import CountryLookup, breakdown
 from floodwatch.aggregate.hll import HyperLogLog
-from floodwatch.aggregate.keys import addr_keys, halves_bytes, key_text
+from floodwatch.aggregate.keys import addr_keys, fmix64, halves_bytes, key_text
 from floodwatch.aggregate.sigsample import SignatureSampler
-from floodwatch.aggregate.spacesaving import HeavyHitters
+from floodwatch.aggregate.spacesaving import HeavyHitters, top_order
 from floodwatch.aggregate.tls import HelloCounts
 from floodwatch.aggregate.victims import VictimTable
 from floodwatch.messages import TrafficWindow
@@ -126,7 +126,7 @@ def top_ports(dense: np.ndarray, n: int) -> list[list[Any]]:
 def _top_of(idx: np.ndarray, counts: np.ndarray, n: int) -> list[list[Any]]:
     if idx.size == 0:
         return []
-    order = np.lexsort((idx, -counts))[:n]
+    order = top_order(idx, counts, n)
     return [[PROTO_NAMES[i // 65536], int(i % 65536), int(c)]
             for i, c in zip(idx[order].tolist(), counts[order].tolist(), strict=True)]
 
@@ -260,7 +260,8 @@ class WindowStats:
         self.flags += np.bincount(fidx[tcp], minlength=len(FLAG_NAMES)) * rate
         skeys = addr_keys(addr["src_hi"], addr["src_lo"])
         dkeys = addr_keys(addr["dst_hi"], addr["dst_lo"])
-        self.src_hll.add_keys(skeys)
+        shash = fmix64(skeys)  # one hash for the window's and the victims' source sketches
+        self.src_hll.add_hashed(shash)
         shalves = self._halves(addr, "src", skeys)
         self.src.update(skeys, rate, shalves)
         self.hellos.add(recs, skeys, shalves, rate)
@@ -274,7 +275,7 @@ class WindowStats:
             base = pidx[l4].astype(np.intp) * 65536
             self.sport.add(base + recs["sport"][l4], rate)
             self.dport.add(base + recs["dport"][l4], rate)
-        cols = {"wirelen": recs["wirelen"], "pidx": pidx, "fidx": fidx, "skeys": skeys, "sport": recs["sport"],
+        cols = {"wirelen": recs["wirelen"], "pidx": pidx, "fidx": fidx, "shash": shash, "sport": recs["sport"],
                 "l4": l4}
         self.victims.add(group, dhalves, cols, rate)
         self.sigs.add(recs, rate)
