@@ -1,0 +1,106 @@
+"""The aggregator's cost cuts (issue 17) keep its results: each shortcut against the computation it replaced."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from floodwatch.aggregate.engine import Engine
+from floodwatch.aggregate.hll import HyperLogLog, hashed_index_rank, index_rank
+from floodwatch.aggregate.keys import fmix64
+from floodwatch.aggregate.spacesaving import HeavyHitters, top_order
+from floodwatch.aggregate.tls import client_hellos
+from floodwatch.messages import Message, TrafficSummary, TrafficWindow
+from floodwatch.settings.aggregator import AggregatorSettings
+from tests.aggregate.agg_factory import batch, records, v4_addrs
+
+
+class FoldingEachTime(HeavyHitters):
+    """The former `exact`: a fold every time it is asked."""
+
+    @property
+    def exact(self) -> bool:
+        self.fold()
+        return self.error == 0
+
+
+def test_aggregate_exactness_asked_without_folding_answers_as_a_fold_would() -> None:
+    rng = np.random.default_rng(17)
+    lazy, eager = HeavyHitters(300, 4096), FoldingEachTime(300, 4096)
+    answers = []
+    for step in range(60):  # 40 distinct keys a step: past capacity at step 8
+        keys = rng.integers(0, 40 * (step + 1), 60).astype(np.uint64)
+        lazy.update(keys, 3)
+        eager.update(keys, 3)
+        answers.append((lazy.exact, eager.exact))
+        if eager.exact:  # exact: the same table, the same top list
+            assert [a.tolist() for a in lazy.top(10)] == [a.tolist() for a in eager.top(10)]
+            assert len(lazy) == len(eager)
+    assert [a for a, _ in answers] == [b for _, b in answers]
+    assert answers[0] == (True, True) and answers[-1] == (False, False)
+
+
+def test_aggregate_engine_windows_equal_with_exactness_asked_by_a_fold_every_window() -> None:
+    """Past run_capacity distinct sources the windows switch to window_capacity at the same window."""
+    def run(eager: bool) -> list[Message]:
+        e = Engine(AggregatorSettings(run_capacity=500, window_capacity=64))
+        if eager:
+            e.run.src = FoldingEachTime(500, e.s.buffer, payload_width=2)
+        rng = np.random.default_rng(3)
+        out: list[Message] = []
+        for i in range(40):
+            n = 200
+            src = v4_addrs(rng.integers(0, 3000, n).astype(np.uint32) + 0x0B000000)
+            out += e.feed_batch(batch(records(n, ts=1000.0 + i * 0.1 + np.arange(n) * 1e-4, src=src), seq=i))
+        return out + e.finish()
+
+    lazy, eager = run(False), run(True)
+    windows = [dataclasses.asdict(m) for m in lazy if isinstance(m, TrafficWindow)]
+    assert windows == [dataclasses.asdict(m) for m in eager if isinstance(m, TrafficWindow)]
+    assert len(windows) == 40 and not windows[-1]["extra"]["src_exact"] and windows[0]["extra"]["src_exact"]
+    s_lazy, s_eager = (next(m for m in out if isinstance(m, TrafficSummary)) for out in (lazy, eager))
+    assert (s_lazy.packets, s_lazy.protocols, s_lazy.source_ip_count, s_lazy.source_ip_count_exact) == \
+        (s_eager.packets, s_eager.protocols, s_eager.source_ip_count, s_eager.source_ip_count_exact)
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 40, 900, 20_000])
+@pytest.mark.parametrize("n", [1, 10, 256])
+def test_aggregate_top_order_equals_a_sort_of_everything(size: int, n: int) -> None:
+    rng = np.random.default_rng(size * 7 + n)
+    for spread in (2, 5, 10_000):  # many ties at the cut, some, almost none
+        keys = np.unique(rng.integers(0, 2**63, size, dtype=np.uint64))
+        counts = rng.integers(1, spread, keys.size)
+        assert top_order(keys, counts, n).tolist() == np.lexsort((keys, -counts))[:n].tolist()
+
+
+def test_aggregate_one_hash_gives_the_registers_of_both_precisions() -> None:
+    keys = np.random.default_rng(5).integers(0, 2**63, 5000, dtype=np.uint64)
+    h = fmix64(keys)
+    for p in (8, 12):
+        assert all((a == b).all() for a, b in zip(hashed_index_rank(h, p), index_rank(keys, p), strict=True))
+    by_keys, by_hash = HyperLogLog(12), HyperLogLog(12)
+    by_keys.add_keys(keys)
+    by_hash.add_hashed(h)
+    assert by_keys.to_bytes() == by_hash.to_bytes()
+
+
+def test_aggregate_victim_source_count_equals_a_sketch_of_its_sources() -> None:
+    src = v4_addrs(np.arange(3000, dtype=np.uint32) + 0x0B000000)
+    e = Engine(AggregatorSettings())
+    out = e.feed_batch(batch(records(3000, ts=1000.01, src=src))) + e.finish()
+    victim = next(m for m in out if isinstance(m, TrafficWindow)).victims[0]
+    ref = HyperLogLog(8)
+    ref.add_keys(np.arange(3000, dtype=np.uint64) + np.uint64(0xFFFF0B000000))
+    assert victim["ip"] == "10.10.10.10" and victim["src_distinct"] == ref.estimate()
+
+
+def test_aggregate_hellos_found_among_records_without_tcp_payload_only_where_they_are() -> None:
+    hello = bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]) + bytes(26)
+    recs = records(6, proto=17, dport=443)
+    assert not client_hellos(recs, np.array([443], np.uint16)).any()  # UDP: no lookup, none found
+    recs[2:4]["proto"], recs[2:4]["paylen"], recs[2:4]["payload"] = 6, 200, hello
+    recs[3]["dport"] = 80
+    assert client_hellos(recs, np.array([443, 8443], np.uint16)).tolist() == [False, False, True, False, False,
+                                                                           False]
