@@ -16,7 +16,7 @@ import numpy as np
 
 from floodwatch.aggregate.budget import LIVE_GRACE
 from floodwatch.aggregate.counters import BOUNDARY_SLACK, CounterTracker, Piece, window_index
-from floodwatch.aggregate.geo import CountryLookup, breakdown
+from floodwatch.aggregate.geo import CountryLookup, KeyCountries, breakdown
 from floodwatch.aggregate.keys import ADDR_VIEW
 from floodwatch.aggregate.rollup import RunSummary, SecondRollup
 from floodwatch.aggregate.sigsample import SignatureSampler
@@ -51,6 +51,7 @@ class Engine:
                  geo: CountryLookup | None = None) -> None:
         self.s = settings
         self.geo = geo
+        self.geo_keys = KeyCountries(geo) if geo is not None else None  # the windows' lookups, cached by key
         self.width = settings.window
         self.per_second = round(1 / settings.window)
         self.spec = spec_of(settings)
@@ -243,7 +244,7 @@ class Engine:
 
     def _emit(self, ws: WindowStats) -> list[Message]:
         out: list[Message] = []
-        msg = ws.to_message(self.geo, GEO_WINDOW)
+        msg = ws.to_message(self.geo_keys, GEO_WINDOW)
         self.stats["windows"] += 1
         self.published[ws.index] = ws.times()
         if len(self.published) > PUBLISHED_KEEP:

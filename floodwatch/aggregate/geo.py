@@ -10,7 +10,7 @@ download or licence key, so it is the default; `geo = "maxmind"` with `geoip_db`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -91,7 +91,32 @@ def breakdown(lookup: CountryLookup | None, rows: Sequence[tuple[str, int]]) -> 
     """[(ip, packets)] -> {country: packets}, heaviest first."""
     if lookup is None or not rows:
         return {}
+    return _ranked(zip(lookup.countries([ip for ip, _ in rows]), (n for _, n in rows), strict=True))
+
+
+def _ranked(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
     out: dict[str, int] = {}
-    for cc, (_, n) in zip(lookup.countries([ip for ip, _ in rows]), rows, strict=True):
+    for cc, n in pairs:
         out[cc] = out.get(cc, 0) + n
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+class KeyCountries:
+    """The countries of address keys (floodwatch.aggregate.keys), cached by key in front of a lookup
+    (bounded): the heaviest sources of a flood come back window after window, and only a key not seen
+    yet needs its text made and looked up. The same breakdown as `breakdown` of the keys' texts."""
+
+    def __init__(self, lookup: CountryLookup) -> None:
+        self.lookup = lookup
+        self._known: dict[int, str] = {}
+
+    def breakdown(self, keys: list[int], counts: list[int], texts: Callable[[list[int]], list[str]]) -> dict[str, int]:
+        """keys with their packets -> {country: packets}; `texts(indexes)`: the texts of those keys."""
+        known = self._known
+        miss = [i for i, k in enumerate(keys) if k not in known]
+        got = dict(zip([keys[i] for i in miss], self.lookup.countries(texts(miss)), strict=True)) if miss else {}
+        out = _ranked(((got[k] if k in got else known[k]), n) for k, n in zip(keys, counts, strict=True))
+        if len(known) + len(got) > CACHE:  # bounded: spoofed sources rarely come back anyway
+            known.clear()
+        known.update(got)
+        return out

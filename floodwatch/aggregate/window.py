@@ -22,7 +22,7 @@ from floodwatch.aggregate.features import (
     SIZE_EDGES,
     SIZE_NAMES,
 )
-from floodwatch.aggregate.geo import CountryLookup, breakdown
+from floodwatch.aggregate.geo import KeyCountries
 from floodwatch.aggregate.hll import HyperLogLog
 from floodwatch.aggregate.keys import addr_keys, fmix64, halves_bytes, key_text
 from floodwatch.aggregate.sigsample import SignatureSampler
@@ -133,7 +133,10 @@ def _top_of(idx: np.ndarray, counts: np.ndarray, n: int) -> list[list[Any]]:
 
 def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
     """Heavy-hitter table -> [(ip text, count, aux...)] for the top n."""
-    keys, counts, payload, aux = hh.top(n)
+    return _rows(*hh.top(n))
+
+
+def _rows(keys: np.ndarray, counts: np.ndarray, payload: np.ndarray, aux: np.ndarray) -> list[tuple[str, int, list[int]]]:
     # one tolist() per array, not numpy scalars per row: a window's top lists are built ten times a second;
     # the address bytes only for IPv6 keys (IPv4 keys carry their address)
     klist = keys.tolist()
@@ -142,6 +145,12 @@ def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
         for i in np.flatnonzero(keys >> np.uint64(63)).tolist():
             pay[i] = halves_bytes(*payload[i].tolist())
     return [(key_text(k, a), c, x) for k, a, c, x in zip(klist, pay, counts.tolist(), aux.tolist(), strict=True)]
+
+
+def _texts(keys: np.ndarray, payload: np.ndarray, idx: list[int]) -> list[str]:
+    """The address texts of some rows of a heavy-hitter top list."""
+    k = keys[idx]
+    return [ip for ip, _, _ in _rows(k, np.zeros(k.size, np.int64), payload[idx], np.zeros((k.size, 0), np.int64))]
 
 
 @dataclass(frozen=True)
@@ -310,7 +319,7 @@ class WindowStats:
     def add_late(self, count: int) -> None:
         self.late += count
 
-    def to_message(self, geo: CountryLookup | None = None, geo_rows: int = 0) -> TrafficWindow:
+    def to_message(self, geo: KeyCountries | None = None, geo_rows: int = 0) -> TrafficWindow:
         """The window's message; with `geo`, the countries of its `geo_rows` heaviest sources (the top
         list is the head of those rows: the table is ranked once)."""
         if not self.has_records():
@@ -339,10 +348,13 @@ class WindowStats:
                       kernel_drops=c.kernel_drops, conn_count=c.conn_count, extra=self._extra())
         return TrafficWindow(**fields)
 
-    def _full_message(self, geo: CountryLookup | None = None, geo_rows: int = 0) -> TrafficWindow:
+    def _full_message(self, geo: KeyCountries | None = None, geo_rows: int = 0) -> TrafficWindow:
         c = self.counters
         top_n = self.spec.top_n
-        src_rows = hh_rows(self.src, max(top_n, geo_rows if geo is not None else 0))
+        keys, counts, payload, aux = self.src.top(max(top_n, geo_rows if geo is not None else 0))
+        src_rows = _rows(keys[:top_n], counts[:top_n], payload[:top_n], aux[:top_n])
+        geo_map = {} if geo is None or not geo_rows else \
+            geo.breakdown(keys[:geo_rows].tolist(), counts[:geo_rows].tolist(), lambda i: _texts(keys, payload, i))
         scaled = int(self.packets.sum())
         exact = c.present
         src_distinct = len(self.src) if self.src.exact else self.src_hll.estimate()
@@ -365,7 +377,7 @@ class WindowStats:
             ttl_hist={int(t): int(self.ttl[t]) for t in np.flatnonzero(self.ttl).tolist()},
             src_distinct=src_distinct,
             src_hll=self.src_hll.to_bytes(),
-            top_src_ips=[[ip, cnt] for ip, cnt, _ in src_rows[:top_n]],
+            top_src_ips=[[ip, cnt] for ip, cnt, _ in src_rows],
             top_dst_ips=[[ip, cnt, aux[0]] for ip, cnt, aux in hh_rows(self.dst, self.spec.top_n)],
             top_src_ports=self.sport.top(self.spec.top_n),
             top_dst_ports=self.dport.top(self.spec.top_n),
@@ -385,7 +397,7 @@ class WindowStats:
             tls_hellos=self.hellos.total,
             top_tls_src=[] if self.hellos.src is None else
             [[ip, cnt] for ip, cnt, _ in hh_rows(self.hellos.src, self.spec.top_n)],
-            geo=breakdown(geo, [(ip, n) for ip, n, _ in src_rows[:geo_rows]]) if geo is not None else {},
+            geo=geo_map,
             extra=self._extra(),
         )
 

@@ -104,3 +104,23 @@ def test_aggregate_hellos_found_among_records_without_tcp_payload_only_where_the
     recs[3]["dport"] = 80
     assert client_hellos(recs, np.array([443, 8443], np.uint16)).tolist() == [False, False, True, False, False,
                                                                            False]
+
+
+def test_aggregate_countries_cached_by_key_equal_the_lookup_of_the_texts() -> None:
+    from floodwatch.aggregate import geo
+    from floodwatch.aggregate.keys import key_text
+
+    lookup = geo.make_lookup("iptocc")
+    assert lookup is not None
+    by_key = geo.KeyCountries(lookup)
+    rng = np.random.default_rng(11)
+    pool = rng.integers(0x01000000, 0xDF000000, 3000).astype(np.uint64) + np.uint64(0xFFFF00000000)
+    for _ in range(6):  # sources coming back, new ones, and the bounded cache cleared on the way
+        keys = np.unique(pool[rng.integers(0, pool.size, 2500)]).tolist()
+        counts = rng.integers(1, 50, len(keys)).tolist()
+        texts = [key_text(k) for k in keys]
+        made: list[int] = []
+        got = by_key.breakdown(keys, counts, lambda idx, t=texts: made.extend(idx) or [t[i] for i in idx])
+        assert got == geo.breakdown(lookup, list(zip(texts, counts, strict=True)))
+        assert len(got) > 5 and len(made) <= len(keys)
+    assert len(made) < len(keys)  # the keys known already were not made into text again
