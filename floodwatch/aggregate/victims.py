@@ -42,8 +42,9 @@ class VictimTable:
             rate: int) -> None:
         """Inbound IP records of one batch grouped by destination (np.unique's keys, first index,
         inverse and counts); dhalves are the destination addresses, cols holds wirelen, pidx (protocol
-        index), fidx (flag combo, or 255 when not TCP), shash (the source keys' fmix64), sport and l4 (has ports) per record; dhalves holds the
-        address of each destination in `group` (IPv6 keys need it for their text)."""
+        index), fidx (flag combo, or 255 when not TCP), shash (the source keys' fmix64), sport and l4
+        (has ports) per record; dhalves holds the address of each destination in `group` (IPv6 keys
+        need it for their text)."""
         uniq, _first, inv, cnt = group
         cand = np.argsort(-cnt, kind="stable")[: self.n]
         rowmap = np.full(uniq.size, -1, dtype=np.intp)

@@ -136,7 +136,8 @@ def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
     return _rows(*hh.top(n))
 
 
-def _rows(keys: np.ndarray, counts: np.ndarray, payload: np.ndarray, aux: np.ndarray) -> list[tuple[str, int, list[int]]]:
+def _rows(keys: np.ndarray, counts: np.ndarray, payload: np.ndarray,
+          aux: np.ndarray) -> list[tuple[str, int, list[int]]]:
     # one tolist() per array, not numpy scalars per row: a window's top lists are built ten times a second;
     # the address bytes only for IPv6 keys (IPv4 keys carry their address)
     klist = keys.tolist()

@@ -120,7 +120,12 @@ def test_aggregate_countries_cached_by_key_equal_the_lookup_of_the_texts() -> No
         counts = rng.integers(1, 50, len(keys)).tolist()
         texts = [key_text(k) for k in keys]
         made: list[int] = []
-        got = by_key.breakdown(keys, counts, lambda idx, t=texts: made.extend(idx) or [t[i] for i in idx])
+
+        def text_of(idx: list[int], t: list[str] = texts, made: list[int] = made) -> list[str]:
+            made.extend(idx)
+            return [t[i] for i in idx]
+
+        got = by_key.breakdown(keys, counts, text_of)
         assert got == geo.breakdown(lookup, list(zip(texts, counts, strict=True)))
         assert len(got) > 5 and len(made) <= len(keys)
     assert len(made) < len(keys)  # the keys known already were not made into text again
