@@ -128,6 +128,7 @@ class RunSummary:
         return self.hll.estimate(), False
 
     def to_message(self) -> TrafficSummary:
+        self.src.fold()  # the error bound below counts every source added (`exact` may not fold)
         count, exact = self.source_count()
         extra: dict[str, Any] = {
             "ip_protocols": {int(p): int(self.ipproto[p]) for p in np.flatnonzero(self.ipproto).tolist()},

@@ -129,3 +129,20 @@ def test_aggregate_countries_cached_by_key_equal_the_lookup_of_the_texts() -> No
         assert got == geo.breakdown(lookup, list(zip(texts, counts, strict=True)))
         assert len(got) > 5 and len(made) <= len(keys)
     assert len(made) < len(keys)  # the keys known already were not made into text again
+
+
+def test_aggregate_summary_error_bound_covers_the_sources_still_pending() -> None:
+    """Past run_capacity the summary's bound still covers every source: count <= true <= count + bound."""
+    e = Engine(AggregatorSettings(run_capacity=300, window_capacity=64))
+    rng = np.random.default_rng(9)
+    ints = rng.integers(0, 2000, 6000).astype(np.uint32)
+    ints[:1500] = 77  # one heavy source among many light ones
+    recs = records(6000, ts=1000.0 + np.arange(6000) * 1e-3, src=v4_addrs(ints + 0x0B000000))
+    out = [m for i in range(0, 6000, 500) for m in e.feed_batch(batch(recs[i:i + 500], seq=i))] + e.finish()
+    s = next(m for m in out if isinstance(m, TrafficSummary))
+    bound = s.extra["top_src_error_bound"]
+    true = {f"11.0.{v >> 8}.{v & 255}": int(c) for v, c in enumerate(np.bincount(ints)) if c}
+    assert not s.source_ip_count_exact and bound > 0
+    assert s.top_src_ips[0]["ip"] == "11.0.0.77"
+    for row in s.top_src_ips:
+        assert row["count"] <= true[row["ip"]] <= row["count"] + bound
