@@ -67,7 +67,7 @@ class VictimTable:
         fl = np.bincount(rows[tcp] * nfl + cols["fidx"][tcp], minlength=n * nfl)
         self.flags += fl.reshape(n, nfl) * rate
         idx, rank = hashed_index_rank(cols["shash"], VICTIM_HLL_P)
-        np.maximum.at(self.hll, (rows, idx), rank)
+        np.maximum.at(self.hll.reshape(-1), rows * (1 << VICTIM_HLL_P) + idx, rank)  # 1-d: ~5x faster
         self._add_ports(rows, cols["sport"], cols["l4"], cols["pidx"], rate)
 
     def _row_for(self, key: int, halves: np.ndarray, weight: int, claimed: np.ndarray) -> int:
