@@ -22,16 +22,6 @@ _EMPTY_U64 = np.zeros(0, dtype=np.uint64)
 _EMPTY_I64 = np.zeros(0, dtype=np.int64)
 
 
-def top_order(keys: np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
-    """Indexes of the n heaviest of distinct keys, by count descending then key ascending: the same
-    order as a lexsort of everything, sorting only the rows at or above the n-th largest count."""
-    if counts.size > 2 * n:
-        nth = counts[np.argpartition(counts, counts.size - n)[counts.size - n]]
-        cand = np.flatnonzero(counts >= nth)
-        return cand[np.lexsort((keys[cand], -counts[cand]))[:n]]
-    return np.lexsort((keys, -counts))[:n]
-
-
 class HeavyHitters:
     """Top keys by weight. `payload_width` uint64 words ride along per key (e.g. IPv6 address bytes);
     `aux` int64 columns are summed per key like the count but only as lower bounds (e.g. bytes)."""
@@ -142,7 +132,7 @@ class HeavyHitters:
         self.fold()
         if self.keys.size == 0 or n <= 0:
             return self.keys[:0], self.counts[:0], self.payload[:0], self.aux[:0]
-        order = top_order(self.keys, self.counts, n)
+        order = np.lexsort((self.keys, -self.counts))[:n]
         return self.keys[order], self.counts[order], self.payload[order], self.aux[order]
 
     def clear(self) -> None:

@@ -26,7 +26,7 @@ from floodwatch.aggregate.geo import KeyCountries
 from floodwatch.aggregate.hll import HyperLogLog
 from floodwatch.aggregate.keys import addr_keys, fmix64, halves_bytes, key_text
 from floodwatch.aggregate.sigsample import SignatureSampler
-from floodwatch.aggregate.spacesaving import HeavyHitters, top_order
+from floodwatch.aggregate.spacesaving import HeavyHitters
 from floodwatch.aggregate.tls import HelloCounts
 from floodwatch.aggregate.victims import VictimTable
 from floodwatch.messages import TrafficWindow
@@ -126,7 +126,7 @@ def top_ports(dense: np.ndarray, n: int) -> list[list[Any]]:
 def _top_of(idx: np.ndarray, counts: np.ndarray, n: int) -> list[list[Any]]:
     if idx.size == 0:
         return []
-    order = top_order(idx, counts, n)
+    order = np.lexsort((idx, -counts))[:n]
     return [[PROTO_NAMES[i // 65536], int(i % 65536), int(c)]
             for i, c in zip(idx[order].tolist(), counts[order].tolist(), strict=True)]
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pytest
 
 from floodwatch.aggregate.engine import Engine
 from floodwatch.aggregate.hll import HyperLogLog, hashed_index_rank, index_rank
 from floodwatch.aggregate.keys import fmix64
-from floodwatch.aggregate.spacesaving import HeavyHitters, top_order
+from floodwatch.aggregate.spacesaving import HeavyHitters
 from floodwatch.aggregate.tls import client_hellos
 from floodwatch.messages import Message, TrafficSummary, TrafficWindow
 from floodwatch.settings.aggregator import AggregatorSettings
@@ -63,16 +62,6 @@ def test_aggregate_engine_windows_equal_with_exactness_asked_by_a_fold_every_win
     s_lazy, s_eager = (next(m for m in out if isinstance(m, TrafficSummary)) for out in (lazy, eager))
     assert (s_lazy.packets, s_lazy.protocols, s_lazy.source_ip_count, s_lazy.source_ip_count_exact) == \
         (s_eager.packets, s_eager.protocols, s_eager.source_ip_count, s_eager.source_ip_count_exact)
-
-
-@pytest.mark.parametrize("size", [0, 1, 7, 40, 900, 20_000])
-@pytest.mark.parametrize("n", [1, 10, 256])
-def test_aggregate_top_order_equals_a_sort_of_everything(size: int, n: int) -> None:
-    rng = np.random.default_rng(size * 7 + n)
-    for spread in (2, 5, 10_000):  # many ties at the cut, some, almost none
-        keys = np.unique(rng.integers(0, 2**63, size, dtype=np.uint64))
-        counts = rng.integers(1, spread, keys.size)
-        assert top_order(keys, counts, n).tolist() == np.lexsort((keys, -counts))[:n].tolist()
 
 
 def test_aggregate_one_hash_gives_the_registers_of_both_precisions() -> None:
