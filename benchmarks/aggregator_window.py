@@ -103,12 +103,15 @@ def child(which: str, packets: int, runs: int) -> None:
     """In the tree under test (cwd): print {"cpu": [...], "windows": n} as JSON."""
     items = flood_items() if which == "flood" else analyze_items(packets)
     got = [feed(items) for _ in range(runs)]
-    print(json.dumps({"cpu": [c for c, _ in got], "windows": got[0][1]}))
+    import floodwatch
+
+    print(json.dumps({"cpu": [c for c, _ in got], "windows": got[0][1], "tree": floodwatch.__file__}))
 
 
 def run_in(tree: Path, which: str, packets: int, runs: int) -> dict:
-    code = (f"import sys; sys.path.insert(0, '.'); sys.path.insert(1, {str(Path(__file__).parent)!r}); "
-            f"import aggregator_window as a; a.child({which!r}, {packets}, {runs})")
+    # this module first (it puts its own checkout on sys.path), then the tree under test before it
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import aggregator_window as a; "
+            f"sys.path.insert(0, '.'); a.child({which!r}, {packets}, {runs})")
     out = subprocess.run([sys.executable, "-c", code], cwd=tree, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -138,6 +141,7 @@ def main() -> int:
                     r = run_in(tree, which, a.packets, max(1, a.runs // 2 + a.runs % 2))
                     got[name] += r["cpu"]
                     windows = r["windows"]
+                    assert r["tree"].startswith(str(tree)), f"{name} ran {r['tree']}"
             for name, cpu in got.items():
                 best = min(cpu)
                 n = a.packets if which == "analyze" else windows * 2000
