@@ -2,9 +2,9 @@
 
 Two streams, each fed to `Engine` with the shipping defaults (iptocc countries, the built-in signature
 matcher) and every message it publishes encoded for the bus:
-  flood    a sampled UDP flood as the live capture hands it over: 2,000 records per window (the default
-           budget_pps of 20,000) sampled 1 in 16, from 1,024 random sources to one address, read twice
-           per window (paced reads) with a counter reading every 100 ms; 20 s of stream time
+  flood    a sampled UDP flood as the live capture hands it over: 2,000 records per window (budget_pps
+           20,000, the default before issue 17's budget work) sampled 1 in 16, from 1,024 random sources
+           to one address, read twice per window (paced reads), a counter reading every 100 ms; 20 s
   analyze  the first --packets packets of the issue-17 capture (benchmarks/analyze_speed.py builds it:
            a million random sources, about 1,000 packets per window) in the file source's 2,048-record
            batches
