@@ -83,6 +83,7 @@ class RateResult:
     latency: list[float] = field(default_factory=list)
     actor_cpu: dict[str, list[float]] = field(default_factory=dict)
     records: list[float] = field(default_factory=list)
+    missed: int = 0  # floods that opened no incident within 30 s (trafgen below the detection floor)
 
 
 def flood_frames(pair: NetnsPair, n: int = 1024) -> list[bytes]:
@@ -187,11 +188,16 @@ def one_flood(agent: Agent, pair: NetnsPair, rate: str, seconds: float, max_pack
     for p in pids:
         name = names.get(p, "zygote")
         res.actor_cpu.setdefault(name, []).append(c1[p] - c0[p])
-    new = eventually(lambda: (i := agent.incidents()) and len(i) > n_incidents and i, 30, interval=0.05,
-                     message="the incident stored by the embedded server")
+    res.records.append(agent.counters("aggregator").get("records", 0) - rec0)
+    try:
+        new = eventually(lambda: (i := agent.incidents()) and len(i) > n_incidents and i, 30, interval=0.05,
+                         message="the incident stored by the embedded server")
+    except AssertionError:  # a flood under the floor (trafgen slowed by load): counted, the run goes on
+        res.missed += 1
+        print(f"{rate}: no incident within 30 s (wire {wire / secs:,.0f} pps)", file=sys.stderr)
+        return
     if first != "none":
         res.latency.append(min(c for c, _ in new[n_incidents:]) - float(first))
-    res.records.append(agent.counters("aggregator").get("records", 0) - rec0)
     # the next flood must open a new incident: wait for this one to resolve, and for the cooldown
     eventually(lambda: all(s == "resolved" for _, s in agent.incidents()), 60, interval=0.3,
                message="the incident resolved")
@@ -230,6 +236,7 @@ def report(label: str, idle_res: dict[str, Any], results: list[RateResult]) -> N
         split = ", ".join(f"{n} {med(v):.2f}" for n, v in sorted(r.actor_cpu.items(), key=lambda kv: -med(kv[1]))
                           if med(v) >= 0.01)
         lat = (f"median {med(r.latency) * 1000:.0f}, max {max(r.latency) * 1000:.0f}" if r.latency else "-")
+        lat += f" ({r.missed} of {len(r.cores)} floods opened none)" if r.missed else ""
         print(f"| {r.rate} | {med(r.wire_pps):,.0f} | {med(r.cores):.3f} | {med(r.per_million):.3f} | {lat} | "
               f"{recs:,.0f} | {cap / recs * 1e6:.1f} | {agg / recs * 1e6:.1f} | {split} |")
 
