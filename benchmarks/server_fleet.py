@@ -18,9 +18,10 @@ for PostgreSQL, what its active backends were waiting for (pg_stat_activity, sam
     .venv/bin/python benchmarks/server_fleet.py --setup sqlite --agents 500,1000 --duration 30
     .venv/bin/python benchmarks/server_fleet.py --setup pg --agents 300,1000,2000 --duration 20 --ref main
 
-`--ref COMMIT` first runs the same steps on that commit (its tree extracted with `git archive` into a
-temporary directory, servers and load generator from there), then on this checkout: a baseline from the
-same session on a shared machine.
+`--ref COMMIT` runs each step first on that commit's tree (git archive), then on this checkout, back to
+back with fresh servers each: a before/after in one run on a shared machine. Per step it also gives the
+replicas' CPU per request answered, and the part of it spent in their event-loop threads (the rest:
+the database threads).
 """
 
 from __future__ import annotations
@@ -103,6 +104,20 @@ def db_busy(before: list[dict[str, float]], after: list[dict[str, float]], elaps
         out.append({"busy_pct": round(100 * sum(d.values()) / elapsed, 1),
                     "top_s": {op: round(v, 2) for op, v in top}})
     return {"db_thread": out}
+
+
+def thread_cpu(pid: int) -> float:
+    """CPU seconds of a process's main thread (a replica's event loop; its database thread is another)."""
+    try:
+        f = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def per_request_us(cpu_pct: float | None, req_per_s: float) -> float | None:
+    """CPU % of one core over a step -> microseconds of CPU per request answered."""
+    return round(cpu_pct * 1e4 / req_per_s) if cpu_pct is not None and req_per_s else None
 
 
 def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
@@ -235,6 +250,7 @@ def run_step(setup: Setup, agents: int, args: argparse.Namespace) -> dict[str, A
     comps = {**setup.components(), "load generator": [p.pid for p in workers]}
     storage0 = [storage_time(p) for p in setup.replica_ports]
     before = {name: {r: tree_cpu(r) for r in roots} for name, roots in comps.items()}
+    loops0 = {r: thread_cpu(r) for r in comps["replicas"]}
     t0, load0 = time.monotonic(), os.getloadavg()[0]
     waits: Counter[str] = Counter()
     end = start + args.warmup + args.duration
@@ -242,6 +258,7 @@ def run_step(setup: Setup, agents: int, args: argparse.Namespace) -> dict[str, A
         waits += setup.waits()
         time.sleep(1.0)
     after = {name: {r: tree_cpu(r) for r in roots} for name, roots in comps.items()}
+    loops = sum(thread_cpu(r) - loops0[r] for r in comps["replicas"])
     elapsed, load1 = time.monotonic() - t0, os.getloadavg()[0]
     storage = db_busy(storage0, [storage_time(p) for p in setup.replica_ports], elapsed)
     outs = [_result(p, args.duration + 120) for p in workers]
@@ -252,8 +269,12 @@ def run_step(setup: Setup, agents: int, args: argparse.Namespace) -> dict[str, A
         errors.update(o["errors"])
     cpu = {name: round(100 * sum(cpu_delta(before[name][r], after[name][r]) for r in roots) / elapsed, 1)
            for name, roots in comps.items()}
+    cpu["replica event loops"] = round(100 * loops / elapsed, 1)
+    rate = round(len(lat) / args.duration, 1)
     return {"setup": setup.kind, "agents": agents, "load_procs": procs, "requests": len(lat),
-            "req_per_s": round(len(lat) / args.duration, 1), "errors": sum(errors.values()),
+            "req_per_s": rate, "errors": sum(errors.values()),
+            "replica_us_per_request": per_request_us(cpu["replicas"], rate),
+            "event_loop_us_per_request": per_request_us(cpu["replica event loops"], rate),
             "error_kinds": dict(errors), "late_ticks": sum(o["late"] for o in outs),
             "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
             "max_ms": round(lat[-1], 1) if lat else None, "generator_lag_p99_ms": round(pct(lag, 0.99), 1),
@@ -283,28 +304,50 @@ def server_switch_interval(seconds: float) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(d), os.environ.get("PYTHONPATH", "")]))
 
 
-def run_ref(ref: str, argv: list[str]) -> None:
-    """This benchmark, with the same arguments (but --ref), as it is in commit `ref`."""
+def line(r: dict[str, Any], label: str = "") -> str:
+    """One step's result as a line (also a --ref tree's JSON, whose script may not know every figure)."""
+    cpu = r["cpu_pct_of_one_core"]
+    us = per_request_us(cpu.get("replicas"), r["req_per_s"])
+    loop_us = per_request_us(cpu.get("replica event loops"), r["req_per_s"])
+    return (f"{label}{r['setup']:<6} {r['agents']:>5} agents: {r['req_per_s']:>7}/s errors={r['errors']} "
+            f"late={r['late_ticks']} p50={r['p50_ms']}ms p99={r['p99_ms']}ms max={r['max_ms']}ms "
+            f"lag99={r['generator_lag_p99_ms']}ms replica_cpu/req={us}us (event loops {loop_us}us) cpu={cpu} "
+            f"load={r['loadavg_1m']} waits={r['pg_active_waits']} db={r['db_thread']} "
+            f"{'OK' if r['ok'] else 'OVER'} {r['error_kinds'] or ''}")
+
+
+def compare(args: argparse.Namespace, argv: list[str]) -> int:
+    """--ref: each agent count on the other commit's tree (git archive: its server, nginx config and load
+    generator), then on this checkout, back to back, each with fresh servers; the same other options."""
     from tests.helpers import extract_commit
 
-    tree = extract_commit(ref, Path(tempfile.mkdtemp(prefix="fw-fleet-ref-")))
+    ref_tree = extract_commit(args.ref, Path(tempfile.mkdtemp(prefix="fw-fleet-ref-")))
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", ref], capture_output=True,
-                                text=True).stdout.strip()
-        print(f"## baseline: {ref} ({commit})", flush=True)
-        subprocess.run([sys.executable, str(tree / "benchmarks" / "server_fleet.py"), *argv], cwd=tree, check=False)
-        print("## this checkout", flush=True)
+        for n in sorted(int(x) for x in args.agents.split(",")):
+            for label, tree in ((f"ref {args.ref}", ref_tree), ("this checkout", REPO)):
+                out = subprocess.run([sys.executable, str(tree / "benchmarks" / "server_fleet.py"), *argv,
+                                      "--agents", str(n), "--json"], cwd=tree, capture_output=True, text=True)
+                results = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+                for r in results:
+                    print(json.dumps({"tree": label, **r}) if args.json else line(r, f"{label:<14} "), flush=True)
+                if not results:
+                    print(f"{label}: {n} agents failed: {out.stderr[-2000:]}", flush=True)
+                time.sleep(args.pause)
     finally:
-        shutil.rmtree(tree, ignore_errors=True)
+        shutil.rmtree(ref_tree, ignore_errors=True)
+    return 0
 
 
-def without_ref(argv: list[str]) -> list[str]:
+def _passed_on(argv: list[str]) -> list[str]:
+    """The command line for each tree of --ref: without --ref, --agents and --json (set per run)."""
     out, skip = [], False
     for a in argv:
-        if skip or a == "--ref" or a.startswith("--ref="):
-            skip = a == "--ref"
-            continue
-        out.append(a)
+        if skip:
+            skip = False
+        elif a in ("--ref", "--agents"):
+            skip = True
+        elif a != "--json" and not a.startswith(("--ref=", "--agents=")):
+            out.append(a)
     return out
 
 
@@ -322,27 +365,23 @@ def main() -> int:
     p.add_argument("--switch-interval", type=float, default=None,
                    help="experiment: the servers' GIL switch interval in seconds (Python's default 0.005)")
     p.add_argument("--stop-at-failure", action="store_true", help="stop after the first step over the goal")
+    p.add_argument("--ref", default="", help="a commit (e.g. main) to run each step on first, as the baseline, "
+                   "then this checkout: fresh servers for every step")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--ref", default="", help="a commit to run first as the baseline (git archive)")
     args = p.parse_args()
-    if args.ref:
-        run_ref(args.ref, without_ref(sys.argv[1:]))
     counts = sorted(int(x) for x in args.agents.split(","))
-    if args.switch_interval:
-        server_switch_interval(args.switch_interval)
     print(f"# {machine()}; load average {os.getloadavg()}; {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
           flush=True)
+    if args.ref:
+        return compare(args, _passed_on(sys.argv[1:]))
+    if args.switch_interval:
+        server_switch_interval(args.switch_interval)
     setup: Setup = (PgSetup(counts[-1], args.replicas, args.nginx_workers, not args.pg_no_fsync) if args.setup == "pg"
                     else SqliteSetup(counts[-1]))
     try:
         for n in counts:
             r = run_step(setup, n, args)
-            print(json.dumps(r) if args.json else
-                  f"{r['setup']:<6} {n:>5} agents: {r['req_per_s']:>7}/s errors={r['errors']} late={r['late_ticks']} "
-                  f"p50={r['p50_ms']}ms p99={r['p99_ms']}ms max={r['max_ms']}ms lag99={r['generator_lag_p99_ms']}ms "
-                  f"cpu={r['cpu_pct_of_one_core']} load={r['loadavg_1m']} waits={r['pg_active_waits']} "
-                  f"db={r['db_thread']} "
-                  f"{'OK' if r['ok'] else 'OVER'} {r['error_kinds'] or ''}", flush=True)
+            print(json.dumps(r) if args.json else line(r), flush=True)
             if args.stop_at_failure and not r["ok"]:
                 break
             time.sleep(args.pause)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import re
 import secrets
 import time
 import uuid
@@ -54,10 +55,15 @@ def bearer(header: str | None) -> str | None:
     return token
 
 
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def canonical_uuid(text: str | None) -> str | None:
     """A node UUID header -> its canonical lower-case form, or None when it is not a UUID."""
     if not text or len(text) > 64:
         return None
+    if CANONICAL_UUID.fullmatch(text):  # what agents send (per request): already canonical
+        return text
     try:
         return str(uuid.UUID(text))
     except ValueError:

@@ -84,7 +84,7 @@ def session_of(request: web.Request) -> Session | None:
 async def with_session(request: web.Request, handler: Any) -> web.StreamResponse:
     """Resolve the session cookie (one database read; it may refresh the session's last use) before a
     dashboard route runs, so any replica serves any signed-in browser."""
-    token = request.cookies.get(COOKIE)
+    token = request.cookies.get(COOKIE) if "Cookie" in request.headers else None  # agents send none: not parsed
     if token and not request.path.startswith(NO_SESSION_PATHS) and DASH_KEY in request.app:
         srv = request.app[DASH_KEY].server
         request[SESSION_KEY] = await srv.db.call(sessions.get, srv.store, token, time.time())
