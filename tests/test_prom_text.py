@@ -52,6 +52,19 @@ def test_histogram_buckets_are_cumulative_with_sum_and_count() -> None:
     promtool_ok(text)
 
 
+def test_histogram_bounds_are_inclusive() -> None:
+    """`le` means <=: a value equal to a bound counts in that bucket; above the last, only in +Inf."""
+    h = Histogram((), buckets=(0.1, 1.0))
+    for v in (0.1, 1.0, 1.0000001, 0.0):
+        h.observe(v)
+    out = Exposition()
+    h.export(out.family("floodwatch_test_seconds", HISTOGRAM, "latency"))
+    text = out.render()
+    assert 'floodwatch_test_seconds_bucket{le="0.1"} 2' in text
+    assert 'floodwatch_test_seconds_bucket{le="1.0"} 3' in text
+    assert 'floodwatch_test_seconds_bucket{le="+Inf"} 4' in text
+
+
 @pytest.mark.parametrize(("remote", "header", "token", "status"), [
     ("127.0.0.1", None, None, None), ("127.9.9.9", None, None, None), ("::1", None, None, None),
     ("::ffff:127.0.0.1", None, None, None), (None, None, None, None),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -104,10 +105,9 @@ class Histogram:
         row = self.series.get(label_values)
         if row is None:
             row = self.series[label_values] = [0.0] * (len(self.buckets) + 2)
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                row[i] += 1
-                break
+        i = bisect_left(self.buckets, value)  # the first bound >= value (none: only +Inf counts it)
+        if i < len(self.buckets):
+            row[i] += 1
         row[-2] += value
         row[-1] += 1
 

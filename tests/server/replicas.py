@@ -50,6 +50,7 @@ http {{
     upstream floodwatch {{
 {servers}
         keepalive 128;
+        keepalive_timeout 20s;  # under the replicas' keepalive_timeout (30 s): never reuse one they close
     }}
     server {{
         listen 127.0.0.1:{port} backlog=4096 reuseport;

@@ -59,6 +59,9 @@ def test_secrets_headers_and_uuids() -> None:
     assert auth.bearer("Basic abc") is None and auth.bearer("Bearer ") is None and auth.bearer(None) is None
     u = auth.new_node_uuid()
     assert auth.canonical_uuid(u.upper()) == u
+    assert auth.canonical_uuid(u) == u  # the form agents send, taken as it is
+    assert auth.canonical_uuid("{" + u + "}") == u and auth.canonical_uuid(u.replace("-", "")) == u
+    assert auth.canonical_uuid(u + "\n") is None and auth.canonical_uuid(u[:-1] + "g") is None
     assert auth.canonical_uuid("nope") is None and auth.canonical_uuid("x" * 100) is None
 
 
