@@ -50,8 +50,9 @@ AGENTS = Path(__file__).resolve().parent / "fleet_agents.py"
 
 
 # -- measuring processes -------------------------------------------------------------------------------
-def _stat(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
+def _stat(pid: int, tid: int | None = None) -> list[str]:
+    """The fields after the name of /proc/PID/stat (or of one of its threads)."""
+    with open(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()
 
 
@@ -109,7 +110,7 @@ def db_busy(before: list[dict[str, float]], after: list[dict[str, float]], elaps
 def thread_cpu(pid: int) -> float:
     """CPU seconds of a process's main thread (a replica's event loop; its database thread is another)."""
     try:
-        f = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        f = _stat(pid, pid)
         return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
