@@ -130,6 +130,28 @@ def test_a_silent_client_gets_408_and_its_partial_file_is_removed(srv: ServerPro
     eventually(lambda: _no_partial_files(srv), 10, message="partial upload removed")
 
 
+
+def _json_post(srv: ServerProc, node: Node, body: bytes) -> str:
+    return (f"POST /api/v1/agent/metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {node.key}\r\n"
+            f"X-Node-UUID: {node.uuid}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+
+
+def test_a_json_body_in_pieces_is_read_whole_and_a_silent_one_gets_408(srv: ServerProc, node: Node) -> None:
+    """A body that has not all arrived with its head is waited for (read_timeout: 1 s here): in two
+    pieces it is served; cut short, 408 naming the timeout. (A whole one is read without waiting.)"""
+    body = b'{"pps": 1200, "bps": 9600000, "tcp_pct": 50.0}'
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=20) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(_json_post(srv, node, body).encode() + body[:10])
+        time.sleep(0.2)  # the rest later, within read_timeout; the answer is the same if it came at once
+        s.sendall(body[10:])
+        reply = s.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 200") and reply.endswith('{"accepted": 1}'), reply
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=20) as s:
+        s.sendall(_json_post(srv, node, body).encode() + body[:10])  # then silence
+        reply = s.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 408") and "body: nothing received for 1 s" in reply, reply
+
 @pytest.mark.parametrize(("fields", "status", "field"), [
     ([("file", "a.pcap", b"x")], 400, "incident_id"),
     ([("incident_id", None, b"1")], 400, "file"),
