@@ -53,7 +53,7 @@ async def serve_async(settings: ApiserverSettings, db: Path, pcaps: Path, port_f
 
 def serve(settings: ApiserverSettings, db: Path, pcaps: Path, port_file: str | None = None,
           notify: NotifySettings | None = None) -> int:
-    """On uvloop: the event loop's own work (sockets, timers, callbacks) in C, a third less of the
-    replica's CPU per agent request than asyncio's loop (BENCHMARKS.md, "Fleet scale")."""
+    """On uvloop: the event loop's own work (sockets, timers, callbacks) in C; with asyncio's loop it was
+    40 % of a replica's event-loop thread at fleet scale (BENCHMARKS.md, "Fleet scale")."""
     setup_logging(LogSettings(), "apiserver")
     return uvloop.run(serve_async(settings, db, pcaps, port_file, notify))
