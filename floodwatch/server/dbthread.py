@@ -3,10 +3,10 @@
 This keeps SQLite off the event loop and turns many small writes into one fsync (group commit) while
 every caller still learns the outcome of its own call only after the commit: an answer the client
 gets means the write is on disk. The calls of a batch to the methods in COALESCED (most of the traffic:
-a metrics sample per agent per second, the credentials lookups of the auth cache's misses, heartbeats)
-go to the store as one call per method, its batched form `<method>_many`: on PostgreSQL one statement
-instead of one or more round trips (and a savepoint) per call. The callers of a batch are answered
-with one wake-up of their event loop, not one each.
+a metrics sample per agent per second, the credentials lookups of the auth cache's misses, heartbeats,
+the reads of GET /config) go to the store as one call per method, its batched form `<method>_many`: on
+PostgreSQL one statement instead of one or more round trips (and a savepoint) per call. The callers
+of a batch are answered with one wake-up of their event loop, not one each.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from floodwatch.server.store import Store
 T = TypeVar("T")
 # store method -> the kind in the counters (db_<kind>_coalesced, db_<kind>_fallbacks); its batched form
 # `<method>_many` takes the calls' argument tuples and answers each call's result, all or nothing
-COALESCED = {"add_metrics": "metrics", "node_auth": "auth", "record_heartbeat": "heartbeat"}
+COALESCED = {"add_metrics": "metrics", "node_auth": "auth", "record_heartbeat": "heartbeat", "node_config": "config",
+             "pending_commands": "commands"}
 _Item = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 

@@ -8,6 +8,9 @@ from typing import Any
 HeartbeatCall = tuple[int, dict[str, Any], float]  # record_heartbeat's arguments: (node_id, heartbeat, now)
 
 NODE_AUTH_MANY = "SELECT uuid, id, key_hash FROM nodes WHERE uuid = ANY(%s)"
+NODE_CONFIG_MANY = "SELECT id, pps_threshold, bps_threshold, baseline, ioc_patterns FROM nodes WHERE id = ANY(%s)"
+# the nodes with a command not acked (usually none: then nothing else to do for any of them)
+PENDING_ANY = "SELECT DISTINCT node_id FROM commands WHERE node_id = ANY(%s) AND acked_at IS NULL"
 # one row per node (an UPDATE changes a row once): heartbeats_merged's columns
 HEARTBEAT_MANY = ("UPDATE nodes SET last_seen_at = v.now, "
                   "agent_version = coalesce(v.agent_version, nodes.agent_version), os = coalesce(v.os, nodes.os), "

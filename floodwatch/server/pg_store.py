@@ -432,6 +432,16 @@ class PGStore:
             raise NotFound(f"no node {node_id}")
         return config_row(node_id, row)
 
+    def node_config_many(self, calls: list[tuple[int]]) -> list[dict[str, Any]]:
+        """node_config of several nodes in one statement; NotFound if one is missing (the database thread
+        then runs the calls one by one: each its own answer)."""
+        ids = [node_id for node_id, in calls]
+        rows = {int(r["id"]): r for r in self._all(pg_batch.NODE_CONFIG_MANY, (ids,), bare=True)}
+        for node_id in ids:
+            if node_id not in rows:
+                raise NotFound(f"no node {node_id}")
+        return [config_row(node_id, rows[node_id]) for node_id in ids]
+
     def update_node_config(self, node_id: int, changes: dict[str, Any]) -> None:
         cols = {k: (json.dumps(v) if k in ("baseline", "ioc_patterns") else v) for k, v in changes.items()
                 if k in ("pps_threshold", "bps_threshold", "baseline", "ioc_patterns")}
@@ -456,6 +466,13 @@ class PGStore:
                 self._exec(cur, "UPDATE commands SET delivered_at = %s WHERE node_id = %s AND acked_at IS NULL "
                            "AND delivered_at IS NULL AND id <= %s", (now, node_id, rows[-1]["id"]))
         return [{"id": r["id"], "command": stored_json(r["command"])[0]} for r in rows]
+
+    def pending_commands_many(self, calls: list[tuple[int, float]]) -> list[list[dict[str, Any]]]:
+        """pending_commands of several nodes: one statement finds those with any (usually none), which
+        then take the call one by one."""
+        rows = self._all(pg_batch.PENDING_ANY, (sorted({node_id for node_id, _ in calls}),), bare=True)
+        waiting = {int(r["node_id"]) for r in rows}
+        return [self.pending_commands(node_id, now) if node_id in waiting else [] for node_id, now in calls]
 
     def ack_command(self, node_id: int, ack: dict[str, Any], now: float) -> bool:
         with self._tx() as cur:

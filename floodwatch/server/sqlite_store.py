@@ -359,6 +359,9 @@ class SQLiteStore:
             raise NotFound(f"no node {node_id}")
         return config_row(node_id, row)
 
+    def node_config_many(self, calls: list[tuple[int]]) -> list[dict[str, Any]]:
+        return [self.node_config(*args) for args in calls]  # in-process: nothing to gain from one statement
+
     def update_node_config(self, node_id: int, changes: dict[str, Any]) -> None:
         cols = {k: (json.dumps(v) if k in ("baseline", "ioc_patterns") else v) for k, v in changes.items()
                 if k in ("pps_threshold", "bps_threshold", "baseline", "ioc_patterns")}
@@ -382,6 +385,10 @@ class SQLiteStore:
             self._exec("UPDATE commands SET delivered_at = ? WHERE node_id = ? AND acked_at IS NULL "
                        "AND delivered_at IS NULL", (now, node_id))
         return [{"id": r["id"], "command": stored_json(r["command"])[0]} for r in rows]  # None: the agent rejects it
+
+    def pending_commands_many(self, calls: list[tuple[int, float]]) -> list[list[dict[str, Any]]]:
+        with self._tx():  # all or nothing, as on PostgreSQL
+            return [self.pending_commands(*args) for args in calls]
 
     def ack_command(self, node_id: int, ack: dict[str, Any], now: float) -> bool:
         with self._tx():

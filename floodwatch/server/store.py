@@ -114,11 +114,19 @@ class Store(Protocol):
     # remote config and commands
     def node_config(self, node_id: int) -> dict[str, Any]: ...
 
+    def node_config_many(self, calls: list[tuple[int]]) -> list[dict[str, Any]]:
+        """node_config of several nodes [(node_id,), ...]: each call's answer; NotFound if one is missing."""
+        ...
+
     def update_node_config(self, node_id: int, changes: dict[str, Any]) -> None: ...
 
     def queue_command(self, node_id: int, command: Any, now: float) -> int: ...
 
     def pending_commands(self, node_id: int, now: float) -> list[dict[str, Any]]: ...
+
+    def pending_commands_many(self, calls: list[tuple[int, float]]) -> list[list[dict[str, Any]]]:
+        """Several pending_commands calls [(node_id, now), ...]: each call's answer, all or nothing."""
+        ...
 
     def ack_command(self, node_id: int, ack: dict[str, Any], now: float) -> bool:
         """True for a first ack, False for a repeated one; NotFound for an unknown command."""

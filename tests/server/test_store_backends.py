@@ -409,3 +409,20 @@ def test_postgresql_a_read_failing_in_a_group_rolls_the_group_back(pg_cluster: P
         assert all(c["delivered_at"] is not None for c in store.list_commands(a))
     finally:
         store.close()
+
+
+def test_the_database_thread_reads_a_batch_of_configs_and_pending_commands_at_once(store: Any) -> None:
+    a, b = _node(store, "a"), _node(store, "b")
+    store.update_node_config(a, {"pps_threshold": 5000})
+    cid = store.queue_command(b, "iptables -I INPUT -s 198.18.0.7 -j DROP", T0)
+    calls = [(store.node_config, a), (store.node_config, b), (store.pending_commands, a, T0 + 1),
+             (store.pending_commands, b, T0 + 1), (store.pending_commands, b, T0 + 2)]
+    results, stats = _one_batch(store, calls)
+    assert [r["node_id"] for r in results[:2]] == [a, b] and results[0]["pps_threshold"] == 5000
+    assert results[2] == [] and [c["id"] for c in results[3]] == [c["id"] for c in results[4]] == [cid]
+    assert stats["db_config_coalesced"] == 2 and stats["db_commands_coalesced"] == 3 and stats["db_commits"] == 1
+    (cmd,) = store.list_commands(b)
+    assert cmd["delivered_at"] is not None and cmd["status"] == "pending"  # delivered once, at the first call
+    results, stats = _one_batch(store, [(store.node_config, a), (store.node_config, 999_999), (store.node_config, b)])
+    assert results[0]["node_id"] == a and isinstance(results[1], NotFound) and results[2]["node_id"] == b
+    assert stats["db_config_fallbacks"] == 1
