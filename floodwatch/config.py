@@ -92,11 +92,16 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from e
+    return config_from_text(text, str(p))
+
+
+def config_from_text(text: str, path: str = "<text>") -> Config:
+    """Validate a config file's text (`path` names it in errors and in Config.path)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from e
-    return config_from_dict(data, str(p))
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    return config_from_dict(data, path)
 
 
 def config_from_dict(data: dict[str, Any], path: str = "<dict>") -> Config:

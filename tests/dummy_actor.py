@@ -61,6 +61,7 @@ class DummyActor(Actor[None]):
 
 
 def main(argv: list[str] | None = None) -> int:
+    DummyActor.name = os.environ.get("FLOODWATCH_ACTOR", "dummy")  # in its log lines from the start
     return run_actor(DummyActor, argv)
 
 

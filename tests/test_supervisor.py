@@ -249,6 +249,36 @@ def test_sighup_restarts_only_the_actor_whose_section_changed(make_sys: Any) -> 
     assert after["detector"]["restarts"] == 0
 
 
+def _config_lines(s: Any, actor: str) -> list[str]:
+    return re.findall(rf" {actor} config \S+: (the supervisor's copy|loaded from the file)", s.logtext())
+
+
+def test_forked_actors_use_the_supervisors_config_and_a_changed_file_is_read_again(make_sys: Any) -> None:
+    """Actors forked from the zygote run with the Config the supervisor loaded before the fork (shared
+    pages, no second parse). An actor restarted after the file changed (no reload yet) reads the file
+    as it is now, as it always did; after SIGHUP the actors restarted for the change read it too."""
+    s = make_sys(["d1", "d2", "executor"])
+    s.cfg["log"] = {"level": "DEBUG"}
+    write_config(s.config, s.cfg)
+    s.start()
+    st = eventually(lambda: s.running("d1", "d2", "executor"), 20)
+    for name in ("d1", "d2", "executor"):
+        assert _config_lines(s, name) == ["the supervisor's copy"]
+    os.kill(st["d1"]["pid"], signal.SIGKILL)  # a restart with the file unchanged: still the shared copy
+    eventually(lambda: _config_lines(s, "d1") == ["the supervisor's copy"] * 2, 20)
+    s.cfg["supervisor"]["heartbeat_timeout"] = 14.0
+    write_config(s.config, s.cfg)  # changed on disk, not reloaded
+    st = eventually(lambda: s.running("d1", "d2", "executor"), 20)
+    os.kill(st["d2"]["pid"], signal.SIGKILL)
+    eventually(lambda: _config_lines(s, "d2") == ["the supervisor's copy", "loaded from the file"], 20)
+    s.cfg.setdefault("executor", {})["dry_run"] = True
+    write_config(s.config, s.cfg)
+    assert s.proc is not None
+    s.proc.send_signal(signal.SIGHUP)  # the executor's section changed: it is restarted, reads the file
+    eventually(lambda: _config_lines(s, "executor") == ["the supervisor's copy", "loaded from the file"], 20)
+    assert _config_lines(s, "d1") == ["the supervisor's copy"] * 2
+
+
 def test_systemd_notify_ready_then_watchdog(make_sys: Any, tmp_path: Path) -> None:
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

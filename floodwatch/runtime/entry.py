@@ -4,14 +4,43 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from loguru import logger
 
-from floodwatch.config import load_config
+from floodwatch.config import Config, load_config
 from floodwatch.errors import ConfigError, FloodwatchError, PeersAbsent
 from floodwatch.logs import setup_logging
 from floodwatch.runtime.actor import Actor
 from floodwatch.runtime.aio import AsyncActor
+
+
+_handed_down: tuple[str, str, Config] | None = None  # (path, its text, the Config) from the supervisor
+
+
+def hand_down_config(path: str, text: str, config: Config) -> None:
+    """In the supervisor, before it freezes its image and forks the zygote: the Config it loaded from
+    `path` (which held `text`), for the actors forked from that image (actor_config)."""
+    global _handed_down
+    _handed_down = (path, text, config)
+
+
+def actor_config(path: str) -> tuple[Config, bool]:
+    """The config an actor runs with, and whether it is the supervisor's copy.
+
+    An actor forked from the zygote uses the Config the supervisor loaded before the fork (its pages are
+    shared: loading and validating it again wrote about 2 MB of new pages in each actor) as long as the
+    file still holds the text it was loaded from. Otherwise (the file changed since the supervisor
+    started, a standalone actor, a plain `python -m` process) the file is loaded again, as always: an
+    actor (re)started after the file changed runs with the file as it is now."""
+    if _handed_down is not None and _handed_down[0] == path:
+        try:
+            text: str | None = Path(path).read_text(encoding="utf-8")
+        except OSError:
+            text = None
+        if text == _handed_down[1]:
+            return _handed_down[2], True
+    return load_config(path), False
 
 
 def actor_arg_parser(name: str) -> argparse.ArgumentParser:
@@ -24,11 +53,13 @@ def run_actor(cls: type[Actor] | type[AsyncActor], argv: list[str] | None = None
     """Parse args, load config, log, run, map errors to exits (2: config or no peers, 1: a failure)."""
     args = actor_arg_parser(cls.name).parse_args(argv)
     try:
-        config = load_config(args.config)
+        config, inherited = actor_config(args.config)
     except ConfigError as e:
         print(f"floodwatch {cls.name}: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log, cls.name)
+    logger.bind(actor=cls.name).debug("config {}: {}", args.config,
+                                      "the supervisor's copy" if inherited else "loaded from the file")
     try:
         return cls(config).run()
     except PeersAbsent as e:

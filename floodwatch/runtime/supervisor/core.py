@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +26,7 @@ import zmq
 from loguru import logger
 
 from floodwatch import bus, messages
-from floodwatch.config import Config, load_config
+from floodwatch.config import Config, config_from_text, load_config
 from floodwatch.errors import ConfigError
 from floodwatch.messages import (
     ActorHeartbeat,
@@ -88,6 +89,7 @@ class Supervisor:
         for d in (self.config.agent.runtime_dir, self.config.agent.state_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
         if self.config.supervisor.preload and become_subreaper():
+            self._hand_down_config()
             self.zygote = Zygote(tuple(self._module(name) for name in actor_names(self.config)))
         try:
             self.proxy = EventProxy(self.ctx, self.endpoints, self.config.bus.hwm_events)
@@ -98,6 +100,19 @@ class Supervisor:
             raise
         self.poller.register(self.router, zmq.POLLIN)
         return self
+
+    def _hand_down_config(self) -> None:
+        """Before the zygote is forked: our Config for the actors it forks, if the file still holds it
+        (the caller may have loaded it a while ago, or built it some other way)."""
+        from floodwatch.runtime.entry import hand_down_config  # preloaded for the actors anyway
+
+        try:
+            text = Path(self.config_path).read_text(encoding="utf-8")
+            same = config_from_text(text, self.config_path) == self.config
+        except (OSError, ConfigError):
+            return
+        if same:
+            hand_down_config(self.config_path, text, self.config)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -17,14 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="floodwatch run", description="run the floodwatch supervisor")
     p.add_argument("--config", required=True)
     args = p.parse_args(argv)
+    path = os.path.abspath(args.config)  # what the actors are given: their Config.path is the same
     try:
-        config = load_config(args.config)
+        config = load_config(path)
     except ConfigError as e:
         print(f"floodwatch: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log, "supervisor")
     try:
-        return Supervisor(os.path.abspath(args.config), config).run()
+        return Supervisor(path, config).run()
     except BusError as e:
         log.error("{}", e)
         return 2
