@@ -79,3 +79,25 @@ def test_metrics_are_served_by_the_apiserver_actor_when_it_runs(sections: dict[s
 def test_metrics_in_apiserver_must_be_a_boolean() -> None:
     with pytest.raises(ConfigError, match="in_apiserver"):
         config_from_dict({"metrics": {"in_apiserver": "yes"}})
+
+
+def test_an_actor_uses_the_config_handed_down_while_the_file_holds_its_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """actor_config: without a Config from the supervisor (a standalone actor) the file is loaded; with
+    one, that very object while the file is unchanged, the file again once it changed (or is gone)."""
+    from floodwatch.runtime import entry
+
+    monkeypatch.setattr(entry, "_handed_down", None)
+    path = _write(tmp_path, "[supervisor]\nheartbeat_timeout = 15.0\n")
+    own, inherited = entry.actor_config(str(path))
+    assert not inherited and own.supervisor.heartbeat_timeout == 15.0
+    entry.hand_down_config(str(path), path.read_text(), own)
+    assert entry.actor_config(str(path)) == (own, True) and entry.actor_config(str(path))[0] is own
+    (tmp_path / "other").mkdir()
+    assert entry.actor_config(str(_write(tmp_path / "other", path.read_text())))[1] is False  # another file
+    path.write_text("[supervisor]\nheartbeat_timeout = 14.0\n")
+    fresh, inherited = entry.actor_config(str(path))
+    assert not inherited and fresh.supervisor.heartbeat_timeout == 14.0
+    path.unlink()
+    with pytest.raises(ConfigError, match="cannot read config"):
+        entry.actor_config(str(path))

@@ -14,7 +14,6 @@ from floodwatch.logs import setup_logging
 from floodwatch.runtime.actor import Actor
 from floodwatch.runtime.aio import AsyncActor
 
-
 _handed_down: tuple[str, str, Config] | None = None  # (path, its text, the Config) from the supervisor
 
 
