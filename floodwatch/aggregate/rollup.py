@@ -41,7 +41,8 @@ class SecondRollup:
         v["sampled"] += w.sampled
         v["scaled"] += round(w.sample_rate * w.sampled)
         self.proto += [w.proto_in[p] + w.proto_out[p] for p in PROTO_NAMES]
-        self.hll.merge_bytes(w.src_hll)
+        if w.sampled:  # a window without records has an empty sketch: nothing to merge
+            self.hll.merge_bytes(w.src_hll)
         self.exact = self.exact and w.exact
         self.conn = w.conn_count if w.conn_count >= 0 else self.conn
 

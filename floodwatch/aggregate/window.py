@@ -179,9 +179,17 @@ class RecordTimes:
 _EMPTY: dict[WindowSpec, dict[str, Any]] = {}  # the fields of an empty window's message, per spec
 _MUTABLE = tuple(f.name for f in dataclass_fields(TrafficWindow) if str(f.type).startswith(("dict", "list")))
 SLOTS = 10  # a window's records are also counted by tenth of the window, to place counter deltas in time
+_NO_SLOTS = np.zeros(2 * SLOTS, dtype=np.int64)  # the record times of a window without records (read only)
+_NO_SLOTS.flags.writeable = False
+_NO_PEERS = np.zeros(0, dtype=np.uint64)  # no outbound peers (arrays of peers are replaced, never changed)
+_NO_PEERS.flags.writeable = False
 
 
 class WindowStats:
+    """One window's accumulators. Most windows of an idle link get no record (ten a second, each at most
+    a counter delta): their record structures (arrays, sketches, heavy hitters, victims, signatures) are
+    made only when the first record comes (`_grow`); until then a window is a few scalars."""
+
     def __init__(self, index: int, width: float, spec: WindowSpec, sampler: SignatureSampler,
                  src_capacity: int = 0) -> None:
         self.index = index
@@ -189,40 +197,50 @@ class WindowStats:
         self.t_start = index / per_second
         self.t_end = (index + 1) / per_second
         self.spec = spec
+        self.sampler = sampler
+        self.src_capacity = src_capacity
+        self.grown = False
         self.sampled = 0
+        self.t_first = 0.0  # first and last record time
+        self.t_last = 0.0
+        self.malformed = 0
+        self.malformed_in = 0  # inbound, with no parseable IP header
+        self.late = 0
+        self.t_half = (self.t_start + self.t_end) / 2
+        self.bidir = 0
+        self.out_peers = _NO_PEERS
+        self.peers_full = False
+        self.counters = CounterTotals()
+
+    def _grow(self) -> None:
+        """The record structures, made at the window's first record."""
+        spec = self.spec
+        self.grown = True
         self.packets = np.zeros(2, dtype=np.int64)  # [in, out], scaled records
         self.bytes = np.zeros(2, dtype=np.int64)
         self.proto = np.zeros(8, dtype=np.int64)  # dir * 4 + protocol index
         self.ipver = np.zeros(8, dtype=np.int64)  # inbound by IP version
         self.ipproto = np.zeros(256, dtype=np.int64)  # both directions, by IP protocol number
-        self.t_first = 0.0  # first and last record time
-        self.t_last = 0.0
         self.flags = np.zeros(len(FLAG_NAMES), dtype=np.int64)
         self.frag = np.zeros(3, dtype=np.int64)
         self.size = np.zeros(len(SIZE_NAMES), dtype=np.int64)
         self.ttl = np.zeros(256, dtype=np.int64)
-        self.malformed = 0
-        self.malformed_in = 0  # inbound, with no parseable IP header
-        self.late = 0
-        self.t_half = (self.t_start + self.t_end) / 2
         self.slots = np.zeros(2 * SLOTS, dtype=np.int64)  # [in x SLOTS, out x SLOTS] scaled records by time
         self.tail = np.zeros(2, dtype=np.int64)  # inbound [packets, bytes] at or after t_half, scaled
-        self.bidir = 0
         self.src_hll = HyperLogLog(spec.hll_p)
-        self.src = HeavyHitters(src_capacity or spec.capacity, spec.buffer, payload_width=2)
+        self.src = HeavyHitters(self.src_capacity or spec.capacity, spec.buffer, payload_width=2)
         self.dst = HeavyHitters(spec.capacity, spec.buffer, payload_width=2, aux=1)
         self.sport = PortCounts()  # exact: one counter per (protocol, port)
         self.dport = PortCounts()
         self.victims = VictimTable(spec.victim_rows)
-        self.out_peers = np.zeros(0, dtype=np.uint64)
-        self.peers_full = False
-        self.sigs = sampler.window(spec.signature_sample)
-        self.counters = CounterTotals()
+        self.sigs = self.sampler.window(spec.signature_sample)
         self.hellos = HelloCounts(spec.tls_ports)
 
     def add_times(self, recs: np.ndarray, rate: int) -> None:
         """When records of this window (sampled 1 in `rate`) came, by tenth of the window: counted as they
         arrive (counter readings are placed by them), the rest of each record later, by add()."""
+        if not self.grown:
+            self._grow()
         d = (recs["direction"] == DIR_OUT).astype(np.intp)
         slot = np.clip(((recs["ts"] - self.t_start) * (SLOTS / (self.t_end - self.t_start))).astype(np.intp),
                        0, SLOTS - 1)
@@ -230,6 +248,8 @@ class WindowStats:
 
     def add(self, recs: np.ndarray, addr: np.ndarray, rate: int, prev_peers: np.ndarray) -> None:
         """Account records of this window sampled 1 in `rate` (all but their times: add_times)."""
+        if not self.grown:
+            self._grow()
         n = int(recs.size)
         self.sampled += n
         out = recs["direction"] == DIR_OUT
@@ -315,7 +335,7 @@ class WindowStats:
         return self.times().records_between(a, b)
 
     def times(self) -> RecordTimes:
-        return RecordTimes(self.t_start, self.t_end, self.slots)
+        return RecordTimes(self.t_start, self.t_end, self.slots if self.grown else _NO_SLOTS)
 
     def add_late(self, count: int) -> None:
         self.late += count
@@ -338,18 +358,23 @@ class WindowStats:
         template = _EMPTY.get(self.spec)
         if template is None:
             empty = WindowStats(0, 1.0, self.spec, SignatureSampler(None))
-            template = _EMPTY[self.spec] = empty._full_message().to_dict()
+            template = _EMPTY[self.spec] = dict(empty._full_message().__dict__)
         c = self.counters
-        fields = dict(template)
+        msg = object.__new__(TrafficWindow)  # a copy of the template without the constructor's checks
+        fields = msg.__dict__
+        fields.update(template)
         for k in _MUTABLE:  # each message its own containers (readers may fold into them)
-            fields[k] = fields[k].copy()
+            fields[k] = template[k].copy()
         fields.update(t_start=self.t_start, t_end=self.t_end, exact=c.present,
                       packets_in=c.rx_packets if c.present else 0, bytes_in=c.rx_bytes if c.present else 0,
                       packets_out=c.tx_packets if c.present else 0, bytes_out=c.tx_bytes if c.present else 0,
-                      kernel_drops=c.kernel_drops, conn_count=c.conn_count, extra=self._extra())
-        return TrafficWindow(**fields)
+                      kernel_drops=c.kernel_drops, conn_count=c.conn_count,
+                      extra={**template["extra"], "ip_protocols": {}, **c.extra})
+        return msg
 
     def _full_message(self, geo: KeyCountries | None = None, geo_rows: int = 0) -> TrafficWindow:
+        if not self.grown:
+            self._grow()
         c = self.counters
         top_n = self.spec.top_n
         keys, counts, payload, aux = self.src.top(max(top_n, geo_rows if geo is not None else 0))

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
+from floodwatch import messages
 from floodwatch.aggregate.engine import Engine
+from floodwatch.aggregate.geo import KeyCountries
 from floodwatch.aggregate.hll import HyperLogLog, hashed_index_rank, index_rank
 from floodwatch.aggregate.keys import fmix64
 from floodwatch.aggregate.spacesaving import HeavyHitters
 from floodwatch.aggregate.tls import client_hellos
+from floodwatch.aggregate.window import WindowStats
 from floodwatch.messages import Message, TrafficSummary, TrafficWindow
 from floodwatch.settings.aggregator import AggregatorSettings
-from tests.aggregate.agg_factory import batch, records, v4_addrs
+from floodwatch.records import DIR_IN, DIR_OUT
+from tests.aggregate.agg_factory import batch, counters, records, v4_addrs
 
 
 class FoldingEachTime(HeavyHitters):
@@ -135,3 +140,59 @@ def test_aggregate_summary_error_bound_covers_the_sources_still_pending() -> Non
     assert s.top_src_ips[0]["ip"] == "11.0.0.77"
     for row in s.top_src_ips:
         assert row["count"] <= true[row["ip"]] <= row["count"] + bound
+
+
+class EagerWindow(WindowStats):
+    """The former window: every structure made at once, every message built in full."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._grow()
+
+    def to_message(self, geo: KeyCountries | None = None, geo_rows: int = 0) -> TrafficWindow:
+        return self._full_message(geo, geo_rows)
+
+
+def silences_traffic_silences(e: Engine) -> list[Message]:
+    """A live link: counter readings (one a second while silent, ten a second in traffic), 4 s of
+    silence, 2 s of TCP and UDP from 300 sources in both directions with late records, 4 s of silence,
+    a gap in the readings (empty windows published up to max_gap), 2 s of silence."""
+    rng = np.random.default_rng(11)
+    out: list[Message] = []
+    rx = tx = 0
+    t = 5000.055
+    for k in range(100):  # tenths of a second
+        busy = 4 <= k // 10 < 6
+        if not busy and k % 10:
+            continue
+        if busy:
+            n = 150
+            ts = 5000.0 + k * 0.1 + np.sort(rng.uniform(0, 0.1, n))
+            src = v4_addrs(rng.integers(0, 300, n).astype(np.uint32) + 0x0B000000)
+            recs = records(n, ts=ts, src=src, proto=rng.choice([6, 17], n), paylen=rng.integers(0, 40, n),
+                           direction=rng.choice([DIR_IN, DIR_OUT], n), sport=rng.integers(1024, 2000, n))
+            recs[:5]["ts"] -= 0.35  # late: into the oldest open window
+            out += e.feed_batch(batch(recs, rate=4, seq=k))
+            rx, tx = rx + 4 * n, tx + 2 * n
+        out += e.feed_counters(counters(t + k * 0.1, rx, rx * 60, tx, tx * 60, conn=3 + busy))
+    out += e.feed_counters(counters(t + 13.0, rx, rx * 60, tx, tx * 60, conn=3))  # a 9 s gap
+    for k in range(3):
+        out += e.feed_counters(counters(t + 14.0 + k, rx, rx * 60, tx, tx * 60, conn=3))
+    return out + e.finish()
+
+
+def test_aggregate_windows_without_records_are_what_the_full_computation_makes(monkeypatch: Any) -> None:
+    """Windows no record reached are made lazily and published from a template: every message (windows,
+    seconds, the run's summary) equal, byte for byte on the bus, to the full computation's."""
+    from floodwatch.aggregate import engine as engine_module
+
+    lazy = silences_traffic_silences(Engine(AggregatorSettings()))
+    monkeypatch.setattr(engine_module, "WindowStats", EagerWindow)
+    eager = silences_traffic_silences(Engine(AggregatorSettings()))
+    windows = [m for m in lazy if isinstance(m, TrafficWindow)]
+    assert len(windows) >= 150 and sum(1 for w in windows if w.sampled) >= 15  # silences and traffic
+    assert sum(1 for w in windows if w.extra["late_records"]) >= 1
+    assert len(lazy) == len(eager)
+    for a, b in zip(lazy, eager, strict=True):
+        assert type(a) is type(b) and dataclasses.asdict(a) == dataclasses.asdict(b)
+        assert messages.encode(a) == messages.encode(b)
