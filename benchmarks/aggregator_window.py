@@ -8,6 +8,8 @@ matcher) and every message it publishes encoded for the bus:
   analyze  the first --packets packets of the issue-17 capture (benchmarks/analyze_speed.py builds it:
            a million random sources, about 1,000 packets per window) in the file source's 2,048-record
            batches
+  silent   a link with no traffic: 600 s of counter readings, one a second (the capture's quiet mode),
+           each closing ten windows no record reached
 CPU is the process time of the feeding loop only (inputs built before), the minimum of --runs; with
 --ref the same runs on that commit (git archive) alternate with this checkout's, in one process each.
 
@@ -62,6 +64,12 @@ def flood_items(seconds: int = 20, per_window: int = 2000, rate: int = 16, sourc
     return items
 
 
+def silent_items(seconds: int = 600) -> list:
+    from floodwatch.messages import CounterSample
+
+    return [CounterSample("eth0", 1000.055 + k, 5000, 300_000, 0, 0, 0, 0, 1, 3) for k in range(seconds)]
+
+
 def analyze_items(packets: int) -> list:
     from floodwatch.capture.fastparse import parse_many
     from floodwatch.capture.pcapfile import PcapReader
@@ -101,7 +109,7 @@ def feed(items: list) -> tuple[float, int]:
 
 def child(which: str, packets: int, runs: int) -> None:
     """In the tree under test (cwd): print {"cpu": [...], "windows": n} as JSON."""
-    items = flood_items() if which == "flood" else analyze_items(packets)
+    items = {"flood": flood_items, "silent": silent_items}.get(which, lambda: analyze_items(packets))()
     got = [feed(items) for _ in range(runs)]
     import floodwatch
 
@@ -133,7 +141,7 @@ def main() -> int:
             trees = {f"ref {a.ref}": extract_commit(a.ref, Path(d)), **trees}
         load = os.getloadavg()
         print(f"engine CPU per window, min of {a.runs} runs, {os.cpu_count()} cores, load average {load[0]:.1f}")
-        for which in ("flood", "analyze"):
+        for which in ("flood", "analyze", "silent"):
             got: dict[str, list[float]] = {name: [] for name in trees}
             windows = 0
             for _ in range(2):  # the trees alternate, in two rounds
@@ -144,9 +152,10 @@ def main() -> int:
                     assert r["tree"].startswith(str(tree)), f"{name} ran {r['tree']}"
             for name, cpu in got.items():
                 best = min(cpu)
-                n = a.packets if which == "analyze" else windows * 2000
+                n = {"analyze": a.packets, "flood": windows * 2000}.get(which, 0)
+                per_record = f"  {best / n * 1e6:5.2f} µs per record" if n else ""
                 print(f"  {which:8s} {name:16s} {best:6.2f} CPU-s  {windows:5d} windows  "
-                      f"{best / windows * 1e3:5.2f} ms per window  {best / n * 1e6:5.2f} µs per record")
+                      f"{best / windows * 1e3:5.2f} ms per window{per_record}")
     return 0
 
 
