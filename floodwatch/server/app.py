@@ -37,6 +37,7 @@ from floodwatch.settings.notify import NotifySettings
 AGENT_PREFIX = "/api/v1/agent"
 ADMIN_PREFIX = "/api/v1/admin"
 AUTH_CACHE_SECONDS = 5.0  # admin tokens: one made by the CLI is also found at once (a miss re-reads)
+PG_DB_THREADS = 2  # database threads per server process on PostgreSQL (dbthread.py)
 SHARED_LEFTOVER_AGE = 3600.0  # replicas: an upload file not written for this long was abandoned
 BAD_REQUEST_STATUSES = frozenset({400, 408, 411, 413, 414, 415, 431})  # the request itself was wrong
 
@@ -71,7 +72,11 @@ class ApiServer:
         if self.store.migrated:
             self.log.info("database schema upgraded from version {} to {}{}", self.store.schema_before,
                           self.store.migrated[-1].version, _copy_note(self.store))
-        self.db = DbWorker(self.store)
+        # PostgreSQL: database threads on pooled connections, so one batch's round trips and commit overlap
+        # another's (at most the pool's size less one, left for the rest); SQLite: one writer
+        pg = self.store.dialect == "postgresql"
+        threads = min(PG_DB_THREADS, max(1, settings.database_pool_size - 1)) if pg else 1
+        self.db = DbWorker(self.store, threads=threads)
         self.limiter = auth.RateLimiter(settings.rate_limit, settings.rate_burst)
         self.trusted_proxies = parse_trusted(settings.trusted_proxies)
         self.counters: dict[str, int] = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0, "bad_requests": 0,

@@ -53,27 +53,37 @@ def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
 
 
 class DbWorker:
-    def __init__(self, store: Store, max_batch: int = 256) -> None:
+    """`threads` database threads take batches from one queue (PostgreSQL: each its own transaction on its
+    own pooled connection, so one batch's round trips and commit overlap another's; SQLite: one). Calls
+    queued together may then commit in either order: callers that need an order await the first."""
+
+    def __init__(self, store: Store, max_batch: int = 256, threads: int = 1) -> None:
         self.store = store
         self.max_batch = max_batch
         self.stats: dict[str, int] = {"db_calls": 0, "db_commits": 0, "db_errors": 0,
                                       **{f"db_{kind}_{what}": 0 for kind in COALESCED.values()
                                          for what in ("coalesced", "fallbacks")}}
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="server-db", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name=f"server-db-{i}", daemon=True)
+                         for i in range(max(1, threads))]
+        self._stats_lock = threading.Lock()
         self._stopped = False
-        # (seconds, operation) after each store call and each commit ("commit"), in this thread
+        # (seconds, operation) after each store call and each commit ("commit"), in a database thread
         self.on_timing: Callable[[float, str], None] | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
-        """Finish what is queued, then end the thread."""
-        if not self._stopped and self._thread.is_alive():
+        """Finish what is queued, then end the threads."""
+        alive = [t for t in self._threads if t.is_alive()]
+        if not self._stopped and alive:
             self._stopped = True
-            self._q.put(None)
-            self._thread.join(30)
+            for _ in alive:
+                self._q.put(None)  # one each: a thread that takes it ends
+            for t in alive:
+                t.join(30)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` (a bound store method) in the database thread; its result after the commit."""
@@ -101,6 +111,10 @@ class DbWorker:
             self._run_batch(batch)
             if stop:
                 return
+
+    def _count(self, key: str, n: int) -> None:
+        with self._stats_lock:  # several database threads
+            self.stats[key] += n
 
     def _timed(self, started: float, operation: str) -> float:
         now = time.perf_counter()
@@ -133,9 +147,9 @@ class DbWorker:
         try:
             results = many([batch[i][1] for i in at])
         except Exception:  # noqa: BLE001 - retried call by call below, each with its own outcome
-            self.stats[f"db_{kind}_fallbacks"] += 1
+            self._count(f"db_{kind}_fallbacks", 1)
             return {i: _outcome(batch[i][0], batch[i][1]) for i in at}
-        self.stats[f"db_{kind}_coalesced"] += len(at)
+        self._count(f"db_{kind}_coalesced", len(at))
         return {i: (True, r) for i, r in zip(at, results, strict=True)}
 
     def _run_batch(self, batch: list[_Item]) -> None:
@@ -153,10 +167,10 @@ class DbWorker:
             self._timed(t, "commit")
         except Exception as e:  # noqa: BLE001 - the commit failed: every caller gets the error
             logger.bind(actor="apiserver").error("database commit failed: {}", e)
-            self.stats["db_errors"] += 1
+            self._count("db_errors", 1)
             results = [(False, e)] * len(batch)
-        self.stats["db_calls"] += len(batch)
-        self.stats["db_commits"] += 1
+        self._count("db_calls", len(batch))
+        self._count("db_commits", 1)
         answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, _, fut, loop), (ok, value) in zip(batch, results, strict=True):
             answers.setdefault(loop, []).append((fut, ok, value))

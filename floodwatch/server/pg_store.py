@@ -11,6 +11,7 @@ is one statement. The password comes from the caller (a file or FLOODWATCH_DB_PA
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -73,8 +74,19 @@ LISTEN_CHECK_SECONDS = 30.0  # a quiet listening connection is checked this ofte
 NOTIFY_MAX = 7900  # bytes: PostgreSQL refuses a NOTIFY payload of 8000 or more
 
 
+class _Transaction(threading.local):
+    """The transaction a thread is in (group()): several database threads share one PGStore, each with
+    its own pooled connection, aborted flag and events."""
+
+    def __init__(self) -> None:
+        self.conn: psycopg.Connection[Any] | None = None
+        self.aborted = False  # a read inside group() failed: the transaction cannot commit (_read)
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+
 class PGStore:
-    """See floodwatch.server.store.Store for the methods' contract."""
+    """See floodwatch.server.store.Store for the methods' contract. Safe for several threads at once: each
+    thread's group() is its own transaction on its own pooled connection."""
 
     dialect = "postgresql"
 
@@ -82,12 +94,10 @@ class PGStore:
         self.where = redact(url)
         self.incident_hooks: list[Callable[[PGStore, int, dict[str, Any] | None], None]] = []
         self.listeners: list[Callable[[list[tuple[str, dict[str, Any]]]], None]] = []
-        self._events: list[tuple[str, dict[str, Any]]] = []
+        self._tx_state = _Transaction()
         # Turns a transaction's events into NOTIFY payloads on EVENTS_CHANNEL, sent with its commit (set by
         # the dashboard, web/live.py: every replica's live pages learn what any replica stored)
         self.announce: Callable[[list[tuple[str, dict[str, Any]]]], list[str]] | None = None
-        self._conn: psycopg.Connection[Any] | None = None
-        self._aborted = False  # a read inside group() failed: the transaction cannot commit (_read)
         kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
         if password is not None:
             kwargs["password"] = password
@@ -105,6 +115,30 @@ class PGStore:
 
     def close(self) -> None:
         self.pool.close()
+
+    @property
+    def _conn(self) -> psycopg.Connection[Any] | None:
+        return self._tx_state.conn
+
+    @_conn.setter
+    def _conn(self, conn: psycopg.Connection[Any] | None) -> None:
+        self._tx_state.conn = conn
+
+    @property
+    def _aborted(self) -> bool:
+        return self._tx_state.aborted
+
+    @_aborted.setter
+    def _aborted(self, aborted: bool) -> None:
+        self._tx_state.aborted = aborted
+
+    @property
+    def _events(self) -> list[tuple[str, dict[str, Any]]]:
+        return self._tx_state.events
+
+    @_events.setter
+    def _events(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self._tx_state.events = events
 
     # -- transactions ----------------------------------------------------------------------------
     @contextmanager

@@ -426,3 +426,42 @@ def test_the_database_thread_reads_a_batch_of_configs_and_pending_commands_at_on
     results, stats = _one_batch(store, [(store.node_config, a), (store.node_config, 999_999), (store.node_config, b)])
     assert results[0]["node_id"] == a and isinstance(results[1], NotFound) and results[2]["node_id"] == b
     assert stats["db_config_fallbacks"] == 1
+
+
+def test_postgresql_two_database_threads_a_slow_transaction_holds_up_no_other_call(pg_cluster: PgCluster) -> None:
+    """On PostgreSQL the server runs two database threads on one store, each batch its own transaction on its
+    own connection: an agent's call is stored and answered while another batch is still busy (here one
+    waiting in the database)."""
+    from floodwatch.server.pg_store import PGStore
+
+    store = PGStore(pg_cluster.new_database(), password=pg_cluster.password)
+    watch = PGStore(pg_cluster.new_database(), password=pg_cluster.password)  # sees the server's sessions
+    worker = DbWorker(store, threads=2)
+
+    def sleeping() -> bool:
+        row = watch.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                            "AND query LIKE 'SELECT pg_sleep(%'").fetchone()
+        return row is not None and int(row[0]) == 1
+
+    async def go() -> tuple[bool, int]:
+        a = await worker.call(_node, store, "edge-a")
+        slow = asyncio.ensure_future(worker.call(store.execute, "SELECT pg_sleep(3)"))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await asyncio.to_thread(sleeping):
+            assert asyncio.get_running_loop().time() < deadline, "the slow batch never started"
+            await asyncio.sleep(0.02)
+        stored = await asyncio.wait_for(worker.call(store.add_metrics, a, _sample(T0 + 5, 7), T0 + 5), 10)
+        overtaken = not slow.done()  # answered while the other batch was still in the database
+        await slow
+        return overtaken, stored
+
+    worker.start()
+    try:
+        overtaken, stored = asyncio.run(go())
+        assert overtaken and stored == 1
+        row = store.execute("SELECT count(*) FROM metrics").fetchone()
+        assert row is not None and int(row[0]) == 1
+    finally:
+        worker.stop()
+        store.close()
+        watch.close()
