@@ -38,6 +38,7 @@ AGENT_PREFIX = "/api/v1/agent"
 ADMIN_PREFIX = "/api/v1/admin"
 AUTH_CACHE_SECONDS = 5.0  # admin tokens: one made by the CLI is also found at once (a miss re-reads)
 PG_DB_THREADS = 2  # database threads per server process on PostgreSQL (dbthread.py)
+LISTEN_BACKLOG = 4096  # connections waiting to be accepted (the kernel caps it at net.core.somaxconn)
 SHARED_LEFTOVER_AGE = 3600.0  # replicas: an upload file not written for this long was abandoned
 BAD_REQUEST_STATUSES = frozenset({400, 408, 411, 413, 414, 415, 431})  # the request itself was wrong
 
@@ -228,7 +229,7 @@ class ApiServer:
         for listen in [self.settings.listen, *self.settings.extra_listen]:
             host, port = parse_listen(listen)
             server = await asyncio.get_running_loop().create_server(
-                self._handler_factory(), host, port, ssl=tls, reuse_address=True,
+                self._handler_factory(), host, port, ssl=tls, reuse_address=True, backlog=LISTEN_BACKLOG,
                 ssl_handshake_timeout=self.settings.header_timeout if tls else None)
             self._servers.append(server)
             self.addresses += [sock.getsockname()[:2] for sock in server.sockets]

@@ -81,8 +81,9 @@ ACCESS_LOG = ("log_format fleet '$msec|$request_method|$uri|$status|$upstream_ad
               "    access_log {d}/access.log fleet;")
 
 
-# Behind a proxy every connection comes from the proxy's address: the per-address cap is the total one.
-PROXIED = ["--max-connections-per-address", "1000"]
+# Behind a proxy every connection comes from the proxy's address: the per-address cap is the total one,
+# above what nginx opens to a replica in a burst (one connection per request in flight).
+PROXIED = ["--max-connections", "4000", "--max-connections-per-address", "4000"]
 
 
 def have_nginx() -> bool:

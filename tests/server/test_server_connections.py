@@ -149,3 +149,16 @@ def trickle_until_closed(s: socket.socket, deadline: float) -> bytes:
         except (BrokenPipeError, ConnectionResetError):
             return b""
     raise AssertionError(f"the server kept a slow client for {deadline} s")
+
+
+def test_the_listening_socket_queues_a_burst_of_connections(tmp_path: Path) -> None:
+    """A fleet reconnecting at once (or nginx opening connections to a replica in a burst) waits in the
+    listening socket's queue instead of being refused: its backlog is 4096 (capped by the kernel's
+    net.core.somaxconn), not asyncio's 100. `ss` shows a listening socket's backlog as its Send-Q."""
+    import subprocess
+
+    cap = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    with running(tmp_path) as srv:
+        out = subprocess.run(["ss", "-Hltn", f"sport = :{srv.port}"], capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert int(out[2]) == min(4096, cap), out
