@@ -88,8 +88,9 @@ def test_prometheus_scrapes_every_actor_and_counts_traffic(scraped: tuple[NetnsP
     assert found is not None
     before = found[0]
 
+    # 3,000 packets at half the default records budget (2,000/s): every one handed over, none sampled away
     pair.run(pair.ns_a, [PYTHON, "-m", "floodwatch.cli", "traffic", "send", "udp_flood", "--iface", pair.if_a,
-                         "--dst", pair.ip4_b, "--dst-mac", pair.mac_b, "--pps", "2000", "--duration", "1.5"],
+                         "--dst", pair.ip4_b, "--dst-mac", pair.mac_b, "--pps", "1000", "--duration", "3"],
              timeout=60, cwd=REPO)
     eventually(lambda: (prom.value("floodwatch_capture_records_total") or 0) >= before + 2500, 30, interval=0.5,
                message="capture's records counter grew by the packets sent")
