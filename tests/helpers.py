@@ -5,6 +5,7 @@ Everything here is real: real ZeroMQ sockets, real processes, real network names
 
 from __future__ import annotations
 
+import collections
 import os
 import secrets
 import signal
@@ -109,6 +110,7 @@ class BusHarness:
         self._thread = threading.Thread(target=self._run, daemon=True, name="bus-harness")
         self._pub: zmq.Socket | None = None
         self._bound = threading.Event()
+        self.published: collections.Counter[str] = collections.Counter()  # messages sent by publish, per topic
 
     def __enter__(self) -> BusHarness:
         self._thread.start()
@@ -187,6 +189,7 @@ class BusHarness:
             finally:
                 probe.close()
         self._pub.send_multipart(messages.frames(msg))
+        self.published[msg.TOPIC] += 1
 
     def publish_raw(self, parts: list[bytes]) -> None:
         if self._pub is None:

@@ -61,8 +61,10 @@ class ReporterProc:
     config: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    published_before: int = 0  # events the harness had published when this process started
 
     def start(self) -> ReporterProc:
+        self.published_before = self._published()
         self.harness.ready.discard("reporter")
         self.harness.heartbeats.pop("reporter", None)
         self.proc = start_actor("reporter", self.config, self.log)
@@ -96,9 +98,22 @@ class ReporterProc:
         eventually(lambda: self.harness.heartbeats.get("reporter") is not before, 10, message="a new heartbeat")
         return self.counters()
 
+    def _published(self) -> int:
+        return sum(self.harness.published[cls.TOPIC] for cls in REPORTER_TOPICS)
+
     def wait_drained(self, timeout: float = 30.0) -> None:
-        eventually(lambda: self.fresh_counters().get("outbox_pending") == 0, timeout, interval=0.1,
-                   message="reporter outbox empty")
+        """Every event the test published since this start taken in, and the outbox empty.
+
+        An empty outbox alone is not enough: a heartbeat sent before the reporter read the events just
+        published says 0 pending too."""
+        sent = self._published() - self.published_before
+
+        def drained() -> bool:
+            c = self.fresh_counters()
+            return int(c.get("in", 0)) >= sent and c.get("outbox_pending") == 0
+
+        eventually(drained, timeout, interval=0.1,
+                   message=f"reporter took in the {sent} events published and emptied its outbox")
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
