@@ -54,7 +54,7 @@ def test_geo_off_means_no_lookup_and_no_breakdown() -> None:
     assert classify_profile(profile_of(ws))["geo_breakdown"] == {}
 
 
-def test_iptocc_answers_the_same_from_its_bounded_cache_of_known_addresses() -> None:
+def test_iptocc_lookup_answers_as_iptocc_with_unknown_as_zz() -> None:
     import iptocc
 
     from floodwatch.aggregate import geo
@@ -66,5 +66,6 @@ def test_iptocc_answers_the_same_from_its_bounded_cache_of_known_addresses() -> 
         ips = pool[k * 700 : k * 700 + 300] + pool[:50] + pool[:3]
         truth = [c or geo.UNKNOWN for c in iptocc.country_code(ips)]
         assert lookup.countries(ips) == truth
-        assert len(lookup._known) <= geo.CACHE
+        assert lookup.countries(tuple(ips)) == truth
+    assert lookup.countries(["10.0.0.1", "192.0.2.1"]) == [geo.UNKNOWN, geo.UNKNOWN]
     assert lookup.countries([]) == []

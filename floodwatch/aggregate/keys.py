@@ -70,5 +70,34 @@ def key_text(key: int, addr: bytes | None = None) -> str:
     return addr_text(addr)
 
 
+_DOTTED = np.array([f"{i}." for i in range(256)])  # an octet's text and its dot, by value
+_LAST = np.array([str(i) for i in range(256)])
+_BYTE = np.uint64(0xFF)
+
+
+def key_texts(keys: np.ndarray, payload: np.ndarray | None = None) -> list[str]:
+    """`key_text` of many keys at once: the IPv4 ones' texts made by numpy from a table of the 256 octets
+    (~8x quicker than one `key_text` each: a window's 256 heaviest sources are made into text for their
+    countries); IPv6 keys with their address halves from `payload` (rows of two uint64), if given."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    is6 = (keys >> np.uint64(63)).astype(bool)
+    if not is6.any():
+        return _v4_texts(keys)
+    out = [""] * keys.size
+    r4 = np.flatnonzero(~is6)
+    for i, text in zip(r4.tolist(), _v4_texts(keys[r4]), strict=True):
+        out[i] = text
+    has_addr = payload is not None and payload.ndim == 2 and payload.shape[1] >= 2
+    for i in np.flatnonzero(is6).tolist():
+        out[i] = key_text(int(keys[i]), halves_bytes(*payload[i, :2].tolist()) if has_addr else None)  # type: ignore[index]
+    return out
+
+
+def _v4_texts(keys: np.ndarray) -> list[str]:
+    t = np.strings.add(_DOTTED[(keys >> np.uint64(24)) & _BYTE], _DOTTED[(keys >> np.uint64(16)) & _BYTE])
+    t = np.strings.add(np.strings.add(t, _DOTTED[(keys >> np.uint64(8)) & _BYTE]), _LAST[keys & _BYTE])
+    return t.tolist()  # type: ignore[no-any-return]
+
+
 def halves_bytes(hi: int, lo: int) -> bytes:
     return int(hi).to_bytes(8, "big") + int(lo).to_bytes(8, "big")

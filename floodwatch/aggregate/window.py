@@ -24,7 +24,7 @@ from floodwatch.aggregate.features import (
 )
 from floodwatch.aggregate.geo import KeyCountries
 from floodwatch.aggregate.hll import HyperLogLog
-from floodwatch.aggregate.keys import addr_keys, fmix64, halves_bytes, key_text
+from floodwatch.aggregate.keys import addr_keys, fmix64, key_texts
 from floodwatch.aggregate.sigsample import SignatureSampler
 from floodwatch.aggregate.spacesaving import HeavyHitters
 from floodwatch.aggregate.tls import HelloCounts
@@ -138,20 +138,15 @@ def hh_rows(hh: HeavyHitters, n: int) -> list[tuple[str, int, list[int]]]:
 
 def _rows(keys: np.ndarray, counts: np.ndarray, payload: np.ndarray,
           aux: np.ndarray) -> list[tuple[str, int, list[int]]]:
-    # one tolist() per array, not numpy scalars per row: a window's top lists are built ten times a second;
-    # the address bytes only for IPv6 keys (IPv4 keys carry their address)
-    klist = keys.tolist()
-    pay: list[bytes | None] = [None] * keys.size
-    if payload.shape[1]:
-        for i in np.flatnonzero(keys >> np.uint64(63)).tolist():
-            pay[i] = halves_bytes(*payload[i].tolist())
-    return [(key_text(k, a), c, x) for k, a, c, x in zip(klist, pay, counts.tolist(), aux.tolist(), strict=True)]
+    # one tolist() per array, not numpy scalars per row: a window's top lists are built ten times a second
+    return list(zip(_texts(keys, payload), counts.tolist(), aux.tolist(), strict=True))
 
 
-def _texts(keys: np.ndarray, payload: np.ndarray, idx: list[int]) -> list[str]:
-    """The address texts of some rows of a heavy-hitter top list."""
-    k = keys[idx]
-    return [ip for ip, _, _ in _rows(k, np.zeros(k.size, np.int64), payload[idx], np.zeros((k.size, 0), np.int64))]
+def _texts(keys: np.ndarray, payload: np.ndarray, idx: list[int] | None = None) -> list[str]:
+    """The address texts of (some rows of) a heavy-hitter top list; IPv6 keys' texts from their payload."""
+    if idx is not None:
+        keys, payload = keys[idx], payload[idx]
+    return key_texts(keys, payload if payload.shape[1] else None)
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,27 @@ def test_ipv4_texts_come_the_same_from_the_bounded_cache() -> None:
             key = (0xFFFF << 32) | i
             assert key_text(key) == str(ipaddress.IPv4Address(i))
             assert len(keys._v4_text) <= keys.V4_TEXT_CACHE
+
+
+def test_key_texts_of_many_keys_equal_key_text_of_each() -> None:
+    """The vectorised texts (a window's heaviest sources, made for their countries) are key_text's, IPv4
+    and IPv6 mixed, with and without the IPv6 address halves beside the keys."""
+    from floodwatch.aggregate.keys import halves_bytes, key_texts
+
+    rng = np.random.default_rng(21)
+    v4 = (rng.integers(0, 1 << 32, 300, dtype=np.uint64) | np.uint64(0xFFFF << 32))
+    v4[:4] = [0xFFFF00000000, 0xFFFFFFFFFFFF, 0xFFFF0A000001, 0x00000000FFFFFFFF]  # 0.0.0.0, 255..., 10.0.0.1
+    halves = rng.integers(0, 1 << 63, (40, 2), dtype=np.uint64)
+    v6 = rng.integers(0, 1 << 62, 40, dtype=np.uint64) | np.uint64(1 << 63)
+    keys = np.concatenate((v4, v6))
+    payload = np.concatenate((np.zeros((300, 2), np.uint64), halves))
+    order = rng.permutation(keys.size)
+    keys, payload = keys[order], payload[order]
+    assert key_texts(v4) == [key_text(int(k)) for k in v4.tolist()]
+    assert key_texts(v4)[:3] == ["0.0.0.0", "255.255.255.255", "10.0.0.1"]
+    want = [key_text(int(k), halves_bytes(*p) if k >> 63 else None) for k, p in zip(keys.tolist(), payload.tolist(),
+                                                                                      strict=True)]
+    assert key_texts(keys, payload) == want
+    assert any(":" in t for t in want)  # the IPv6 ones are address texts, not hashes
+    assert key_texts(keys) == [key_text(int(k)) for k in keys.tolist()]
+    assert key_texts(keys[:0]) == []
