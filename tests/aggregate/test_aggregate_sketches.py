@@ -100,3 +100,26 @@ def test_aggregate_heavy_hitters_merge_keeps_the_guarantee() -> None:
     top_keys, top_counts, _, _ = a.top(3)
     assert list(top_counts) == sorted(top_counts, reverse=True)
     assert int(top_keys[0]) == max(truth, key=lambda k: truth[k])
+
+
+def test_aggregate_heavy_hitters_folds_into_a_table_exactly_with_payload_and_aux() -> None:
+    """A run's table folded again and again (the sorted table with new pending rows: a merge sort since
+    issue 17) gives each key its exact count, summed aux and its own payload, as one fold of all."""
+    rng = np.random.default_rng(17)
+    keys = rng.integers(0, 5000, 60_000).astype(np.uint64)
+    weights = rng.integers(1, 4, keys.size)
+    payload = np.stack([keys * np.uint64(3), keys + np.uint64(7)], axis=1)
+    aux = (weights * 100).reshape(-1, 1)
+    many = HeavyHitters(capacity=10_000, buffer=700, payload_width=2, aux=1)
+    for part in np.array_split(np.arange(keys.size), 83):
+        many.update(keys[part], weights[part], payload[part], aux[part])
+    many.fold()
+    once = HeavyHitters(capacity=10_000, buffer=10**6, payload_width=2, aux=1)
+    once.update(keys, weights, payload, aux)
+    once.fold()
+    uk, inv = np.unique(keys, return_inverse=True)
+    assert many.exact and many.keys.tolist() == once.keys.tolist() == uk.tolist()
+    assert many.counts.tolist() == once.counts.tolist() == np.bincount(inv, weights=weights).astype(int).tolist()
+    assert many.aux[:, 0].tolist() == (np.bincount(inv, weights=weights).astype(int) * 100).tolist()
+    own = np.stack([uk * np.uint64(3), uk + np.uint64(7)], axis=1)
+    assert many.payload.tolist() == once.payload.tolist() == own.tolist()
