@@ -119,7 +119,8 @@ class VictimTable:
 
     def top(self, n: int) -> list[Victim]:
         """The n heaviest rows as TrafficWindow.victims entries."""
-        order = [int(r) for r in np.lexsort((self.keys, -self.packets)) if self.used[r]][:n]
+        order = np.lexsort((self.keys, -self.packets))
+        order = order[self.used[order]][:n].tolist()
         return [self._row_dict(r) for r in order]
 
     def _row_dict(self, r: int) -> Victim:

@@ -12,9 +12,10 @@ import contextlib
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,8 @@ PCAPNG_SHB = 0x0A0D0D0A
 BOM = 0x1A2B3C4D
 BT_IDB, BT_PB, BT_SPB, BT_EPB = 1, 2, 3, 6
 OPT_TSRESOL, OPT_TSOFFSET = 9, 14
+RUN_MIN = 8  # records of one length in a row below which the walk goes one by one for a while
+ONE_BY_ONE = 64
 
 Packet = tuple[float, int, int, int, int]  # ts, linktype, offset, caplen, wirelen
 
@@ -167,7 +170,8 @@ class PcapReader:
         return endian, unit, self.linktype, max(MAX_FRAME, snaplen if snaplen < (1 << 26) else 0)
 
     def _pcap_chunks(self, max_packets: int) -> Iterator[Chunk]:
-        """pcap in chunks: Python only follows the lengths; numpy reads the record headers."""
+        """pcap in chunks: the record lengths followed by runs (numpy) or one by one; numpy reads the
+        record headers."""
         endian, unit, lt, limit = self._pcap_header()
         mm, size = self._mm, self.size
         cap_at = struct.Struct(endian + "I").unpack_from
@@ -177,17 +181,12 @@ class PcapReader:
         off = 24
         try:
             while off < size:
+                err: CaptureError | None = None
+                safe = size - 16 - limit  # records starting up to here need no bounds checks
+                parts, off = self._walk(off, safe, max_packets, limit, hdr_dtype, cap_at)
                 offs: list[int] = []
                 add = offs.append
-                err: CaptureError | None = None
-                safe = min(size - 16 - limit, off + (max_packets - 1) * 16)  # no bounds checks needed up to here
-                while off <= safe:  # the hot loop: one length read per packet
-                    cap = cap_at(mm, off + 8)[0]
-                    if cap > limit:
-                        break  # the careful loop below reports it
-                    add(off)
-                    off += 16 + cap
-                for _ in range(max_packets - len(offs)):
+                for _ in range(max_packets - sum(len(p) for p in parts)):
                     if off >= size:
                         break
                     if off + 16 > size:
@@ -200,7 +199,9 @@ class PcapReader:
                     add(off)
                     off += 16 + cap
                 if offs:
-                    o = np.array(offs, dtype=np.int64)
+                    parts.append(np.array(offs, dtype=np.int64))
+                if parts:
+                    o = np.concatenate(parts) if len(parts) > 1 else parts[0]
                     h = flat[o[:, None] + ar16].view(hdr_dtype).astype(np.int64)
                     if np.any(h[:, 2] > h[:, 3] + 65536):
                         bad = int(np.argmax(h[:, 2] > h[:, 3] + 65536))
@@ -212,6 +213,36 @@ class PcapReader:
                     raise err
         finally:
             del flat
+
+    def _walk(self, off: int, safe: int, want: int, limit: int, u4: np.dtype,
+              cap_at: Callable[[Any, int], tuple[int]]) -> tuple[list[np.ndarray], int]:
+        """The offsets of up to `want` records from `off` on while they start at or before `safe` (header
+        and data inside the file), stopping before a length over `limit`; -> (arrays of offsets, the next
+        offset). Records of one captured length (a flood's, a snaplen's) go by runs: one strided numpy
+        read of their length fields finds where the run ends; after a short run, one by one for a while."""
+        mm = self._mm
+        parts: list[np.ndarray] = []
+        got = 0
+        while got < want and off <= safe:
+            cap = cap_at(mm, off + 8)[0]
+            if cap > limit:
+                break  # the careful loop reports it
+            stride = 16 + cap
+            m = min(want - got, (safe - off) // stride + 1)
+            lens = np.ndarray((m,), u4, mm, off + 8, (stride,))
+            ends = np.flatnonzero(lens != cap)
+            del lens  # no view of the map outlives the walk (close() needs none)
+            k = int(ends[0]) if ends.size else m
+            parts.append(off + stride * np.arange(k, dtype=np.int64))
+            got, off = got + k, off + stride * k
+            if k < RUN_MIN and got < want:
+                most = min(ONE_BY_ONE, want - got)
+                offs, off = _one_by_one(mm, off, safe, most, limit, cap_at)
+                parts.append(np.array(offs, dtype=np.int64))
+                got += len(offs)
+                if len(offs) < most:
+                    break  # stopped early: past safe, or a length over limit
+        return parts, off
 
     def _bad_record(self, off: int, cap: int, limit: int) -> CaptureError:
         if cap > limit:
@@ -301,3 +332,19 @@ class PcapReader:
             raise self._fail(body, f"corrupt packet block (captured length {caplen})")
         lt, unit, tsoff, _ = ifaces[ifid]
         return ((hi << 32) | lo) * unit + tsoff, lt, body + 20, caplen, wirelen
+
+
+def _one_by_one(mm: mmap.mmap, off: int, safe: int, most: int, limit: int,
+                cap_at: Callable[[Any, int], tuple[int]]) -> tuple[list[int], int]:
+    """Up to `most` record offsets from `off`, one length read each (captures of mixed lengths)."""
+    offs: list[int] = []
+    add = offs.append
+    for _ in range(most):
+        if off > safe:
+            break
+        cap = cap_at(mm, off + 8)[0]
+        if cap > limit:
+            break
+        add(off)
+        off += 16 + cap
+    return offs, off

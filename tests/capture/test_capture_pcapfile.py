@@ -166,3 +166,64 @@ def test_the_writer_and_the_reader_agree_and_tshark_reads_the_files(tmp_path: Pa
     out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.len", "-e", "frame.cap_len"],
                          check=True, capture_output=True, text=True).stdout.split()
     assert out == [str(v) for _, d in frames for v in (len(d), min(len(d), 80))]
+
+
+def _chunked(path: Path, size: int) -> tuple[list[tuple[float, int, int, int, int]], str]:
+    """Every packet as the chunks give it (runs of one length read by numpy), and the error if any."""
+    rows: list[tuple[float, int, int, int, int]] = []
+    try:
+        with PcapReader(path) as r:
+            for c in r.chunks(size):
+                assert 0 < len(c) <= size
+                rows += zip(c.ts.tolist(), [c.linktype] * len(c), c.offs.tolist(), c.caps.tolist(), c.wires.tolist(),
+                            strict=True)
+    except CaptureError as e:
+        return rows, str(e)
+    return rows, ""
+
+
+def _one_by_one(path: Path) -> tuple[list[tuple[float, int, int, int, int]], str]:
+    rows: list[tuple[float, int, int, int, int]] = []
+    try:
+        with PcapReader(path) as r:
+            rows += r
+    except CaptureError as e:
+        return rows, str(e)
+    return rows, ""
+
+
+def _mixed_lengths(tmp_path: Path) -> list[Path]:
+    """Runs of one frame length (long, short, a single frame), frames of every length, cut frames."""
+    lengths = [80] * 3000 + [60] * 5 + [1514] + [64] * 9 + list(range(14, 300)) + [60] * 700 + [61, 62, 61, 62] * 50
+    frames = [(1_700_000_000.0 + i * 1e-4, bytes([i % 251]) * n) for i, n in enumerate(lengths)]
+    runs, cut = tmp_path / "runs.pcap", tmp_path / "snap.pcap"
+    pcapwrite.write_pcap(runs, frames)
+    pcapwrite.write_pcap(cut, frames, snaplen=96)  # captured lengths cut at 96 under longer wire lengths
+    return [runs, cut]
+
+
+def test_chunks_give_the_packets_the_one_by_one_reader_gives(pcaps_dir: Path, tmp_path: Path) -> None:
+    """The chunked reader (runs of one captured length found by numpy, else one by one) yields exactly the
+    per-packet reader's packets: shared captures, runs of every length, cut frames, chunk sizes that end
+    inside runs, and damaged files (the same packets before the damage, the same error)."""
+    paths = [p for p in sorted(pcaps_dir.glob("*.pcap")) if p.read_bytes()[:4] in (b"\xd4\xc3\xb2\xa1",)]
+    paths += _mixed_lengths(tmp_path)
+    data = (tmp_path / "runs.pcap").read_bytes()
+    for name, damaged in (("cut_tail", data[:-7]), ("cut_header", data[: 24 + 3000 * 96 + 9]),
+                          ("huge_caplen", data[: 24 + 2000 * 96 + 8] + (10**7).to_bytes(4, "little")
+                           + data[24 + 2000 * 96 + 12 :]),
+                          ("caplen_over_wire", data[: 24 + 2500 * 96 + 8] + (70000).to_bytes(4, "little")
+                           + (80).to_bytes(4, "little") + data[24 + 2500 * 96 + 16 :])):
+        (tmp_path / f"{name}.pcap").write_bytes(damaged)
+        paths.append(tmp_path / f"{name}.pcap")
+    for path in paths:
+        want, want_err = _one_by_one(path)
+        assert want
+        for size in (1, 7, 100, 2048, 100_000):
+            got, err = _chunked(path, size)
+            if err and not want_err:
+                pytest.fail(f"{path.name}: {err}")
+            assert got == want or (err and got == want[: len(got)]), (path.name, size)
+            assert bool(err) == bool(want_err), (path.name, size)
+            if want_err and "corrupt" not in want_err:  # the same packets before the same damage
+                assert (got, err.split(" (after")[0]) == (want, want_err.split(" (after")[0]), (path.name, size)
