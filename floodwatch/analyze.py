@@ -98,6 +98,8 @@ def analysis_config(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, 
         cfg["detector"]["pps_threshold"] = args.pps_threshold
     if args.bps_threshold is not None:
         cfg["detector"]["bps_threshold"] = args.bps_threshold
+    if not args.pcap_dir:  # raw frames go only to the recorder: without one, none are made
+        cfg["collector" if flows else "capture"]["frames_per_second"] = 0
     if args.pcap_dir:
         actors.append("recorder")
         cfg["recorder"] = {"output_dir": str(Path(args.pcap_dir).resolve())}

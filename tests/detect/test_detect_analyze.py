@@ -83,3 +83,27 @@ def test_detect_analyze_returns_once_reports_and_captures_are_delivered(pcaps_di
         assert inc["status"] == "resolved" and inc["pcap_stored"]
         assert inc["pcap_bytes"] == sum(p.stat().st_size for p in (tmp_path / "captures").glob("*.pcap*")
                                         if not p.name.endswith(".json"))
+
+
+def test_detect_analyze_makes_raw_frames_only_for_a_recorder(pcaps_dir: Path, tmp_path: Path) -> None:
+    """Raw frames go only to the recorder: without --pcap-dir the capture makes none (issue 17: a
+    tenth of its work), and what analyze prints is the same as with the recorder taking them."""
+    from floodwatch.analyze import analysis_config
+    from floodwatch.cli import build_parser
+
+    path = pcaps_dir / "pkt.TCP.synflood.spoofed.pcap"
+    parser = build_parser(extensions=("floodwatch.analyze",))
+    plain = analysis_config(parser.parse_args(["analyze", str(path)]), tmp_path)
+    recorded = analysis_config(parser.parse_args(["analyze", str(path), "--pcap-dir", str(tmp_path / "c")]), tmp_path)
+    assert plain["capture"]["frames_per_second"] == 0 and "recorder" not in plain["supervisor"]["actors"]
+    assert "frames_per_second" not in recorded["capture"] and "recorder" in recorded["supervisor"]["actors"]
+    without = analyze(path, "--classify", "--pps-threshold", "2000")
+    with_recorder = analyze(path, "--classify", "--pps-threshold", "2000", "--pcap-dir", str(tmp_path / "c"))
+    for lines in (without, with_recorder):
+        for line in lines:
+            line.pop("incident_key", None)
+            line.pop("pcap", None)
+    assert [x for x in without if x["type"] != "incident"] == [x for x in with_recorder if x["type"] != "incident"]
+    ends = [[x for x in lines if x.get("event") in ("opened", "resolved")] for lines in (without, with_recorder)]
+    assert ends[0] == ends[1] and ends[0]  # the same incidents (a recorder adds an update naming its capture)
+    assert list((tmp_path / "c").glob("*.pcap*"))  # the recorder did get frames
