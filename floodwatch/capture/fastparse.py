@@ -27,14 +27,26 @@ _EXT6 = np.zeros(256, dtype=bool)  # lookup tables by protocol number (np.isin c
 _EXT6[sorted(P.EXT_GENERIC | {P.EXT_AH, P.EXT_FRAG})] = True
 _PORT8 = np.zeros(256, dtype=bool)
 _PORT8[[P.PROTO_UDP, P.UDPLITE, P.DCCP]] = True
+_U16BE = np.dtype(">u2")
 
 
 def _be16(m: np.ndarray, rows: np.ndarray, col: np.ndarray | int) -> np.ndarray:
-    return (m[rows, col].astype(np.int64) << 8) | m[rows, np.asarray(col) + 1]
+    """Big-endian 16-bit fields of the header matrix at (rows, col): one gather from a view of every byte
+    position as the 16-bit value starting there (~2x quicker than two byte gathers, shift and or)."""
+    flat = m.reshape(-1)
+    return np.ndarray((flat.size - 1,), _U16BE, flat, 0, (1,))[rows * m.shape[1] + col].astype(np.int64)
 
 
 def _b(m: np.ndarray, rows: np.ndarray, col: np.ndarray | int) -> np.ndarray:
-    return m[rows, col].astype(np.int64)
+    return m.reshape(-1)[rows * m.shape[1] + col].astype(np.int64)
+
+
+def _copy(m: np.ndarray, rows: np.ndarray, col: np.ndarray, width: int, u8: np.ndarray, field: int) -> None:
+    """`width` header bytes of each row from `col` into the record bytes u8[rows, field:field + width], as
+    one gather of `width`-byte items (an address: no index matrix)."""
+    flat, item = m.reshape(-1), np.dtype(f"V{width}")
+    src = np.ndarray((flat.size - width + 1,), item, flat, 0, (1,))
+    np.ndarray((u8.shape[0],), item, u8, field, (u8.shape[1],))[rows] = src[rows * m.shape[1] + col]
 
 
 def _is_tpid(et: np.ndarray) -> np.ndarray:
@@ -188,8 +200,8 @@ def _ipv4(m: np.ndarray, r: np.ndarray, caps: np.ndarray, wires: np.ndarray, l3:
     so, do = _F["src"], _F["dst"]
     u8[r, so + 10 : so + 12] = 0xFF
     u8[r, do + 10 : do + 12] = 0xFF
-    u8[r, so + 12 : so + 16] = m[r[:, None], b[:, None] + np.arange(12, 16)]
-    u8[r, do + 12 : do + 16] = m[r[:, None], b[:, None] + np.arange(16, 20)]
+    _copy(m, r, b + 12, 4, u8, so + 12)
+    _copy(m, r, b + 16, 4, u8, do + 12)
     l4[r] = b + ihl
     ip_end[r] = b + totlen
     is_later = (fragw & 0x1FFF) != 0
@@ -216,8 +228,8 @@ def _ipv6(m: np.ndarray, r: np.ndarray, caps: np.ndarray, wires: np.ndarray, l3:
     proto[r] = nh
     out["proto"][r] = nh
     so, do = _F["src"], _F["dst"]
-    u8[r, so : so + 16] = m[r[:, None], b[:, None] + np.arange(8, 24)]
-    u8[r, do : do + 16] = m[r[:, None], b[:, None] + np.arange(24, 40)]
+    _copy(m, r, b + 8, 16, u8, so)
+    _copy(m, r, b + 24, 16, u8, do)
     l4[r] = b + 40
     ip_end[r] = b + 40 + plen
     return slow
