@@ -54,6 +54,7 @@ PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMPV6 = 1, 6, 17, 58
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG, TCP_ECE, TCP_CWR = 1, 2, 4, 8, 16, 32, 64, 128
 
 V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
+_ZERO12 = bytes(12)
 
 
 def v4_mapped(addr4: bytes) -> bytes:
@@ -66,7 +67,9 @@ def addr_text(addr16: bytes) -> str:
     addr16 = addr16.ljust(16, b"\x00")  # numpy strips trailing NULs from S16 values
     if addr16[:12] == V4_MAPPED_PREFIX:
         return socket.inet_ntoa(addr16[12:])  # the same text as ipaddress, ~10x faster (windows' top lists)
-    return str(ipaddress.IPv6Address(addr16))
+    if addr16[:12] == _ZERO12:  # ::/96: inet_ntop writes its last 32 bits as an IPv4 address, ipaddress not
+        return str(ipaddress.IPv6Address(addr16))
+    return socket.inet_ntop(socket.AF_INET6, addr16)  # the same text as ipaddress (RFC 5952), ~10x faster
 
 
 def addr_bytes(text: str) -> bytes:
