@@ -312,7 +312,18 @@ def _port_proto_mask(
     if proto != ANY:
         mask &= records["proto"] == proto
     if sports is not None:
-        mask &= np.isin(records["sport"], list(sports))
+        mask &= _in(records["sport"], sports)
     if dports is not None:
-        mask &= np.isin(records["dport"], list(dports))
+        mask &= _in(records["dport"], dports)
+    return mask
+
+
+def _in(column: np.ndarray, values: frozenset[int]) -> np.ndarray:
+    """np.isin for a signature's few ports: one comparison each (np.isin costs ~40 µs a call on the
+    aggregator's 64-record samples, ten times that)."""
+    if len(values) > 16:
+        return np.isin(column, list(values))
+    mask = np.zeros(len(column), dtype=bool)
+    for v in values:
+        mask |= column == v
     return mask

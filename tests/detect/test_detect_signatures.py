@@ -102,3 +102,18 @@ def test_detect_large_batches_count_as_their_parts() -> None:
     assert whole == parts
     assert whole["dns_response"] == int(np.count_nonzero(batch["sport"] == 53))
     assert whole["ntp_monlist"] == int(np.count_nonzero(batch["sport"] == 123))
+
+
+def test_signature_port_sets_match_as_np_isin_does() -> None:
+    """The port test of a signature (a comparison per port for a few, since issue 17) is np.isin's."""
+    import numpy as np
+
+    from floodwatch.signatures import _in
+
+    rng = np.random.default_rng(5)
+    for size in (1, 2, 5, 16, 17, 40):
+        col = rng.integers(0, 65536, 500).astype(np.uint16)
+        values = frozenset(rng.choice(col, size // 2 + 1).tolist() + rng.integers(0, 70000, size // 2).tolist())
+        assert _in(col, values).tolist() == np.isin(col, list(values)).tolist()
+        assert _in(col, values).any()
+    assert not _in(np.array([1, 2], np.uint16), frozenset({70000, 3})).any()
