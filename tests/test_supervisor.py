@@ -102,35 +102,92 @@ def test_kill_9_of_an_actor_is_restarted_within_a_second(make_sys: Any) -> None:
     assert st["d2"]["restarts"] == 0 and st["d2"]["pid"] != old
 
 
+def _supervisor(s: Sys) -> dict[str, Any]:
+    return query_status(load_config(s.config)).supervisor
+
+
+def _children_of(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (zombies included: a child not waited for shows here)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == str(pid):
+                out.add(int(entry))
+    return out
+
+
+def _forked(pid: int) -> bool:
+    """A fork of the supervisor's image (its command line), not a plain `python -m` process."""
+    return b"tests.dummy_actor" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def test_the_zygote_retires_once_every_actor_runs_and_a_crashed_actor_comes_from_a_new_one(make_sys: Any) -> None:
+    """The zygote exits once every actor has started (its pages are then the supervisor's and the
+    actors' copies, not a tenth process). An actor that crashes later is forked from a new zygote,
+    forked from the supervisor then: a fork (not a plain process), named, with the supervisor's config;
+    and that zygote retires again, leaving no process or zombie behind."""
+    s = make_sys(["d1", "d2"])
+    s.cfg["log"] = {"level": "DEBUG"}
+    write_config(s.config, s.cfg)
+    s.start()
+    st = eventually(lambda: s.running("d1", "d2"), 20)
+    assert s.proc is not None
+    eventually(lambda: _supervisor(s)["zygote"] == "retired", 10, message="the zygote retired")
+    assert _supervisor(s)["zygote_pid"] is None
+    old, d2 = st["d1"]["pid"], st["d2"]["pid"]
+    assert _children_of(s.proc.pid) == {old, d2}  # the zygote is gone, and waited for
+    os.kill(old, signal.SIGKILL)
+    st = eventually(lambda: (x := s.running("d1", "d2")) and x["d1"]["pid"] not in (None, old) and x, 20)
+    new = st["d1"]["pid"]
+    assert _forked(new) and Path(f"/proc/{new}/comm").read_text().strip() == "fw-d1"
+    assert st["d1"]["restarts"] == 1 and st["d2"]["pid"] == d2
+    assert _config_lines(s, "d1") == ["the supervisor's copy"] * 2
+    eventually(lambda: _supervisor(s)["zygote"] == "retired" and _children_of(s.proc.pid) == {new, d2}, 10,
+               message="the new zygote retired too")
+    assert "zygote failed" not in s.logtext()
+
+
+def _crash_looping(make_sys: Any) -> Sys:
+    """d1 and d2 run; d3 crashes at start-up again and again (so a zygote is kept for its restarts)."""
+    s = make_sys(["d1", "d2", "d3"], backoff_initial=0.3, backoff_factor=1.0, flap_max_restarts=1000)
+    s.mode("d3", "crash")
+    s.start()
+    eventually(lambda: s.running("d1", "d2"), 20)
+    return s
+
+
 def test_actors_start_as_plain_processes_when_the_zygote_is_gone(make_sys: Any) -> None:
     """The fork server dies: the next (re)start falls back to a plain `python -m` process, which works
     as well, and the supervisor says so; it does not try the zygote again."""
-    s = make_sys(["d1", "d2"]).start()
-    st = eventually(lambda: s.running("d1", "d2"), 20)
-    zygote = query_status(load_config(s.config)).supervisor["zygote_pid"]
-    assert zygote and pid_alive(zygote)
+    s = _crash_looping(make_sys)
+    zygote = eventually(lambda: _supervisor(s)["zygote_pid"], 10)
+    assert pid_alive(zygote)
     os.kill(zygote, signal.SIGKILL)
     eventually(lambda: not pid_alive(zygote), 10, message="the zygote is gone")
+    st = s.status()
     old, d2 = st["d1"]["pid"], st["d2"]["pid"]
     os.kill(old, signal.SIGKILL)
     st = eventually(lambda: (x := s.running("d1", "d2")) and x["d1"]["pid"] not in (None, old) and x, 20)
     new = st["d1"]["pid"]
-    argv = Path(f"/proc/{new}/cmdline").read_bytes().split(b"\0")
-    assert b"-m" in argv and b"tests.dummy_actor" in argv  # a plain process, not a fork of the zygote
+    assert not _forked(new)  # a plain process, not a fork of the zygote
     assert st["d1"]["restarts"] == 1 and st["d2"]["pid"] == d2
-    assert query_status(load_config(s.config)).supervisor["zygote_pid"] is None
+    assert _supervisor(s)["zygote_pid"] is None and _supervisor(s)["zygote"] == "failed"
     assert "zygote failed" in s.logtext()
     os.kill(new, signal.SIGKILL)  # and the next restart is a plain process again
     st = eventually(lambda: (x := s.running("d1")) and x["d1"]["pid"] not in (None, old, new) and x, 20)
-    assert b"tests.dummy_actor" in Path(f"/proc/{st['d1']['pid']}/cmdline").read_bytes()
+    assert not _forked(st["d1"]["pid"])
 
 
 def test_forked_actors_and_the_zygote_are_named(make_sys: Any) -> None:
     """Actors forked from the zygote (itself a child of the supervisor) show as fw-<actor> in ps/top, and
     the zygote as fw-zygote: a fork keeps its parent's command line, so the name is what tells them apart."""
-    s = make_sys(["d1", "d2"]).start()
-    st = eventually(lambda: s.running("d1", "d2"), 20)
-    zygote = query_status(load_config(s.config)).supervisor["zygote_pid"]
+    s = _crash_looping(make_sys)
+    st = s.status()
+    zygote = eventually(lambda: _supervisor(s)["zygote_pid"], 10)
     assert Path(f"/proc/{zygote}/comm").read_text().strip() == "fw-zygote"
     assert [Path(f"/proc/{st[n]['pid']}/comm").read_text().strip() for n in ("d1", "d2")] == ["fw-d1", "fw-d2"]
     assert s.proc is not None

@@ -40,7 +40,7 @@ from floodwatch.runtime.supervisor.child import Child, ChildState, actor_names
 from floodwatch.runtime.supervisor.proxy import EventProxy
 from floodwatch.runtime.supervisor.restart import RestartPolicy
 from floodwatch.runtime.supervisor.sdnotify import Notifier
-from floodwatch.runtime.supervisor.zygote import Zygote, become_subreaper, reap_orphans
+from floodwatch.runtime.supervisor.zygote import ForkServer, become_subreaper, reap_orphans
 
 log = logger.bind(actor="supervisor")
 TICK = 5.0  # longest sleep of the loop: deadlines wake it, signals (SIGCHLD, SIGTERM, SIGHUP) at once
@@ -72,7 +72,7 @@ class Supervisor:
         self.proxy: EventProxy | None = None
         self.pending: list[str] = []
         self.poller = zmq.Poller()
-        self.zygote: Zygote | None = None
+        self.forks: ForkServer | None = None  # the zygote while actors start (None: plain processes)
         self.wake_r: socket.socket | None = None
         self.bad_control = 0  # control messages that were not valid messages (status: bad_control_messages)
 
@@ -90,7 +90,7 @@ class Supervisor:
             os.makedirs(d, mode=0o700, exist_ok=True)
         if self.config.supervisor.preload and become_subreaper():
             self._hand_down_config()
-            self.zygote = Zygote(tuple(self._module(name) for name in actor_names(self.config)))
+            self.forks = ForkServer(tuple(self._module(name) for name in actor_names(self.config)))
         try:
             self.proxy = EventProxy(self.ctx, self.endpoints, self.config.bus.hwm_events)
             self.proxy.start()
@@ -121,13 +121,11 @@ class Supervisor:
     def spawn(self, child: Child) -> None:
         env = dict(os.environ, FLOODWATCH_ACTOR=child.name, FLOODWATCH_SUPERVISOR_PID=str(os.getpid()))
         child.proc = None
-        if self.zygote is not None:
+        if self.forks is not None and not self.forks.failed:
             try:
-                child.proc = self.zygote.spawn(child.module, ["--config", self.config_path], env)
-            except (OSError, ValueError) as e:
+                child.proc = self.forks.spawn(child.module, ["--config", self.config_path], env)
+            except OSError as e:
                 log.error("zygote failed ({}): starting actors as plain processes from now on", e)
-                self.zygote.close()
-                self.zygote = None
         if child.proc is None:
             argv = [sys.executable, "-m", child.module, "--config", self.config_path]
             child.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
@@ -222,13 +220,24 @@ class Supervisor:
         for child in list(self.children.values()):
             self.check(child, now)
         self._start_pending()
+        self.retire_zygote()
         self.systemd(now)
+
+    def retire_zygote(self) -> None:
+        """Once every actor has started (none starting, waiting to restart or stopping to restart): the
+        zygote exits; the next actor to start gets a new one (ForkServer)."""
+        if self.forks is None or self.pending or self.forks.zygote is None:
+            return
+        settled = (ChildState.RUNNING, ChildState.FAILED, ChildState.STOPPED)
+        if all(c.state in settled and not c.restart_on_exit for c in self.children.values()):
+            self.forks.retire()
+            log.debug("every actor started: zygote retired")
 
     def reap_strays(self) -> None:
         """Reap orphans we inherited as a subreaper, leaving our own actors' exits to check()."""
         ours = {c.proc.pid for c in self.children.values() if c.proc is not None}
-        if self.zygote is not None:
-            ours.add(self.zygote.proc.pid)
+        if self.forks is not None and self.forks.pid is not None:
+            ours.add(self.forks.pid)
         reap_orphans(ours)
 
     def next_wait(self) -> float:
@@ -282,7 +291,8 @@ class Supervisor:
             "config": self.config_path,
             "ready": self.announced_ready,
             "reloads": self.reloads,
-            "zygote_pid": self.zygote.proc.pid if self.zygote is not None else None,
+            "zygote_pid": self.forks.pid if self.forks is not None else None,
+            "zygote": self.forks.state if self.forks is not None else "off",
             "bad_control_messages": self.bad_control,
         }
         return StatusReply(nonce=nonce, supervisor=sup, actors=[c.row(now) for c in self.children.values()])
@@ -405,9 +415,8 @@ class Supervisor:
         if self.proxy is not None:
             self.proxy.stop()
             self.proxy = None
-        if self.zygote is not None:
-            self.zygote.close()
-            self.zygote = None
+        if self.forks is not None:
+            self.forks.close()
         self.ctx.term()
         self.notifier.close()
         log.info("supervisor stopped (exit {})", self.exit_code)

@@ -10,6 +10,9 @@ copy of the interpreter and of all these modules.
 The zygote forks twice per actor: the actor is re-parented to the supervisor, which is a child
 subreaper, so the supervisor waits for it as for any child. Protocol over a socketpair: one JSON line
 per request {"module", "argv", "env"}, answered with one line {"pid"} (or {"error"}).
+
+The zygote lives only while actors start (ForkServer): once every actor runs it exits, and an actor
+(re)started later comes from a new zygote forked from the supervisor at that moment.
 """
 
 from __future__ import annotations
@@ -164,13 +167,22 @@ def preload_here(modules: tuple[str, ...]) -> None:
         if ours:
             os.environ.pop("OPENBLAS_NUM_THREADS", None)
     gc.collect()
+    malloc_trim()
     gc.freeze()
+
+
+def malloc_trim() -> None:
+    """Give the pages of the C heap's free chunks back (glibc): the import's garbage, freed by the
+    collection, would otherwise stay resident in the image every process maps (about 1.3 MB)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _become_zygote(keep_fd: int) -> None:
     """In the fresh fork of the supervisor: none of its signal handling, files or sockets (as a new
     process with close_fds would have), stdin from /dev/null."""
     set_process_name("fw-zygote")
+    gc.freeze()  # what the supervisor allocated since its own freeze: not walked by the actors' collector
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
@@ -247,15 +259,17 @@ class ForkedProcess:
 class Zygote:
     """The supervisor's side: start the zygote, ask it for actors."""
 
-    def __init__(self, modules: tuple[str, ...] = ()) -> None:
+    def __init__(self, modules: tuple[str, ...] = (), preload: bool = True) -> None:
         """`modules`: the actors' modules (`actors.capture`, ...), imported once in the zygote.
 
         The supervisor imports them here (preload_here), then forks the zygote (before it starts any
         thread or socket), so the interpreter and every preloaded module are one set of pages for the
-        supervisor, the zygote and every actor."""
+        supervisor, the zygote and every actor. `preload=False`: they are imported already (a zygote
+        forked again later, see ForkServer)."""
         self._sock, theirs = socket.socketpair()
         sup_pid = os.getpid()
-        preload_here(modules)
+        if preload:
+            preload_here(modules)
         pid = os.fork()
         if pid == 0:  # the zygote
             try:
@@ -289,3 +303,61 @@ class Zygote:
         with contextlib.suppress(Exception):
             self.proc.terminate()
             self.proc.wait(5)
+
+
+class ForkServer:
+    """Where the supervisor's actors come from: a zygote while actors start, no process while all run.
+
+    The first zygote is forked right after preload_here, before the supervisor starts any thread. Once
+    every actor has started, retire() ends it: it held the original of each page of the image that the
+    supervisor and every actor had copied since (about 4 MB of a process that does nothing). An actor
+    started later (a crash, a reload) gets a zygote forked from the supervisor at that moment, retired
+    again once all run. That fork is of a process with threads (the event proxy, ZeroMQ's I/O thread
+    and reaper); it is made safe by what the zygote does: it runs in the thread that forked (holding the
+    GIL; CPython resets its own locks, glibc its malloc and stdio locks, loguru takes its handler locks
+    around a fork), closes every inherited descriptor and never touches the parent's ZeroMQ context or
+    sockets (each actor creates its own context); the other threads, inside libzmq's poll loops, hold
+    none of the library's global locks that a new context takes.
+
+    A zygote that fails (killed, an answer that is not one) is not forked again: `failed` is set and the
+    supervisor starts actors as plain processes from then on."""
+
+    def __init__(self, modules: tuple[str, ...]) -> None:
+        self.modules = modules
+        self.zygote: Zygote | None = Zygote(modules)
+        self.failed = False
+
+    @property
+    def state(self) -> str:
+        """For `floodwatch status`: running, retired (every actor runs) or failed."""
+        return "failed" if self.failed else ("running" if self.zygote is not None else "retired")
+
+    @property
+    def pid(self) -> int | None:
+        return self.zygote.proc.pid if self.zygote is not None else None
+
+    def spawn(self, module: str, argv: list[str], env: dict[str, str]) -> ForkedProcess:
+        """An actor forked from the zygote (forked again first if it was retired). OSError if the zygote
+        failed (now or before): the caller starts a plain process instead."""
+        if self.failed:
+            raise OSError("the zygote failed before")
+        try:
+            if self.zygote is None:
+                self.zygote = Zygote(self.modules, preload=False)
+            return self.zygote.spawn(module, argv, env)
+        except (OSError, ValueError) as e:
+            self.failed = True
+            self.close()
+            raise OSError(str(e)) from e
+
+    def retire(self) -> bool:
+        """End the zygote (every actor runs); True if there was one."""
+        if self.zygote is None:
+            return False
+        self.close()
+        return True
+
+    def close(self) -> None:
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
