@@ -3,7 +3,10 @@
 The agent runs on its default actor set inside a fresh network namespace whose veth sees no traffic
 (capture on that interface, the embedded API server on the namespace's loopback). After a warm-up, CPU
 is measured from /proc/<pid>/stat over the window, memory as the sum of RSS and of PSS (PSS shares the
-pages the Python processes have in common fairly; RSS counts them once per process).
+pages the Python processes have in common fairly; RSS counts them once per process), and as the distinct
+physical pages the agent's processes map: the PSS they would sum to on a machine where no other process
+maps the same files (on a busy one, other Python processes share libpython's and numpy's pages, and the
+agent's PSS looks smaller than on a quiet one).
 
     .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30
     .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30 --background-pps 50
@@ -28,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.capture_live import cpu_of
+from benchmarks.smaps import distinct_pages
 from benchmarks.smaps import table as smaps_table
 from floodwatch.settings.core import SupervisorSettings
 from tests.helpers import (
@@ -128,7 +132,8 @@ def report(root: int, config: Path, a: argparse.Namespace) -> None:
               f"rss {mem[p][0] / 1e6:6.1f} MB  pss {mem[p][1] / 1e6:6.1f} MB")
     rss, pss = sum(m[0] for m in mem.values()), sum(m[1] for m in mem.values())
     print(f"TOTAL cpu {100 * sum(cpu.values()) / elapsed:.2f}% of one core, "
-          f"rss {rss / 1e6:.1f} MB, pss {pss / 1e6:.1f} MB", flush=True)
+          f"rss {rss / 1e6:.1f} MB, pss {pss / 1e6:.1f} MB, distinct pages {distinct_pages(pids) / 1e6:.1f} MB",
+          flush=True)
     if a.smaps:
         for p in pids:
             print(smaps_table(p, str(names.get(p, p))), flush=True)

@@ -1,6 +1,6 @@
 """Where a process's memory goes: /proc/PID/smaps summed by kind of mapping (PSS, private dirty, shared).
 
-    sudo .venv/bin/python benchmarks/smaps.py PID [PID ...]
+    sudo .venv/bin/python benchmarks/smaps.py PID [PID ...]   # and their distinct pages together
 
 Kinds: the heap (brk), anonymous mappings (glibc malloc arenas of threads, numpy/pymalloc arenas, thread
 stacks), the capture's AF_PACKET ring (a mapping of the packet socket), the Python binary, numpy's and
@@ -10,12 +10,15 @@ every process of the agent at the end of its window.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import struct
 import sys
 from collections import Counter, defaultdict
 
 FIELDS = ("Rss", "Pss", "Private_Dirty", "Private_Clean", "Shared_Dirty", "Shared_Clean")
 HEADER = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
+PAGE = 4096
 
 
 def kind(name: str, size_kb: int) -> str:
@@ -72,9 +75,31 @@ def table(pid: int, name: str = "", min_pss_kb: int = 256) -> str:
     return "\n".join(lines)
 
 
+def distinct_pages(pids: list[int]) -> int:
+    """Bytes of the distinct physical pages the processes map (/proc/PID/pagemap, as root): what their
+    PSS would sum to if no process outside them mapped any of the same pages. PSS divides a shared
+    library's pages among every process on the host that maps it, so the same agent shows less PSS on a
+    busy machine (other Python processes share libpython, numpy, ...) than on a quiet one."""
+    seen: set[int] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as maps, \
+                open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+            for line in maps:
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                if lo >= 1 << 47:  # [vsyscall]
+                    continue
+                pagemap.seek(lo // PAGE * 8)
+                for (entry,) in struct.iter_unpack("<Q", pagemap.read((hi - lo) // PAGE * 8)):
+                    if entry >> 63:  # present: bits 0-54 are the frame number
+                        seen.add(entry & ((1 << 55) - 1))
+    return len(seen) * PAGE
+
+
 def main() -> int:
-    for arg in sys.argv[1:]:
-        print(table(int(arg)))
+    pids = [int(arg) for arg in sys.argv[1:]]
+    for pid in pids:
+        print(table(pid))
+    print(f"distinct pages of these processes: {distinct_pages(pids) / 1e6:.1f} MB")
     return 0
 
 

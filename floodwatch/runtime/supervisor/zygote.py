@@ -31,6 +31,8 @@ import time
 import traceback
 from typing import Any
 
+from floodwatch.runtime.supervisor import holes
+
 PRELOAD = (
     "zmq",
     "msgpack",
@@ -167,15 +169,8 @@ def preload_here(modules: tuple[str, ...]) -> None:
         if ours:
             os.environ.pop("OPENBLAS_NUM_THREADS", None)
     gc.collect()
-    malloc_trim()
+    holes.fill()  # new objects of every process then go to pages of its own, not into shared ones
     gc.freeze()
-
-
-def malloc_trim() -> None:
-    """Give the pages of the C heap's free chunks back (glibc): the import's garbage, freed by the
-    collection, would otherwise stay resident in the image every process maps (about 1.3 MB)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _become_zygote(keep_fd: int) -> None:
