@@ -48,16 +48,27 @@ def actor_arg_parser(name: str) -> argparse.ArgumentParser:
     return p
 
 
+def config_arg(name: str, argv: list[str] | None) -> str:
+    """The --config FILE an actor is started with. The supervisor's own form (exactly `--config FILE`)
+    is read without argparse: an actor forked from the supervisor's image would otherwise run argparse's
+    code and write (so copy) some 80 KB of that image's pages for nothing; anything else (--help, a
+    typo) goes through argparse and its messages."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--config" and not args[1].startswith("-"):
+        return args[1]
+    return str(actor_arg_parser(name).parse_args(args).config)
+
+
 def run_actor(cls: type[Actor] | type[AsyncActor], argv: list[str] | None = None) -> int:  # type: ignore[type-arg]
     """Parse args, load config, log, run, map errors to exits (2: config or no peers, 1: a failure)."""
-    args = actor_arg_parser(cls.name).parse_args(argv)
+    path = config_arg(cls.name, argv)
     try:
-        config, inherited = actor_config(args.config)
+        config, inherited = actor_config(path)
     except ConfigError as e:
         print(f"floodwatch {cls.name}: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log, cls.name)
-    logger.bind(actor=cls.name).debug("config {}: {}", args.config,
+    logger.bind(actor=cls.name).debug("config {}: {}", path,
                                       "the supervisor's copy" if inherited else "loaded from the file")
     try:
         return cls(config).run()

@@ -86,8 +86,7 @@ def _run_actor(req: dict[str, Any], sup_pid: int) -> None:
     deadline = time.monotonic() + 2.0
     while os.getppid() != sup_pid and time.monotonic() < deadline:
         time.sleep(0.001)
-    os.environ.clear()
-    os.environ.update(req["env"])
+    _set_environ(req["env"])
     set_process_name(f"fw-{req['env'].get('FLOODWATCH_ACTOR') or req['module'].rsplit('.', 1)[-1]}")
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -106,6 +105,17 @@ def _run_actor(req: dict[str, Any], sup_pid: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _set_environ(env: dict[str, str]) -> None:
+    """The actor's environment, changing only what differs from the one inherited (the supervisor's
+    plus the actor's name, most of the time): clearing it all would free, then allocate again, every
+    variable's objects, writing (so copying) each page of the image that holds one."""
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def _run_module(name: str) -> int:
