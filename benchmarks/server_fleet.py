@@ -310,9 +310,12 @@ def line(r: dict[str, Any], label: str = "") -> str:
     cpu = r["cpu_pct_of_one_core"]
     us = per_request_us(cpu.get("replicas"), r["req_per_s"])
     loop_us = per_request_us(cpu.get("replica event loops"), r["req_per_s"])
+    others = " ".join(f"{short}={per_request_us(cpu[name], r['req_per_s'])}us" for name, short in
+                      (("postgresql", "pg"), ("nginx", "nginx"), ("load generator", "generator")) if name in cpu)
     return (f"{label}{r['setup']:<6} {r['agents']:>5} agents: {r['req_per_s']:>7}/s errors={r['errors']} "
             f"late={r['late_ticks']} p50={r['p50_ms']}ms p99={r['p99_ms']}ms max={r['max_ms']}ms "
-            f"lag99={r['generator_lag_p99_ms']}ms replica_cpu/req={us}us (event loops {loop_us}us) cpu={cpu} "
+            f"lag99={r['generator_lag_p99_ms']}ms replica_cpu/req={us}us (event loops {loop_us}us) "
+            f"per request: {others} cpu={cpu} "
             f"load={r['loadavg_1m']} waits={r['pg_active_waits']} db={r['db_thread']} "
             f"{'OK' if r['ok'] else 'OVER'} {r['error_kinds'] or ''}")
 
