@@ -142,7 +142,9 @@ class ApiServer:
 
     # -- the application -------------------------------------------------------------------------
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._client, self.metrics.middleware, self._errors],
+        # `_client` only behind trusted proxies (without, it has nothing to do: one layer less per request)
+        middlewares = [self._client] if self.trusted_proxies else []
+        app = web.Application(middlewares=[*middlewares, self.metrics.middleware, self._errors],
                               client_max_size=self.settings.max_body_bytes)
         app[SERVER_KEY] = self
         handlers.add_routes(app, AGENT_PREFIX)

@@ -265,8 +265,10 @@ async def _expiry(app: web.Application) -> AsyncIterator[None]:
 
 def add_routes(app: web.Application, prefix: str) -> None:
     """Part C's routes and its overload rule. (heartbeat, metrics, config and commands/ack are shared
-    with part A: handlers.py, with validate's aliases and answer_config above.)"""
-    app.middlewares.append(overload_as_503)
+    with part A: handlers.py, with validate's aliases and answer_config above.) The overload rule only
+    where there is overload to tell: with the per-node rate limit on (the only 429 of the agent API)."""
+    if app[SERVER_KEY].limiter.enabled:
+        app.middlewares.append(overload_as_503)
     app.cleanup_ctx.append(_expiry)
     app.router.add_post(f"{prefix}/incidents", open_incident)
     app.router.add_post(f"{prefix}/incidents/{INCIDENT_KEY}", update_incident)

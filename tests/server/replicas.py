@@ -14,7 +14,10 @@ The proxy's choices (docs/server.md, "Replicas behind nginx"):
   `non_idempotent`): that replica may have committed them before dying. The agent gets a 502, keeps
   the report in its durable outbox and retries it; the server makes the retry harmless (an incident
   open is found again by its key, a repeated ack answers `duplicate`). GETs are replayed by nginx.
-- Keep-alive connections to the replicas (`keepalive`, HTTP/1.1, no `Connection` header).
+- Keep-alive connections to the replicas (`keepalive`, HTTP/1.1, no `Connection` header), as many idle
+  per worker as requests may be in flight (512: with nginx's 128 a burst of a fleet's requests opened
+  connections that were closed right after, each a TCP handshake and a new aiohttp handler in a replica),
+  each for up to 100,000 requests (nginx closes an upstream connection after 1,000 by default).
 
 Used by tests/server/test_server_replicas.py and benchmarks/server_fleet.py.
 """
@@ -49,7 +52,8 @@ http {{
     uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
     upstream floodwatch {{
 {servers}
-        keepalive 128;
+        keepalive 512;  # idle connections kept per worker: above the requests in flight, so none is reopened
+        keepalive_requests 100000;  # nginx's default (1,000) closes a busy one every few seconds
         keepalive_timeout 20s;  # under the replicas' keepalive_timeout (30 s): never reuse one they close
     }}
     server {{

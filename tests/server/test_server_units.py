@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,23 @@ def test_the_cache_is_bounded_the_oldest_entries_go_first() -> None:
         cache.put(f"u{i}", "h", i, cache.generation)
     assert len(cache) == 3 and cache.get("u0", "h") is None and cache.get("u1", "h") is None
     assert [cache.get(f"u{i}", "h") for i in (2, 3, 4)] == [2, 3, 4]
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"pps": 1, "bps": 2.5, "recorded_at": "2026-12-01T00:00:00.000Z"}', b"[1, 2]", b'"\\ud800"',
+    b"18446744073709551616", b"1e999", b"NaN", b"[Infinity]", b'{"a": 1, "a": 2}', b"\xef\xbb\xbf{}",
+    '{"x": "é"}'.encode("utf-16"), '{"x": 1}'.encode("utf-32-le"), b'{"x": "\xff"}', b"{", b"{} {}", b"\t[]\r\n"])
+def test_request_bodies_decode_as_json_loads_does(raw: bytes) -> None:
+    """The server's JSON decoder (one, made once) answers every body, and fails every body, exactly as
+    json.loads with the same option did: the same value, the same error type and message (the 400's text)."""
+    from floodwatch.server.http import _loads, _no_constants
+
+    def outcome(f: Any) -> Any:
+        try:
+            return ("ok", f(raw))
+        except (ValueError, RecursionError) as e:
+            return (type(e).__name__, str(e))
+
+    ours, theirs = outcome(_loads), outcome(lambda b: json.loads(b, parse_constant=_no_constants))
+    assert ours == theirs
+    assert ours[0] == "ok" or raw in (b"NaN", b"[Infinity]", b'{"x": "\xff"}', b"{", b"{} {}")
