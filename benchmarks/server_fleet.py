@@ -77,12 +77,16 @@ STORAGE = "floodwatch_server_storage_operation_duration_seconds"
 
 
 def storage_time(port: int) -> dict[str, float]:
-    """Seconds the replica's database thread spent per store operation so far (its /metrics, loopback)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    """Seconds the replica's database thread spent per store operation so far (its /metrics, loopback);
+    {} (no figure) when it is not answered within 5 s: an overloaded replica's scrape waits behind its
+    batches, and the step's measured window must not wait with it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", "/metrics")
         resp = conn.getresponse()
         text = resp.read().decode() if resp.status == 200 else ""  # not served: no figure
+    except OSError:  # a time-out included
+        text = ""
     finally:
         conn.close()
     out: dict[str, float] = {}
@@ -97,7 +101,7 @@ def db_busy(before: list[dict[str, float]], after: list[dict[str, float]], elaps
     """Per replica: the share of the time its database thread was working, and the top operations."""
     out: list[dict[str, Any]] = []
     for b, a in zip(before, after, strict=True):
-        if not a:
+        if not a or not b:
             out.append({"busy_pct": None, "top_s": {}})
             continue
         d = {op: a[op] - b.get(op, 0.0) for op in a}
