@@ -52,7 +52,12 @@ def draw(rng: random.Random) -> tuple[int, int]:
     return rng.randrange(1000, 90000), rng.randrange(100, 5000)
 
 
-def traffic_second(t: float, pps: int, conn: int) -> TrafficSecond:
+def traffic_second(t: float, rng: random.Random) -> TrafficSecond:
+    """A second of an agent's traffic with values drawn from `rng` (benchmarks/server_store_calls.py too)."""
+    return second_of(t, *draw(rng))
+
+
+def second_of(t: float, pps: int, conn: int) -> TrafficSecond:
     return TrafficSecond(t_start=t, t_end=t + 1, pps=pps, bps=pps * 700, pps_in=pps, bps_in=pps * 700, pps_out=0,
                          bps_out=0, tcp_pct=60.0, udp_pct=38.5, icmp_pct=1.5, other_pct=0.0, conn_count=conn,
                          src_distinct=40, sample_rate=1.0, exact=True, kernel_drops=0, malformed=0)
@@ -66,7 +71,7 @@ def encode(body: Any) -> bytes:
 def metrics_template(t: float) -> bytes:
     """The reporter's metrics body for the second `t`, encoded once, with `%d` for pps, bps and
     conn_count (in that order): `template % (pps, pps * 700, conn)` is an agent's body."""
-    text = encode(mapping.metrics_sample(traffic_second(t, P_MARK, C_MARK))).decode()
+    text = encode(mapping.metrics_sample(second_of(t, P_MARK, C_MARK))).decode()
     marks = [str(P_MARK * 700), str(P_MARK), str(C_MARK)]
     assert all(text.count(m) == 1 for m in marks) and text.index(marks[1]) < text.index(marks[0]) < text.index(
         marks[2]), text

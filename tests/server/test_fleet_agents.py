@@ -104,7 +104,7 @@ def test_requests_are_the_reporters_byte_for_byte() -> None:
                  fa.incident_request("update", key, t, 1, t + 5, "ab12"),
                  fa.incident_request("resolve", key, t, 2, t + 9, "ab12")]
     calls: list[tuple[str, str, Any]] = [
-        ("POST", "metrics", mapping.metrics_sample(fa.traffic_second(t + i, pps, conn)))
+        ("POST", "metrics", mapping.metrics_sample(fa.second_of(t + i, pps, conn)))
         for i, (pps, conn) in enumerate(values)]
     calls += [("POST", "heartbeat", hb), ("GET", "config", None)]
     calls += [("POST", path, json.loads(body)) for path, body in incidents]
