@@ -6,7 +6,8 @@ every frame 80 bytes. Both tools read the whole file; the packet counts by proto
 script fails otherwise), and the time is wall clock from start to exit, medians of --runs.
 Python runs as an installed package does, from compiled bytecode: the session's PYTHONDONTWRITEBYTECODE
 is dropped and the bytecode goes to a temporary PYTHONPYCACHEPREFIX (not into the trees), written by one
-untimed run of each tree on a small capture first.
+untimed run of each tree on a small capture first. The CPU seconds of each process of the analyze runs
+(the command with its supervisor, the zygote, the actors) are printed as well.
 
     .venv/bin/python benchmarks/analyze_speed.py [--runs 3] [--packets 1000000] [--file F]
     .venv/bin/python benchmarks/analyze_speed.py --ref HEAD~3    # also the analyze of another commit
@@ -105,10 +106,46 @@ def build_capture(path: Path, packets: int, seconds: float = 100.0, seed: int = 
     return {name: int(c) for (name, _), c in zip(KINDS, counts, strict=True)}
 
 
-def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, str]:
+def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None,
+          cpu: dict[str, float] | None = None) -> tuple[float, str]:
+    """Wall time and stdout of a command; with `cpu`, the CPU seconds of each of its processes by name
+    (/proc/PID/comm: the actors are fw-capture, fw-aggregator...), read every 50 ms until it exits."""
     t0 = time.monotonic()
-    out = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=cwd, env=env).stdout
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env) as p:
+        last: dict[int, tuple[str, float]] = {}
+        while cpu is not None and p.poll() is None:
+            last.update(_tree_cpu(p.pid))
+            time.sleep(0.05)
+        out, err = p.communicate()
+    if p.returncode:
+        raise subprocess.CalledProcessError(p.returncode, argv, out, err)
+    if cpu is not None:
+        for name, secs in last.values():
+            cpu[name] = cpu.get(name, 0.0) + secs
     return time.monotonic() - t0, out
+
+
+def _tree_cpu(root: int) -> dict[int, tuple[str, float]]:
+    """{pid: (name, CPU seconds)} of root and its descendants."""
+    procs: dict[int, tuple[int, str, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        procs[int(d)] = (int(rest[1]), name, (int(rest[11]) + int(rest[12])) / tick)
+    tree, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, (ppid, _, _) in procs.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return {pid: (procs[pid][1] if pid != root else "analyze", procs[pid][2]) for pid in tree if pid in procs}
 
 
 def tshark_counts(out: str) -> dict[str, int]:
@@ -151,13 +188,16 @@ def main() -> int:
         tshark_argv = ["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "ip.proto", "-e", "ipv6.nxt"]
         times: dict[str, list[float]] = {name: [] for name in ["tshark", *trees]}
         counts: dict[str, dict[str, int]] = {}
+        cpus: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
         for _ in range(a.runs):
             dt, out = timed(tshark_argv, REPO)
             times["tshark"].append(dt)
             counts["tshark"] = tshark_counts(out)
             for name, tree in trees.items():
-                dt, out = timed([env_py, "-m", "floodwatch.cli", "analyze", str(path), "--json"], tree, env)
+                split: dict[str, float] = {}
+                dt, out = timed([env_py, "-m", "floodwatch.cli", "analyze", str(path), "--json"], tree, env, split)
                 times[name].append(dt)
+                cpus[name].append(split)
                 counts[name] = analyze_counts(out)
     n = sum(counts["tshark"].values())
     load = os.getloadavg()
@@ -168,6 +208,12 @@ def main() -> int:
         med = statistics.median(ts)
         print(f"  {name:<16} {med:6.2f} s  {n / med:>10,.0f} packets/s  {base / med:5.1f}x tshark   "
               f"counts {counts[name]}")
+    print("CPU-s per process of each analyze (medians; from /proc, every 50 ms; analyze = the command and its "
+          "supervisor)")
+    for name, runs in cpus.items():
+        procs = sorted({p for run in runs for p in run}, key=lambda p: -statistics.median(r.get(p, 0) for r in runs))
+        parts = ", ".join(f"{p} {statistics.median(r.get(p, 0.0) for r in runs):.2f}" for p in procs)
+        print(f"  {name:<16} total {statistics.median(sum(r.values()) for r in runs):5.2f}: {parts}")
     ok = all(counts[name].get(p, 0) == counts["tshark"].get(p, 0) for name in trees for p in ("udp", "tcp", "icmp"))
     print("counts agree" if ok else "COUNTS DIFFER")
     return 0 if ok else 1
