@@ -36,6 +36,7 @@ from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.recorder import RecorderSettings
 
 TICK = 1.0  # seconds between checks of deadlines and dissection children
+IDLE_TICK = 60.0  # ... while no capture is open and no dissection waits (an incident makes it TICK at once)
 FINDINGS_TOP = 10  # values per table carried in incident.enriched (the JSON file has more)
 
 
@@ -63,6 +64,7 @@ class RecorderActor(Actor[RecorderSettings]):
         self.ioc_patterns: list[Any] = []
         self.counters.update({"dissected": 0, "dissect_failed": 0, "dissect_timeouts": 0, "retention_deleted": 0})
         self.saved = 0  # captures announced on pcap.saved
+        self._ticking = False  # the tick runs every TICK (something is open or pending), else every IDLE_TICK
         self.count_from(self._counters, gauges=("ring_frames", "open_captures", "dissect_pending"))
 
     def on_start(self) -> None:
@@ -75,7 +77,7 @@ class RecorderActor(Actor[RecorderSettings]):
         except OSError as e:
             self.log.error("capture directory {} is not usable: {}", self.out_dir, e.strerror or e)
         self.pull(self.endpoints.frames, self._bulk, hwm=self.config.bus.hwm_frames)
-        self.every(TICK, self._tick)
+        self.every(self._tick_period, self._tick)
         self.every(s.retention_interval, self._retention, first=0.0)
         self.log.info("captures go to {} ({}, ring {} frames)", self.out_dir, s.format, s.ring_packets)
 
@@ -91,6 +93,7 @@ class RecorderActor(Actor[RecorderSettings]):
         elif isinstance(msg, ConfigReceived):
             self.ioc_patterns = list(msg.ioc_patterns)
         self._check_health()
+        self._tick_soon()
 
     def on_stop(self) -> None:
         """Save open captures, and let dissections finish while the stop grace allows."""
@@ -119,6 +122,20 @@ class RecorderActor(Actor[RecorderSettings]):
             self._dissected(res)
         self._check_health()
 
+    def _busy(self) -> bool:
+        return bool(self.sessions.active) or self._pending() > 0
+
+    def _tick_period(self) -> float:
+        """An idle recorder has no deadline to check: it does not wake every second for nothing."""
+        self._ticking = self._busy()
+        return TICK if self._ticking else IDLE_TICK
+
+    def _tick_soon(self) -> None:
+        """A capture opened or a dissection was queued while the tick slept: back to TICK from now."""
+        if not self._ticking and self._busy():
+            self._ticking = True
+            self.due_now(self._tick)
+
     # -- saved files and their dissection --------------------------------------------------------
     def _publish_saved(self, saved: list[Saved]) -> None:
         self.saved += len(saved)
@@ -132,6 +149,7 @@ class RecorderActor(Actor[RecorderSettings]):
             if self.settings.dissect:
                 findings = str(Path(cap.path).with_suffix("")) + FINDINGS_SUFFIX
                 self.queue.submit(JobSpec(item.key, cap.path, findings, item.subtype, self.ioc_patterns))
+                self._tick_soon()
         if saved:
             self._retention(keep=frozenset(Path(i.capture.path).stem for i in saved))
             self._check_health()

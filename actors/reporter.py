@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,11 @@ class Reporter(AsyncActor[ReporterSettings]):
     def _queued(self) -> None:
         if self.deliverer is not None:
             self.deliverer.wake()
+
+    def events_together(self) -> AbstractContextManager[None]:
+        """The events that arrived together are queued in one transaction: one fsync for a silent link's
+        seconds, which come in one go every few seconds (capture's idle_interval)."""
+        return self.outbox.transaction()
 
     async def on_message(self, msg: Message) -> None:
         self.incident_events += isinstance(msg, IncidentEvent)

@@ -13,6 +13,11 @@ agent's PSS looks smaller than on a quiet one).
     .venv/bin/python benchmarks/idle_footprint.py --warmup 15 --seconds 30 --no-metrics   # without /metrics
     .venv/bin/python benchmarks/idle_footprint.py --ref main --seconds 120   # the baseline first, same run
     .venv/bin/python benchmarks/idle_footprint.py --seconds 60 --smaps   # and where each process's MB are
+    .venv/bin/python benchmarks/idle_footprint.py --seconds 60 --wakeups # and each thread's wake-ups
+
+`--wakeups`: each process's wake-ups per second over the window (voluntary context switches of its
+threads, from /proc/PID/task/*/status), and its threads' own: unlike CPU %, the load of a shared machine
+does not change how often an idle process wakes.
 
 `--background-pps N`: a quiet but not silent host, N small UDP packets per second from the other
 namespace for the whole run (a real host always sees some traffic: ARP, DNS, monitoring, ssh).
@@ -59,6 +64,26 @@ def mem_of(pid: int) -> tuple[int, int]:
             elif line.startswith("Pss:"):
                 pss = int(line.split()[1]) * 1024
     return rss, pss
+
+
+def wakeups(pid: int) -> dict[str, int]:
+    """Voluntary context switches of each thread of pid so far, by thread name (numbered if repeated)."""
+    out: dict[str, int] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in sorted(tids, key=int):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        name = fields.get("Name", "?").strip() + ("" if tid != str(pid) else "*")
+        while name in out:
+            name += "'"
+        out[name] = int(fields.get("voluntary_ctxt_switches", "0"))
+    return out
 
 
 def tree(root: int) -> list[int]:
@@ -117,10 +142,12 @@ def measure(tree_dir: Path, a: argparse.Namespace) -> None:
 def report(root: int, config: Path, a: argparse.Namespace) -> None:
     pids = tree(root)
     c0 = {p: cpu_of(p) for p in pids}
+    w0 = {p: wakeups(p) for p in pids}
     t0 = time.monotonic()
     time.sleep(a.seconds)  # benchmark: the measurement window
     elapsed = time.monotonic() - t0
     cpu = {p: cpu_of(p) - c0[p] for p in pids}
+    w1 = {p: wakeups(p) for p in pids}
     mem = {p: mem_of(p) for p in pids}
     names = {root: "supervisor"} | {x["pid"]: n for n, x in try_status(config).items()}
     names |= {p: "zygote" for p in pids if p not in names}
@@ -134,9 +161,23 @@ def report(root: int, config: Path, a: argparse.Namespace) -> None:
     print(f"TOTAL cpu {100 * sum(cpu.values()) / elapsed:.2f}% of one core, "
           f"rss {rss / 1e6:.1f} MB, pss {pss / 1e6:.1f} MB, distinct pages {distinct_pages(pids) / 1e6:.1f} MB",
           flush=True)
+    if a.wakeups:
+        print_wakeups(pids, names, w0, w1, elapsed)
     if a.smaps:
         for p in pids:
             print(smaps_table(p, str(names.get(p, p))), flush=True)
+
+
+def print_wakeups(pids: list[int], names: dict[int, str], w0: dict[int, dict[str, int]],
+                  w1: dict[int, dict[str, int]], elapsed: float) -> None:
+    total = 0.0
+    print("wake-ups per second (voluntary context switches; * the main thread)")
+    for p in pids:
+        per = {t: (n - w0[p].get(t, 0)) / elapsed for t, n in w1[p].items()}
+        total += sum(per.values())
+        threads = ", ".join(f"{t} {r:.1f}" for t, r in per.items() if r >= 0.05)
+        print(f"  {names.get(p, p):<11} {sum(per.values()):6.1f}/s   {threads}")
+    print(f"TOTAL wake-ups {total:.1f}/s", flush=True)
 
 
 def main() -> int:
@@ -147,6 +188,7 @@ def main() -> int:
     ap.add_argument("--background-pps", type=float, default=0.0)
     ap.add_argument("--no-metrics", action="store_true", help="without the metrics actor (the baseline for its cost)")
     ap.add_argument("--smaps", action="store_true", help="then each process's memory by kind of mapping")
+    ap.add_argument("--wakeups", action="store_true", help="then each process's and thread's wake-ups per second")
     ap.add_argument("--ref", default="", help="first run the same on this commit (git archive), the baseline")
     a = ap.parse_args()
     if not a.ref:

@@ -13,9 +13,9 @@ Three modes, decided at each counter reading from the wire rate since the previo
   worth of blocks): a flood above the budget; the ring is read at each counter reading and half way
   between two, all the blocks handed over at once (one parse, one batch), not at every block; when
   sampling starts, what the ring holds (the flood's unsampled start) is read at once;
-* quiet (quiet_interval > 0 and no packet since the last reading): readings every quiet_interval; the
-  first packet after the silence brings back exact counters at once (and no lazy mode at that reading,
-  whose rate covers the silence).
+* quiet (quiet_interval > 0 and no packet since the last reading): readings every quiet_interval, and
+  every idle_interval once the silence is idle_after old; the first packet after the silence brings
+  back exact counters at once (and no lazy mode at that reading, whose rate covers the silence).
 
 Readings keep to the aggregator's windows: each comes just after a window's end plus the aggregator's
 lateness, so the records and counters it sends close that window at once.
@@ -68,6 +68,7 @@ class ReadPolicy:
         self._check_at = 0.0  # lazy: when to count every block handed over since the reading
         self._last_wire = -1
         self._last_time = 0.0
+        self._quiet_since = 0.0  # the first reading of the current silence (0: not silent)
         # a block with this many packets is no trickle (twice lazy_pps over one ring block timeout)
         self.flood_block = max(8, 2 * s.lazy_pps * s.ring_block_timeout_ms // 1000)
         # a trickle hands over one block per ring_block_timeout_ms: lazy reading needs a ring that holds
@@ -85,7 +86,7 @@ class ReadPolicy:
         """Packets were read eagerly. True for the first after a silence: read the counters now."""
         if not self.quiet:
             return False
-        self.quiet, self._woken = False, True
+        self.quiet, self._woken, self._quiet_since = False, True, 0.0
         return True
 
     def on_reading(self, wire: int, now: float) -> bool:
@@ -95,6 +96,7 @@ class ReadPolicy:
         # silent since the last reading: downstream still gets windows (the aggregator fills the gap
         # with empty ones), but every actor on the path wakes once a second instead of ten times
         self.quiet = s.quiet_interval > 0 and wire == self._last_wire
+        self._quiet_since = (self._quiet_since or now) if self.quiet else 0.0
         rate = (wire - self._last_wire) / max(now - self._last_time, 1e-3) if self._last_wire >= 0 else 0.0
         was_lazy = self.lazy
         self.lazy = (s.source == "afpacket" and not self.quiet and not self._woken and self.lazy_fits
@@ -164,6 +166,8 @@ class ReadPolicy:
         s = self.s
         if self.quiet:
             step = max(s.counter_interval, s.quiet_interval)
+            if s.idle_interval and self._quiet_since and self.clock() - self._quiet_since >= s.idle_after:
+                step = max(step, s.idle_interval)
         elif self.lazy or s.source != "afpacket":
             step = s.counter_interval
         else:

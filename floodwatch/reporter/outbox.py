@@ -12,11 +12,12 @@ incidents, updates, pcaps and acks are never dropped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,21 @@ class Outbox:
     def close(self) -> None:
         self.db.close()
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One durable commit (one fsync) for what is done inside; within another one, part of it (the
+        reporter queues the events that arrive together in one)."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     def _count(self, where: str = "1") -> int:
         return int(self.db.execute(f"SELECT COUNT(*) FROM outbox WHERE {where}").fetchone()[0])  # noqa: S608
 
@@ -178,17 +194,12 @@ class Outbox:
             (busy_upto, half - half % 2),
         ).fetchall()
         removed = 0
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             for (id_a, body_a), (id_b, body_b) in zip(rows[0::2], rows[1::2], strict=False):
                 merged = merge_samples(json.loads(body_a), json.loads(body_b))
                 self.db.execute("UPDATE outbox SET body = ? WHERE id = ?", (json.dumps(merged), id_a))
                 self.db.execute("DELETE FROM outbox WHERE id = ?", (id_b,))
                 removed += 1
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         self.pending -= removed
         self.metric_rows -= removed
         self.downsampled += removed
@@ -270,9 +281,8 @@ class Outbox:
     # -- outcomes ----------------------------------------------------------------------------------
     def delivered(self, rows: list[Row]) -> None:
         ids = [(r.id,) for r in rows]
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.executemany("DELETE FROM outbox WHERE id = ?", ids)
-        self.db.execute("COMMIT")
+        with self.transaction():
+            self.db.executemany("DELETE FROM outbox WHERE id = ?", ids)
         self.pending -= len(ids)
         self.metric_rows -= sum(1 for r in rows if r.kind == "metrics")
 
@@ -285,15 +295,14 @@ class Outbox:
 
     def dead_letter(self, row: Row, reason: str) -> None:
         """Move a report the server refused for good to `dead_letters`, with the reason."""
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute(
-            "INSERT INTO dead_letters (stream, kind, op, incident_key, body, created_at, attempts, failed_at, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (row.stream, row.kind, row.op, row.incident_key, json.dumps(row.body), row.created_at,
-             row.attempts + 1, self.clock(), reason[:1000]),
-        )
-        self.db.execute("DELETE FROM outbox WHERE id = ?", (row.id,))
-        self.db.execute("COMMIT")
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO dead_letters (stream, kind, op, incident_key, body, created_at, attempts, failed_at,"
+                " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.stream, row.kind, row.op, row.incident_key, json.dumps(row.body), row.created_at,
+                 row.attempts + 1, self.clock(), reason[:1000]),
+            )
+            self.db.execute("DELETE FROM outbox WHERE id = ?", (row.id,))
         self.pending -= 1
         self.dead_letters += 1
         if row.kind == "metrics":

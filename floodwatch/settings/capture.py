@@ -56,6 +56,13 @@ class CaptureSettings:
     # While the watched links are silent (no packet either way since the last reading), counters are read
     # this often instead, and the first packet brings back counter_interval at once; 0 = never slow down.
     quiet_interval: float = 1.0
+    # Once the links have been silent for idle_after seconds, counters are read every idle_interval
+    # instead (the first packet still brings back counter_interval at once): a silent host's windows
+    # reach the detector in one go every few seconds, and every actor on the path wakes that often.
+    # The first idle_after seconds keep quiet_interval, so that an incident the silence ends resolves as
+    # soon as before (the detector's hold_down is 5 s). 0 = never slow down past quiet_interval.
+    idle_interval: float = 5.0
+    idle_after: float = 10.0
     # Below this many packets/s (wire, both directions) the afpacket ring is read at each counter reading
     # (every counter_interval) instead of at every block the kernel hands over: a host's background
     # traffic costs ten wake-ups a second, not one per packet. 0 = always read every block at once.
@@ -125,6 +132,10 @@ class CaptureSettings:
             raise ValueError("lazy_pps: must not be negative")
         if not 0 <= self.quiet_interval <= 10:
             raise ValueError("quiet_interval: must be between 0 (off) and 10 seconds")
+        if not 0 <= self.idle_interval <= 10:
+            raise ValueError("idle_interval: must be between 0 (off) and 10 seconds")
+        if not 0 <= self.idle_after <= 3600:
+            raise ValueError("idle_after: must be between 0 and 3600 seconds")
         if self.frames_per_second < 0 or not 1 <= self.frames_batch <= 10000:
             raise ValueError("frames_per_second must be >= 0 and frames_batch between 1 and 10000")
         if self.conn_source not in ("auto", "sockstat", "conntrack", "off"):

@@ -155,6 +155,34 @@ def test_a_silent_link_is_read_slowly_and_the_first_packet_brings_back_exact_cou
     assert p.on_reading(1051, T0 + 2.2) is False and p.lazy  # the next one, at 50 packets/s, does
 
 
+def test_a_long_silence_is_read_every_idle_interval_and_the_first_packet_still_reads_at_once() -> None:
+    clock = Clock()
+    p = ReadPolicy(SLOW, lateness=0.05, clock=clock)  # quiet 2 s; idle_interval 5 s after idle_after 10 s
+    p.on_reading(1000, T0)
+    t = T0 + 1.0
+    for _ in range(5):  # the first idle_after seconds of a silence: quiet_interval (a resolving incident)
+        clock.t = t
+        p.on_reading(1000, t)
+        assert p.quiet and p.next_reading() <= 2.0
+        t += 2.0
+    clock.t = t  # 10 s into the silence: every idle_interval, on the window grid
+    p.on_reading(1000, t)
+    assert 2.0 < p.next_reading() <= 5.0
+    clock.t = t + p.next_reading()
+    p.on_reading(1000, clock.t)
+    assert p.next_reading() == pytest.approx(5.0)
+    assert p.woke() and not p.quiet  # a packet: read now, and the next silence starts afresh
+    p.on_reading(1001, clock.t + 0.01)
+    clock.t += 1.0
+    p.on_reading(1001, clock.t)
+    assert p.quiet and p.next_reading() <= 2.0
+    off = ReadPolicy(dataclasses.replace(SLOW, idle_interval=0.0), lateness=0.05, clock=clock)
+    off.on_reading(1000, T0)
+    off.on_reading(1000, T0 + 1)
+    clock.t = T0 + 100
+    assert off.quiet and off.next_reading() <= 2.0
+
+
 def test_quiet_interval_zero_never_slows_down() -> None:
     p = ReadPolicy(dataclasses.replace(SLOW, quiet_interval=0.0), lateness=0.05, clock=Clock())
     p.on_reading(1000, T0)

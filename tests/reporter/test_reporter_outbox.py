@@ -155,3 +155,31 @@ def test_reporter_outbox_long_outage_downsamples_metrics_only(tmp_path: Path) ->
     first = rows[0].id
     ob.compact_metrics(busy_upto=rows[9].id)
     assert [r.id for r in ob.metrics_batch(10)] == [r.id for r in rows[:10]] and rows[0].id == first
+
+
+def test_reporter_outbox_a_transaction_holds_many_reports_and_survives_a_kill_after_it(tmp_path: Path) -> None:
+    """The events that arrive together go in one transaction (one fsync): a downsampling inside it is part
+    of it, everything is on disk once it ends (SIGKILL right after), and an error inside keeps none of it."""
+    path = tmp_path / "ob.sqlite"
+    code = (
+        "import os, signal; from floodwatch.reporter.outbox import Outbox, incident_stream\n"
+        f"ob = Outbox({str(path)!r}, max_metrics=10)\n"
+        "with ob.transaction():\n"
+        "    for i in range(30): ob.add_metric({'i': i, 'pps': i}, hold=3600.0)\n"
+        "    ob.add('incident', incident_stream('k'), {'open': 1}, 'open', 'k')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True)
+    assert proc.returncode == -9, proc.stderr
+    ob = Outbox(path, max_metrics=10)
+    rows = ob.metrics_batch(100)
+    assert ob.metric_rows == len(rows) <= 10  # downsampled inside the transaction
+    assert sum(int(r.body.get("samples", 1)) for r in rows) == 30 and rows[-1].body == {"i": 29, "pps": 29}
+    assert ob.pending == len(rows) + 1
+    try:
+        with ob.transaction():
+            ob.add("incident", incident_stream("k"), {"update": 1}, "update", "k")
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert Outbox(path).pending == len(rows) + 1  # nothing of the failed transaction

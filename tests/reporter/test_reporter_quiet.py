@@ -53,3 +53,26 @@ def test_flowtriq_quiet_samples_merge_one_per_interval(tmp_path: Path, harness: 
                      and c["outbox_pending"] == 0, message="the samples delivered")
     metrics = srv.metrics()
     assert [(m["recorded_at"], m["pps"]) for m in metrics] == [(iso(M0), 1001), (iso(M0 + 2), 1005)]
+
+
+def test_a_burst_of_seconds_is_queued_whole_and_survives_a_kill(tmp_path: Path, harness: BusHarness) -> None:
+    """A silent link's seconds come in one go every few seconds (capture's idle_interval): the reporter
+    queues what arrives together in one transaction. Every sample of a burst is held durably (a SIGKILL
+    then a restart loses none), and an incident opening inside a burst still sends them all at once."""
+    with FakeApi() as api:
+        settings = reporter_settings(api.url, KEY, "node-1", metrics_interval=120.0)
+        with reporter(tmp_path, harness, settings) as rp:
+            for i in range(40):
+                harness.publish(second(T0 + i, pps=100 + i))
+            wait_for(lambda: rp.fresh_counters()["metrics_held"] == 40, message="forty samples held")
+            rp.kill()
+            rp.start()
+            wait_for(lambda: rp.fresh_counters()["metrics_held"] == 40, message="still held after the kill")
+            for i in range(40, 45):
+                harness.publish(second(T0 + i, pps=100 + i))
+            harness.publish(incident(key="burst-1"))
+            for i in range(45, 50):
+                harness.publish(second(T0 + i, pps=100 + i))
+            wait_for(lambda: len(api.metrics) == 50 and "burst-1" in api.incidents,
+                     message="every sample and the incident delivered")
+    assert [m["pps"] for m in api.metrics] == list(range(100, 150))
