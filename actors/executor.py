@@ -30,6 +30,7 @@ from floodwatch.messages import (
 )
 from floodwatch.paths import executor_files
 from floodwatch.runtime.actor import Actor
+from floodwatch.runtime.core import on_phase
 from floodwatch.runtime.entry import run_actor
 from floodwatch.settings.executor import ExecutorSettings
 
@@ -71,7 +72,8 @@ class ExecutorActor(Actor[ExecutorSettings]):
             self._publish(outcome)
         if s.enabled and s.policies and not s.dry_run:
             self._setup_policies()
-        self.every(s.expire_interval, self._expire, first=0.0)
+        # on the heartbeat's phase (the same multiples of the monotonic clock): one wake-up for both
+        self.every(on_phase(s.expire_interval), self._expire, first=0.0)
         self.health = "dry-run" if s.dry_run else ("disabled" if not s.enabled else "ok")
 
     def _setup_policies(self) -> None:
