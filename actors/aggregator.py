@@ -69,8 +69,9 @@ def quiet_runs(out: list[Message]) -> list[Message]:
 
 
 def timeless(w: TrafficWindow) -> dict[str, Any]:
-    """The window's fields but its times (and its width, which QuietWindows keeps)."""
-    fields = w.to_dict()
+    """The window's fields but its times (and its width, which QuietWindows keeps): a copy of its
+    attributes (a C-level copy; to_dict() names each field in Python, 40 of them per window)."""
+    fields = dict(w.__dict__)
     fields["t_start"], fields["t_end"] = 0, round(1 / (w.t_end - w.t_start))
     return fields
 

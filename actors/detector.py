@@ -95,9 +95,12 @@ class DetectorActor(Actor[DetectorSettings]):
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, TrafficWindow):
             self.on_window(msg)
-        elif isinstance(msg, QuietWindows):  # a silent link's windows, one message a second
-            for w in msg.windows():
-                self.on_window(w)
+        elif isinstance(msg, QuietWindows):  # a silent link's windows, one message every second or few
+            if self.detector.incident or self.detector.run or self.tls.incident or self.tls.run:
+                for w in msg.windows():  # the incidents' events in window order, as they would come
+                    self.on_window(w)
+            else:
+                self.on_quiet(msg.windows())
         elif isinstance(msg, ExporterTraffic):
             self.exporters.note(msg.pairs, time.time())
             self.update_exporters()
@@ -122,6 +125,13 @@ class DetectorActor(Actor[DetectorSettings]):
         before = self.detector.counters["learnt_windows"]
         self.emit(self.detector.step(w))
         self.emit(self.tls.step(w))
+        self._dirty = self._dirty or self.detector.counters["learnt_windows"] != before
+
+    def on_quiet(self, windows: list[TrafficWindow]) -> None:
+        """on_window for each, in bulk where nothing can happen (Detector.step_quiet, TlsDetector.step_quiet)."""
+        before = self.detector.counters["learnt_windows"]
+        self.emit(self.detector.step_quiet(windows))
+        self.emit(self.tls.step_quiet(windows))
         self._dirty = self._dirty or self.detector.counters["learnt_windows"] != before
 
     def _detector_counters(self) -> dict[str, int]:

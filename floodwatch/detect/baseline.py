@@ -48,8 +48,10 @@ class Hist:
     weight: float = 0.0
     total: float = 0.0  # sum of rate * weight (for the mean)
 
-    def add(self, rate: float, w: float) -> None:
-        b = bin_of(rate)
+    def add(self, rate: float, w: float, b: int = -1) -> None:
+        """Add `w` seconds at `rate` (`b`: its bin_of, when the caller has it already)."""
+        if b < 0:
+            b = bin_of(rate)
         self.bins[b] = self.bins.get(b, 0.0) + w
         self.weight += w
         self.total += rate * w
@@ -110,6 +112,9 @@ class Baseline:
     first_ts: float = 0.0
     last_ts: float = 0.0
     api: dict[str, float] = field(default_factory=dict)  # the API's {"p99_pps", "mean_pps", ...}
+    # learn(): the hour of the last window learnt and its buckets' (name, cap) (ten windows a second)
+    _hour: int = field(default=-1, repr=False, compare=False)
+    _names: tuple[tuple[str, float], ...] = field(default=(), repr=False, compare=False)
 
     @staticmethod
     def bucket_names(t: float) -> tuple[str, str, str]:
@@ -124,11 +129,17 @@ class Baseline:
         if not self.first_ts:
             self.first_ts = t
         self.last_ts = max(self.last_ts, t)
-        for name in self.bucket_names(t):
-            bucket = self.buckets.setdefault(name, {"pps": Hist(), "bps": Hist()})
-            bucket["pps"].add(pps, seconds)
-            bucket["bps"].add(bps, seconds)
-            if bucket["pps"].weight > CAPS[name.split(":")[0]]:
+        hour = int(t // 3600)
+        if hour != self._hour:
+            self._hour, self._names = hour, tuple((n, CAPS[n.split(":")[0]]) for n in self.bucket_names(t))
+        bp, bb = bin_of(pps), bin_of(bps)
+        for name, cap in self._names:
+            bucket = self.buckets.get(name)
+            if bucket is None:
+                bucket = self.buckets[name] = {"pps": Hist(), "bps": Hist()}
+            bucket["pps"].add(pps, seconds, bp)
+            bucket["bps"].add(bps, seconds, bb)
+            if bucket["pps"].weight > cap:
                 bucket["pps"].halve()
                 bucket["bps"].halve()
 

@@ -75,6 +75,11 @@ def bulk_shaped(w: TrafficWindow) -> bool:
     return w.bytes_in / w.packets_in >= BULK_MIN_SEGMENT or w.bytes_out >= BULK_OUT_FACTOR * w.bytes_in
 
 
+def quiet(w: TrafficWindow) -> bool:
+    """Nothing came in: its rates are zero whatever the thresholds (no window of it can open anything)."""
+    return w.packets_in == 0 and w.bytes_in == 0 and not w.victims
+
+
 def window_rates(w: TrafficWindow, bulk_exemption: bool = True) -> Rates:
     seconds = max(w.t_end - w.t_start, 1e-3)
     exempt = 0
@@ -216,6 +221,24 @@ class Detector:
             self.baseline.learn(w.t_end, r.attack_pps, r.attack_bps, r.seconds)
             self.counters["learnt_windows"] += 1
         return []
+
+    def step_quiet(self, windows: list[TrafficWindow]) -> list[IncidentEvent]:
+        """step() on each of a run of quiet windows (QuietWindows: no packet, alike but for their times),
+        with the same result. While an incident or a run is open each window is stepped; once neither is,
+        none can open in such a run (its rates are zero): what is left of step() is counting and learning."""
+        events: list[IncidentEvent] = []
+        i = 0
+        while i < len(windows) and (self.incident is not None or self.run is not None or not quiet(windows[i])):
+            events += self.step(windows[i])
+            i += 1
+        learn = self.s.dynamic
+        for w in windows[i:]:
+            self.counters["windows"] += 1
+            self.last_end = w.t_end if self.last_end is None else max(self.last_end, w.t_end)
+            if learn and w.t_end >= self.cooldown_until:
+                self.baseline.learn(w.t_end, 0.0, 0.0, max(w.t_end - w.t_start, 1e-3))
+                self.counters["learnt_windows"] += 1
+        return events
 
     def _profile_for(self, trigger: str) -> Profile:
         """The evidence of a victim or prefix incident is that victim's own traffic (see Profile)."""

@@ -115,6 +115,25 @@ class TlsDetector:
             return [run.opened(w.t_end)]
         return []
 
+    def step_quiet(self, windows: list[TrafficWindow]) -> list[IncidentEvent]:
+        """step() on each of a run of windows without a ClientHello, with the same result: once no incident
+        or run is open and the rate's span holds no hello, every rate is zero, under any threshold (at
+        least tls_floor, 1): what is left of step() is the span and learning."""
+        events: list[IncidentEvent] = []
+        i = 0
+        while i < len(windows) and (self.incident is not None or self.run is not None or windows[i].tls_hellos
+                                    or any(r[1] for r in self.recent)):
+            events += self.step(windows[i])
+            i += 1
+        for w in windows[i:]:
+            width = max(w.t_end - w.t_start, 1e-3)
+            self.recent.append((w.t_end, 0, width))
+            while self.recent and self.recent[0][0] <= w.t_end - SPAN:
+                self.recent.popleft()
+            if w.t_end >= self.hold.cooldown_until:
+                self.baseline.learn(w.t_end, 0.0, 0.0, width)
+        return events
+
     def _step_active(self, w: TrafficWindow, rate: float) -> list[IncidentEvent]:
         inc = self.incident
         assert inc is not None
