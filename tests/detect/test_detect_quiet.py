@@ -76,7 +76,7 @@ def test_quiet_runs_stepped_in_bulk_are_what_stepping_each_window_gives() -> Non
                 events["bulk_tls"] += bulk_tls.step(w)
         assert state(bulk, bulk_tls) == state(one, one_tls)
     # the script exercises what it says: learnt thresholds, both floods opened and ended on silence
-    assert [e.TOPIC for e in events["one"]][:1] == ["incident.opened"] and events["one"][-1].status == "resolved"
-    assert [e.TOPIC for e in events["one_tls"]][:1] == ["incident.opened"] and events["one_tls"][-1].status == "resolved"
+    for name in ("one", "one_tls"):
+        assert events[name][0].TOPIC == "incident.opened" and events[name][-1].status == "resolved"
     assert one.baseline.thresholds(T0 + 700).source.startswith("dynamic")
     assert plain(events["bulk"]) == plain(events["one"]) and plain(events["bulk_tls"]) == plain(events["one_tls"])
