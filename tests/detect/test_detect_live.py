@@ -6,6 +6,7 @@ floods are detected and named. Needs root and network namespaces.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -89,4 +90,32 @@ def test_detect_live_flood_after_a_silent_link_learnt_as_zeros(tmp_path: Path) -
         sender_report(sender)
         assert opened.attack_family == "udp_flood" and opened.target_ips == [pair.ip4_b]
         assert opened.extra["threshold_source"].startswith("dynamic")
+        assert live.resolved().incident_key == opened.incident_key
+
+
+def test_detect_live_flood_after_a_long_silence_read_every_idle_interval(tmp_path: Path) -> None:
+    """Past idle_after seconds of silence the capture reads the counters every idle_interval (here the
+    most, 10 s): a flood after such a silence still opens an incident at once (well before the next idle
+    reading), and the incident still ends when the link falls silent again."""
+    require_netns()
+    settings = {"dynamic": True, "floor_pps": THRESHOLD, "min_learn_seconds": 3.0, "hold_down": 1.0,
+                "cooldown": 0.5}
+    capture = {"quiet_interval": 0.5, "idle_after": 1.0, "idle_interval": 10.0}
+    with netns_pair("fwidle") as pair, live_pipeline(pair, tmp_path, settings, capture=capture) as live:
+        seen = {"last": 0, "jump": 0}
+
+        def idle_reading() -> bool:
+            """A reading that brought 5+ s of windows at once (quiet_interval readings bring 0.5 s each)."""
+            n = live.harness.counters("detector").get("learnt_windows", 0)
+            seen["jump"], seen["last"] = max(seen["jump"], n - seen["last"]), n
+            return seen["jump"] >= 50 and n >= 100
+
+        eventually(idle_reading, timeout=60, interval=0.05, message="an idle reading's windows learnt at once")
+        assert not [m for m in live.sub.drain(0.2) if isinstance(m, IncidentOpened)]
+        started = time.time()
+        sender = live.send("udp_flood", 10 * THRESHOLD, 2.5)
+        opened, at = live.opened(timeout=20)
+        sender_report(sender)
+        assert opened.attack_family == "udp_flood" and opened.target_ips == [pair.ip4_b]
+        assert at - started < 8.0, f"opened {at - started:.1f} s after the flood started: it waited for a reading"
         assert live.resolved().incident_key == opened.incident_key
