@@ -62,6 +62,7 @@ class CaptureActor(Actor[CaptureSettings]):
             self.source = PysharkSource(s, resolve_interfaces(s.interfaces))
         else:
             self.source = AfPacketSource(s, resolve_interfaces(s.interfaces))
+            self.source.wake_on(self._wake_fd)  # the ring wait sleeps to the next timer: a signal ends it
         clock = time.monotonic
         self.out = Output(self.source.name, self.source.ifaces, s.batch_records, s.batch_interval,
                           s.frames_per_second, s.frames_batch, s.snaplen, self._send, clock,

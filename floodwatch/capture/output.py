@@ -14,6 +14,8 @@ import numpy as np
 from floodwatch.capture.batch import Directions, FrameBudget, RecordBatch
 from floodwatch.messages import FrameBatch, Message, PacketBatch
 
+NOTHING_DUE_MS = 60_000.0  # due_in_ms() with nothing pending (the actor's timers bound its waits anyway)
+
 Send = Callable[[Message, str], bool]
 
 
@@ -88,13 +90,14 @@ class Output:
             self.flush_frames()
 
     def due_in_ms(self) -> float:
-        """Milliseconds until the oldest pending batch is due (1000 when nothing is pending)."""
+        """Milliseconds until the oldest pending batch is due (NOTHING_DUE_MS when nothing is pending: the
+        first record's arrival, not a timeout, is what wakes the reader)."""
         now = self.clock()
         born = [self.born[i] for i, b in enumerate(self.batches) if b.n]
         if self.frames:
             born.append(self.frames_born)
         if not born:
-            return 1000.0
+            return NOTHING_DUE_MS
         return max(0.0, (min(born) + self.interval - now) * 1000)
 
     def flush_all(self) -> None:

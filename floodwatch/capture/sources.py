@@ -27,6 +27,7 @@ from floodwatch.settings.capture import CaptureSettings
 
 BLOCKS_PER_PUMP = 4
 RATE_SPLIT_WINDOW = 5.0  # seconds after a rate change during which blocks are checked for older packets
+IDLE_WAIT_MS = 60_000.0  # a live ring wait without anything due: as long as the actor's timers allow
 
 
 def frame_rows(buf: Buf, ts: np.ndarray, wires: np.ndarray, offs: np.ndarray, caps: np.ndarray,
@@ -207,7 +208,13 @@ class AfPacketSource:
             out.add_frames(idx, ring.linktype, self.rate, frames[split:])
 
     def idle_ms(self) -> float:
-        return 1000.0  # the ring descriptors wake us when a block is handed over
+        """No reason of its own to wake: the ring descriptors wake the wait when a block is handed over,
+        and the actor's signal descriptor (wake_on) when it is told to stop; the timers bound the rest."""
+        return IDLE_WAIT_MS
+
+    def wake_on(self, fd: int) -> None:
+        """Also end wait() when `fd` is readable (the actor's signal wake-up: SIGTERM stops at once)."""
+        self.poller.register(fd, select.POLLIN)
 
     def wait(self, timeout_ms: float) -> None:
         if not any(r.ready() for r in self.rings):

@@ -551,3 +551,27 @@ def lazy_flood_attempt(pair: NetnsPair, harness: BusHarness, coll: Collector, tm
     last = samples()[-1]
     assert n <= last.rx_packets - base.rx_packets <= n + 500  # the flood, and at most the whole trickle
     return None
+
+
+def test_an_idle_capture_sleeps_to_its_timers_and_stops_at_once_on_sigterm(live: Any, tmp_path: Path) -> None:
+    """On a silent link the ring wait lasts until the next timer (here 10 s away: no wake-up of its own
+    every second), and SIGTERM still ends it at once: the signal's wake-up descriptor is in the wait."""
+    pair, harness, coll, _ = live
+    for ns, ifname in ((pair.ns_a, pair.if_a), (pair.ns_b, pair.if_b)):  # no IPv6 chatter: a silent link
+        pair.run(ns, ["sysctl", "-qw", f"net.ipv6.conf.{ifname}.disable_ipv6=1"])
+    cfg = base_config(tmp_path, harness.endpoints, capture={
+        "source": "afpacket", "interfaces": [pair.if_b], "quiet_interval": 10.0, "idle_after": 0.0,
+        "idle_interval": 10.0, "controller_interval": 2.0})
+    cfg["supervisor"] |= {"heartbeat_interval": 600.0, "heartbeat_timeout": 1200.0}
+    proc = start_actor("capture", write_config(tmp_path / "capture.toml", cfg), tmp_path / "capture.log",
+                       netns=pair.ns_b)
+    try:
+        harness.wait_ready("capture")
+        for _ in range(3):  # the second reading finds the link silent; the third is one of its 10 s apart
+            prev = coll.wait_counters(lambda c: True)
+            coll.wait_counters(lambda c, prev=prev: c is not prev)
+        proc.terminate()  # just after a reading: the next timer is ~10 s away
+        proc.wait(3.0)  # raises TimeoutExpired if the wait slept on to its timer
+        assert proc.returncode == 0
+    finally:
+        stop_process(proc)

@@ -14,7 +14,7 @@ from floodwatch.capture.batch import Directions, FrameBudget
 from floodwatch.capture.conns import ConnCounter, _tcp_inuse
 from floodwatch.capture.fastparse import parse_many
 from floodwatch.capture.ifstats import IfCounters, IfStats, default_route_interface
-from floodwatch.capture.output import Output
+from floodwatch.capture.output import NOTHING_DUE_MS, Output
 from floodwatch.capture.sampling import SamplingController
 from floodwatch.capture.sources import frame_rows
 from floodwatch.config import config_from_dict
@@ -272,7 +272,7 @@ def test_ring_blocks_are_sized_to_the_budget_unless_set() -> None:
 def test_output_says_when_the_oldest_batch_is_due() -> None:
     clock = Clock()
     out = Output("pcap", ["pcap"], 100, 0.03, 0, 10, 64, lambda m, c: True, clock)
-    assert out.due_in_ms() == 1000.0
+    assert out.due_in_ms() == NOTHING_DUE_MS  # nothing pending: no reason to wake
     out.add_rows(0, rows_for([eth(ipv4("1.2.3.4", "5.6.7.8", 17, udp(1, 2)))]), 1)
     clock.t += 0.01
     assert out.due_in_ms() == pytest.approx(20.0)
