@@ -47,17 +47,21 @@ def test_reporter_outbox_streams_in_order_and_independent(tmp_path: Path) -> Non
     assert ob.pending == 2
 
 
-def test_reporter_outbox_survives_a_killed_process(tmp_path: Path) -> None:
-    """A child process queues reports and dies by SIGKILL right after: all of them are on disk."""
-    path = tmp_path / "ob.sqlite"
+def queue_then_sigkill(path: Path, lines: str, max_metrics: int = 20000) -> None:
+    """Run `lines` in a child process with `ob`, an Outbox on `path`; the child then dies by SIGKILL."""
     code = (
         "import os, signal; from floodwatch.reporter.outbox import Outbox, incident_stream\n"
-        f"ob = Outbox({str(path)!r})\n"
-        "for i in range(50): ob.add('incident', incident_stream('k'), {'i': i}, 'update', 'k')\n"
+        f"ob = Outbox({str(path)!r}, max_metrics={max_metrics})\n{lines}"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True)
     assert proc.returncode == -9, proc.stderr
+
+
+def test_reporter_outbox_survives_a_killed_process(tmp_path: Path) -> None:
+    """A child process queues reports and dies by SIGKILL right after: all of them are on disk."""
+    path = tmp_path / "ob.sqlite"
+    queue_then_sigkill(path, "for i in range(50): ob.add('incident', incident_stream('k'), {'i': i}, 'update', 'k')\n")
     ob = Outbox(path)
     assert ob.pending == 50
     got = []
@@ -72,16 +76,9 @@ def test_reporter_outbox_quiet_samples_survive_a_killed_process(tmp_path: Path) 
     """Quiet samples (held for the metrics interval) are still there after a SIGKILL, in order and
     still held, with the incident's report between them; every commit is synced (FULL)."""
     path = tmp_path / "ob.sqlite"
-    code = (
-        "import os, signal, time; from floodwatch.reporter.outbox import Outbox, incident_stream\n"
-        f"ob = Outbox({str(path)!r})\n"
-        "for i in range(20): ob.add_metric({'i': i}, hold=3600.0)\n"
-        "ob.add('incident', incident_stream('k'), {'open': 1}, 'open', 'k')\n"
-        "ob.add_metric({'i': 20}, hold=3600.0)\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True)
-    assert proc.returncode == -9, proc.stderr
+    queue_then_sigkill(path, "for i in range(20): ob.add_metric({'i': i}, hold=3600.0)\n"
+                             "ob.add('incident', incident_stream('k'), {'open': 1}, 'open', 'k')\n"
+                             "ob.add_metric({'i': 20}, hold=3600.0)\n")
     ob = Outbox(path)
     assert ob.pending == 22 and ob.held_metrics() == 21
     assert [row.body for row in ob.metrics_batch(100)] == [{"i": i} for i in range(21)]
@@ -161,16 +158,10 @@ def test_reporter_outbox_a_transaction_holds_many_reports_and_survives_a_kill_af
     """The events that arrive together go in one transaction (one fsync): a downsampling inside it is part
     of it, everything is on disk once it ends (SIGKILL right after), and an error inside keeps none of it."""
     path = tmp_path / "ob.sqlite"
-    code = (
-        "import os, signal; from floodwatch.reporter.outbox import Outbox, incident_stream\n"
-        f"ob = Outbox({str(path)!r}, max_metrics=10)\n"
-        "with ob.transaction():\n"
-        "    for i in range(30): ob.add_metric({'i': i, 'pps': i}, hold=3600.0)\n"
-        "    ob.add('incident', incident_stream('k'), {'open': 1}, 'open', 'k')\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True)
-    assert proc.returncode == -9, proc.stderr
+    queue_then_sigkill(path, "with ob.transaction():\n"
+                             "    for i in range(30): ob.add_metric({'i': i, 'pps': i}, hold=3600.0)\n"
+                             "    ob.add('incident', incident_stream('k'), {'open': 1}, 'open', 'k')\n",
+                       max_metrics=10)
     ob = Outbox(path, max_metrics=10)
     rows = ob.metrics_batch(100)
     assert ob.metric_rows == len(rows) <= 10  # downsampled inside the transaction
