@@ -14,8 +14,10 @@ Three modes, decided at each counter reading from the wire rate since the previo
   between two, all the blocks handed over at once (one parse, one batch), not at every block; when
   sampling starts, what the ring holds (the flood's unsampled start) is read at once;
 * quiet (quiet_interval > 0 and no packet since the last reading): readings every quiet_interval, and
-  every idle_interval once the silence is idle_after old; the first packet after the silence brings
-  back exact counters at once (and no lazy mode at that reading, whose rate covers the silence).
+  every idle_interval once idle_after has passed since the last reading at IDLE_RESET_PPS or more (a
+  link's chatter, a few packets now and then, does not count as traffic there); the first packet after
+  the silence brings back exact counters at once (and no lazy mode at that reading, whose rate covers
+  the silence).
 
 Readings keep to the aggregator's windows: each comes just after a window's end plus the aggregator's
 lateness, so the records and counters it sends close that window at once.
@@ -34,6 +36,10 @@ from typing import Protocol
 from floodwatch.settings.capture import CaptureSettings
 
 READING_MARGIN = 0.005  # seconds after window end + lateness at which the counters are read
+# A reading at a lower rate, over one second at least (a link's chatter: router solicitations, ARP), does
+# not restart the idle clock: idle_after counts from the last reading with traffic an incident could be
+# made of.
+IDLE_RESET_PPS = 10.0
 
 
 class Ring(Protocol):
@@ -68,7 +74,7 @@ class ReadPolicy:
         self._check_at = 0.0  # lazy: when to count every block handed over since the reading
         self._last_wire = -1
         self._last_time = 0.0
-        self._quiet_since = 0.0  # the first reading of the current silence (0: not silent)
+        self._busy_at = 0.0  # the last reading at IDLE_RESET_PPS or more (or the first reading)
         # a block with this many packets is no trickle (twice lazy_pps over one ring block timeout)
         self.flood_block = max(8, 2 * s.lazy_pps * s.ring_block_timeout_ms // 1000)
         # a trickle hands over one block per ring_block_timeout_ms: lazy reading needs a ring that holds
@@ -86,7 +92,7 @@ class ReadPolicy:
         """Packets were read eagerly. True for the first after a silence: read the counters now."""
         if not self.quiet:
             return False
-        self.quiet, self._woken, self._quiet_since = False, True, 0.0
+        self.quiet, self._woken = False, True
         return True
 
     def on_reading(self, wire: int, now: float) -> bool:
@@ -96,8 +102,10 @@ class ReadPolicy:
         # silent since the last reading: downstream still gets windows (the aggregator fills the gap
         # with empty ones), but every actor on the path wakes once a second instead of ten times
         self.quiet = s.quiet_interval > 0 and wire == self._last_wire
-        self._quiet_since = (self._quiet_since or now) if self.quiet else 0.0
         rate = (wire - self._last_wire) / max(now - self._last_time, 1e-3) if self._last_wire >= 0 else 0.0
+        # packets per second over a second at least: a lone packet soon after a reading is no traffic
+        if wire - self._last_wire >= IDLE_RESET_PPS * max(now - self._last_time, 1.0) or not self._busy_at:
+            self._busy_at = now
         was_lazy = self.lazy
         self.lazy = (s.source == "afpacket" and not self.quiet and not self._woken and self.lazy_fits
                      and 0 < rate < s.lazy_pps)
@@ -166,7 +174,7 @@ class ReadPolicy:
         s = self.s
         if self.quiet:
             step = max(s.counter_interval, s.quiet_interval)
-            if s.idle_interval and self._quiet_since and self.clock() - self._quiet_since >= s.idle_after:
+            if s.idle_interval and self._busy_at and self.clock() - self._busy_at >= s.idle_after:
                 step = max(step, s.idle_interval)
         elif self.lazy or s.source != "afpacket":
             step = s.counter_interval

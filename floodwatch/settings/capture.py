@@ -56,11 +56,12 @@ class CaptureSettings:
     # While the watched links are silent (no packet either way since the last reading), counters are read
     # this often instead, and the first packet brings back counter_interval at once; 0 = never slow down.
     quiet_interval: float = 1.0
-    # Once the links have been silent for idle_after seconds, counters are read every idle_interval
-    # instead (the first packet still brings back counter_interval at once): a silent host's windows
-    # reach the detector in one go every few seconds, and every actor on the path wakes that often.
-    # The first idle_after seconds keep quiet_interval, so that an incident the silence ends resolves as
-    # soon as before (the detector's hold_down is 5 s). 0 = never slow down past quiet_interval.
+    # Once the links have been silent (but for chatter under 10 packets/s) for idle_after seconds, counters
+    # are read every idle_interval instead (the first packet still brings back counter_interval at once):
+    # a silent host's windows reach the detector in one go every few seconds, and every actor on the path
+    # wakes that often. The first idle_after seconds keep quiet_interval, so that an incident the silence
+    # ends resolves as soon as before (the detector's hold_down is 5 s). 0 = never slow down past
+    # quiet_interval.
     idle_interval: float = 5.0
     idle_after: float = 10.0
     # Below this many packets/s (wire, both directions) the afpacket ring is read at each counter reading

@@ -171,10 +171,17 @@ def test_a_long_silence_is_read_every_idle_interval_and_the_first_packet_still_r
     clock.t = t + p.next_reading()
     p.on_reading(1000, clock.t)
     assert p.next_reading() == pytest.approx(5.0)
-    assert p.woke() and not p.quiet  # a packet: read now, and the next silence starts afresh
-    p.on_reading(1001, clock.t + 0.01)
+    # a link's chatter (two router solicitations) is read at once, and the silence after it stays idle
+    assert p.woke() and not p.quiet
+    p.on_reading(1002, clock.t + 0.01)
     clock.t += 1.0
-    p.on_reading(1001, clock.t)
+    p.on_reading(1002, clock.t)
+    assert p.quiet and p.next_reading() == pytest.approx(5.0, abs=1.0)
+    # traffic (a flood's first reading): read at once, and quiet_interval again for idle_after after it
+    assert p.woke()
+    p.on_reading(3002, clock.t + 0.05)
+    clock.t += 1.0
+    p.on_reading(3002, clock.t)
     assert p.quiet and p.next_reading() <= 2.0
     off = ReadPolicy(dataclasses.replace(SLOW, idle_interval=0.0), lateness=0.05, clock=clock)
     off.on_reading(1000, T0)
