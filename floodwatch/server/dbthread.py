@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from floodwatch.server.store import Store
+from floodwatch.server.store import GroupRetry, Store
 
 T = TypeVar("T")
 # store method -> the kind in the counters (db_<kind>_coalesced, db_<kind>_fallbacks); its batched form
@@ -48,6 +48,8 @@ def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
 def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
     try:
         return True, fn(*args)
+    except GroupRetry:  # the whole batch runs again (_run_batch)
+        raise
     except Exception as e:  # noqa: BLE001 - handed to the caller, who maps it
         return False, e
 
@@ -60,7 +62,7 @@ class DbWorker:
     def __init__(self, store: Store, max_batch: int = 256, threads: int = 1) -> None:
         self.store = store
         self.max_batch = max_batch
-        self.stats: dict[str, int] = {"db_calls": 0, "db_commits": 0, "db_errors": 0,
+        self.stats: dict[str, int] = {"db_calls": 0, "db_commits": 0, "db_errors": 0, "db_retries": 0,
                                       **{f"db_{kind}_{what}": 0 for kind in COALESCED.values()
                                          for what in ("coalesced", "fallbacks")}}
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
@@ -146,25 +148,38 @@ class DbWorker:
         so a bad one fails alone."""
         try:
             results = many([batch[i][1] for i in at])
+        except GroupRetry:  # an optimistic group: the whole batch runs again (_run_batch)
+            raise
         except Exception:  # noqa: BLE001 - retried call by call below, each with its own outcome
             self._count(f"db_{kind}_fallbacks", 1)
             return {i: _outcome(batch[i][0], batch[i][1]) for i in at}
         self._count(f"db_{kind}_coalesced", len(at))
         return {i: (True, r) for i, r in zip(at, results, strict=True)}
 
-    def _run_batch(self, batch: list[_Item]) -> None:
+    def _transaction(self, batch: list[_Item], optimistic: bool) -> list[tuple[bool, Any]]:
+        """The batch in one transaction: each call's (ok, result), once committed."""
         results: list[tuple[bool, Any]] = []
+        with self.store.group(optimistic=optimistic):
+            coalesced = self._coalesced(batch)
+            t = time.perf_counter()
+            for i, (fn, args, _, _) in enumerate(batch):
+                if i in coalesced:
+                    results.append(coalesced[i])
+                    continue
+                results.append(_outcome(fn, args))
+                t = self._timed(t, getattr(fn, "__name__", "other"))
+        self._timed(t, "commit")
+        return results
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        """Optimistic first (PostgreSQL: the batched writes without savepoints); if one of them fails, the batch
+        again in a new transaction with a savepoint per call, so that the bad call fails alone."""
         try:
-            with self.store.group():
-                coalesced = self._coalesced(batch)
-                t = time.perf_counter()
-                for i, (fn, args, _, _) in enumerate(batch):
-                    if i in coalesced:
-                        results.append(coalesced[i])
-                        continue
-                    results.append(_outcome(fn, args))
-                    t = self._timed(t, getattr(fn, "__name__", "other"))
-            self._timed(t, "commit")
+            try:
+                results = self._transaction(batch, optimistic=True)
+            except GroupRetry:
+                self._count("db_retries", 1)
+                results = self._transaction(batch, optimistic=False)
         except Exception as e:  # noqa: BLE001 - the commit failed: every caller gets the error
             logger.bind(actor="apiserver").error("database commit failed: {}", e)
             self._count("db_errors", 1)

@@ -19,6 +19,15 @@ HEARTBEAT_MANY = ("UPDATE nodes SET last_seen_at = v.now, "
                   "AS v(id, now, agent_version, os, uptime) WHERE nodes.id = v.id")
 
 
+def number_arrays(rows: list[tuple[Any, ...]]) -> list[str]:
+    """Rows of numbers (or None) -> one PostgreSQL array literal per column ('{1,2.5,NULL}'), for `%s::<type>[]`
+    in unnest: built by str.join, a fraction of psycopg's adaptation of a list element by element (a regular
+    expression per element). Only numbers: a str element would go in unquoted (anything else fails in the
+    statement, as a wrong type does through psycopg)."""
+    return ["{" + ",".join(["NULL" if v is None else repr(v) for v in column]) + "}"
+            for column in zip(*rows, strict=True)]
+
+
 def heartbeats_merged(calls: list[HeartbeatCall]) -> list[list[Any]]:
     """record_heartbeat calls -> HEARTBEAT_MANY's columns, one row per node, as the calls in order would leave
     it: the last call's time, and of each field the last value given (a missing one keeps the stored)."""

@@ -39,7 +39,15 @@ from floodwatch.server.sqlite_store import (
     node_row,
     pcap_row,
 )
-from floodwatch.server.store import PCAPS_OF_NODE, REMOVE_NODE, Conflict, NotFound, incident_filter, removed_counts
+from floodwatch.server.store import (
+    PCAPS_OF_NODE,
+    REMOVE_NODE,
+    Conflict,
+    GroupRetry,
+    NotFound,
+    incident_filter,
+    removed_counts,
+)
 from floodwatch.server.validate import BadField, stored_details, stored_json
 
 # A batch of samples in one statement (a constant text: prepared): the rows go in by one multi-row insert
@@ -63,11 +71,6 @@ _ADD_METRICS = (
     "pps = excluded.pps, bps = excluded.bps WHERE excluded.recorded_at >= node_latest.recorded_at) "
     "SELECT node_id, recorded_at FROM ins WHERE timed_by_agent IS NOT NULL")
 
-def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows -> one list per column (for unnest)."""
-    return [list(c) for c in zip(*rows, strict=True)]
-
-
 EVENTS_CHANNEL = "floodwatch_events"  # what each commit recorded, for every replica's live pages (web/live.py)
 NODES_CHANNEL = "floodwatch_nodes"  # the id of each node removed, for every replica's credentials cache
 LISTEN_CHECK_SECONDS = 30.0  # a quiet listening connection is checked this often (a dead one is replaced)
@@ -81,6 +84,8 @@ class _Transaction(threading.local):
     def __init__(self) -> None:
         self.conn: psycopg.Connection[Any] | None = None
         self.aborted = False  # a read inside group() failed: the transaction cannot commit (_read)
+        self.optimistic = False  # group(optimistic=True): the batched writes skip their savepoint (_write)
+        self.retry = False  # something failed without a savepoint in an optimistic group: GroupRetry at its end
         self.events: list[tuple[str, dict[str, Any]]] = []
 
 
@@ -158,17 +163,20 @@ class PGStore:
                 yield cur
 
     @contextmanager
-    def group(self) -> Iterator[None]:
+    def group(self, optimistic: bool = False) -> Iterator[None]:
+        state = self._tx_state
         try:
             with self.pool.connection() as conn, conn.transaction():
-                self._conn, self._aborted = conn, False
+                state.conn, state.aborted, state.optimistic, state.retry = conn, False, optimistic, False
                 try:
                     yield
+                    if state.retry:
+                        raise GroupRetry(f"{self.where}: a call without its savepoint failed: rolled back")
                     if self._aborted:
                         raise StorageError(f"{self.where}: a read failed in the transaction: rolled back")
                     self._notify(conn)
                 finally:
-                    self._conn = None
+                    state.conn, state.optimistic = None, False
         except psycopg.Error as e:  # BEGIN, NOTIFY or COMMIT on a lost connection, or no connection in time
             self._events.clear()
             raise StorageError(f"{self.where}: {_first_line(e)}") from e
@@ -247,8 +255,27 @@ class PGStore:
                 yield cur
         except BaseException:
             if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                if self._tx_state.optimistic:
+                    self._tx_state.retry = True  # run again without optimism: then only this fails, not all
                 self._aborted = True
             raise
+
+    @contextmanager
+    def _write(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor for a batched write (`*_many`, all or nothing): in an optimistic group() without a savepoint
+        (two round trips fewer; if it fails the group is rolled back and raises GroupRetry), else in its own
+        savepoint (or transaction)."""
+        state = self._tx_state
+        if state.conn is None or not state.optimistic:
+            with self._tx() as cur:
+                yield cur
+            return
+        try:
+            with state.conn.cursor() as cur:
+                yield cur
+        except Exception as e:
+            state.retry = True
+            raise GroupRetry(f"{self.where}: a batched write failed ({_first_line(e)}): rolled back") from e
 
     def _one(self, sql: str, args: tuple[Any, ...] = (), bare: bool = False) -> dict[str, Any] | None:
         with self._read(bare) as cur:
@@ -296,7 +323,7 @@ class PGStore:
     def record_heartbeat_many(self, calls: list[pg_batch.HeartbeatCall]) -> list[None]:
         """Several record_heartbeat calls in one statement (a node's calls merged first, as one by one they
         would leave it: the last time, the last value given of each field); all or nothing."""
-        with self._tx() as cur:
+        with self._write() as cur:
             self._exec(cur, pg_batch.HEARTBEAT_MANY, tuple(pg_batch.heartbeats_merged(calls)))
         return [None] * len(calls)
 
@@ -321,9 +348,9 @@ class PGStore:
         calls = rollup.first_copies(calls)
         rows = rollup.metric_rows(calls)
         if rows:
-            with self._tx() as cur:
+            with self._write() as cur:
                 try:
-                    cur.execute(_ADD_METRICS, _columns(rows))
+                    cur.execute(_ADD_METRICS, pg_batch.number_arrays(rows))
                     stored = {(r["node_id"], r["recorded_at"]) for r in cur.fetchall()}
                 except psycopg.Error as e:
                     raise StorageError(f"{self.where}: {type(e).__name__}: {str(e).splitlines()[0]}") from e

@@ -123,7 +123,7 @@ class SQLiteStore:
             listener(events)
 
     @contextmanager
-    def group(self) -> Iterator[None]:
+    def group(self, optimistic: bool = False) -> Iterator[None]:  # optimistic: savepoints cost nothing here
         self._exec("BEGIN IMMEDIATE")
         self._in_group = True
         try:

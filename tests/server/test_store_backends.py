@@ -292,16 +292,33 @@ def _sample(t: float, pps: int = 1) -> list[dict[str, Any]]:
 
 
 def test_the_database_thread_stores_a_batch_of_metrics_in_one_call_and_a_bad_call_fails_alone(store: Any) -> None:
+    """PostgreSQL tries a batch optimistically (its combined writes without savepoints): the bad call fails it,
+    the batch is rolled back and runs again with a savepoint per call: every good call stored once."""
     a, b = _node(store, "a"), _node(store, "b")
     no_such_node = 999_999
     calls = [(store.add_metrics, node, _sample(T0 + i, i), T0 + i) for i in range(40) for node in (a, b)]
     calls += [(store.add_metrics, no_such_node, _sample(T0), T0), (store.add_metrics, a, _sample(T0 + 100), T0 + 100)]
+    calls += [(store.record_heartbeat, node, {"agent_version": f"v-{node}"}, T0 + 101) for node in (a, b)]
     results, stats = _one_batch(store, calls)
-    assert results[:80] == [1] * 80 and results[81] == 1
+    assert results[:80] == [1] * 80 and results[81] == 1 and results[82:] == [None, None]
     assert isinstance(results[80], StorageError)
     assert len(store.metrics(a, 0, 1000)) == 41 and len(store.metrics(b, 0, 1000)) == 40
+    assert _rows(store, f"SELECT sum(n) AS n FROM metrics_1m WHERE node_id = {a}") == [(41,)]  # counted once
+    assert {n["agent_version"] for n in store.list_nodes(T0 + 101, 90)} == {f"v-{a}", f"v-{b}"}
     assert stats["db_commits"] == 1 and stats["db_metrics_fallbacks"] == 1
     assert stats["db_metrics_coalesced"] == 0  # the combined call failed: the calls ran one by one
+    assert stats["db_retries"] == (1 if store.dialect == "postgresql" else 0)
+
+
+def test_the_database_thread_commits_a_good_batch_at_the_first_attempt(store: Any) -> None:
+    a, b = _node(store, "a"), _node(store, "b")
+    calls = [(store.add_metrics, node, _sample(T0 + i, i), T0 + i) for i in range(10) for node in (a, b)]
+    calls += [(store.record_heartbeat, node, {"os": "linux"}, T0 + 11) for node in (a, b)]
+    results, stats = _one_batch(store, calls)
+    assert results == [1] * 20 + [None, None]
+    assert stats["db_retries"] == 0 and stats["db_metrics_coalesced"] == 20 and stats["db_heartbeat_coalesced"] == 2
+    assert _rows(store, "SELECT node_id, sum(n) AS n FROM metrics_1m GROUP BY node_id ORDER BY node_id") == [
+        (a, 10), (b, 10)]
 
 
 def test_the_database_thread_coalesces_a_batch_of_metrics_calls(store: Any) -> None:
