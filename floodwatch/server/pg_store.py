@@ -10,6 +10,7 @@ is one statement. The password comes from the caller (a file or FLOODWATCH_DB_PA
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -164,9 +165,11 @@ class PGStore:
 
     @contextmanager
     def group(self, optimistic: bool = False) -> Iterator[None]:
+        """One transaction (BEGIN and COMMIT by hand: the COMMIT goes with the NOTIFYs, _commit)."""
         state = self._tx_state
         try:
-            with self.pool.connection() as conn, conn.transaction():
+            with self.pool.connection() as conn:
+                conn.execute("BEGIN", prepare=False)
                 state.conn, state.aborted, state.optimistic, state.retry = conn, False, optimistic, False
                 try:
                     yield
@@ -174,7 +177,11 @@ class PGStore:
                         raise GroupRetry(f"{self.where}: a call without its savepoint failed: rolled back")
                     if self._aborted:
                         raise StorageError(f"{self.where}: a read failed in the transaction: rolled back")
-                    self._notify(conn)
+                    self._commit(conn)
+                except BaseException:
+                    with contextlib.suppress(psycopg.Error):  # a lost connection: the pool replaces it
+                        conn.rollback()
+                    raise
                 finally:
                     state.conn, state.optimistic = None, False
         except psycopg.Error as e:  # BEGIN, NOTIFY or COMMIT on a lost connection, or no connection in time
@@ -187,13 +194,15 @@ class PGStore:
         for listener in self.listeners if events else ():
             listener(events)
 
-    def _notify(self, conn: psycopg.Connection[Any]) -> None:
-        """NOTIFY the transaction's events (delivered to every listener when, and only if, it commits)."""
-        if self.announce is None or not self._events:
-            return
-        for payload in self.announce(self._events):
-            if len(payload.encode()) <= NOTIFY_MAX:
-                conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, payload))
+    def _commit(self, conn: psycopg.Connection[Any]) -> None:
+        """COMMIT, after a NOTIFY of the transaction's events (delivered to every listener when, and only if, it
+        commits) in the same round trip: one text of several statements (the simple query protocol; the
+        payloads as quoted literals). A failure stops at the failing statement: nothing is committed."""
+        payloads = [] if self.announce is None or not self._events else [
+            p for p in self.announce(self._events) if len(p.encode()) <= NOTIFY_MAX]
+        notify = psycopg.sql.SQL("SELECT pg_notify({}, {}); ")
+        conn.execute(psycopg.sql.Composed([*(notify.format(EVENTS_CHANNEL, p) for p in payloads),
+                                          psycopg.sql.SQL("COMMIT")]), prepare=False)
 
     async def listen(self, channel: str = EVENTS_CHANNEL,
                      on_listening: Callable[[], None] | None = None) -> AsyncIterator[str]:
