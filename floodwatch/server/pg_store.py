@@ -324,10 +324,7 @@ class PGStore:
         return [node_row(r, now, offline_after) for r in self._all("SELECT * FROM nodes ORDER BY id")]
 
     def record_heartbeat(self, node_id: int, hb: dict[str, Any], now: float) -> None:
-        with self._tx() as cur:
-            self._exec(cur, "UPDATE nodes SET last_seen_at = %s, agent_version = coalesce(%s, agent_version), "
-                       "os = coalesce(%s, os), uptime = coalesce(%s, uptime) WHERE id = %s",
-                       (now, hb.get("agent_version"), hb.get("os"), hb.get("uptime"), node_id))
+        self.record_heartbeat_many([(node_id, hb, now)])  # in an optimistic group: without a savepoint too
 
     def record_heartbeat_many(self, calls: list[pg_batch.HeartbeatCall]) -> list[None]:
         """Several record_heartbeat calls in one statement (a node's calls merged first, as one by one they
