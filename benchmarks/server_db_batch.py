@@ -32,7 +32,7 @@ from typing import Any
 sys.path.insert(0, sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv[:-1]
                 else str(Path(__file__).resolve().parent.parent))
 
-from floodwatch.server import auth  # noqa: E402
+from floodwatch.server import auth
 
 NODES = 2000
 

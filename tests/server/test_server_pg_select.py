@@ -271,3 +271,43 @@ def test_version_4_on_postgresql_keeps_one_copy_of_a_sample_stored_twice(pg_clus
     finally:
         store.close()
     assert pg_cluster.psql(minutes, db=db).split()[1] == f"{int(t0) + 60}|3|20|9|160|0"
+
+
+def test_a_commit_and_its_notifications_arrive_together_whatever_the_payload_holds(pg_cluster: PgCluster) -> None:
+    """The NOTIFYs go with the COMMIT in one text of statements: a payload with quotes, backslashes and
+    non-ASCII arrives as it was, only for a transaction that committed; a rolled-back one announces nothing."""
+    import asyncio
+    import contextlib
+
+    from floodwatch.server.pg_store import PGStore
+
+    store = PGStore(pg_cluster.new_database(), pg_cluster.password)
+    payloads = ["it's \\ a 'quote' \\' ; COMMIT; --", "naïve ☃ $$ $x$ E'\\n'", '{"n": [1, 2]}']
+    store.announce = lambda events: payloads if events else []
+    node = store.add_node("a", "0b5e9a1e-9b1e-4c59-8a0e-d1c4d1c4d1c4", "x", 1.0)["node_id"]
+
+    async def go() -> list[str]:
+        got: list[str] = []
+        listening = asyncio.Event()
+
+        async def listen() -> None:
+            async for payload in store.listen(on_listening=listening.set):
+                got.append(payload)
+
+        task = asyncio.ensure_future(listen())
+        await asyncio.wait_for(listening.wait(), 10)
+        with contextlib.suppress(RuntimeError), store.group():  # rolled back: nothing announced
+            store.add_metrics(node, [{"recorded_at": 5.0, "pps": 1, "bps": 1}], 5.0)
+            raise RuntimeError("rolled back")
+        await asyncio.to_thread(store.add_metrics, node, [{"recorded_at": 6.0, "pps": 2, "bps": 2}], 6.0)
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(got) < len(payloads) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        task.cancel()  # notifications arrive in commit order: the rolled-back one's would have come first
+        return got
+
+    try:
+        assert asyncio.run(go()) == payloads
+        assert [m["pps"] for m in store.metrics(node, 0, 10)] == [2]
+    finally:
+        store.close()

@@ -296,7 +296,8 @@ def test_the_database_thread_stores_a_batch_of_metrics_in_one_call_and_a_bad_cal
     the batch is rolled back and runs again with a savepoint per call: every good call stored once."""
     a, b = _node(store, "a"), _node(store, "b")
     no_such_node = 999_999
-    calls = [(store.add_metrics, node, _sample(T0 + i, i), T0 + i) for i in range(40) for node in (a, b)]
+    calls: list[tuple[Any, ...]] = [(store.add_metrics, node, _sample(T0 + i, i), T0 + i) for i in range(40)
+                                    for node in (a, b)]
     calls += [(store.add_metrics, no_such_node, _sample(T0), T0), (store.add_metrics, a, _sample(T0 + 100), T0 + 100)]
     calls += [(store.record_heartbeat, node, {"agent_version": f"v-{node}"}, T0 + 101) for node in (a, b)]
     results, stats = _one_batch(store, calls)
@@ -312,7 +313,8 @@ def test_the_database_thread_stores_a_batch_of_metrics_in_one_call_and_a_bad_cal
 
 def test_the_database_thread_commits_a_good_batch_at_the_first_attempt(store: Any) -> None:
     a, b = _node(store, "a"), _node(store, "b")
-    calls = [(store.add_metrics, node, _sample(T0 + i, i), T0 + i) for i in range(10) for node in (a, b)]
+    calls: list[tuple[Any, ...]] = [(store.add_metrics, node, _sample(T0 + i, i), T0 + i) for i in range(10)
+                                    for node in (a, b)]
     calls += [(store.record_heartbeat, node, {"os": "linux"}, T0 + 11) for node in (a, b)]
     results, stats = _one_batch(store, calls)
     assert results == [1] * 20 + [None, None]
