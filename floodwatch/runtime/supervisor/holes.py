@@ -29,6 +29,7 @@ _HEAP_KEPT: list[int] = []  # addresses of the heap chunks kept allocated (never
 _POOL_ROW = re.compile(r"\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$")
 _HEAP_SIZE = re.compile(r'<size from="(\d+)" to="(\d+)" total="\d+" count="(\d+)"/>')
 ROUNDS = 4  # a filled chunk larger than asked leaves a smaller hole: the next round fills it
+MAX_CHUNKS = 10_000  # each allocation asks mallinfo2, which walks the bins: bounded work (~600 here)
 
 
 def _captured(write: Callable[[], None]) -> str:
@@ -127,7 +128,9 @@ def fill_free_chunks() -> int:
             for _ in range(count):
                 top = libc.mallinfo2().keepcost
                 p = libc.malloc(max(size - 16, 24))
-                if not p:
+                if not p or kept >= MAX_CHUNKS:
+                    if p:
+                        libc.free(p)
                     return kept
                 if libc.mallinfo2().keepcost < top:
                     libc.free(p)
