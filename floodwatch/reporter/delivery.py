@@ -92,13 +92,17 @@ class Deliverer:
                     self._start(row)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._wait(now, paused))
+                await asyncio.wait_for(self._wake.wait(), self._wait(now, paused, free))
 
-    def _wait(self, now: float, paused: float) -> float | None:
-        """Until the earliest head is due (or the pause ends); None: nothing queued, sleep until wake()."""
+    def _wait(self, now: float, paused: float, free: int) -> float | None:
+        """Until the earliest head of a stream not in flight is due (or the pause ends); None: sleep until
+        wake(), which a new report and the end of every request give (so a head whose stream is in flight,
+        or that waits for a free slot, does not make the loop wake every few ms while the request runs)."""
         if paused:
             return min(MAX_WAIT, paused)
-        due = self.outbox.next_due()
+        if free <= 0:
+            return None
+        due = self.outbox.next_due(set(self.tasks))
         return None if due is None else min(MAX_WAIT, max(0.005, due - now))
 
     async def stop(self) -> None:

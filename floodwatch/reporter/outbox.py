@@ -234,13 +234,14 @@ class Outbox:
         )
         return [r for r in rows if r.stream not in busy][:limit]
 
-    def next_due(self) -> float | None:
-        """When the earliest stream head becomes due (None: the outbox is empty)."""
-        row = self.db.execute(
-            "SELECT MIN(o.next_at) FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox GROUP BY stream) h "
+    def next_due(self, busy: set[str] | frozenset[str] = frozenset()) -> float | None:
+        """When the earliest head of a stream not in `busy` becomes due (None: there is none)."""
+        heads = self.db.execute(
+            "SELECT o.stream, o.next_at FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox GROUP BY stream) h "
             "ON o.id = h.id"
-        ).fetchone()
-        return None if row[0] is None else float(row[0])
+        ).fetchall()
+        dues = [float(at) for stream, at in heads if stream not in busy]
+        return min(dues) if dues else None
 
     def metrics_batch(self, limit: int) -> list[Row]:
         return self._rows(

@@ -39,6 +39,8 @@ def test_reporter_outbox_streams_in_order_and_independent(tmp_path: Path) -> Non
     assert [h.stream for h in ob.heads(clock(), {b}, 10)] == [METRICS]
     due = ob.next_due()
     assert due is not None and due <= clock()  # b and metrics are due now
+    # streams in flight do not count: the end of their request wakes the delivery loop
+    assert ob.next_due({b, METRICS}) == clock() + 30.0 and ob.next_due({a, b, METRICS}) is None
     ob.delivered([heads[1], heads[2]])
     assert ob.next_due() == clock() + 30.0
     clock.t += 31
