@@ -290,7 +290,7 @@ class WindowStats:
         shalves = self._halves(addr, "src", skeys)
         self.src.update(skeys, rate, shalves)
         self.hellos.add(recs, skeys, shalves, rate)
-        group = np.unique(dkeys, return_index=True, return_inverse=True, return_counts=True)
+        group = group_keys(dkeys)
         dbytes = np.bincount(group[2], weights=recs["wirelen"], minlength=group[0].size).astype(np.int64)
         first = addr[group[1]]
         dhalves = np.stack((first["dst_hi"], first["dst_lo"]), axis=1).astype(np.uint64)  # per destination
@@ -436,6 +436,15 @@ class WindowStats:
 
 def _named(counts: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
     return {name: int(c) for name, c in zip(names, counts.tolist(), strict=False)}
+
+
+def group_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique(keys, return_index=True, return_inverse=True, return_counts=True) of a 1-d array, with
+    the flood's usual case (every record to one destination) answered without a sort."""
+    if keys.size and (keys == keys[0]).all():
+        return keys[:1], np.zeros(1, dtype=np.intp), np.zeros(keys.size, dtype=np.intp), \
+            np.array([keys.size], dtype=np.intp)
+    return np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
 
 
 def distinct(values: np.ndarray) -> np.ndarray:

@@ -196,3 +196,39 @@ def test_aggregate_windows_without_records_are_what_the_full_computation_makes(m
     for a, b in zip(lazy, eager, strict=True):
         assert type(a) is type(b) and a == b
         assert messages.encode(a) == messages.encode(b)
+
+
+def test_aggregate_destinations_grouped_without_a_sort_as_np_unique_groups_them() -> None:
+    """A window's inbound records grouped by destination: one destination (a flood's usual case) answered
+    without np.unique, with the same keys, first indexes, inverse and counts; several as np.unique."""
+    from floodwatch.aggregate.window import group_keys
+
+    rng = np.random.default_rng(23)
+    for keys in (np.full(137, 0xFFFF0A0A0A0A, dtype=np.uint64), np.full(1, 7, dtype=np.uint64),
+                 rng.integers(0, 5, 300).astype(np.uint64), np.zeros(0, dtype=np.uint64)):
+        got = group_keys(keys)
+        want = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+        assert [g.tolist() for g in got] == [w.tolist() for w in want]
+        assert [g.dtype for g in got] == [w.dtype for w in want]
+
+
+def test_aggregate_flood_to_one_victim_gives_the_window_np_unique_grouping_gives(monkeypatch: Any) -> None:
+    """The whole window (victims, top destinations, ports) is the same with the shortcut as with np.unique."""
+    from floodwatch.aggregate import window
+
+    def run() -> list[dict[str, Any]]:
+        e = Engine(AggregatorSettings())
+        rng = np.random.default_rng(4)
+        out: list[Message] = []
+        for i in range(12):
+            src = v4_addrs(rng.integers(0, 900, 150).astype(np.uint32) + 0x0B000000)
+            recs = records(150, ts=1000.0 + i * 0.05 + np.arange(150) * 1e-4, src=src, dport=80)
+            recs["sport"] = rng.integers(1024, 65535, 150)
+            out += e.feed_batch(batch(recs, seq=i, rate=16))
+        return [dataclasses.asdict(m) for m in out + e.finish() if isinstance(m, TrafficWindow)]
+
+    fast = run()
+    monkeypatch.setattr(window, "group_keys", lambda k: np.unique(k, return_index=True, return_inverse=True,
+                                                                  return_counts=True))
+    assert fast == run()
+    assert fast[0]["victims"][0]["ip"] == "10.10.10.10" and fast[0]["victims"][0]["packets"] > 0
