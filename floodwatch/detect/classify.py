@@ -6,9 +6,11 @@ signature counts), never from kernel protocol counters. See docs/detector.md for
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,9 +93,17 @@ def tcp_vector_of(flags: frozenset[str]) -> tuple[str, str]:
     return "tcp_flood", "tcp_flood"
 
 
+_PROTO_NUMBERS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmp"}
+
+
 def proto_name(label: Any) -> str:
-    text = str(label).lower()
-    return {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmp"}.get(text, "icmp" if text.startswith("icmp") else text)
+    return _proto_name(label if isinstance(label, str) else str(label))
+
+
+@functools.lru_cache(maxsize=256)  # a profile's labels are a few: asked for each of its thousands of ports
+def _proto_name(label: str) -> str:
+    text = label.lower()
+    return _PROTO_NUMBERS.get(text, "icmp" if text.startswith("icmp") else text)
 
 
 def _tcp_vectors(p: Profile, http_requests: int) -> list[Vector]:
@@ -141,11 +151,13 @@ def _single_flow(p: Profile, by_sub: dict[str, Vector]) -> None:
         by_sub["tcp_connections"] = merged
 
 
-def _port_pool(ports: Counter[tuple[str, int]], proto: str) -> dict[int, int]:
+def _port_pool(ports: Counter[tuple[str, int]], proto: str, only: Container[int] | None = None) -> dict[int, int]:
+    """Packets by port of one protocol (of the ports in `only` if given: a profile holds thousands)."""
     out: dict[int, int] = {}
     for (pr, port), n in ports.items():
-        if proto_name(pr) == proto:
-            out[int(port)] = out.get(int(port), 0) + int(n)
+        port = int(port)
+        if (only is None or port in only) and proto_name(pr) == proto:
+            out[port] = out.get(port, 0) + int(n)
     return out
 
 
@@ -156,17 +168,19 @@ def _udp_vectors(p: Profile, later_frags: int) -> list[Vector]:
     pool = max(0, udp_total - later_frags)  # UDP packets that carry ports
     attack, per_record = p.proto_total() or p.packets_in, p.per_record
     by_name: dict[str, Vector] = {}
-    for port, n in sorted(_port_pool(p.src_ports, "udp").items()):
-        name = REFLECTION_PORTS.get(port)
-        if name is None or not above_chance(n, pool, per_record, attack):
+    src_pool = _port_pool(p.src_ports, "udp", REFLECTION_PORTS)
+    for port in sorted(REFLECTION_PORTS):  # the pool's reflection ports, by port (not all its thousands)
+        n = src_pool.get(port)
+        if n is None or not above_chance(n, pool, per_record, attack):
             continue
+        name = REFLECTION_PORTS[port]
         family = "dns_flood" if name == "dns" else "udp_flood"
         v = by_name.setdefault(name, Vector(family, f"{name}_amplification", 0, evidence="port"))
         v.packets += n
     for name, v in by_name.items():
         v.confirmed = confirmed_by(name, v.packets, p.signatures)
     vectors = list(by_name.values())
-    dns_queries = _port_pool(p.dst_ports, "udp").get(53, 0)
+    dns_queries = _port_pool(p.dst_ports, "udp", (53,)).get(53, 0)
     dns_queries = max(0, dns_queries - by_name["dns"].packets) if "dns" in by_name else dns_queries
     if above_chance(dns_queries, pool, per_record, attack):
         vectors.append(Vector("dns_flood", "dns_query_flood", dns_queries, evidence="port",
@@ -272,10 +286,13 @@ def known_tops(p: Profile, name: str, n: int = TOP_N) -> list[tuple[Any, int]]:
     """The biggest entries of a top list whose counts are known within TOP_MAX_ERROR (an entry the
     windows often left out is not stated: with many equal sources or random ports, none is)."""
     out: list[tuple[Any, int]] = []
+    floors = p.floors[name]
+    total = p.floor_total[name]
+    least_error = total - max(floors.values(), default=0)  # no key may miss less (Profile.error)
     for key, count in getattr(p, name).most_common():
-        if count <= 0 or len(out) >= n:
-            break
-        if p.error(name, key) <= TOP_MAX_ERROR * count:
+        if count <= 0 or len(out) >= n or TOP_MAX_ERROR * count < least_error:
+            break  # by count descending: once even the least error is too much, it is for every key after
+        if total - floors[key] <= TOP_MAX_ERROR * count:
             out.append((key, int(count)))
     return out
 
