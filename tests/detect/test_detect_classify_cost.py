@@ -13,7 +13,7 @@ import pytest
 from floodwatch.detect import classify
 from floodwatch.detect.profile import Profile
 from floodwatch.detect.reflection import REFLECTION_PORTS, above_chance, confirmed_by
-from floodwatch.messages import TrafficWindow
+from tests.detect.detect_factory import flood_window
 
 
 def former_proto_name(label: Any) -> str:
@@ -63,35 +63,6 @@ def former_known_tops(p: Profile, name: str, n: int = classify.TOP_N) -> list[tu
         if p.error(name, key) <= classify.TOP_MAX_ERROR * count:
             out.append((key, int(count)))
     return out
-
-
-def flood_window(rnd: random.Random, i: int, kind: str) -> TrafficWindow:
-    """A sampled window of a flood: ten random source ports (and reflection ports for `kind`), heavy
-    sources that come back and random ones, one victim."""
-    per = 256
-    sports: list[list[Any]] = [["udp", rnd.randint(1024, 65535), per * rnd.randint(1, 3)] for _ in range(10)]
-    dports: list[list[Any]] = [["udp", 80, per * 90]]
-    if kind == "reflection":
-        sports[: 3] = [["udp", 53, per * 40], ["udp", 123, per * 25], ["udp", 1900, per * 5]]
-    elif kind == "dns_query":
-        dports = [["udp", 53, per * 80], ["udp", rnd.randint(1024, 65535), per]]
-    elif kind == "mixed":
-        sports[0] = ["tcp", rnd.randint(1024, 65535), per * 30]
-        sports[1] = ["icmp", 8, per * 20]
-    heavy = [[f"11.0.0.{k}", per * (40 - k)] for k in range(3)]
-    srcs = heavy + [[f"11.{rnd.randint(1, 255)}.{rnd.randint(0, 255)}.1", per * (10 - k)] for k in range(7)]
-    udp = per * 100
-    proto = {"tcp": per * 30 if kind == "mixed" else 0, "udp": udp, "icmp": per * 20 if kind == "mixed" else 0,
-             "other": 0}
-    total = sum(proto.values())
-    return TrafficWindow(
-        t_start=1000 + i * 0.1, t_end=1000.1 + i * 0.1, exact=True, sample_rate=float(per), packets_in=total,
-        bytes_in=total * 74, packets_out=0, bytes_out=0, sampled=total // per, proto_in=proto,
-        proto_out=dict.fromkeys(proto, 0), ipver_in={"4": total, "6": 0}, tcp_flags={"S": proto["tcp"]},
-        fragments={"first": 0, "later": 0}, size_hist={}, ttl_hist={64: total}, src_distinct=900, src_hll=b"",
-        top_src_ips=srcs, top_dst_ips=[["10.0.0.2", total, total * 74]], top_src_ports=sports,
-        top_dst_ports=dports, victims=[], signatures={}, bidir_packets=0, malformed=0, kernel_drops=0,
-        conn_count=-1)
 
 
 @pytest.mark.parametrize("kind", ["udp", "reflection", "dns_query", "mixed"])
