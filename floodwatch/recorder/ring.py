@@ -29,28 +29,45 @@ def frames_of(items: Iterable[Any], snaplen: int) -> tuple[list[Frame], int]:
     out: list[Frame] = []
     bad = 0
     for item in items:
-        try:
+        # the capture's own frames (a list of a float, an int and bytes, as msgpack decodes them) in a few
+        # exact type checks; anything else through every check (_checked)
+        if type(item) is list and len(item) == 3:
             ts, wirelen, data = item
-        except (TypeError, ValueError):
+            if type(ts) is float and type(wirelen) is int and type(data) is bytes and data \
+                    and 0.0 <= ts < MAX_TS and 0 <= wirelen <= MAX_LEN:  # NaN and inf fail the range
+                if len(data) > snaplen:
+                    data = data[:snaplen]
+                out.append(Frame(ts, wirelen if wirelen >= len(data) else len(data), data))
+                continue
+        frame = _checked(item, snaplen)
+        if frame is None:
             bad += 1
-            continue
-        if (
-            not isinstance(data, bytes)
-            or not data
-            or isinstance(ts, bool)
-            or not isinstance(ts, int | float)
-            or not math.isfinite(ts)
-            or not 0 <= ts < MAX_TS
-            or isinstance(wirelen, bool)
-            or not isinstance(wirelen, int)
-            or not 0 <= wirelen <= MAX_LEN
-        ):
-            bad += 1
-            continue
-        if len(data) > snaplen:
-            data = data[:snaplen]
-        out.append(Frame(float(ts), max(wirelen, len(data)), data))
+        else:
+            out.append(frame)
     return out, bad
+
+
+def _checked(item: Any, snaplen: int) -> Frame | None:
+    """One entry of any shape: the frame, or None when it is not [ts, wirelen, bytes] in range."""
+    try:
+        ts, wirelen, data = item
+    except (TypeError, ValueError):
+        return None
+    if (
+        not isinstance(data, bytes)
+        or not data
+        or isinstance(ts, bool)
+        or not isinstance(ts, int | float)
+        or not math.isfinite(ts)
+        or not 0 <= ts < MAX_TS
+        or isinstance(wirelen, bool)
+        or not isinstance(wirelen, int)
+        or not 0 <= wirelen <= MAX_LEN
+    ):
+        return None
+    if len(data) > snaplen:
+        data = data[:snaplen]
+    return Frame(float(ts), max(wirelen, len(data)), data)
 
 
 class FrameRing:

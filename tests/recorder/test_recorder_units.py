@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import stat
 import subprocess
 from dataclasses import replace
@@ -46,6 +47,24 @@ def test_recorder_bad_frames_are_skipped_and_counted() -> None:
                              [1e300, 1, b"a"], [T0, 2**40, b"a"], [T0, -1, b"a"], [T0, 5, b"b" * 100]], snaplen=64)
     assert bad == 8 and len(frames) == 2
     assert len(frames[1].data) == 64 and frames[1].wirelen == 64  # cut to the snap length
+
+
+def test_recorder_frames_checked_quickly_as_every_check_takes_them() -> None:
+    """The capture's own [float, int, bytes] frames take a few exact type checks (issue 17: 20 batches a
+    second in a flood); every entry, good or bad, comes out as the full checks make it, in order."""
+    from floodwatch.recorder.ring import _checked
+
+    edge = [[T0, 60, b"a" * 60], [T0, 5, b"b" * 100], [T0, 0, b"c"], [0.0, 1, b"d"], [-0.0, 1, b"d"], (T0, 9, b"e"),
+            [int(T0), 9, b"f"], [T0, True, b"g"], [True, 1, b"h"], [float("inf"), 1, b"i"], [float("nan"), 1, b"j"],
+            [-1.0, 1, b"k"], [2.0**32, 1, b"l"], [T0, 2**32, b"m"], [T0, 2**32 - 1, b"n"], [T0, -1, b"o"],
+            [T0, 1, b""], [T0, 1, "text"], [T0, 1, bytearray(b"p")], [T0, 1.0, b"q"], [T0, 1], [T0, 1, b"r", 4],
+            "x", None, 7, [T0, 60, memoryview(b"s")]]
+    rnd = random.Random(5)
+    items = [rnd.choice(edge) for _ in range(400)] + edge
+    frames, bad = frames_of(items, snaplen=64)
+    want = [f for f in (_checked(i, 64) for i in items) if f is not None]
+    assert frames == want and [type(f.ts) for f in frames] == [float] * len(want)
+    assert bad == len(items) - len(want) and 0 < len(want) < len(items)
 
 
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
