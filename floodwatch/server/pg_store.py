@@ -213,7 +213,8 @@ class PGStore:
         try:
             conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10, keepalives=1,
                                                          keepalives_idle=30, keepalives_interval=10,
-                                                         keepalives_count=3, **self._kwargs)
+                                                         keepalives_count=3,
+                                                         application_name=listener_name(channel), **self._kwargs)
         except psycopg.Error as e:
             raise StorageError(f"{self.where}: cannot listen: {_first_line(e)}") from e
         try:
@@ -570,6 +571,11 @@ class PGStore:
     def check(self) -> list[str]:
         """PostgreSQL keeps its own integrity (constraints are enforced): nothing to find here."""
         return []
+
+
+def listener_name(channel: str) -> str:
+    """The application_name of the connection listening on `channel` (what pg_stat_activity shows for it)."""
+    return f"floodwatch listen {channel}"
 
 
 def _first_line(e: BaseException) -> str:

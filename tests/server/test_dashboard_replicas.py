@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from floodwatch.server.pg_store import EVENTS_CHANNEL, listener_name
 from tests.helpers import eventually
 from tests.pgcluster import PgCluster
 from tests.server.dashboard_util import browser, need_browser, sign_in
@@ -182,7 +183,7 @@ def test_live_updates_resume_after_the_listening_connection_is_cut(
     try:
         db = pg.url.rsplit("/", 1)[1]
         cut = pg_cluster.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = "
-                              f"'{db}' AND query LIKE 'LISTEN %floodwatch_events%'", db=db)
+                              f"'{db}' AND application_name = '{listener_name(EVENTS_CHANNEL)}'", db=db)
         assert int(cut) == 2  # one connection listening for live events per process (not the node removals')
 
         def delivered() -> bool:  # posted until a re-established listener on B passes one on
