@@ -102,7 +102,8 @@ class PGStore:
         self.listeners: list[Callable[[list[tuple[str, dict[str, Any]]]], None]] = []
         self._tx_state = _Transaction()
         # Turns a transaction's events into NOTIFY payloads on EVENTS_CHANNEL, sent with its commit (set by
-        # the dashboard, web/live.py: every replica's live pages learn what any replica stored)
+        # the dashboard, web/live.py: every replica's live pages learn the incidents any replica stored; a
+        # commit without one, such as a batch of samples, sends none and takes no NOTIFY lock)
         self.announce: Callable[[list[tuple[str, dict[str, Any]]]], list[str]] | None = None
         kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
         if password is not None:

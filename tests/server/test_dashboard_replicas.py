@@ -204,3 +204,60 @@ def _seen_within(events: Events, incident_id: int, seconds: float) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def _counter(srv: ServerProc, name: str) -> int:
+    """A counter of the server's /metrics (loopback, no token set); 0 before it is first counted."""
+    status, _, text = Browser(srv).call("GET", "/metrics")
+    assert status == 200
+    line = next((ln for ln in text.splitlines() if ln.startswith(f"floodwatch_server_{name}_total ")), None)
+    return int(float(line.split()[1])) if line else 0
+
+
+def _stays(pred: Any, seconds: float) -> bool:
+    """True when `pred()` holds every 0.1 s for `seconds` (an absence: nothing to wait for)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not pred():
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_samples_reach_a_replica_by_polling_only_while_a_page_is_open_and_are_never_notified(
+        pair: tuple[ServerProc, ServerProc], pg: Backend, pg_cluster: PgCluster,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    import psycopg
+
+    a, _ = pair
+    c = ServerProc(tmp_path_factory.mktemp("replica-c"), backend=pg).start()  # no page ever opened on it
+    listen = psycopg.connect(pg.url, password=pg_cluster.password, autocommit=True)
+    try:
+        listen.execute(f"LISTEN {EVENTS_CHANNEL}")
+        node = a.add_node("edge-poll")
+        sample = {"pps": 27182, "bps": 9000, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        assert a.post("metrics", [sample], node).status == 200
+        # no live client on C: not one query for samples, over several poll periods
+        assert _stays(lambda: _counter(c, "sse_polls") == 0, 3.0)
+
+        viewer = Browser(c)
+        assert viewer.login("paul", _user(a, "paul", "viewer"))[0] == 302
+        on_c = Events(c, viewer.cookie)
+        try:
+            later = {"pps": 16180, "bps": 9000,
+                     "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))}
+            assert a.post("metrics", [later], node).status == 200
+            eventually(lambda: on_c.find("pps", lambda d: any(v[1] == 16180 for v in d.values())), LIVE,
+                       message="A's sample on C's live updates")
+            assert _counter(c, "sse_polls") >= 1
+            iid = a.post("incident", incident_body(), node).json["incident_id"]  # incidents: still NOTIFYed
+            eventually(lambda: on_c.find("incident", lambda d: d["incident_id"] == iid), LIVE,
+                       message="A's incident on C's live updates")
+        finally:
+            on_c.close()
+        payloads = [json.loads(n.payload) for n in listen.notifies(timeout=0.5)]
+        assert ["i", iid] in [item for p in payloads for item in p]  # the incident's commit NOTIFYed it...
+        assert all(item[0] == "i" for p in payloads for item in p)  # ...and no commit NOTIFYed a sample
+    finally:
+        listen.close()
+        c.stop()

@@ -159,19 +159,22 @@ def test_the_pages_reads_answer_the_same_on_both_backends(opener: Opener) -> Non
     assert rollup.prune(store, T0 + rollup.ROLLUP_1M_DAYS * 86400 + 3600) == 2  # the two 1-minute rows
 
 
-def test_live_payloads_stay_under_postgresqls_limit_and_read_back() -> None:
-    events: list[tuple[str, dict[str, Any]]] = [("incident", {"incident_id": 7, "created": True})]
-    events += [("metrics", {"node_id": n, "recorded_at": T0 + k, "pps": 10**12, "bps": 10**15})
-               for n in range(1, 2001) for k in (1, 0)]  # a batch from 2,000 nodes, twice each
-    payloads = live.encode(events)
+def test_live_payloads_carry_incidents_only_stay_under_postgresqls_limit_and_read_back() -> None:
+    samples_of = [("metrics", {"node_id": n, "recorded_at": T0 + k, "pps": 10**12, "bps": 10**15})
+                  for n in range(1, 2001) for k in (1, 0)]  # a batch from 2,000 nodes, twice each
+    assert live.encode(samples_of) == []  # a commit of samples only NOTIFYs nothing (replicas poll them)
+    events: list[tuple[str, dict[str, Any]]] = [("incident", {"incident_id": i, "created": True})
+                                                for i in range(10**9, 10**9 + 2000)]
+    payloads = live.encode(events + samples_of)
     assert len(payloads) > 1 and all(len(p.encode()) < 8000 for p in payloads)
     incidents, samples = [], []
     for p in payloads:
         i, s = live.decode(p)
         incidents += i
         samples += s
-    assert incidents == [7]
-    assert sorted(samples) == [(n, T0 + 1, 10**12, 10**15) for n in range(1, 2001)]  # each node's newest
+    assert incidents == list(range(10**9, 10**9 + 2000)) and samples == []
+    # a replica of the version before still NOTIFYs samples (during a rolling upgrade): still read
+    assert live.decode(f'[["i",7],["m",3,{T0},10,20]]') == ([7], [(3, T0, 10, 20)])
     for bad in ('{"i": 1}', '[["x", 1]]', '[["m", 1, 2, "3", 4]]', "not json"):
         with pytest.raises(ValueError):
             live.decode(bad)

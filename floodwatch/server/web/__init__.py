@@ -166,9 +166,10 @@ async def _start(app: web.Application) -> None:
     srv = dash.server
     dash.hub = Hub(srv.store, asyncio.get_running_loop(), srv.count)
     store: Any = srv.store
-    if store.dialect == "postgresql":  # every replica's commits, through LISTEN/NOTIFY
+    if store.dialect == "postgresql":  # every replica's incidents through LISTEN/NOTIFY, samples polled
         store.announce = live.encode
-        dash.tasks.append(asyncio.ensure_future(dash.hub.follow(store, srv.db)))
+        dash.tasks += [asyncio.ensure_future(dash.hub.follow(store, srv.db)),
+                       asyncio.ensure_future(dash.hub.poll(srv.db))]
     else:
         store.listeners.append(dash.hub.from_store)
     if await srv.db.call(users.ensure_admin, srv.store, dash.admin_file, time.time()):

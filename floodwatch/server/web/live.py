@@ -1,8 +1,14 @@
 """Live updates for open pages: server-sent events fed by what the store commits.
 
 SQLite (one server): the store calls `Hub.from_store` in the database thread after each commit.
-PostgreSQL (replicas): each commit NOTIFYs its events (`encode`, sent by the store with the commit) and
-every replica's hub LISTENs (`Hub.follow`), so a browser on any replica sees what any replica stored.
+PostgreSQL (replicas): a commit that changed incidents NOTIFYs their ids (`encode`, sent by the store with
+the commit) and every replica's hub LISTENs (`Hub.follow`), so a browser on any replica sees an incident
+at once, whichever replica stored it. Metric samples are not NOTIFYed (PostgreSQL holds its global NOTIFY
+lock through each notifying commit's WAL flush: every replica's sample batches would queue behind it).
+Instead, only while it has a live client, a hub reads each node's newest sample from `node_latest` every
+POLL_SECONDS (`Hub.poll`: one query in the database thread, returning only the rows newer than those it
+already saw), so a sample stored through any replica reaches a page within about POLL_SECONDS +
+FLUSH_SECONDS. With no page open there is no query at all.
 Incidents go out at once (with the row as stored); metrics are coalesced to each node's newest sample
 and sent every FLUSH_SECONDS, so a thousand nodes reporting every second cost each browser a few messages
 per second. With no page open nothing is kept and the flush task sleeps until a sample arrives for a
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
     from floodwatch.server.pg_store import PGStore
 
 FLUSH_SECONDS = 0.25
+POLL_SECONDS = 1.0  # PostgreSQL: a hub with live clients reads node_latest this often (agents report every 1 s)
 PAYLOAD_BYTES = 7000  # a NOTIFY payload stays under PostgreSQL's 8000 bytes
 RELISTEN_SECONDS = (1.0, 30.0)  # wait before listening again after a failure: first, most
 QUEUE_MAX = 256
@@ -43,21 +50,13 @@ def incident_summary(inc: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """A commit's events as NOTIFY payloads (JSON arrays, each under PAYLOAD_BYTES): ["i", incident_id]
-    per incident change, ["m", node_id, recorded_at, pps, bps] per node (its newest sample)."""
-    newest: dict[int, list[Any]] = {}
-    items: list[list[Any]] = []
-    for kind, data in events:
-        if kind == "metrics":
-            prev = newest.get(data["node_id"])
-            if prev is None or prev[2] <= data["recorded_at"]:
-                newest[data["node_id"]] = ["m", data["node_id"], data["recorded_at"], data["pps"], data["bps"]]
-        elif kind == "incident":
-            items.append(["i", data["incident_id"]])
+    """A commit's incident changes as NOTIFY payloads (JSON arrays of ["i", incident_id], each under
+    PAYLOAD_BYTES); none for a commit without one. Samples are not sent: replicas poll them (Hub.poll)."""
+    items = [["i", data["incident_id"]] for kind, data in events if kind == "incident"]
     out: list[str] = []
     chunk: list[str] = []
     size = 2
-    for item in [*items, *newest.values()]:
+    for item in items:
         text = json.dumps(item, separators=(",", ":"))
         if chunk and size + len(text) + 1 > PAYLOAD_BYTES:
             out.append("[" + ",".join(chunk) + "]")
@@ -70,7 +69,8 @@ def encode(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
 
 
 def decode(payload: str) -> tuple[list[int], list[tuple[int, float, int, int]]]:
-    """(incident ids, pps samples) of a payload; ValueError for anything else."""
+    """(incident ids, pps samples) of a payload; ValueError for anything else. Samples ("m" items) come
+    only from a replica of an older version (during a rolling upgrade): still shown."""
     items = json.loads(payload)
     if not isinstance(items, list):
         raise ValueError("not a list")
@@ -97,6 +97,8 @@ class Hub:
         # the server's counters (its snapshot, /metrics): sse_dropped, sse_listen_errors, sse_bad_events
         self.count = count or (lambda name, n: None)
         self._has_pending = asyncio.Event()  # set when pending_pps gets its first sample since a flush
+        self._has_clients = asyncio.Event()  # set while a browser is connected (PostgreSQL: poll only then)
+        self.seen: dict[int, float] = {}  # PostgreSQL: each node's newest recorded_at read by poll()
 
     # -- database thread ---------------------------------------------------------------------------
     def from_store(self, events: list[tuple[str, dict[str, Any]]]) -> None:
@@ -125,7 +127,39 @@ class Hub:
                                  (node_id,)).fetchone()
         return {"node_id": node_id, "node_active": int(row[0])}
 
+    def newest_samples(self, seen: dict[int, float]) -> list[tuple[int, float, int, int]]:
+        """PostgreSQL: the rows of node_latest newer than `seen` (node id -> recorded_at), or of nodes not in
+        it. A scan of node_latest (one row per node) joined to `seen`: no index on recorded_at, which every
+        sample's upsert changes (the upsert stays a HOT update); the rows sent back are the changed ones."""
+        rows = self.store.execute(
+            "SELECT l.node_id, l.recorded_at, l.pps, l.bps FROM node_latest l "
+            "LEFT JOIN unnest(?::bigint[], ?::float8[]) AS s(node_id, t) ON s.node_id = l.node_id "
+            "WHERE s.t IS NULL OR l.recorded_at > s.t", (list(seen), list(seen.values()))).fetchall()
+        return [(int(r[0]), float(r[1]), int(r[2]), int(r[3])) for r in rows]
+
     # -- event loop: PostgreSQL ----------------------------------------------------------------------
+    async def poll(self, db: DbWorker) -> None:
+        """Feed the pages each node's newest sample, whichever replica stored it: one query every
+        POLL_SECONDS while a browser is connected, none otherwise (counted: sse_polls, sse_poll_errors)."""
+        log = logger.bind(actor="apiserver")
+        while True:
+            await self._has_clients.wait()
+            await asyncio.sleep(POLL_SECONDS)
+            if not self.clients:  # the last browser left: read everything again for the next one
+                self._has_clients.clear()
+                self.seen = {}
+                continue
+            try:
+                samples = await db.call(self.newest_samples, dict(self.seen))
+            except StorageError as e:
+                self.count("sse_poll_errors", 1)
+                log.warning("live updates: {}", e)
+                continue
+            self.count("sse_polls", 1)
+            for node_id, t, _pps, _bps in samples:
+                self.seen[node_id] = max(t, self.seen.get(node_id, t))
+            self._take([("pps", s) for s in samples])
+
     async def follow(self, store: PGStore, db: DbWorker) -> None:
         """Feed the pages from every replica's commits (LISTEN); listen again after a failure."""
         log = logger.bind(actor="apiserver")
@@ -200,6 +234,7 @@ class Hub:
         await resp.prepare(request)
         q: asyncio.Queue[str] = asyncio.Queue(QUEUE_MAX)
         self.clients.add(q)
+        self._has_clients.set()
         self.stats["sse_clients"] = len(self.clients)
         try:
             await resp.write(b"retry: 1000\n\n")
