@@ -161,7 +161,7 @@ class Hub:
             self._take([("pps", s) for s in samples])
 
     async def follow(self, store: PGStore, db: DbWorker) -> None:
-        """Feed the pages from every replica's commits (LISTEN); listen again after a failure."""
+        """Feed the pages the incidents any replica commits (LISTEN); listen again after a failure."""
         log = logger.bind(actor="apiserver")
         wait = RELISTEN_SECONDS[0]
         while True:
