@@ -14,7 +14,8 @@ import numpy as np
 from floodwatch.capture.batch import Directions, FrameBudget, RecordBatch
 from floodwatch.messages import FrameBatch, Message, PacketBatch
 
-NOTHING_DUE_MS = 60_000.0  # due_in_ms() with nothing pending (the actor's timers bound its waits anyway)
+# a wait with nothing due (no batch pending, a live ring with no block): the actor's timers bound it anyway
+NOTHING_DUE_MS = 60_000.0
 
 Send = Callable[[Message, str], bool]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from floodwatch.capture.fastparse import parse_many
 from floodwatch.capture.ifstats import IfCounters, IfStats
-from floodwatch.capture.output import Output
+from floodwatch.capture.output import NOTHING_DUE_MS, Output
 from floodwatch.capture.parse import Buf
 from floodwatch.capture.pcapfile import Chunk, PcapReader
 from floodwatch.capture.ring import Block, Ring
@@ -27,7 +27,6 @@ from floodwatch.settings.capture import CaptureSettings
 
 BLOCKS_PER_PUMP = 4
 RATE_SPLIT_WINDOW = 5.0  # seconds after a rate change during which blocks are checked for older packets
-IDLE_WAIT_MS = 60_000.0  # a live ring wait without anything due: as long as the actor's timers allow
 
 
 def frame_rows(buf: Buf, ts: np.ndarray, wires: np.ndarray, offs: np.ndarray, caps: np.ndarray,
@@ -210,7 +209,7 @@ class AfPacketSource:
     def idle_ms(self) -> float:
         """No reason of its own to wake: the ring descriptors wake the wait when a block is handed over,
         and the actor's signal descriptor (wake_on) when it is told to stop; the timers bound the rest."""
-        return IDLE_WAIT_MS
+        return NOTHING_DUE_MS
 
     def wake_on(self, fd: int) -> None:
         """Also end wait() when `fd` is readable (the actor's signal wake-up: SIGTERM stops at once)."""
