@@ -48,7 +48,7 @@ PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def prctl(option: int, value: int) -> bool:
+def prctl(option: int, value: int | bytes) -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(option, value, 0, 0, 0)) == 0
@@ -58,8 +58,7 @@ def prctl(option: int, value: int) -> bool:
 
 def set_process_name(name: str) -> None:
     """The name `ps -o comm`, top and /proc/PID/comm show (a fork keeps its parent's command line)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    prctl(PR_SET_NAME, name.encode()[:15])
 
 
 def become_subreaper() -> bool:
