@@ -24,6 +24,7 @@ from tests.helpers import (
     BusHarness,
     NetnsPair,
     base_config,
+    eventually,
     ipc_endpoints,
     netns_pair,
     start_actor,
@@ -72,5 +73,7 @@ def test_softflowd_on_a_live_interface_under_a_flood(tmp_path: Path, version: in
         assert pair.ip4_b in opened.target_ips
         assert (opened.attack_family, opened.attack_subtype) == ("udp_flood", "ntp_amplification")
         assert opened.exporters == [pair.ip4_b]  # the export source: softflowd's side of the veth
-        counters = harness.counters("collector")
+        # the counters come with the collector's heartbeat: the one after the flows arrived, not an older one
+        counters = eventually(lambda: (c := harness.counters("collector")).get("flows", 0) > 0 and c, 15,
+                              message="the collector's heartbeat counting the flows")
         assert counters.get("malformed", 0) == 0 and counters.get("flows", 0) > 0, counters
