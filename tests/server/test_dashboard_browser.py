@@ -141,11 +141,19 @@ def test_incident_page_charts_and_capture_download(env: Env) -> None:
     eventually(lambda: target.exists() and target.stat().st_size == len(capture), 15, message="the download")
     assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(capture).digest()
 
+    def state() -> str:
+        return str(env.js("var d = document.getElementById('dissection'); return d ? d.dataset.state : ''"))
+
     env.driver.find_element("id", "dissect-btn").click()  # tshark on the server, as nobody
+    # the form's POST answers with this page again, now running (or done): reloading before it has landed
+    # would cancel the submission
+    eventually(lambda: state() in ("running", "done", "failed"), 15, message="the dissection queued")
 
     def dissected() -> bool:
-        env.driver.get(f"{env.base}/incidents/{incident_id}")
-        return env.js("return document.getElementById('dissection').dataset.state") == "done"
+        if state() != "done":
+            env.driver.get(f"{env.base}/incidents/{incident_id}")
+        assert state() != "failed", _text(env, "#dissection")
+        return state() == "done"
 
     eventually(dissected, 60, interval=0.5, message="the dissection")
     assert "53" in _text(env, "#dissection") and "198.18.0.9" in _text(env, "#dissection")

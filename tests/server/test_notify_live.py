@@ -174,9 +174,11 @@ def test_a_storm_is_rate_limited_into_a_digest(peers: Peers, tmp_path: Path,
         times = sorted(g.at for g in got)
         assert all(later - first >= 59 for first, later in zip(times, times[3:])), f"{kind}: over 3 a minute"
         digest = [g.body for g in got if g.body["type"] == "incidents.digest"]
-        assert len(digest) == 1, f"{kind}: the storm is told in one digest"
-        n = len(digest[0]["incidents"])
-        assert n >= 2 and digest[0]["title"] == f"{n} nodes under attack"
+        # the first minute's 3 messages (single incidents, or a digest of those that came in together
+        # while the notifier was busy), then everything still waiting in one digest
+        assert digest and len(got) <= 4, f"{kind}: the storm is folded into digests"
+        for d in digest:
+            assert len(d["incidents"]) >= 2 and d["title"] == f"{len(d['incidents'])} nodes under attack"
 
 
 def storm_reported(peers: Peers, kind: str) -> list[int]:
