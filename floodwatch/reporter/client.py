@@ -84,8 +84,13 @@ def ssl_context(settings: ReporterSettings) -> ssl.SSLContext | bool:
             "API key and forge answers; use reporter.ca_bundle for a private CA instead"
         )
         return False
+    if not settings.ca_bundle:
+        # aiohttp's own verified context: the system's CAs, made once when aiohttp is imported (in the
+        # supervisor's image, which every actor shares), where a context of ours would load the CA store
+        # again into this process's memory (0.7 MB). Same policy: Python >= 3.10 contexts refuse TLS < 1.2.
+        return True
     try:
-        ctx = ssl.create_default_context(cafile=settings.ca_bundle or None)
+        ctx = ssl.create_default_context(cafile=settings.ca_bundle)
     except (OSError, ssl.SSLError) as e:
         raise ConfigError(f"reporter.ca_bundle {settings.ca_bundle}: {e}") from e
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
