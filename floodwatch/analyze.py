@@ -137,7 +137,7 @@ class Analysis:
     def __init__(self, args: argparse.Namespace, config_path: Path) -> None:
         self.args = args
         self.config = load_config(config_path)
-        self.sup = Supervisor(str(config_path), self.config, env={})
+        self.sup = Supervisor(str(config_path), self.config, env={}, page_out=False)
         self.summary: TrafficSummary | None = None
         self.finished: AnalysisFinished | None = None
         self.stream_error = ""

@@ -22,6 +22,7 @@ from floodwatch.config import Config
 from floodwatch.errors import BusError, MessageDecodeError, PeersAbsent
 from floodwatch.logs import RateLimitedLog
 from floodwatch.messages import ActorHeartbeat, ActorHello, ActorHelloAck, ActorReady, Message
+from floodwatch.runtime.libc import PR_SET_PDEATHSIG, prctl
 
 S = TypeVar("S")
 CounterSource = Callable[[], Mapping[str, Any]]
@@ -56,12 +57,7 @@ def die_with_supervisor() -> None:
     sup = os.environ.get("FLOODWATCH_SUPERVISOR_PID", "")
     if not sup.isdigit():
         return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+    if not prctl(PR_SET_PDEATHSIG, signal.SIGTERM):
         return
     if os.getppid() != int(sup):
         raise SystemExit(f"supervisor {sup} is gone")

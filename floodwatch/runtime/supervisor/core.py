@@ -36,6 +36,7 @@ from floodwatch.messages import (
     StatusReply,
     StatusRequest,
 )
+from floodwatch.runtime.libc import page_out_files
 from floodwatch.runtime.supervisor.child import Child, ChildState, actor_names
 from floodwatch.runtime.supervisor.proxy import EventProxy
 from floodwatch.runtime.supervisor.restart import RestartPolicy
@@ -55,9 +56,13 @@ class Outcome(enum.Enum):
 
 
 class Supervisor:
-    def __init__(self, config_path: str, config: Config, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config_path: str, config: Config, env: dict[str, str] | None = None,
+                 page_out: bool = True) -> None:
+        """`page_out`: once every actor runs, drop the library pages only this process touched (a
+        long-running agent; `floodwatch analyze`, over in seconds, keeps them)."""
         self.config_path = config_path
         self.config = config
+        self.page_out = page_out
         self.notifier = Notifier(env)
         self.ctx = zmq.Context()
         self.endpoints = bus.endpoints(config.bus, config.agent)
@@ -231,7 +236,9 @@ class Supervisor:
         settled = (ChildState.RUNNING, ChildState.FAILED, ChildState.STOPPED)
         if all(c.state in settled and not c.restart_on_exit for c in self.children.values()):
             self.forks.retire()
-            log.debug("every actor started: zygote retired")
+            # the library code only our imports ran (no actor maps those pages): out of memory (~2 MB)
+            advised = page_out_files() if self.page_out else 0
+            log.debug("every actor started: zygote retired, {} file mappings paged out", advised)
 
     def reap_strays(self) -> None:
         """Reap orphans we inherited as a subreaper, leaving our own actors' exits to check()."""

@@ -24,6 +24,9 @@ import sys
 import tempfile
 from collections.abc import Callable
 
+from floodwatch.runtime.libc import libc as libc_of_process
+from floodwatch.runtime.libc import malloc_trim
+
 _KEPT: list[object] = []  # the pymalloc fillers (alive for good: frozen with the image)
 _HEAP_KEPT: list[int] = []  # addresses of the heap chunks kept allocated (never written, never freed)
 _POOL_ROW = re.compile(r"\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$")
@@ -89,7 +92,7 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None)
+    libc = libc_of_process()
     libc.mallinfo2.restype = _MallInfo2
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = [ctypes.c_size_t]
@@ -140,17 +143,10 @@ def fill_free_chunks() -> int:
     return kept
 
 
-def malloc_trim() -> None:
-    """Give the pages of the C heap's free chunks back (glibc): the import's garbage, freed by the
-    collection, would otherwise stay resident in the image every process maps (about 1.3 MB)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
-
-
 def fill() -> tuple[int, int]:
     """Before the fork, after the collection: trim the heap, then fill both kinds of holes. Returns
     (pymalloc blocks, heap chunks) filled; (0, 0) where the interpreter or libc is not the one known."""
-    malloc_trim()
+    malloc_trim()  # the import's garbage, freed by the collection, would stay resident in the image (1.3 MB)
     blocks = chunks = 0
     with contextlib.suppress(Exception):  # an unknown allocator's answer: no filling, nothing broken
         blocks = fill_free_blocks()

@@ -18,7 +18,6 @@ The zygote lives only while actors start (ForkServer): once every actor runs it 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import importlib
 import json
@@ -31,6 +30,7 @@ import time
 import traceback
 from typing import Any
 
+from floodwatch.runtime.libc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl, set_process_name
 from floodwatch.runtime.supervisor import holes
 
 PRELOAD = (
@@ -43,22 +43,6 @@ PRELOAD = (
     "floodwatch.config",
 )
 MAX_FD = 65536  # file descriptors above this are not closed in the zygote (none are open there)
-PR_SET_PDEATHSIG = 1
-PR_SET_NAME = 15
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def prctl(option: int, value: int | bytes) -> bool:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(option, value, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def set_process_name(name: str) -> None:
-    """The name `ps -o comm`, top and /proc/PID/comm show (a fork keeps its parent's command line)."""
-    prctl(PR_SET_NAME, name.encode()[:15])
 
 
 def become_subreaper() -> bool:
