@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from floodwatch.errors import ConfigError
 
 UNKNOWN = "ZZ"
@@ -91,8 +93,9 @@ def breakdown(lookup: CountryLookup | None, rows: Sequence[tuple[str, int]]) -> 
 
 def _ranked(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
     out: dict[str, int] = {}
+    get = out.get
     for cc, n in pairs:
-        out[cc] = out.get(cc, 0) + n
+        out[cc] = get(cc, 0) + n
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -105,16 +108,23 @@ class KeyCountries:
         self.lookup = lookup
         self._known: dict[int, str] = {}
 
-    def breakdown(self, keys: list[int], counts: list[int], texts: Callable[[list[int]], list[str]]) -> dict[str, int]:
-        """keys with their packets -> {country: packets}; `texts(indexes)`: the texts of those keys."""
+    def breakdown(self, keys: np.ndarray, counts: np.ndarray,
+                  texts: Callable[[np.ndarray | slice], list[str]]) -> dict[str, int]:
+        """keys with their packets -> {country: packets}; `texts(rows)`: the texts of those keys (an index
+        array, or a slice of all of them: a flood of new sources each window needs every one)."""
         known = self._known
-        ccs = [known.get(k) for k in keys]
-        miss = [i for i, cc in enumerate(ccs) if cc is None]
-        if miss:
-            got = self.lookup.countries(texts(miss))
-            for i, cc in zip(miss, got, strict=True):
-                ccs[i] = cc
+        klist = keys.tolist()
+        ccs = list(map(known.get, klist))
+        if None in ccs:
+            miss = [i for i, cc in enumerate(ccs) if cc is None]
+            every = len(miss) == len(klist)
+            got = self.lookup.countries(texts(slice(0, len(klist)) if every else np.array(miss, dtype=np.intp)))
+            if every:
+                ccs[:] = got
+            else:
+                for i, cc in zip(miss, got, strict=True):
+                    ccs[i] = cc
             if len(known) + len(miss) > CACHE:  # bounded: spoofed sources rarely come back anyway
                 known.clear()
-            known.update(zip([keys[i] for i in miss], got, strict=True))
-        return _ranked(zip(ccs, counts, strict=True))  # type: ignore[arg-type]
+            known.update(zip(klist if every else [klist[i] for i in miss], got, strict=True))
+        return _ranked(zip(ccs, counts.tolist(), strict=True))  # type: ignore[arg-type]

@@ -87,13 +87,27 @@ def key_texts(keys: np.ndarray, payload: np.ndarray | None = None) -> list[str]:
     r4 = np.flatnonzero(~is6)
     for i, text in zip(r4.tolist(), _v4_texts(keys[r4]), strict=True):
         out[i] = text
-    has_addr = payload is not None and payload.ndim == 2 and payload.shape[1] >= 2
-    for i in np.flatnonzero(is6).tolist():
-        out[i] = key_text(int(keys[i]), halves_bytes(*payload[i, :2].tolist()) if has_addr else None)  # type: ignore[index]
+    r6 = np.flatnonzero(is6)
+    if payload is not None and payload.ndim == 2 and payload.shape[1] >= 2:
+        raw = payload[r6, :2].astype(">u8").tobytes()  # the halves_bytes of every row at once
+        texts6 = [addr_text(raw[j : j + 16]) for j in range(0, len(raw), 16)]
+    else:
+        texts6 = [key_text(k) for k in keys[r6].tolist()]
+    for i, text in zip(r6.tolist(), texts6, strict=True):
+        out[i] = text
     return out
 
 
+_DOTTED_LIST: list[str] = _DOTTED.tolist()
+_LAST_LIST: list[str] = _LAST.tolist()
+_FEW = 48  # below this many keys, texts from the octet tables in Python: numpy's string calls cost ~25 µs
+# whatever the size (a window's top lists of ten are made three times per window)
+
+
 def _v4_texts(keys: np.ndarray) -> list[str]:
+    if keys.size < _FEW:
+        d, last = _DOTTED_LIST, _LAST_LIST
+        return [d[k >> 24 & 255] + d[k >> 16 & 255] + d[k >> 8 & 255] + last[k & 255] for k in keys.tolist()]
     t = np.strings.add(_DOTTED[(keys >> np.uint64(24)) & _BYTE], _DOTTED[(keys >> np.uint64(16)) & _BYTE])
     t = np.strings.add(np.strings.add(t, _DOTTED[(keys >> np.uint64(8)) & _BYTE]), _LAST[keys & _BYTE])
     return t.tolist()  # type: ignore[no-any-return]

@@ -90,8 +90,12 @@ class HeavyHitters:
         """Fold the pending buffer into the table (vectorised), pruning to capacity."""
         if not self._pending:
             return
-        keys = np.concatenate([self.keys, *(p[0] for p in self._pending)])
-        counts = np.concatenate([self.counts, *(p[1] for p in self._pending)])
+        table = self.keys.size != 0
+        if table or len(self._pending) > 1:
+            keys = np.concatenate([self.keys, *(p[0] for p in self._pending)])
+            counts = np.concatenate([self.counts, *(p[1] for p in self._pending)])
+        else:  # a window's one part: no copies
+            keys, counts = self._pending[0][0], self._pending[0][1]
         payload = self._stack(self.payload, 2, self.payload_width, np.uint64)
         aux = self._stack(self.aux, 3, self.aux_width, np.int64)
         self._pending = []
@@ -99,14 +103,14 @@ class HeavyHitters:
         # the table is sorted already: a merge sort (timsort's runs) sorts only the pending rows and merges,
         # ~30x quicker than a quicksort of a 100,000-key run table and a window's 1,000; equal keys carry the
         # same payload, so which of them gives it does not matter
-        order = np.argsort(keys, kind="stable" if self.keys.size else None)
+        order = np.argsort(keys, kind="stable" if table else None)
         skeys = keys[order]
         starts = np.flatnonzero(np.concatenate(([True], skeys[1:] != skeys[:-1])))
         self.keys = skeys[starts]
         self.counts = np.add.reduceat(counts[order], starts)
         first = order[starts]
-        self.payload = payload[first]
-        self.aux = np.add.reduceat(aux[order], starts, axis=0) if self.aux_width else aux[first]
+        self.payload = _rows_at(payload, first)
+        self.aux = np.add.reduceat(aux[order], starts, axis=0) if self.aux_width else _rows_at(aux, first)
         if self.keys.size > self.capacity:
             self._prune()
 
@@ -122,12 +126,14 @@ class HeavyHitters:
 
     def _prune(self) -> None:
         k = self.capacity
-        v = int(np.partition(self.counts, self.counts.size - (k + 1))[self.counts.size - (k + 1)])
+        # the (k+1)-th largest count by a full sort: numpy's vectorised sort is ~10x quicker than
+        # np.partition's selection on counts that are mostly equal (a run's table of single packets)
+        v = int(np.sort(self.counts)[self.counts.size - (k + 1)])
         keep = self.counts > v
         self.keys = self.keys[keep]
         self.counts = self.counts[keep] - v
-        self.payload = self.payload[keep]
-        self.aux = self.aux[keep]
+        self.payload = np.compress(keep, self.payload, axis=0)  # ~6x quicker than a mask index of 2-d rows
+        self.aux = np.compress(keep, self.aux, axis=0)
         self.error += v
 
     def top(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -145,3 +151,8 @@ class HeavyHitters:
         """Worst-case bytes held (table + buffer), times two for the transient copy while folding."""
         row = 16 + 8 * (self.payload_width + self.aux_width)
         return 2 * (self.capacity + self.buffer) * row
+
+
+def _rows_at(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """a[idx] of a 2-d array's rows: np.take is ~5x quicker than fancy indexing of rows."""
+    return np.take(a, idx, axis=0)

@@ -142,7 +142,7 @@ def _rows(keys: np.ndarray, counts: np.ndarray, payload: np.ndarray,
     return list(zip(_texts(keys, payload), counts.tolist(), aux.tolist(), strict=True))
 
 
-def _texts(keys: np.ndarray, payload: np.ndarray, idx: list[int] | None = None) -> list[str]:
+def _texts(keys: np.ndarray, payload: np.ndarray, idx: np.ndarray | slice | None = None) -> list[str]:
     """The address texts of (some rows of) a heavy-hitter top list; IPv6 keys' texts from their payload."""
     if idx is not None:
         keys, payload = keys[idx], payload[idx]
@@ -375,7 +375,7 @@ class WindowStats:
         keys, counts, payload, aux = self.src.top(max(top_n, geo_rows if geo is not None else 0))
         src_rows = _rows(keys[:top_n], counts[:top_n], payload[:top_n], aux[:top_n])
         geo_map = {} if geo is None or not geo_rows else \
-            geo.breakdown(keys[:geo_rows].tolist(), counts[:geo_rows].tolist(), lambda i: _texts(keys, payload, i))
+            geo.breakdown(keys[:geo_rows], counts[:geo_rows], lambda i: _texts(keys, payload, i))
         scaled = int(self.packets.sum())
         exact = c.present
         src_distinct = len(self.src) if self.src.exact else self.src_hll.estimate()

@@ -115,13 +115,15 @@ def test_aggregate_countries_cached_by_key_equal_the_lookup_of_the_texts() -> No
         texts = [key_text(k) for k in keys]
         made: list[int] = []
 
-        def text_of(idx: list[int], t: list[str] = texts, made: list[int] = made) -> list[str]:
-            made.extend(idx)
-            return [t[i] for i in idx]
+        def text_of(idx: np.ndarray | slice, t: list[str] = texts, made: list[int] = made) -> list[str]:
+            rows = list(range(len(t)))[idx] if isinstance(idx, slice) else idx.tolist()  # all of them, or some
+            made.extend(rows)
+            return [t[i] for i in rows]
 
-        got = by_key.breakdown(keys, counts, text_of)
+        got = by_key.breakdown(np.array(keys, dtype=np.uint64), np.array(counts), text_of)
         assert got == geo.breakdown(lookup, list(zip(texts, counts, strict=True)))
         assert len(got) > 5 and len(made) <= len(keys)
+        assert len(by_key._known) <= geo.CACHE
     assert len(made) < len(keys)  # the keys known already were not made into text again
 
 

@@ -94,6 +94,8 @@ def test_key_texts_of_many_keys_equal_key_text_of_each() -> None:
     keys, payload = keys[order], payload[order]
     assert key_texts(v4) == [key_text(int(k)) for k in v4.tolist()]
     assert key_texts(v4)[:3] == ["0.0.0.0", "255.255.255.255", "10.0.0.1"]
+    for n in (1, 4, 10, 47, 48, 49):  # a top list's few keys (made in Python) and a geo list's many (numpy)
+        assert key_texts(v4[:n]) == [key_text(int(k)) for k in v4[:n].tolist()]
     want = [key_text(int(k), halves_bytes(*p) if k >> 63 else None) for k, p in zip(keys.tolist(), payload.tolist(),
                                                                                       strict=True)]
     assert key_texts(keys, payload) == want
