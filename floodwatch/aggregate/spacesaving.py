@@ -107,10 +107,14 @@ class HeavyHitters:
         skeys = keys[order]
         starts = np.flatnonzero(np.concatenate(([True], skeys[1:] != skeys[:-1])))
         self.keys = skeys[starts]
-        self.counts = np.add.reduceat(counts[order], starts)
+        dup = starts.size < keys.size  # no key twice (new sources only): no sums to make
+        self.counts = np.add.reduceat(counts[order], starts) if dup else counts[order]
         first = order[starts]
         self.payload = _rows_at(payload, first)
-        self.aux = np.add.reduceat(aux[order], starts, axis=0) if self.aux_width else _rows_at(aux, first)
+        if not self.aux_width:
+            self.aux = np.zeros((starts.size, 0), dtype=np.int64)  # np.take of zero-width rows is not free
+        else:
+            self.aux = np.add.reduceat(aux[order], starts, axis=0) if dup else _rows_at(aux, order)
         if self.keys.size > self.capacity:
             self._prune()
 

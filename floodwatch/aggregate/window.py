@@ -237,8 +237,8 @@ class WindowStats:
         if not self.grown:
             self._grow()
         d = (recs["direction"] == DIR_OUT).astype(np.intp)
-        slot = np.clip(((recs["ts"] - self.t_start) * (SLOTS / (self.t_end - self.t_start))).astype(np.intp),
-                       0, SLOTS - 1)
+        slot = ((recs["ts"] - self.t_start) * (SLOTS / (self.t_end - self.t_start))).astype(np.intp)
+        np.minimum(np.maximum(slot, 0, out=slot), SLOTS - 1, out=slot)  # np.clip, without its Python wrapper
         self.slots += np.bincount(d * SLOTS + slot, minlength=2 * SLOTS) * rate
 
     def add(self, recs: np.ndarray, addr: np.ndarray, rate: int, prev_peers: np.ndarray) -> None:
@@ -438,13 +438,27 @@ def _named(counts: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
     return {name: int(c) for name, c in zip(names, counts.tolist(), strict=False)}
 
 
+GROUP_FEW = 4  # destinations told apart by comparisons (one pass each) before np.unique's sort
+
+
 def group_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """np.unique(keys, return_index=True, return_inverse=True, return_counts=True) of a 1-d array, with
-    the flood's usual case (every record to one destination) answered without a sort."""
+    the flood's usual cases (every record to one destination, or to the host's few addresses) answered
+    by comparisons without a sort."""
     if keys.size and (keys == keys[0]).all():
         return keys[:1], np.zeros(1, dtype=np.intp), np.zeros(keys.size, dtype=np.intp), \
             np.array([keys.size], dtype=np.intp)
-    return np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+    values: list[Any] = []
+    rest = keys
+    while rest.size:
+        if len(values) == GROUP_FEW:
+            return np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+        values.append(rest[0])
+        rest = rest[rest != rest[0]]
+    uniq = np.sort(np.array(values, dtype=keys.dtype))
+    inverse = np.searchsorted(uniq, keys)
+    first = np.array([int(np.argmax(inverse == i)) for i in range(uniq.size)], dtype=np.intp)
+    return uniq, first, inverse, np.bincount(inverse, minlength=uniq.size)
 
 
 def distinct(values: np.ndarray) -> np.ndarray:

@@ -201,13 +201,15 @@ def test_aggregate_windows_without_records_are_what_the_full_computation_makes(m
 
 
 def test_aggregate_destinations_grouped_without_a_sort_as_np_unique_groups_them() -> None:
-    """A window's inbound records grouped by destination: one destination (a flood's usual case) answered
-    without np.unique, with the same keys, first indexes, inverse and counts; several as np.unique."""
+    """A window's inbound records grouped by destination: one destination or a few (a flood's usual case)
+    answered without np.unique, with the same keys, first indexes, inverse and counts; many as np.unique."""
     from floodwatch.aggregate.window import group_keys
 
     rng = np.random.default_rng(23)
     for keys in (np.full(137, 0xFFFF0A0A0A0A, dtype=np.uint64), np.full(1, 7, dtype=np.uint64),
-                 rng.integers(0, 5, 300).astype(np.uint64), np.zeros(0, dtype=np.uint64)):
+                 rng.integers(0, 5, 300).astype(np.uint64), np.zeros(0, dtype=np.uint64),
+                 rng.choice(np.array([0xFFFFC6120001, 1 << 63 | 5], dtype=np.uint64), 400),  # the host's v4 and v6
+                 rng.integers(0, 4, 50).astype(np.uint64), rng.integers(7, 10, 9).astype(np.uint64)):
         got = group_keys(keys)
         want = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
         assert [g.tolist() for g in got] == [w.tolist() for w in want]
