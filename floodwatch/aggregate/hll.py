@@ -110,7 +110,9 @@ class HyperLogLog:
         np.maximum(self.regs, other.regs, out=self.regs)
 
     def merge_bytes(self, regs: bytes) -> None:
-        self.merge(HyperLogLog(self.p, regs))
+        if len(regs) != self.m:
+            raise ValueError(f"cannot merge {len(regs)} register bytes into HyperLogLog p={self.p}")
+        np.maximum(self.regs, np.frombuffer(regs, dtype=np.uint8), out=self.regs)  # no copy of the registers
 
     def estimate(self) -> int:
         return estimate_regs(self.regs)

@@ -45,11 +45,12 @@ def fmix64(x: np.ndarray) -> np.ndarray:
 
 def addr_keys(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Address halves -> uint64 keys (exact for IPv4, hashed with the top bit set for IPv6)."""
+    lo = lo.astype(np.uint64)  # native order once (the record views are big-endian: each op swapped)
     v4 = (hi == _V4_HI) & ((lo >> np.uint64(32)) == _V4_LO_PREFIX)
     if v4.all():
-        return lo.astype(np.uint64)
-    v6 = fmix64(hi.astype(np.uint64) * _GOLD ^ lo.astype(np.uint64)) | _TOP
-    return np.where(v4, lo.astype(np.uint64), v6)
+        return lo
+    v6 = fmix64(hi.astype(np.uint64) * _GOLD ^ lo) | _TOP
+    return np.where(v4, lo, v6)
 
 
 V4_TEXT_CACHE = 4096  # IPv4 texts kept: a flood's heaviest sources come back window after window

@@ -28,6 +28,7 @@ class VictimTable:
         self.n = rows
         self.keys = np.zeros(rows, dtype=np.uint64)
         self.used = np.zeros(rows, dtype=bool)
+        self._filled = 0  # rows [0, _filled) are in use
         self.addr = np.zeros((rows, 2), dtype=np.uint64)
         self.packets = np.zeros(rows, dtype=np.int64)
         self.bytes = np.zeros(rows, dtype=np.int64)
@@ -74,16 +75,16 @@ class VictimTable:
         row = self._row_of.get(key)
         if row is not None:
             return row
-        free = np.flatnonzero(~self.used)
-        if free.size:
-            row = int(free[0])
+        if self._filled < self.n:  # rows are taken in order and never given back: the next is still zero
+            row = self._filled
+            self._filled += 1
         else:
             row = int(np.argmin(np.where(claimed, np.iinfo(np.int64).max, self.packets)))
             if claimed[row] or self.packets[row] >= weight:
                 return -1
             del self._row_of[int(self.keys[row])]
             self.evictions += 1
-        self._reset(row)
+            self._reset(row)
         self.used[row] = True
         self.keys[row] = key
         self.addr[row] = halves
@@ -104,11 +105,12 @@ class VictimTable:
             return
         combo = rows[l4].astype(np.int64) * 131072 + pidx[l4].astype(np.int64) * 65536 + sport[l4]
         keys, counts = np.unique(combo, return_counts=True)
-        order = np.lexsort((-counts, keys // 131072))
-        keys, counts = keys[order], counts[order]
         grp = keys // 131072
+        order = np.lexsort((-counts, grp))
+        keys, counts, grp = keys[order], counts[order], grp[order]
         head = np.concatenate(([True], grp[1:] != grp[:-1]))
-        rank = np.arange(keys.size) - np.maximum.accumulate(np.where(head, np.arange(keys.size), 0))
+        at = np.arange(keys.size)
+        rank = at - np.maximum.accumulate(np.where(head, at, 0))
         keep = rank < _PORTS_PER_BATCH
         for k, c in zip(keys[keep].tolist(), counts[keep].tolist(), strict=True):
             ports = self.ports[k // 131072]

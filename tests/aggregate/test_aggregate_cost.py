@@ -236,3 +236,12 @@ def test_aggregate_flood_to_one_victim_gives_the_window_np_unique_grouping_gives
                                                                   return_counts=True))
     assert fast == run()
     assert fast[0]["victims"][0]["ip"] == "10.10.10.10" and fast[0]["victims"][0]["packets"] > 0
+
+
+def test_aggregate_signature_sample_picks_the_records_linspace_picks() -> None:
+    """The signature sample's even picks are np.linspace's, for every size and count a window meets."""
+    from floodwatch.aggregate.sigsample import even_picks
+
+    for size in [*range(1, 300), 4096, 99_991, 1_000_000]:
+        for k in {1, 2, 3, 4, 7, 63, 64, size} & set(range(1, min(size, 64) + 1)) | {min(size, 64)}:
+            assert np.array_equal(even_picks(size, k), np.linspace(0, size - 1, k).astype(np.intp)), (size, k)

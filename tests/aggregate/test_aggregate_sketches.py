@@ -45,6 +45,8 @@ def test_aggregate_hll_rejects_bad_registers() -> None:
         HyperLogLog.from_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match="cannot merge"):
         HyperLogLog(12).merge(HyperLogLog(10))
+    with pytest.raises(ValueError, match="cannot merge"):
+        HyperLogLog(12).merge_bytes(HyperLogLog(10).to_bytes())
 
 
 def _zipf_stream(seed: int, n: int, universe: int) -> np.ndarray:
