@@ -42,12 +42,16 @@ print(json.dumps(out))
 
 
 def busiest_window(samples: list[tuple[float, int]], width: float = 0.1) -> float:
-    """The kernel's largest packet rate over any stretch of at least `width` seconds (an aligned window of
-    the agent's is one of them, give or take one reading): packets over the stretch / width."""
+    """The most packets the kernel can have counted in any `width` seconds, as a rate: a ceiling that
+    holds whatever the reader's timing. A window [T, T + width) starting between readings i and i + 1 lies
+    inside the stretch from reading i to the first reading at or after reading i + 1 plus `width`, so that
+    stretch's count bounds the window's (a reader that stalled under the flood widens the stretch, never
+    hides packets)."""
     best, j = 0.0, 0
-    for i, (t0, n0) in enumerate(samples):
-        j = max(j, i)
-        while j < len(samples) and samples[j][0] - t0 < width:
+    for i in range(len(samples) - 1):
+        n0 = samples[i][1]
+        j = max(j, i + 1)
+        while j < len(samples) and samples[j][0] < samples[i + 1][0] + width:
             j += 1
         if j == len(samples):
             break
