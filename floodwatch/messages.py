@@ -394,6 +394,9 @@ class TrafficWindow(Message):
     # sources [[ip, hellos], ...] (floodwatch/aggregate/tls.py)
     tls_hellos: int = 0
     top_tls_src: list[Any] = field(default_factory=list)
+    # inbound records with an IP header (not scaled): the sample src_hll and ttl_hist were made from, of
+    # the sum(ttl_hist) packets they stand for; 0 = not known (no correction of the distinct count)
+    sampled_src: int = 0
 
     def wire_fields(self) -> dict[str, Any]:
         """All-zero HLL registers (every window of a silent link: 4 KiB at p=12, ten a second) travel

@@ -66,6 +66,30 @@ def estimate_regs(regs: np.ndarray) -> int:
     return round(raw)
 
 
+def distinct_in_population(seen: int, sampled: int, population: int) -> int:
+    """The distinct keys among `population` items, from the `seen` distinct ones among `sampled` of them
+    kept at random (each with probability sampled / population: the kernel's 1-in-N packet sampling).
+
+    A sample shows only some of the keys: 2,000 sources sending 50,000 packets, 800 of them sampled,
+    show about 660. This is the S that solves seen = S * (1 - q ** (population / S)), q = 1 - sampled /
+    population: the keys a sample shows when every key sends alike. Skewed senders show fewer keys for the
+    same S, so the answer errs low there, never past `population`; unsampled (sampled >= population) it
+    is `seen`, and a sample without a repeated key (seen >= sampled) says every item had its own key."""
+    if seen <= 0 or sampled <= 0 or sampled >= population:
+        return max(seen, 0)
+    if seen >= sampled:
+        return population
+    log_q = math.log1p(-sampled / population)
+    lo, hi = float(seen), float(population)  # shown(lo) <= seen < shown(hi) = sampled
+    while hi - lo > 0.5:
+        mid = (lo + hi) / 2
+        if mid * -math.expm1(log_q * population / mid) < seen:
+            lo = mid
+        else:
+            hi = mid
+    return round((lo + hi) / 2)
+
+
 class HyperLogLog:
     """A HyperLogLog sketch of uint64 keys (hashed here with fmix64)."""
 

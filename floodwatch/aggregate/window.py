@@ -196,6 +196,7 @@ class WindowStats:
         self.src_capacity = src_capacity
         self.grown = False
         self.sampled = 0
+        self.sampled_src = 0  # inbound records with an IP header: the sample the source sketch holds
         self.t_first = 0.0  # first and last record time
         self.t_last = 0.0
         self.malformed = 0
@@ -279,6 +280,7 @@ class WindowStats:
         if not ip.all():
             self.malformed_in += int(np.count_nonzero(recs["malformed"][~ip])) * rate
             recs, addr, pidx = recs[ip], addr[ip], pidx[ip]
+        self.sampled_src += int(recs.size)
         self.ttl += np.bincount(recs["ttl"], minlength=256) * rate
         tcp = recs["proto"] == PROTO_TCP
         fidx = np.where(tcp, FLAG_LUT[recs["flags"]], 255).astype(np.intp)
@@ -418,6 +420,7 @@ class WindowStats:
             tls_hellos=self.hellos.total,
             top_tls_src=[] if self.hellos.src is None else
             [[ip, cnt] for ip, cnt, _ in hh_rows(self.hellos.src, self.spec.top_n)],
+            sampled_src=self.sampled_src,
             geo=geo_map,
             extra=self._extra(),
         )

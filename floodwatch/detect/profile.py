@@ -2,7 +2,8 @@
 
 Counters are summed; top lists are merged by key and pruned to a fixed size, so memory does not depend
 on how many sources an attacker uses. The source count merges the windows' HyperLogLog registers
-(register-wise maximum, as the aggregator documents them: mergeable across windows).
+(register-wise maximum, as the aggregator documents them: mergeable across windows) and, when the
+kernel sampled, scales what the sample showed to the packets it stood for (hll.distinct_in_population).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from floodwatch.aggregate.hll import estimate_regs
+from floodwatch.aggregate.hll import distinct_in_population, estimate_regs
 from floodwatch.messages import TrafficWindow, Victim
 
 TOP_KEEP = 2000  # entries kept per merged top list (pruned to the biggest when it grows past 2x)
@@ -61,6 +62,8 @@ class Profile:
     countries: Counter[str] = field(default_factory=Counter)  # the windows' geo: at most ~250 keys
     src_distinct: int = 0
     sampled: int = 0
+    sampled_src: int = 0  # inbound records with an IP header: the sample the source registers hold ...
+    sampled_pop: int = 0  # ... and the packets they stood for (windows that tell sampled_src only)
     scaled: float = 0.0  # the sampled records scaled by their sample rate (packets per record: per_record)
     malformed: int = 0  # inbound frames whose IP header did not parse (no addresses, no ports)
     peak_pps: int = 0  # the busiest window's inbound rates
@@ -97,9 +100,10 @@ class Profile:
 
     @property
     def sources(self) -> int:
-        """Distinct inbound sources over all the windows (HLL merge; window maximum as a floor)."""
+        """Distinct inbound sources over all the windows (HLL merge; window maximum as a floor), scaled from
+        the sampled records to the packets they stood for."""
         merged = estimate_regs(self.hll) if self.hll is not None else 0
-        return max(merged, self.src_distinct)
+        return distinct_in_population(max(merged, self.src_distinct), self.sampled_src, self.sampled_pop)
 
     def _merge_hll(self, regs: bytes | np.ndarray) -> None:
         r = np.frombuffer(regs, dtype=np.uint8) if isinstance(regs, bytes) else regs
@@ -120,6 +124,9 @@ class Profile:
         self.packets_out += w.packets_out
         self.bidir_packets += w.bidir_packets
         self.sampled += w.sampled
+        if w.sampled_src:
+            self.sampled_src += w.sampled_src
+            self.sampled_pop += sum(w.ttl_hist.values())  # the same records as the TTLs, scaled
         self.scaled += w.sample_rate * w.sampled
         self.src_distinct = max(self.src_distinct, w.src_distinct)
         self._merge_hll(w.src_hll)
@@ -194,7 +201,8 @@ class Profile:
             self.t_first = other.t_first
         self.windows += other.windows
         self.t_last = max(self.t_last, other.t_last)
-        for name in ("packets_in", "bytes_in", "packets_out", "bidir_packets", "sampled", "scaled", "malformed"):
+        for name in ("packets_in", "bytes_in", "packets_out", "bidir_packets", "sampled", "sampled_src",
+                     "sampled_pop", "scaled", "malformed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.src_distinct = max(self.src_distinct, other.src_distinct)
         if other.hll is not None:

@@ -1,11 +1,12 @@
-"""HyperLogLog error bounds and heavy-hitter (Space-Saving / Misra-Gries) guarantees."""
+"""HyperLogLog error bounds, distinct counts scaled from a packet sample, and heavy-hitter (Space-Saving /
+Misra-Gries) guarantees."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from floodwatch.aggregate.hll import HyperLogLog, relative_error
+from floodwatch.aggregate.hll import HyperLogLog, distinct_in_population, relative_error
 from floodwatch.aggregate.spacesaving import HeavyHitters
 
 
@@ -52,6 +53,40 @@ def test_aggregate_hll_rejects_bad_registers() -> None:
 def _zipf_stream(seed: int, n: int, universe: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (rng.zipf(1.3, n) % universe).astype(np.uint64)
+
+
+def _sample(packets: np.ndarray, one_in: int, seed: int) -> tuple[int, int]:
+    """(distinct keys, records) of the packets the kernel's 1-in-N filter keeps."""
+    kept = packets[np.random.default_rng(seed).random(packets.size) < 1 / one_in]
+    return int(np.unique(kept).size), int(kept.size)
+
+
+@pytest.mark.parametrize(("sources", "one_in"), [(300, 8), (300, 64), (2_000, 8), (2_000, 64), (20_000, 8)])
+def test_aggregate_distinct_scaled_from_a_sample_of_alike_senders(sources: int, one_in: int) -> None:
+    """(20,000 sources in 800 records repeat too few to tell 20,000 from 30,000: not a case here.)"""
+    packets = np.arange(50_000, dtype=np.int64) % sources
+    seen, sampled = _sample(packets, one_in, sources + one_in)
+    estimate = distinct_in_population(seen, sampled, packets.size)
+    assert seen < estimate or seen == sources  # the sample alone misses sources
+    assert abs(estimate - sources) <= 0.15 * sources, (seen, sampled, estimate)
+
+
+def test_aggregate_distinct_scaled_errs_low_for_skewed_senders() -> None:
+    """A botnet's few heavy senders and a long tail: the estimate stays at or below the truth (a tail of
+    senders seen once in a sample is never mistaken for more sources than there are)."""
+    rng = np.random.default_rng(3)
+    heavy = rng.integers(0, 20, 40_000)
+    tail = rng.integers(20, 2_020, 10_000)
+    packets = np.concatenate([heavy, tail])
+    seen, sampled = _sample(packets, 32, 5)
+    assert seen < distinct_in_population(seen, sampled, packets.size) <= 2_020
+
+
+def test_aggregate_distinct_unsampled_is_what_was_seen_and_bounded_by_the_packets() -> None:
+    assert distinct_in_population(700, 50_000, 50_000) == 700  # every packet a record: nothing to scale
+    assert distinct_in_population(700, 0, 50_000) == 700  # no sample size known
+    assert distinct_in_population(800, 800, 50_000) == 50_000  # no source twice: each packet its own
+    assert distinct_in_population(0, 800, 50_000) == 0
 
 
 def test_aggregate_heavy_hitters_exact_below_capacity() -> None:
