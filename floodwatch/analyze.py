@@ -165,7 +165,7 @@ class Analysis:
         try:
             while time.monotonic() < deadline:  # wait until our subscription is live at the proxy
                 pub.send_multipart([b"analyze.probe", b""])
-                if sub.poll(20, zmq.POLLIN) and sub.recv_multipart()[0] == b"analyze.probe":
+                if sub.poll(bus.PROBE_EVERY_MS, zmq.POLLIN) and sub.recv_multipart()[0] == b"analyze.probe":
                     return sub
             sub.close(0)
             raise BusError("the analysis could not subscribe to its own event bus")

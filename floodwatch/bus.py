@@ -19,6 +19,10 @@ from floodwatch.errors import BusError
 from floodwatch.settings.core import AgentSettings, BusSettings
 
 CONTROL_MAX_BYTES = 1024 * 1024  # control messages are small: a bigger frame is refused unread
+# A subscriber that probes the proxy with its own topic until a probe comes back (then its PUB and SUB
+# both carry messages) sends again after this many ms without one: a probe sent before the subscription
+# reached the proxy is gone, and the subscription takes a few ms (each actor's start waited 20 ms here)
+PROBE_EVERY_MS = 2
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,7 @@ class ActorCore(Generic[S]):
         deadline = time.monotonic() + self.config.supervisor.hello_timeout
         while time.monotonic() < deadline:
             self.pub_sock.send_multipart([topic, b""])
-            while sub.poll(20, zmq.POLLIN):
+            while sub.poll(bus.PROBE_EVERY_MS, zmq.POLLIN):  # a late copy of a probe: dropped by _accept
                 parts = sub.recv_multipart()
                 if parts[0] == topic:
                     return early

@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import runpy
+import select
 import signal
 import socket
 import sys
@@ -222,13 +223,29 @@ class ForkedProcess:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
+        """Wait for the exit, woken by it (a pidfd turns readable when the process ends), not by a timer:
+        a stop waits as long as the actor takes to go, not up to the next tick."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                import subprocess
+        if self.poll() is not None:
+            return self.returncode  # type: ignore[return-value]
+        try:
+            fd = os.pidfd_open(self.pid)
+        except OSError:  # gone already (reaped by poll next), or a kernel without pidfd_open
+            fd = -1
+        try:
+            while self.poll() is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    import subprocess
 
-                raise subprocess.TimeoutExpired([str(self.pid)], timeout or 0.0)
-            time.sleep(0.01)
+                    raise subprocess.TimeoutExpired([str(self.pid)], timeout or 0.0)
+                if fd >= 0:
+                    select.select([fd], [], [], left)
+                else:
+                    time.sleep(0.01 if left is None else min(0.01, left))
+        finally:
+            if fd >= 0:
+                os.close(fd)
         assert self.returncode is not None
         return self.returncode
 
