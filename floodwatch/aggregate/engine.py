@@ -99,19 +99,20 @@ class Engine:
         grace = LIVE_GRACE if self.live else 0.0
         out = self._advance(float(ts.min()) - grace)  # windows this batch cannot touch any more are done
         lo, hi = int(widx.min()), int(widx.max())
+        flows = batch.source == "collector"  # flow records weighted by their packets: not a packet sample
         if lo == hi:
-            self._queue(lo, recs, addr, batch.sample_rate)
+            self._queue(lo, recs, addr, batch.sample_rate, flows)
         elif (step := np.diff(widx)).min() >= 0:  # in time order (a ring's records are): slices, no copies
             edges = [0, *(np.flatnonzero(step) + 1).tolist(), len(widx)]
             for a, b in itertools.pairwise(edges):
-                self._queue(int(widx[a]), recs[a:b], addr[a:b], batch.sample_rate)
+                self._queue(int(widx[a]), recs[a:b], addr[a:b], batch.sample_rate, flows)
                 out += self._advance(float(ts[a:b].max()) - grace)
         else:
             order = np.argsort(widx, kind="stable")
             sw = widx[order]
             cuts = np.flatnonzero(sw[1:] != sw[:-1]) + 1
             for part in np.split(order, cuts):
-                self._queue(int(widx[part[0]]), recs[part], addr[part], batch.sample_rate)
+                self._queue(int(widx[part[0]]), recs[part], addr[part], batch.sample_rate, flows)
                 out += self._advance(float(ts[part].max()) - grace)
         out += self._advance(float(ts.max()) - grace)
         return out
@@ -164,8 +165,9 @@ class Engine:
             self.open[index] = ws
         return ws
 
-    def _queue(self, index: int, recs: np.ndarray, addr: np.ndarray, rate: int) -> None:
+    def _queue(self, index: int, recs: np.ndarray, addr: np.ndarray, rate: int, flows: bool = False) -> None:
         ws = self._window(index)
+        ws.flow_weighted |= flows
         if ws.index != index:
             ws.add_late(int(recs.size))
             self.stats["late_records"] += int(recs.size)

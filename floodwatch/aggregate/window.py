@@ -196,7 +196,8 @@ class WindowStats:
         self.src_capacity = src_capacity
         self.grown = False
         self.sampled = 0
-        self.sampled_src = 0  # inbound records with an IP header: the sample the source sketch holds
+        self.sampled_src = 0  # inbound records with an IP header: the sample the source sketch holds ...
+        self.flow_weighted = False  # ... unless some were flow records (the collector's): not told then
         self.t_first = 0.0  # first and last record time
         self.t_last = 0.0
         self.malformed = 0
@@ -420,7 +421,7 @@ class WindowStats:
             tls_hellos=self.hellos.total,
             top_tls_src=[] if self.hellos.src is None else
             [[ip, cnt] for ip, cnt, _ in hh_rows(self.hellos.src, self.spec.top_n)],
-            sampled_src=self.sampled_src,
+            sampled_src=0 if self.flow_weighted else self.sampled_src,
             geo=geo_map,
             extra=self._extra(),
         )

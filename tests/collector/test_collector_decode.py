@@ -227,3 +227,28 @@ def test_fuzz_random_and_mutated_datagrams() -> None:
     c.feed("flow", G.netflow_v5(FLOOD, 1), "192.0.2.1", 7000.0)
     c.flush_all()
     assert len(sink.batches) > before
+
+
+def test_flow_records_count_their_sources_unscaled() -> None:
+    """Flow records are not a sample of packets: 600 sources, one 64-packet flow each (one record each),
+    count as 600 sources in the incident's profile, not as the 38,400 packets a packet sample of 600
+    distinct records would suggest (the windows say no sample size: sampled_src 0)."""
+    from floodwatch.aggregate.engine import Engine
+    from floodwatch.detect.profile import Profile
+    from floodwatch.messages import TrafficWindow
+    from floodwatch.settings.aggregator import AggregatorSettings
+
+    c, sink = make(networks=["203.0.113.0/24"])
+    flows = [(f"10.{i // 250}.{i % 250}.1", "203.0.113.10", 1024 + i, 53, 17, 0, 64, 64 * 512) for i in range(600)]
+    for k in range(0, 600, 30):
+        c.feed("flow", G.netflow_v5(flows[k : k + 30], seq=k), "192.0.2.1", 1000.0)
+    c.flush_all()
+    assert len(sink.rows()) == 600 and all(b.source == "collector" for b in sink.batches)
+    engine = Engine(AggregatorSettings(geo="off"))
+    out = [m for b in sink.batches for m in engine.feed_batch(b)] + engine.finish()
+    windows = [m for m in out if isinstance(m, TrafficWindow) and m.packets_in]
+    assert windows and all(w.sampled_src == 0 for w in windows)
+    profile = Profile()
+    for w in windows:
+        profile.add(w)
+    assert profile.packets_in == 600 * 64 and abs(profile.sources - 600) <= 0.05 * 600
