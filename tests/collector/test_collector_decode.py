@@ -7,10 +7,13 @@ import random
 import numpy as np
 import pytest
 
+from floodwatch.aggregate.engine import Engine
 from floodwatch.collector import exportgen as G
 from floodwatch.collector.core import Collector
-from floodwatch.messages import FrameBatch, Message, PacketBatch
+from floodwatch.detect.profile import Profile
+from floodwatch.messages import FrameBatch, Message, PacketBatch, TrafficWindow
 from floodwatch.records import DIR_IN, RECORD_DTYPE, addr_text
+from floodwatch.settings.aggregator import AggregatorSettings
 from floodwatch.settings.collector import CollectorSettings
 
 
@@ -233,11 +236,6 @@ def test_flow_records_count_their_sources_unscaled() -> None:
     """Flow records are not a sample of packets: 600 sources, one 64-packet flow each (one record each),
     count as 600 sources in the incident's profile, not as the 38,400 packets a packet sample of 600
     distinct records would suggest (the windows say no sample size: sampled_src 0)."""
-    from floodwatch.aggregate.engine import Engine
-    from floodwatch.detect.profile import Profile
-    from floodwatch.messages import TrafficWindow
-    from floodwatch.settings.aggregator import AggregatorSettings
-
     c, sink = make(networks=["203.0.113.0/24"])
     flows = [(f"10.{i // 250}.{i % 250}.1", "203.0.113.10", 1024 + i, 53, 17, 0, 64, 64 * 512) for i in range(600)]
     for k in range(0, 600, 30):
